@@ -1,0 +1,376 @@
+"""The facts a request accumulates on its way through the pipeline, and the decision it ends in.
+
+Everything here is plain data: no aiohttp types (the edge converts; the core stays testable).
+Reason codes are kebab-case strings shared verbatim by the HTTP problem body, the audit record and
+the metric labels.
+
+``RequestContext`` is *loud*: reading a fact that no stage has set raises ``FactNotSet`` instead of
+returning ``None``; use ``ctx.has("geo")`` where absence is legitimate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Actions, in precedence order (deny beats require_license beats allow).
+DENY = "deny"
+REQUIRE_LICENSE = "require_license"
+ALLOW = "allow"
+FLAG = "flag"
+ACTIONS = (DENY, REQUIRE_LICENSE, ALLOW, FLAG)
+
+# Reason codes raised by the gate itself (policies add their rule ids as reasons).
+R_NO_ROUTE = "no-route"
+R_BAD_PATH = "bad-path"
+R_BODY_TOO_LARGE = "body-too-large"
+R_BAD_BODY = "bad-body"
+R_UNKNOWN_ENTITY = "unknown-entity"
+R_QUOTA_EXHAUSTED = "quota-exhausted"
+R_LICENSE_EXHAUSTED = "license-exhausted"
+R_STORE_UNAVAILABLE = "store-unavailable"
+R_AUDIT_UNAVAILABLE = "audit-unavailable"
+R_UPSTREAM_UNREACHABLE = "upstream-unreachable"
+R_UPSTREAM_TIMEOUT = "upstream-timeout"
+R_UNKNOWN_GPU_MODEL = "unknown-gpu-model"
+R_DEFAULT = "default-action"
+
+
+class FactNotSet(AttributeError):
+    """A stage read a fact that no earlier stage produced (a wiring bug, not a client error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The verified identity behind a request (from a JWT)."""
+
+    subject: str
+    issuer: str
+    tenant: str | None = None
+    entity: str | None = None
+    nationality: str | None = None
+    purpose: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    expires_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "tenant": self.tenant,
+            "entity": self.entity,
+            "issuer": self.issuer,
+            "nationality": self.nationality,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class License:
+    """An export licence held by an entity (CONTRACT §4)."""
+
+    id: str
+    eccns: tuple[str, ...]
+    countries: tuple[str, ...]
+    expires: str | None  # ISO date, inclusive
+    max_tpp_hours: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "eccns": list(self.eccns),
+            "countries": list(self.countries),
+            "expires": self.expires,
+            "max_tpp_hours": self.max_tpp_hours,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class OwnershipProfile:
+    """An entity's resolved ownership facts (CONTRACT §4); computed once per registry load."""
+
+    id: str
+    known: bool
+    name: str | None = None
+    kind: str | None = None
+    country: str | None = None
+    hq_country: str | None = None
+    flags: frozenset[str] = frozenset()
+    affiliated: bool = False
+    listed_share: float = 0.0
+    listed_via: tuple[str, ...] = ()
+    ultimate_parent: str | None = None
+    parent_hq_country: str | None = None
+    beneficial_owners: tuple[tuple[str, float], ...] = ()
+    parent_path: tuple[str, ...] = ()
+    affiliated_paths: tuple[tuple[str, ...], ...] = ()
+    licenses: tuple[License, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape printed by ``gatekeeper entities show`` and embedded in decisions."""
+        return {
+            "id": self.id,
+            "known": self.known,
+            "name": self.name,
+            "kind": self.kind,
+            "country": self.country,
+            "hq_country": self.hq_country,
+            "flags": sorted(self.flags),
+            "affiliated": self.affiliated,
+            "listed_share": self.listed_share,
+            "listed_via": list(self.listed_via),
+            "ultimate_parent": self.ultimate_parent,
+            "parent_hq_country": self.parent_hq_country,
+            "beneficial_owners": [{"id": i, "share": s} for i, s in self.beneficial_owners],
+            "paths": {
+                "ultimate_parent": list(self.parent_path),
+                "affiliated": [list(p) for p in self.affiliated_paths],
+            },
+            "licenses": [lic.to_json() for lic in self.licenses],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GeoInfo:
+    """Where the client address is (GeoIP), and what kind of network it belongs to."""
+
+    ip: str
+    known: bool = False
+    country: str | None = None
+    registered_country: str | None = None
+    asn: int | None = None
+    asn_org: str | None = None
+    anonymous: bool = False
+    vpn: bool = False
+    tor: bool = False
+    hosting: bool = False
+    proxy: bool = False
+    internal: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "country": self.country,
+            "registered_country": self.registered_country,
+            "known": self.known,
+            "asn": self.asn,
+            "asn_org": self.asn_org,
+            "anonymous": self.anonymous,
+            "vpn": self.vpn,
+            "tor": self.tor,
+            "hosting": self.hosting,
+            "proxy": self.proxy,
+            "internal": self.internal,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeRequest:
+    """How much compute a submission asks for (DOMAIN §3), measured by a scheduler adapter."""
+
+    gpu_model: str | None
+    gpus: float
+    hours: float
+    gpu_hours: float
+    tpp: float
+    tpp_hours: float
+    eccn: str | None
+    controlled: bool
+    reasons: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "gpu_model": self.gpu_model,
+            "gpus": self.gpus,
+            "hours": self.hours,
+            "gpu_hours": self.gpu_hours,
+            "tpp": self.tpp,
+            "tpp_hours": self.tpp_hours,
+            "eccn": self.eccn,
+            "controlled": self.controlled,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """The request attributes a policy may read (``request.*``) plus what the audit needs."""
+
+    route: str
+    method: str
+    path: str
+    client_ip: str
+    purpose: str | None = None
+    mode: str = "enforce"
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaDef:
+    """A compute budget declared in a policy file (CONTRACT §5.1 ``quotas:``)."""
+
+    name: str
+    unit: str  # tpp_hours | gpu_hours | requests
+    limit: float
+    window_s: int  # rolling window length in seconds
+    per: str  # tenant | entity | ultimate_parent
+
+
+@dataclass(slots=True)
+class QuotaState:
+    """What the quota stage did: consumed amount, remaining budget, and how to refund it."""
+
+    name: str | None = None
+    consumed: float = 0.0
+    remaining: float | None = None
+    limit: float | None = None
+    window_s: int | None = None
+    retry_after_s: int | None = None
+    fail_open: bool = False
+    reservation: Any = None  # opaque, store-specific; used to refund exactly once
+    refunded: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "consumed": self.consumed,
+            "remaining": self.remaining,
+            "limit": self.limit,
+            "window_s": self.window_s,
+            "fail_open": self.fail_open,
+            "refunded": self.refunded,
+        }
+
+
+@dataclass(slots=True)
+class Decision:
+    """The gate's verdict on one request (CONTRACT §1 decision JSON, audit ``decision``)."""
+
+    action: str
+    rule: str | None
+    reasons: list[str]
+    status: int | None = None  # what the gate answers when it blocks; None when it forwards
+    enforced: bool = True
+    policy_version: str | None = None
+    license: str | None = None
+    quotas: tuple[str, ...] = ()
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    shadow: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "rule": self.rule,
+            "reasons": list(self.reasons),
+            "status": self.status,
+            "enforced": self.enforced,
+            "policy_version": self.policy_version,
+            "license": self.license,
+            "shadow": list(self.shadow),
+        }
+
+
+_FACTS = ("principal", "ownership", "geo", "compute", "decision", "quota")
+
+
+class RequestContext:
+    """One request's facts. Stages set exactly one fact each; reading an unset fact raises."""
+
+    __slots__ = (
+        "_compute",
+        "_decision",
+        "_geo",
+        "_ownership",
+        "_principal",
+        "_quota",
+        "body",
+        "decision_id",
+        "headers",
+        "request",
+        "route_config",
+        "stage_times",
+        "started",
+    )
+
+    def __init__(
+        self,
+        *,
+        decision_id: str,
+        request: RequestInfo,
+        headers: Any,
+        body: bytes = b"",
+        route_config: Any = None,
+        started: float = 0.0,
+    ) -> None:
+        self.decision_id = decision_id
+        self.request = request
+        self.headers = headers  # case-insensitive multimap (multidict), read-only
+        self.body = body
+        self.route_config = route_config
+        self.started = started
+        self.stage_times: dict[str, float] = {}
+        self._principal: Principal | None = None
+        self._ownership: OwnershipProfile | None = None
+        self._geo: GeoInfo | None = None
+        self._compute: ComputeRequest | None = None
+        self._decision: Decision | None = None
+        self._quota: QuotaState | None = None
+
+    def has(self, fact: str) -> bool:
+        if fact not in _FACTS:
+            raise KeyError(fact)
+        return getattr(self, "_" + fact) is not None
+
+    def _get(self, fact: str) -> Any:
+        value = getattr(self, "_" + fact)
+        if value is None:
+            raise FactNotSet(f"fact {fact!r} read before any stage set it")
+        return value
+
+    @property
+    def principal(self) -> Principal:
+        return self._get("principal")  # type: ignore[no-any-return]
+
+    @principal.setter
+    def principal(self, value: Principal) -> None:
+        self._principal = value
+
+    @property
+    def ownership(self) -> OwnershipProfile:
+        return self._get("ownership")  # type: ignore[no-any-return]
+
+    @ownership.setter
+    def ownership(self, value: OwnershipProfile) -> None:
+        self._ownership = value
+
+    @property
+    def geo(self) -> GeoInfo:
+        return self._get("geo")  # type: ignore[no-any-return]
+
+    @geo.setter
+    def geo(self, value: GeoInfo) -> None:
+        self._geo = value
+
+    @property
+    def compute(self) -> ComputeRequest:
+        return self._get("compute")  # type: ignore[no-any-return]
+
+    @compute.setter
+    def compute(self, value: ComputeRequest) -> None:
+        self._compute = value
+
+    @property
+    def decision(self) -> Decision:
+        return self._get("decision")  # type: ignore[no-any-return]
+
+    @decision.setter
+    def decision(self, value: Decision) -> None:
+        self._decision = value
+
+    @property
+    def quota(self) -> QuotaState:
+        return self._get("quota")  # type: ignore[no-any-return]
+
+    @quota.setter
+    def quota(self, value: QuotaState) -> None:
+        self._quota = value
+
+    def maybe(self, fact: str) -> Any:
+        """The fact or ``None``; for the audit and explain paths, which report whatever exists."""
+        return getattr(self, "_" + fact)

@@ -1,0 +1,139 @@
+"""Real processes for tests: free loopback ports and ``redis-server`` instances (never mocks)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free port <= 55535 whose cluster bus port (+10000) is free too (Redis Cluster's rule)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 50000)
+        ok = True
+        for candidate in (port, port + 10000):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", candidate))
+                except OSError:
+                    ok = False
+        if ok:
+            return port
+    raise RuntimeError("no free cluster port pair")
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    """Block until ``host:port`` accepts TCP connections."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"{host}:{port} not listening after {timeout}s")
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port (optionally a cluster node)."""
+
+    def __init__(self, port: int | None = None, *, cluster: bool = False) -> None:
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed")
+        self.port = port or (free_cluster_port() if cluster else free_port())
+        self.cluster = cluster
+        self.dir = tempfile.mkdtemp(prefix=f"gk-redis-{self.port}-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        args = [
+            "redis-server",
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.dir,
+            "--protected-mode", "no",
+        ]  # fmt: skip
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+def redis_cluster(masters: int = 3) -> list[RedisServer]:
+    """Start ``masters`` cluster-mode redis-servers and join them (no replicas)."""
+    nodes = [RedisServer(cluster=True).start() for _ in range(masters)]
+    addrs = [f"127.0.0.1:{n.port}" for n in nodes]
+    subprocess.run(
+        ["redis-cli", "--cluster", "create", *addrs, "--cluster-replicas", "0", "--cluster-yes"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=30,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(nodes[0].port), "cluster", "info"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
+        if "cluster_state:ok" in out:
+            return nodes
+        time.sleep(0.1)
+    for n in nodes:
+        n.stop()
+    raise TimeoutError("redis cluster did not become ok")
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def venv_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: the current one plus ``extra``."""
+    env = dict(os.environ)
+    env.update(extra)
+    return env
