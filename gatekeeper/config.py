@@ -87,6 +87,8 @@ class EntitiesConfig:
     sources: tuple[EntitySource, ...] = ()
     beneficial_owner_threshold: float = 25.0
     max_bad_rows: int = 0  # a source with more bad rows than this fails the load
+    # flags that count as a listing for the 50% rule; None = ownership.LISTING_FLAGS
+    listing_flags: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,3 +185,392 @@ class Config:
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     routes: tuple[RouteConfig, ...] = ()
+
+
+# -------------------------------------------------------------------------------------- loader
+#
+# The loader is driven by the dataclasses above: every field is a key, its annotation is the type
+# to check, its default makes it optional. Extra checks (ranges, choices, URLs, CIDRs, paths) are
+# declared per (class, field) in _CHECKS below, so a new setting needs one line, not a new parser.
+
+import ipaddress  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import types  # noqa: E402
+import typing  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import MISSING, fields, is_dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+from .errors import ConfigError, Problem  # noqa: E402
+from .yamlsrc import LocDict, LocList, line_of, load_located, parse_located  # noqa: E402
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class _Ctx:
+    """Collects problems while walking one file."""
+
+    def __init__(self, filename: str, base_dir: str) -> None:
+        self.filename = filename
+        self.base_dir = base_dir
+        self.problems: list[Problem] = []
+
+    def err(self, line: int | None, path: str, message: str) -> None:
+        self.problems.append(Problem(self.filename, line, path, message))
+
+
+Check = Callable[[Any, _Ctx, int | None, str], Any]
+
+
+def _choice(*allowed: str) -> Check:
+    def check(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
+        if value not in allowed:
+            ctx.err(line, path, f"must be one of {', '.join(allowed)} (got {value!r})")
+        return value
+
+    return check
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> Check:
+    def check(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+            ctx.err(line, path, f"must be {bounds} (got {value!r})")
+        return value
+
+    return check
+
+
+def _cidr(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        ctx.err(line, path, f"not an IP network in CIDR form: {value!r}")
+        return value
+
+
+def _url(*schemes: str) -> Check:
+    def check(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
+        try:
+            parts = urlsplit(value)
+            ok = parts.scheme in schemes and bool(parts.hostname)
+            if ok:
+                _ = parts.port  # raises ValueError on a bad port
+        except ValueError:
+            ok = False
+        if not ok:
+            ctx.err(line, path, f"not a valid {'/'.join(schemes)} URL: {value!r}")
+        return value
+
+    return check
+
+
+def _store_url(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
+    if value == "memory":
+        return value
+    return _url("redis", "rediss", "redis+cluster")(value, ctx, line, path)
+
+
+def _path(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
+    if not value:
+        ctx.err(line, path, "must not be empty")
+        return value
+    return os.path.normpath(os.path.join(ctx.base_dir, value))
+
+
+def _db_path(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
+    return value if value == "builtin" else _path(value, ctx, line, path)
+
+
+def _regex(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        ctx.err(line, path, f"invalid regular expression: {exc}")
+    return value
+
+
+def _prefix(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
+    if not value.startswith("/"):
+        ctx.err(line, path, f"must start with '/' (got {value!r})")
+    return value
+
+
+def _methods(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
+    out = []
+    for m in value:
+        if not _TOKEN_RE.match(m):
+            ctx.err(line, path, f"not an HTTP method: {m!r}")
+        out.append(m.upper())
+    return tuple(out)
+
+
+def _header_names(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
+    for h in value:
+        if not _TOKEN_RE.match(h):
+            ctx.err(line, path, f"not a header name: {h!r}")
+    return value
+
+
+def _nonempty(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
+    if not value:
+        ctx.err(line, path, "must not be empty")
+    return value
+
+
+def _each(check: Check) -> Check:
+    def run(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
+        return tuple(check(v, ctx, line, f"{path}[{i}]") for i, v in enumerate(value))
+
+    return run
+
+
+_CHECKS: dict[tuple[type, str], Check] = {
+    (ListenConfig, "port"): _range(0, 65535),
+    (AdminConfig, "port"): _range(0, 65535),
+    (TLSConfig, "cert"): _path,
+    (TLSConfig, "key"): _path,
+    (Config, "workers"): _range(1, 64),
+    (Config, "trusted_proxies"): _each(_cidr),
+    (LimitsConfig, "max_body_bytes"): _range(0),
+    (LimitsConfig, "header_timeout_s"): _range(0.001),
+    (LimitsConfig, "upstream_timeout_s"): _range(0.001),
+    (LimitsConfig, "upstream_connect_timeout_s"): _range(0.001),
+    (LimitsConfig, "max_header_bytes"): _range(1024),
+    (LimitsConfig, "drain_timeout_s"): _range(0),
+    (IdentityConfig, "leeway_s"): _range(0, 3600),
+    (IdentityConfig, "cache_size"): _range(0),
+    (IssuerConfig, "issuer"): _nonempty,
+    (IssuerConfig, "audiences"): _nonempty,
+    (IssuerConfig, "jwks_file"): _path,
+    (IssuerConfig, "jwks_url"): _url("http", "https"),
+    (IssuerConfig, "algorithms"): _each(
+        _choice(
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+        )
+    ),
+    (EntitySource, "path"): _path,
+    (EntitySource, "format"): _choice("native", "ftm", "csl"),
+    (EntitiesConfig, "beneficial_owner_threshold"): _range(0, 100),
+    (GeoConfig, "country_db"): _db_path,
+    (GeoConfig, "asn_db"): _path,
+    (GeoConfig, "anonymous_db"): _path,
+    (GeoConfig, "internal_networks"): _each(_cidr),
+    (PolicyConfig, "files"): _each(_path),
+    (PolicyConfig, "shadow"): _each(_path),
+    (PolicyConfig, "gpus"): _path,
+    (PolicyConfig, "default_action"): _choice("deny", "allow"),
+    (QuotaConfig, "store"): _store_url,
+    (QuotaConfig, "on_store_error"): _choice("deny", "allow"),
+    (QuotaConfig, "timeout_s"): _range(0.001, 60),
+    (AuditConfig, "durability"): _choice("fsync", "buffered"),
+    (AuditConfig, "signing_key"): _path,
+    (AuditSinkConfig, "type"): _choice("file", "redis_stream", "stdout"),
+    (AuditSinkConfig, "path"): _path,
+    (AuditSinkConfig, "url"): _url("redis", "rediss"),
+    (AuditSinkConfig, "rotate_bytes"): _range(4096),
+    (AuditSinkConfig, "maxlen"): _range(1),
+    (RouteConfig, "name"): _nonempty,
+    (RouteConfig, "upstream"): _url("http", "https"),
+    (RouteConfig, "adapter"): _choice("slurm", "kubernetes", "ray", "generic", "none"),
+    (RouteConfig, "mode"): _choice("enforce", "monitor"),
+    (RouteConfig, "max_hours"): _range(0.001),
+    (RouteConfig, "unknown_gpu"): _choice("controlled", "deny"),
+    (RouteConfig, "token_headers"): _header_names,
+    (RouteMatch, "path_prefix"): _prefix,
+    (RouteMatch, "path_regex"): _regex,
+    (RouteMatch, "methods"): _methods,
+}
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        if is_dataclass(tp):
+            return "a mapping"
+        return {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean"}[
+            tp.__name__
+        ]
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return "a list"
+    return str(tp)
+
+
+def _substitute_env(value: str, ctx: _Ctx, line: int | None, path: str) -> str:
+    def repl(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in os.environ:
+            ctx.err(line, path, f"environment variable {name} is not set")
+            return ""
+        return os.environ[name]
+
+    return _ENV_RE.sub(repl, value)
+
+
+def _convert(tp: Any, raw: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
+    """Check ``raw`` against annotation ``tp``; returns the converted value (or None on error)."""
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if raw is None:
+            return None
+        return _convert(args[0], raw, ctx, line, path)
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if isinstance(raw, str | int | float) and not isinstance(raw, bool) and item_tp is str:
+            raw = [raw]  # a single value where a list is expected is a common, harmless shorthand
+        if not isinstance(raw, list):
+            ctx.err(line, path, f"must be a list (got {type(raw).__name__})")
+            return None
+        out = []
+        for i, item in enumerate(raw):
+            item_line = line_of(raw, i, line)
+            out.append(_convert(item_tp, item, ctx, item_line, f"{path}[{i}]"))
+        return tuple(out)
+    if is_dataclass(tp):
+        if not isinstance(raw, dict):
+            ctx.err(line, path, f"must be a mapping (got {type(raw).__name__})")
+            return None
+        return _build(tp, raw, ctx, path)
+    if tp is bool:
+        if not isinstance(raw, bool):
+            ctx.err(line, path, f"must be a boolean (got {raw!r})")
+            return None
+        return raw
+    if tp is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            ctx.err(line, path, f"must be an integer (got {raw!r})")
+            return None
+        return raw
+    if tp is float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            ctx.err(line, path, f"must be a number (got {raw!r})")
+            return None
+        return float(raw)
+    if tp is str:
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            ctx.err(line, path, f"must be a string (got {type(raw).__name__})")
+            return None
+        return _substitute_env(str(raw), ctx, line, path)
+    raise TypeError(f"unsupported config type {tp!r}")  # a programming error, not a user one
+
+
+def _build(cls: Any, raw: dict[str, Any], ctx: _Ctx, path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if f.name not in ("source", "base_dir")}
+    kwargs: dict[str, Any] = {}
+    own_line = line_of(raw)
+    ok = True
+    for key in raw:
+        if key not in known:
+            ctx.err(line_of(raw, key, own_line), _join(path, key), "unknown key")
+    for name, f in known.items():
+        key_path = _join(path, name)
+        if name not in raw:
+            if f.default is MISSING and f.default_factory is MISSING:
+                ctx.err(own_line, key_path, "required key is missing")
+                ok = False
+            continue
+        line = line_of(raw, name, own_line)
+        before = len(ctx.problems)
+        value = _convert(hints[name], raw[name], ctx, line, key_path)
+        if len(ctx.problems) > before:
+            ok = False
+            continue
+        check = _CHECKS.get((cls, name))
+        if check is not None and value is not None:
+            value = check(value, ctx, line, key_path)
+        kwargs[name] = value
+    if not ok:
+        return None
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - guarded by the checks above
+        ctx.err(own_line, path, str(exc))
+        return None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _cross_checks(cfg: Config, raw: LocDict, ctx: _Ctx) -> None:
+    """Rules that span several keys."""
+    seen: set[str] = set()
+    raw_routes = raw.get("routes") if isinstance(raw.get("routes"), list) else LocList()
+    for i, route in enumerate(cfg.routes):
+        line = line_of(raw_routes, i, raw.line)
+        if route.name in seen:
+            ctx.err(line, f"routes[{i}].name", f"duplicate route name {route.name!r}")
+        seen.add(route.name)
+        if route.adapter == "generic" and route.generic is None:
+            ctx.err(line, f"routes[{i}].generic", "adapter generic needs a 'generic:' section")
+    raw_issuers = (
+        raw.get("identity", {}).get("issuers", LocList())
+        if isinstance(raw.get("identity"), dict)
+        else LocList()
+    )
+    names: set[str] = set()
+    for i, iss in enumerate(cfg.identity.issuers):
+        line = line_of(raw_issuers, i, raw.line)
+        if (iss.jwks_file is None) == (iss.jwks_url is None):
+            ctx.err(
+                line, f"identity.issuers[{i}]", "exactly one of jwks_file and jwks_url is needed"
+            )
+        if iss.issuer in names:
+            ctx.err(line, f"identity.issuers[{i}].issuer", f"duplicate issuer {iss.issuer!r}")
+        names.add(iss.issuer)
+    raw_sinks = (
+        raw.get("audit", {}).get("sinks", LocList())
+        if isinstance(raw.get("audit"), dict)
+        else LocList()
+    )
+    for i, sink in enumerate(cfg.audit.sinks):
+        line = line_of(raw_sinks, i, raw.line)
+        if sink.type == "file" and sink.path is None:
+            ctx.err(line, f"audit.sinks[{i}].path", "a file sink needs a path")
+        if sink.type == "redis_stream" and sink.url is None:
+            ctx.err(line, f"audit.sinks[{i}].url", "a redis_stream sink needs a url")
+    if (
+        cfg.listen.port != 0
+        and cfg.listen.port == cfg.admin.port
+        and (cfg.listen.host == cfg.admin.host)
+    ):
+        ctx.err(raw.line_of("admin"), "admin.port", "the admin listener needs its own port")
+
+
+def config_from_yaml(data: Any, filename: str, base_dir: str) -> Config:
+    """Validate already-parsed YAML; raises ``ConfigError`` with every problem."""
+    ctx = _Ctx(filename, base_dir)
+    if data is None:
+        data = LocDict()
+        data.line, data.key_lines = 1, {}
+    if not isinstance(data, LocDict):
+        raise ConfigError([Problem(filename, 1, "", "the config must be a mapping")])
+    cfg = _build(Config, data, ctx, "")
+    if cfg is not None:
+        _cross_checks(cfg, data, ctx)
+    if ctx.problems or cfg is None:
+        raise ConfigError(sorted(ctx.problems, key=lambda p: p.line or 0))
+    return typing.cast(Config, _replace_source(cfg, filename, base_dir))
+
+
+def _replace_source(cfg: Config, filename: str, base_dir: str) -> Config:
+    from dataclasses import replace
+
+    return replace(cfg, source=filename, base_dir=base_dir)
+
+
+def load_config(path: str) -> Config:
+    """Load and validate ``gatekeeper.yaml`` at ``path``."""
+    path = os.path.abspath(path)
+    data = load_located(path)
+    return config_from_yaml(data, path, os.path.dirname(path))
+
+
+def parse_config_text(text: str, filename: str = "<string>", base_dir: str = ".") -> Config:
+    """Validate config given as text (tests, ``--config -``)."""
+    return config_from_yaml(parse_located(text, filename), filename, os.path.abspath(base_dir))

@@ -58,7 +58,7 @@ class _Loader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:
-                event = self.peek_event()
+                event = self.peek_event()  # type: ignore[no-untyped-call]
                 raise yaml.constructor.ConstructorError(
                     None, None, f"more than {MAX_ALIASES} aliases", event.start_mark
                 )
@@ -101,9 +101,16 @@ def parse_located(text: str, filename: str) -> Any:
     """Parse one YAML document from ``text``; errors become a located ``ConfigError``."""
     if len(text) > MAX_FILE_BYTES:
         raise ConfigError([Problem(filename, None, "", f"file larger than {MAX_FILE_BYTES} bytes")])
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(filename, None, "", f"invalid YAML: {exc}")]) from None
     try:
         return loader.get_single_data()
+    except RecursionError:
+        raise ConfigError(
+            [Problem(filename, None, "", "invalid YAML: nested too deeply")]
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None

@@ -1,0 +1,49 @@
+# gatekeeper — set-up, checks, demo and benchmarks. Every target creates .venv when missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: install demo test lint typecheck unit policy-test tools bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/gatekeeper demo
+
+# Debian tools some tests use (promtool checks the alert rules); installed when missing.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing promtool (Debian package prometheus)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+	  || echo "warning: could not install promtool; its test will fail"; }
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check gatekeeper tests bench
+	$(VENV)/bin/ruff format --check gatekeeper tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+policy-test: $(STAMP)
+	$(VENV)/bin/gatekeeper policy test policies/tests
+
+# pytest exits 5 when it collects no test; make treats any non-zero status as failure.
+unit: $(STAMP) tools
+	$(PY) -m pytest -q
+
+test: lint typecheck policy-test unit
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	bench/run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,253 @@
+"""The ``gatekeeper`` command line (CONTRACT §1): serve, check, policy, entities, audit, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+import orjson
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG = "gatekeeper.yaml"
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return str(args.config or os.environ.get("GATEKEEPER_CONFIG") or DEFAULT_CONFIG)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _fail_config(exc: ConfigError) -> int:
+    print(f"gatekeeper: configuration error:\n{exc}", file=sys.stderr)
+    return 2
+
+
+# ------------------------------------------------------------------------------------ commands
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    return serve(_config_path(args))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import decide_offline
+    from .config import load_config
+    from .runtime import Runtime
+
+    try:
+        with open(args.request, "rb") as fh:
+            raw = fh.read(32 * 1024 * 1024 + 1)
+        if len(raw) > 32 * 1024 * 1024:
+            raise ValueError("request file larger than 32 MiB")
+        payload = orjson.loads(raw)
+        if not isinstance(payload, dict):
+            raise ValueError("the request file must hold a JSON object")
+    except (OSError, ValueError) as exc:
+        print(f"gatekeeper check: bad request file {args.request}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(_config_path(args))
+    except ConfigError as exc:
+        return _fail_config(exc)
+
+    async def run() -> dict[str, Any]:
+        runtime = Runtime(cfg)
+        await runtime.start(with_audit=False)
+        try:
+            return await decide_offline(runtime, payload, consume=args.consume)
+        finally:
+            await runtime.close()
+
+    try:
+        decision = asyncio.run(run())
+    except ConfigError as exc:
+        return _fail_config(exc)
+    except ValueError as exc:
+        print(f"gatekeeper check: bad request description: {exc}", file=sys.stderr)
+        return 2
+    _print_json(decision)
+    return 0
+
+
+def cmd_policy_validate(args: argparse.Namespace) -> int:
+    from .policy import load_policy_set
+
+    files: list[str] = list(args.files)
+    shadow: list[str] = []
+    default_action = "deny"
+    if not files:
+        from .config import load_config
+
+        try:
+            cfg = load_config(_config_path(args))
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        files, shadow, default_action = (
+            list(cfg.policy.files),
+            list(cfg.policy.shadow),
+            cfg.policy.default_action,
+        )
+    try:
+        policy = load_policy_set(files, shadow=shadow, default_action=default_action)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"{len(exc.problems)} error(s)", file=sys.stderr)
+        return 1
+    print(f"ok: {len(files)} file(s), {len(policy.rules)} rule(s), version {policy.version}")
+    return 0
+
+
+def cmd_policy_test(args: argparse.Namespace) -> int:
+    from .policy.testing import run_tests
+
+    directory = args.dir or os.path.join("policies", "tests")
+    try:
+        results = run_tests(directory)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        return 1
+    failed = 0
+    for result in results:
+        mark = "PASS" if result.passed else "FAIL"
+        print(f"{mark} {result.name}" + ("" if result.passed else f": {result.message}"))
+        failed += 0 if result.passed else 1
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 0 if failed == 0 and results else 1
+
+
+def cmd_entities_show(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .ownership import load_registry
+
+    try:
+        cfg = load_config(_config_path(args))
+        registry = load_registry(cfg.entities)
+    except ConfigError as exc:
+        return _fail_config(exc)
+    profile = registry.profile(args.id)
+    _print_json(profile.to_json())
+    return 0 if profile.known else 1
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from .audit.verify import verify_files
+
+    report = verify_files(args.files, public_key=args.public_key)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def cmd_audit_tail(args: argparse.Namespace) -> int:
+    from .audit.tail import tail_from_config
+    from .config import load_config
+
+    try:
+        cfg = load_config(_config_path(args))
+    except ConfigError as exc:
+        return _fail_config(exc)
+    try:
+        asyncio.run(
+            tail_from_config(
+                cfg,
+                action=args.action,
+                tenant=args.tenant,
+                as_json=args.json,
+                follow=not args.no_follow,
+            )
+        )
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(serve=args.serve, out_dir=args.out)
+
+
+# -------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gatekeeper", description="Export-control gate for GPU job submission."
+    )
+    parser.add_argument("--log-level", default=os.environ.get("GATEKEEPER_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--config", help="config file (default ./gatekeeper.yaml, env GATEKEEPER_CONFIG)"
+        )
+        return p
+
+    p = with_config(sub.add_parser("serve", help="run the proxy and admin listener"))
+    p.set_defaults(func=cmd_serve)
+
+    p = with_config(sub.add_parser("check", help="decide one request offline"))
+    p.add_argument("request", help="REQUEST.json")
+    p.add_argument("--consume", action="store_true", help="consume quota as a live request would")
+    p.set_defaults(func=cmd_check)
+
+    policy = sub.add_parser("policy", help="validate and test policy files").add_subparsers(
+        dest="policy_command", required=True
+    )
+    p = with_config(policy.add_parser("validate", help="load and compile policy files"))
+    p.add_argument("files", nargs="*")
+    p.set_defaults(func=cmd_policy_validate)
+    p = policy.add_parser("test", help="run policy test cases")
+    p.add_argument("dir", nargs="?")
+    p.set_defaults(func=cmd_policy_test)
+
+    entities = sub.add_parser("entities", help="inspect the entity registry").add_subparsers(
+        dest="entities_command", required=True
+    )
+    p = with_config(entities.add_parser("show", help="print an entity's ownership profile"))
+    p.add_argument("id")
+    p.set_defaults(func=cmd_entities_show)
+
+    audit = sub.add_parser("audit", help="verify and follow the audit trail").add_subparsers(
+        dest="audit_command", required=True
+    )
+    p = audit.add_parser("verify", help="check hash chains and seals")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--public-key", help="Ed25519 public key (PEM) to check seals")
+    p.set_defaults(func=cmd_audit_verify)
+    p = with_config(audit.add_parser("tail", help="follow the audit stream"))
+    p.add_argument("--action")
+    p.add_argument("--tenant")
+    p.add_argument("--json", action="store_true", help="one JSON record per line")
+    p.add_argument("--no-follow", action="store_true", help="print what exists and stop")
+    p.set_defaults(func=cmd_audit_tail)
+
+    p = sub.add_parser("demo", help="run the built-in scenario")
+    p.add_argument("--serve", action="store_true", help="keep the gate and scheduler running")
+    p.add_argument("--out", default="demo-out", help="where the audit file and metrics go")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

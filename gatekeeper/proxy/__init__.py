@@ -1,0 +1,1 @@
+"""The HTTP edge: aiohttp types stop here; everything below works on plain data."""

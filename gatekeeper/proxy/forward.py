@@ -1,0 +1,213 @@
+"""Forwarding to the upstream: pooled connections, streamed bodies both ways, WebSockets.
+
+Bodies are never buffered whole: the request body is either the bounded bytes the compute adapter
+already read, or streamed from the client in chunks; the response is streamed back in chunks, except
+small responses with a known length, which go out in one write (fewer syscalls, same bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from ..errors import DependencyError
+from .headers import downstream_response_headers, upstream_request_headers
+from .problem import DECISION_HEADER
+
+CHUNK = 64 * 1024
+SMALL_RESPONSE = 64 * 1024
+
+
+class Upstreams:
+    """One pooled client session for all routes' upstreams."""
+
+    def __init__(self, *, connect_timeout_s: float, read_timeout_s: float) -> None:
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=0, keepalive_timeout=30, enable_cleanup_closed=True
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=self.connect_timeout_s,
+                    sock_read=self.read_timeout_s,
+                ),
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+async def _stream_request_body(request: web.BaseRequest) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(CHUNK):
+        yield chunk
+
+
+def gate_headers(
+    request: web.BaseRequest,
+    *,
+    decision_id: str,
+    tenant: str | None,
+    entity: str | None,
+    client_chain: str,
+    upstream_host: str,
+    keep_upgrade: bool = False,
+) -> CIMultiDict[str]:
+    headers = upstream_request_headers(request.headers, keep_upgrade=keep_upgrade)
+    headers["Host"] = upstream_host
+    headers[DECISION_HEADER] = decision_id
+    if tenant:
+        headers["X-Gatekeeper-Tenant"] = tenant
+    if entity:
+        headers["X-Gatekeeper-Entity"] = entity
+    headers["X-Forwarded-For"] = client_chain
+    headers["X-Forwarded-Proto"] = request.scheme
+    return headers
+
+
+async def forward_http(
+    upstreams: Upstreams,
+    request: web.BaseRequest,
+    *,
+    url: str,
+    headers: CIMultiDict[str],
+    body: bytes | None,
+    decision_id: str,
+) -> tuple[web.StreamResponse, int]:
+    """Send the request upstream and stream the answer back; returns (response, upstream status).
+
+    Raises ``DependencyError`` with status 502 (unreachable) or 504 (timed out) when no response
+    has started; failures after the response started abort the client connection instead.
+    """
+    data: bytes | AsyncIterator[bytes] | None
+    if body is not None:
+        data = body
+    elif request.body_exists:
+        data = _stream_request_body(request)
+        if request.content_length is not None:
+            headers["Content-Length"] = str(request.content_length)
+    else:
+        data = None
+    try:
+        upstream = await upstreams.session.request(
+            request.method, url, headers=headers, data=data, allow_redirects=False
+        )
+    except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise DependencyError(
+            "upstream-timeout", f"upstream timed out: {exc}", status=504
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise DependencyError(
+            "upstream-unreachable", f"upstream unreachable: {type(exc).__name__}", status=502
+        ) from None
+    try:
+        out_headers = downstream_response_headers(upstream.headers)
+        out_headers[DECISION_HEADER] = decision_id
+        length = upstream.content_length
+        if length is not None and length <= SMALL_RESPONSE and request.method != "HEAD":
+            try:
+                payload = await upstream.read()
+            except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+                raise DependencyError(
+                    "upstream-timeout", "upstream timed out", status=504
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise DependencyError(
+                    "upstream-unreachable", f"upstream failed: {type(exc).__name__}", status=502
+                ) from None
+            resp = web.Response(
+                status=upstream.status, reason=upstream.reason, body=payload, headers=out_headers
+            )
+            return resp, upstream.status
+        stream = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=out_headers
+        )
+        if length is not None:
+            stream.content_length = length
+        await stream.prepare(request)
+        async for chunk in upstream.content.iter_chunked(CHUNK):
+            await stream.write(chunk)
+        await stream.write_eof()
+        return stream, upstream.status
+    finally:
+        upstream.release()
+
+
+async def forward_websocket(
+    upstreams: Upstreams,
+    request: web.BaseRequest,
+    *,
+    url: str,
+    headers: CIMultiDict[str],
+    decision_id: str,
+) -> tuple[web.StreamResponse, int]:
+    """Proxy a WebSocket: connect upstream first, then accept the client and pump both ways."""
+    protocols = tuple(
+        p.strip()
+        for v in request.headers.getall("Sec-WebSocket-Protocol", ())
+        for p in v.split(",")
+    )
+    ws_headers = CIMultiDict(
+        (k, v) for k, v in headers.items() if not k.lower().startswith("sec-websocket-")
+    )
+    ws_url = "ws" + url[4:] if url.startswith("http") else url
+    try:
+        up = await upstreams.session.ws_connect(
+            ws_url, headers=ws_headers, protocols=protocols, autoping=False
+        )
+    except (TimeoutError, asyncio.TimeoutError) as exc:
+        raise DependencyError(
+            "upstream-timeout", f"upstream timed out: {exc}", status=504
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise DependencyError(
+            "upstream-unreachable", f"upstream unreachable: {type(exc).__name__}", status=502
+        ) from None
+    down = web.WebSocketResponse(
+        protocols=(up.protocol,) if up.protocol else (), autoping=False, max_msg_size=0
+    )
+    down.headers[DECISION_HEADER] = decision_id
+    await down.prepare(request)
+
+    async def pump(
+        src: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, dst: object
+    ) -> None:
+        async for msg in src:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await dst.send_str(msg.data)  # type: ignore[attr-defined]
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await dst.send_bytes(msg.data)  # type: ignore[attr-defined]
+            elif msg.type == aiohttp.WSMsgType.PING:
+                await dst.ping(msg.data)  # type: ignore[attr-defined]
+            elif msg.type == aiohttp.WSMsgType.PONG:
+                await dst.pong(msg.data)  # type: ignore[attr-defined]
+            else:
+                break
+        await dst.close()  # type: ignore[attr-defined]
+
+    tasks = [asyncio.ensure_future(pump(down, up)), asyncio.ensure_future(pump(up, down))]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await up.close()
+        await down.close()
+    return down, 101

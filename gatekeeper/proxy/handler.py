@@ -1,0 +1,330 @@
+"""The gate's request handler: normalise, route, decide, audit, then forward or block.
+
+One literal sequence, readable top to bottom in ``GateHandler.__call__``:
+
+1. normalise the path, resolve the client IP, match the route (400/404 before any work);
+2. read the body when a compute adapter needs it (bounded: 413), else leave it to stream;
+3. run the route's pipeline (authn → ownership → geo → compute → policy → enforce → quota);
+4. write the audit record and wait until it is durable (audit before act; failure → 503);
+5. forward (streamed) or answer with problem+json; refund quota when the upstream fails or
+   answers ≥ 400; append the request's *outcome* line to the audit log without delaying the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+from .. import metrics
+from ..audit.record import record_body
+from ..config import Config, RouteConfig
+from ..context import DENY, Decision, RequestContext, RequestInfo
+from ..errors import BadRequest, DependencyError, Deny
+from ..runtime import Runtime
+from .clientip import ClientIPResolver
+from .forward import Upstreams, forward_http, forward_websocket, gate_headers
+from .headers import strip_client_headers
+from .ids import new_decision_id
+from .paths import normalize_path, split_target
+from .problem import problem_response
+from .routing import Router
+
+log = logging.getLogger("gatekeeper.proxy")
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class GateHandler:
+    """The aiohttp low-level handler for the proxy listener."""
+
+    def __init__(self, cfg: Config, runtime: Runtime, upstreams: Upstreams) -> None:
+        self.cfg = cfg
+        self.runtime = runtime
+        self.upstreams = upstreams
+        self.router = Router(cfg.routes)
+        self.ipres = ClientIPResolver(cfg.trusted_proxies)
+        self.max_body = cfg.limits.max_body_bytes
+        self.in_flight = 0
+        self._background: set[asyncio.Task[Any]] = set()
+        self._upstream_hosts = {r.name: _host_of(r.upstream) for r in cfg.routes}
+
+    # ----------------------------------------------------------------------------------- entry
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.in_flight += 1
+        metrics.IN_FLIGHT.inc()
+        try:
+            return await self._handle(request)
+        finally:
+            self.in_flight -= 1
+            metrics.IN_FLIGHT.dec()
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        decision_id = new_decision_id()
+        headers = request.headers
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        peer_ip = peer[0] if peer else ""
+        client_ip = self.ipres.resolve(
+            peer_ip, headers.getall("X-Forwarded-For", ()), headers.getall("Forwarded", ())
+        )
+        ctx = RequestContext(
+            decision_id=decision_id,
+            request=RequestInfo(route="", method=request.method, path="", client_ip=client_ip),
+            headers=headers,
+            started=started,
+        )
+        snapshot = self.runtime.snapshot
+        route: RouteConfig | None = None
+        try:
+            raw_path, query = split_target(request.raw_path)
+            path = normalize_path(raw_path)
+            ctx.request = RequestInfo(
+                route="", method=request.method, path=path, client_ip=client_ip
+            )
+            route = self.router.match(request.method, path)
+            if route is None:
+                raise Deny("no-route", 404, f"no route for {request.method} {path}")
+            ctx.route_config = route
+            # The purpose header is read before client X-Gatekeeper-* headers are stripped:
+            # a self-declared purpose can only make a decision stricter, never looser.
+            ctx.request = RequestInfo(
+                route=route.name,
+                method=request.method,
+                path=path,
+                client_ip=client_ip,
+                purpose=headers.get("X-Gatekeeper-Purpose"),
+                mode=route.mode,
+            )
+            ctx.headers = strip_client_headers(headers)
+            if route.adapter != "none" and request.method in _BODY_METHODS:
+                ctx.body = await self._read_body(request)
+            await snapshot.pipeline_for(route).run(ctx)
+        except Deny as deny:
+            return await self._block(ctx, deny.status, deny.reason, deny.detail, deny, started)
+        except DependencyError as dep:
+            return await self._block(ctx, dep.status, dep.reason, dep.detail, None, started)
+        assert route is not None
+        return await self._forward(request, ctx, route, path + query, started)
+
+    # ----------------------------------------------------------------------------------- body
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """Read at most ``max_body_bytes``; more is a 413 before anything is decided."""
+        limit = self.max_body
+        if request.content_length is not None and request.content_length > limit:
+            raise BadRequest("body-too-large", f"body larger than {limit} bytes", status=413)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > limit:
+                raise BadRequest("body-too-large", f"body larger than {limit} bytes", status=413)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # ---------------------------------------------------------------------------------- block
+
+    async def _block(
+        self,
+        ctx: RequestContext,
+        status: int,
+        reason: str,
+        detail: str,
+        deny: Deny | None,
+        started: float,
+    ) -> web.StreamResponse:
+        if not ctx.has("decision"):
+            ctx.decision = Decision(
+                action=DENY if deny is not None else "error",
+                rule=deny.rule if deny is not None else None,
+                reasons=[reason],
+                status=status,
+            )
+        decision = ctx.decision
+        decision.status = status
+        if reason not in decision.reasons:
+            decision.reasons.append(reason)
+        if deny is not None and decision.action != DENY and status != 451:
+            # quota, token and body failures block an otherwise allowed request
+            decision.action = DENY
+        extra = deny.headers if deny is not None else {}
+        rule = decision.rule if deny is None or deny.rule is None else deny.rule
+        latency_ms = (time.perf_counter() - started) * 1000
+        try:
+            await self.runtime.audit.append(
+                record_body(ctx, status=status, upstream_status=None, latency_ms=latency_ms)
+            )
+        except DependencyError as exc:
+            await self._refund(ctx)
+            return self._answer_problem(ctx, 503, exc.reason, exc.detail, None, {})
+        await self._refund(ctx)
+        return self._answer_problem(ctx, status, reason, detail, rule, extra)
+
+    def _answer_problem(
+        self,
+        ctx: RequestContext,
+        status: int,
+        reason: str,
+        detail: str,
+        rule: str | None,
+        headers: dict[str, str],
+    ) -> web.Response:
+        decision = ctx.decision
+        route = ctx.request.route or "-"
+        metrics.REQUESTS.labels(route, decision.action, "true").inc()
+        metrics.DENIALS.labels(route, reason).inc()
+        metrics.DECISION_SECONDS.observe(time.perf_counter() - ctx.started)
+        self._observe_stages(ctx)
+        return problem_response(
+            status=status,
+            reason=reason,
+            detail=detail,
+            decision_id=ctx.decision_id,
+            rule=rule,
+            reasons=decision.reasons,
+            headers=headers,
+        )
+
+    # -------------------------------------------------------------------------------- forward
+
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        ctx: RequestContext,
+        route: RouteConfig,
+        target: str,
+        started: float,
+    ) -> web.StreamResponse:
+        decision = ctx.decision
+        gate_ms = (time.perf_counter() - started) * 1000
+        try:
+            # Audit before act: the record is durable before a byte goes upstream.
+            await self.runtime.audit.append(
+                record_body(ctx, status=0, upstream_status=None, latency_ms=gate_ms)
+            )
+        except DependencyError as exc:
+            await self._refund(ctx)
+            decision.status = 503
+            return self._answer_problem(ctx, 503, exc.reason, exc.detail, None, {})
+        metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+        self._observe_stages(ctx)
+        enforced = "true" if decision.enforced else "false"
+        metrics.REQUESTS.labels(route.name, decision.action, enforced).inc()
+        if not decision.enforced and decision.action != "allow":
+            metrics.DENIALS.labels(route.name, decision.rule or decision.action).inc()
+
+        principal = ctx.maybe("principal")
+        headers = gate_headers(
+            request,
+            decision_id=ctx.decision_id,
+            tenant=principal.tenant if principal else None,
+            entity=principal.entity if principal else None,
+            client_chain=self._client_chain(request, ctx),
+            upstream_host=self._upstream_hosts[route.name],
+            keep_upgrade=_is_websocket(request),
+        )
+        url = route.upstream.rstrip("/") + target
+        t_up = time.perf_counter()
+        upstream_status: int | None = None
+        status = 502
+        try:
+            if _is_websocket(request):
+                resp, upstream_status = await forward_websocket(
+                    self.upstreams, request, url=url, headers=headers, decision_id=ctx.decision_id
+                )
+            else:
+                resp, upstream_status = await forward_http(
+                    self.upstreams,
+                    request,
+                    url=url,
+                    headers=headers,
+                    body=ctx.body if ctx.body or route.adapter != "none" else None,
+                    decision_id=ctx.decision_id,
+                )
+            status = upstream_status
+            return resp
+        except DependencyError as exc:
+            status = exc.status
+            return problem_response(
+                status=exc.status,
+                reason=exc.reason,
+                detail=exc.detail,
+                decision_id=ctx.decision_id,
+                reasons=[exc.reason],
+            )
+        finally:
+            metrics.UPSTREAM_SECONDS.labels(route.name).observe(time.perf_counter() - t_up)
+            if upstream_status is None or upstream_status >= 400:
+                await self._refund(ctx)
+            self._outcome(ctx, status, upstream_status, started)
+
+    def _client_chain(self, request: web.BaseRequest, ctx: RequestContext) -> str:
+        return ctx.request.client_ip
+
+    # -------------------------------------------------------------------------------- helpers
+
+    async def _refund(self, ctx: RequestContext) -> None:
+        if ctx.has("quota") and ctx.quota.reservation is not None and not ctx.quota.refunded:
+            try:
+                await self.runtime.snapshot.quota_stage.refund(ctx)
+            except Exception:  # noqa: BLE001 - a failed refund must not fail the response
+                log.exception("quota refund failed for %s", ctx.decision_id)
+
+    def _outcome(
+        self, ctx: RequestContext, status: int, upstream_status: int | None, started: float
+    ) -> None:
+        """Append the outcome line (status, upstream status, latency) in the background."""
+        body = {
+            "type": "outcome",
+            "decision_id": ctx.decision_id,
+            "http": {
+                "status": status,
+                "upstream_status": upstream_status,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+            "quota": {"refunded": ctx.quota.refunded if ctx.has("quota") else False},
+        }
+        task = asyncio.ensure_future(self._append_quietly(body))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _append_quietly(self, body: dict[str, Any]) -> None:
+        try:
+            await self.runtime.audit.append(body)
+        except DependencyError:
+            log.warning("audit outcome line for %s not written", body["decision_id"])
+
+    def _observe_stages(self, ctx: RequestContext) -> None:
+        for stage, seconds in ctx.stage_times.items():
+            metrics.STAGE_SECONDS.labels(stage).observe(seconds)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for in-flight requests and background audit lines (graceful stop)."""
+        deadline = time.monotonic() + timeout
+        while (self.in_flight or self._background) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+
+def _is_websocket(request: web.BaseRequest) -> bool:
+    return (
+        request.method == "GET"
+        and request.headers.get("Upgrade", "").lower() == "websocket"
+        and "upgrade" in request.headers.get("Connection", "").lower()
+    )
+
+
+def _host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.netloc
+
+
+HeadersT = CIMultiDictProxy[str]
+Factory = Callable[[], GateHandler]

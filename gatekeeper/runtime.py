@@ -1,0 +1,214 @@
+"""Everything one gate process runs with, built from a ``Config``, and its hot reload.
+
+Two lifetimes:
+
+- *long-lived* parts keep connections and state across reloads: the authenticator (JWKS caches),
+  the quota store (Redis pool) and the audit log (its hash chain);
+- the *snapshot* — entity registry, GeoIP readers, GPU catalog, compiled policy and the pipelines
+  built from them — is rebuilt as a whole on reload (in a worker thread, off the event loop) and
+  swapped in with one assignment. In-flight requests finish on the snapshot they started with; a
+  failed rebuild keeps the last good one and counts ``gatekeeper_policy_reloads_total{result=error}``.
+
+The stage order is the literal tuple in ``_pipelines`` below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from . import metrics
+from .adapters import measure  # noqa: F401  (import check: adapters are part of the snapshot)
+from .audit.log import AuditLog
+from .config import Config, RouteConfig
+from .context import ALLOW, RequestContext
+from .errors import ConfigError, Deny
+from .geo import GeoResolver
+from .gpus import GpuCatalog, load_gpu_catalog
+from .identity import Authenticator
+from .ownership import Registry, load_registry
+from .pipeline import Pipeline, Stage
+from .policy import PolicySet, load_policy_set
+from .stages.authn import AuthnStage
+from .stages.compute import ComputeStage
+from .stages.geo import GeoStage
+from .stages.ownership import OwnershipStage
+from .stages.policy import PolicyStage
+from .stages.quota import QuotaStage
+from .stores.quota import QuotaStore, create_store
+
+log = logging.getLogger("gatekeeper")
+
+VERSION = "0.1.0"
+
+
+class EnforceStage:
+    """Turns a blocking policy decision into a ``Deny`` (enforce mode) before any quota is spent.
+
+    In monitor mode the decision stays on the context (``enforced: false``) and the request goes on.
+    """
+
+    name = "enforce"
+
+    async def run(self, ctx: RequestContext) -> None:
+        decision = ctx.decision
+        if decision.action == ALLOW or not decision.enforced:
+            return
+        rule = decision.rule or decision.action
+        raise Deny(
+            rule,
+            decision.status or 451,
+            f"{decision.action.replace('_', ' ')}: {', '.join(decision.reasons)}",
+            rule=decision.rule,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The reloadable half of the runtime; replaced as a whole."""
+
+    registry: Registry
+    geo: GeoResolver
+    catalog: GpuCatalog
+    policy: PolicySet
+    authenticated: Pipeline
+    anonymous: Pipeline
+    quota_stage: QuotaStage
+
+    def pipeline_for(self, route: RouteConfig) -> Pipeline:
+        return self.authenticated if route.authenticate else self.anonymous
+
+
+def default_replica(worker: int | None) -> str:
+    host = socket.gethostname().split(".")[0] or "gk"
+    return host if worker is None else f"{host}-w{worker}"
+
+
+class Runtime:
+    """Owns the long-lived parts and the current snapshot."""
+
+    def __init__(self, cfg: Config, *, replica: str | None = None) -> None:
+        self.cfg = cfg
+        self.replica = replica or cfg.audit.replica or default_replica(None)
+        self.authenticator = Authenticator(cfg.identity)
+        self.store: QuotaStore = create_store(cfg.quota)
+        self.audit = AuditLog(cfg.audit, replica=self.replica)
+        self._snapshot: Snapshot | None = None
+        self._reload_lock = asyncio.Lock()
+        self._audit_started = False
+
+    @property
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            raise RuntimeError("runtime not started")
+        return self._snapshot
+
+    async def start(self, *, with_audit: bool = True) -> None:
+        await self.authenticator.start()
+        self._snapshot = await asyncio.to_thread(self._build_snapshot)
+        self._audit_started = with_audit
+        if with_audit:
+            await self.audit.start()
+        metrics.INFO.labels(VERSION, self._snapshot.policy.version).set(1)
+
+    def _build_snapshot(self) -> Snapshot:
+        cfg = self.cfg
+        problems: list[str] = []
+        parts: dict[str, Any] = {}
+        loaders = (
+            ("registry", lambda: load_registry(cfg.entities)),
+            ("geo", lambda: GeoResolver(cfg.geoip)),
+            ("catalog", lambda: load_gpu_catalog(cfg.policy.gpus)),
+            (
+                "policy",
+                lambda: load_policy_set(
+                    cfg.policy.files,
+                    shadow=cfg.policy.shadow,
+                    default_action=cfg.policy.default_action,
+                ),
+            ),
+        )
+        for name, load in loaders:
+            try:
+                parts[name] = load()
+            except ConfigError as exc:  # collect every component's problems, then fail once
+                problems.extend(exc.problems)
+        if problems:
+            if "geo" in parts:
+                parts["geo"].close()
+            raise ConfigError(problems)
+        quota_stage = QuotaStage(
+            self.store,
+            parts["policy"].quotas,
+            on_store_error=cfg.quota.on_store_error,
+            timeout_s=cfg.quota.timeout_s,
+        )
+        authenticated, anonymous = self._pipelines(parts, quota_stage)
+        return Snapshot(
+            registry=parts["registry"],
+            geo=parts["geo"],
+            catalog=parts["catalog"],
+            policy=parts["policy"],
+            authenticated=authenticated,
+            anonymous=anonymous,
+            quota_stage=quota_stage,
+        )
+
+    def _pipelines(self, parts: dict[str, Any], quota: QuotaStage) -> tuple[Pipeline, Pipeline]:
+        decide: tuple[Stage, ...] = (
+            OwnershipStage(parts["registry"]),
+            GeoStage(parts["geo"]),
+            ComputeStage(parts["catalog"]),
+            PolicyStage(parts["policy"]),
+            EnforceStage(),
+            quota,
+        )
+        return Pipeline((AuthnStage(self.authenticator), *decide)), Pipeline(decide)
+
+    async def reload(self) -> bool:
+        """Rebuild the snapshot and re-read keys; keep the last good on failure."""
+        async with self._reload_lock:
+            try:
+                await self.authenticator.reload()
+                new = await asyncio.to_thread(self._build_snapshot)
+            except ConfigError as exc:
+                metrics.POLICY_RELOADS.labels("error").inc()
+                log.error("reload failed, keeping the running configuration:\n%s", exc)
+                return False
+            old, self._snapshot = self._snapshot, new
+            metrics.POLICY_RELOADS.labels("success").inc()
+            if old is not None:
+                metrics.INFO.remove(VERSION, old.policy.version)
+                # Readers are closed later: in-flight requests may still use the old snapshot.
+                asyncio.get_running_loop().call_later(60, old.geo.close)
+            metrics.INFO.labels(VERSION, new.policy.version).set(1)
+            log.info("reloaded: policy %s", new.policy.version)
+            return True
+
+    async def readiness(self) -> dict[str, Any]:
+        """Each dependency's state, for ``/readyz``."""
+        checks: dict[str, Any] = {"policy": self._snapshot is not None}
+        try:
+            await asyncio.wait_for(self.store.ping(), self.cfg.quota.timeout_s)
+            checks["quota_store"] = True
+        except Exception as exc:  # noqa: BLE001 - readiness reports any failure
+            checks["quota_store"] = f"error: {type(exc).__name__}"
+        checks["audit"] = self.audit.healthy()
+        checks["identity"] = self.authenticator.healthy()
+        return checks
+
+    async def close(self) -> None:
+        if self._audit_started:
+            await self.audit.close()
+        await self.store.close()
+        await self.authenticator.close()
+        if self._snapshot is not None:
+            self._snapshot.geo.close()
+
+
+def ensure_dir_for(path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

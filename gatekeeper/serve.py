@@ -1,0 +1,207 @@
+"""``gatekeeper serve``: one worker in-process, or a supervisor with N workers on one port.
+
+With ``workers: N > 1`` the supervisor re-executes ``gatekeeper serve`` N times with
+``GATEKEEPER_WORKER=i``; every worker binds the proxy and admin ports with ``SO_REUSEPORT`` so the
+kernel spreads connections, and writes Prometheus samples to a shared multiprocess directory so any
+worker's ``/metrics`` shows the sum. The supervisor forwards SIGHUP (reload) and SIGTERM/SIGINT
+(graceful drain) to the workers and restarts a worker that dies unexpectedly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+from .config import Config, load_config
+from .errors import ConfigError
+
+log = logging.getLogger("gatekeeper")
+
+WORKER_ENV = "GATEKEEPER_WORKER"
+
+
+def _worker_audit_paths(cfg: Config, worker: int) -> Config:
+    """Per-process hash chains: each worker writes its own file (``audit.w0.jsonl``, ...)."""
+    from dataclasses import replace
+
+    sinks = []
+    for sink in cfg.audit.sinks:
+        if sink.type == "file" and sink.path:
+            stem, ext = os.path.splitext(sink.path)
+            sink = replace(sink, path=f"{stem}.w{worker}{ext or '.jsonl'}")
+        sinks.append(sink)
+    return replace(cfg, audit=replace(cfg.audit, sinks=tuple(sinks)))
+
+
+async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = None) -> int:
+    """Run the proxy and admin listeners until SIGTERM/SIGINT; returns the exit status."""
+    from aiohttp import web
+
+    from .proxy.admin import build_admin_app
+    from .proxy.forward import Upstreams
+    from .proxy.handler import GateHandler
+    from .runtime import Runtime, default_replica
+
+    multi = worker is not None
+    if multi:
+        assert worker is not None
+        cfg = _worker_audit_paths(cfg, worker)
+    replica = cfg.audit.replica or default_replica(worker)
+    if cfg.audit.replica and multi:
+        replica = f"{cfg.audit.replica}-w{worker}"
+    runtime = Runtime(cfg, replica=replica)
+    try:
+        await runtime.start()
+    except ConfigError as exc:
+        print(f"gatekeeper: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    upstreams = Upstreams(
+        connect_timeout_s=cfg.limits.upstream_connect_timeout_s,
+        read_timeout_s=cfg.limits.upstream_timeout_s,
+    )
+    handler = GateHandler(cfg, runtime, upstreams)
+    server = web.Server(
+        handler,
+        keepalive_timeout=cfg.limits.header_timeout_s,
+        max_line_size=cfg.limits.max_header_bytes,
+        max_field_size=cfg.limits.max_header_bytes,
+        access_log=None,
+    )
+    runner = web.ServerRunner(
+        server, handle_signals=False, shutdown_timeout=cfg.limits.drain_timeout_s
+    )
+    await runner.setup()
+    ssl_ctx = None
+    if cfg.listen.tls is not None:
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(cfg.listen.tls.cert, cfg.listen.tls.key)
+    site = web.TCPSite(
+        runner, cfg.listen.host, cfg.listen.port, reuse_port=multi, ssl_context=ssl_ctx
+    )
+    await site.start()
+    admin_runner = web.AppRunner(
+        build_admin_app(runtime, multi_worker=multi), handle_signals=False, access_log=None
+    )
+    await admin_runner.setup()
+    admin_site = web.TCPSite(admin_runner, cfg.admin.host, cfg.admin.port, reuse_port=multi)
+    await admin_site.start()
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_reload() -> None:
+        task = loop.create_task(runtime.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    log.info(
+        "gatekeeper %s listening on %s:%s (admin %s:%s)",
+        replica,
+        cfg.listen.host,
+        _bound_port(site),
+        cfg.admin.host,
+        _bound_port(admin_site),
+    )
+    if ready_fd is not None:
+        os.write(ready_fd, b"ready\n")
+    await stop.wait()
+    log.info("draining (%.0fs at most)", cfg.limits.drain_timeout_s)
+    # Stop accepting, let in-flight requests finish, then close.
+    await site.stop()
+    await handler.drain(cfg.limits.drain_timeout_s)
+    await runner.cleanup()
+    await admin_runner.cleanup()
+    await upstreams.close()
+    await runtime.close()
+    return 0
+
+
+def _bound_port(site: object) -> object:
+    server = getattr(site, "_server", None)
+    sockets = getattr(server, "sockets", None) or []
+    return sockets[0].getsockname()[1] if sockets else "?"
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def serve(config_path: str) -> int:
+    """Entry point of ``gatekeeper serve``."""
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        print(f"gatekeeper: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    worker_env = os.environ.get(WORKER_ENV)
+    _install_uvloop()
+    if worker_env is not None:
+        return asyncio.run(run_worker(cfg, worker=int(worker_env)))
+    if cfg.workers == 1:
+        return asyncio.run(run_worker(cfg, worker=None))
+    return _supervise(cfg, config_path)
+
+
+def _supervise(cfg: Config, config_path: str) -> int:
+    """Start and watch ``cfg.workers`` worker processes; forward signals to them."""
+    prom_dir = tempfile.mkdtemp(prefix="gatekeeper-prom-")
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=prom_dir)
+    cmd = [sys.executable, "-m", "gatekeeper", "serve", "--config", config_path]
+    procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def spawn(i: int) -> None:
+        procs[i] = subprocess.Popen(cmd, env=dict(env, **{WORKER_ENV: str(i)}))
+
+    for i in range(cfg.workers):
+        spawn(i)
+    stopping = False
+    status = 0
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    try:
+        while True:
+            alive = False
+            for i, p in list(procs.items()):
+                code = p.poll()
+                if code is None:
+                    alive = True
+                elif not stopping:
+                    if code == 2:  # bad config: restarting cannot help
+                        stopping = True
+                        status = 2
+                        forward(signal.SIGTERM, None)
+                    else:
+                        log.error("worker %d exited with %s; restarting", i, code)
+                        spawn(i)
+                        alive = True
+            if not alive:
+                break
+            time.sleep(0.1)
+    finally:
+        shutil.rmtree(prom_dir, ignore_errors=True)
+    return status
