@@ -14,7 +14,7 @@ import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .context import DENY, Decision, RequestContext, RequestInfo
-from .errors import DependencyError, Deny
+from .errors import Deny, DependencyError
 from .proxy.clientip import ClientIPResolver
 from .proxy.headers import strip_client_headers
 from .proxy.ids import new_decision_id

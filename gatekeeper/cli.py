@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -157,7 +158,7 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
         cfg = load_config(_config_path(args))
     except ConfigError as exc:
         return _fail_config(exc)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             tail_from_config(
                 cfg,
@@ -167,8 +168,6 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
                 follow=not args.no_follow,
             )
         )
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -144,7 +144,7 @@ class RouteMatch:
 
 @dataclass(frozen=True, slots=True)
 class GenericAdapterConfig:
-    """Where the generic adapter finds GPU count, model and hours (header names or JSON pointers)."""
+    """Where the generic adapter finds GPU count, model and hours (headers or JSON pointers)."""
 
     gpus_header: str | None = None
     gpus_pointer: str | None = None

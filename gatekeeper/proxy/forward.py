@@ -108,7 +108,7 @@ async def forward_http(
         upstream = await upstreams.session.request(
             request.method, url, headers=headers, data=data, allow_redirects=False
         )
-    except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise DependencyError(
             "upstream-timeout", f"upstream timed out: {exc}", status=504
         ) from None
@@ -123,7 +123,7 @@ async def forward_http(
         if length is not None and length <= SMALL_RESPONSE and request.method != "HEAD":
             try:
                 payload = await upstream.read()
-            except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            except (TimeoutError, aiohttp.ServerTimeoutError):
                 raise DependencyError(
                     "upstream-timeout", "upstream timed out", status=504
                 ) from None
@@ -171,7 +171,7 @@ async def forward_websocket(
         up = await upstreams.session.ws_connect(
             ws_url, headers=ws_headers, protocols=protocols, autoping=False
         )
-    except (TimeoutError, asyncio.TimeoutError) as exc:
+    except TimeoutError as exc:
         raise DependencyError(
             "upstream-timeout", f"upstream timed out: {exc}", status=504
         ) from None

@@ -26,7 +26,7 @@ from .. import metrics
 from ..audit.record import record_body
 from ..config import Config, RouteConfig
 from ..context import DENY, Decision, RequestContext, RequestInfo
-from ..errors import BadRequest, DependencyError, Deny
+from ..errors import BadRequest, Deny, DependencyError
 from ..runtime import Runtime
 from .clientip import ClientIPResolver
 from .forward import Upstreams, forward_http, forward_websocket, gate_headers
@@ -275,7 +275,7 @@ class GateHandler:
         if ctx.has("quota") and ctx.quota.reservation is not None and not ctx.quota.refunded:
             try:
                 await self.runtime.snapshot.quota_stage.refund(ctx)
-            except Exception:  # noqa: BLE001 - a failed refund must not fail the response
+            except Exception:
                 log.exception("quota refund failed for %s", ctx.decision_id)
 
     def _outcome(

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+
 from tests.e2e.gate import Gate, Upstream, base_config, raw_request
 from tests.support import free_port
 
