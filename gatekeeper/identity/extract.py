@@ -1,0 +1,74 @@
+"""Find the one bearer token of a request: ``Authorization: Bearer`` plus route-configured headers.
+
+Extra sources (``RouteConfig.token_headers``) carry either ``Bearer <jwt>`` (Ray's
+``x-ray-authorization``) or the raw JWT (Slurm's ``X-SLURM-USER-TOKEN``). A request must present
+exactly one token: a repeated header, or two sources with different tokens, is ambiguous and refused
+(``token-duplicate``) rather than guessing which one the upstream will honour. An ``Authorization``
+header with another scheme (e.g. Basic) is not a bearer credential and is ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from .reasons import (
+    TOKEN_DUPLICATE,
+    TOKEN_MALFORMED,
+    TOKEN_MISSING,
+    TOKEN_TOO_LARGE,
+    token_deny,
+)
+
+# JWS compact serialisation: three unpadded base64url segments; the signature may be empty here so
+# that alg=none and stripped signatures get their own reasons later.
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+")
+
+
+def _values(headers: Any, name: str) -> list[str]:
+    return list(headers.getall(name, ()))
+
+
+def extract_token(headers: Any, token_headers: Sequence[str], max_bytes: int) -> str:
+    """The request's token, or raise Deny (token-missing/-duplicate/-too-large/-malformed)."""
+    found: list[str] = []
+    authz = _values(headers, "Authorization")
+    # SECURITY: two Authorization headers may be read differently by us and by the upstream.
+    if len(authz) > 1:
+        raise token_deny(TOKEN_DUPLICATE)
+    if authz:
+        value = authz[0]
+        if len(value) > max_bytes + 64:  # checked before any parsing
+            raise token_deny(TOKEN_TOO_LARGE)
+        m = _BEARER.match(value)
+        if m is not None:
+            found.append(value[m.end() :].strip())
+        elif value.strip().lower() == "bearer":
+            found.append("")
+    for name in token_headers:
+        if name.lower() == "authorization":
+            continue
+        values = _values(headers, name)
+        if len(values) > 1:
+            raise token_deny(TOKEN_DUPLICATE)
+        if values:
+            value = values[0]
+            if len(value) > max_bytes + 64:
+                raise token_deny(TOKEN_TOO_LARGE)
+            m = _BEARER.match(value)
+            found.append((value[m.end() :] if m else value).strip())
+    distinct = set(found)
+    if not distinct:
+        raise token_deny(TOKEN_MISSING)
+    if len(distinct) > 1:
+        raise token_deny(TOKEN_DUPLICATE)
+    token = found[0]
+    if not token:
+        raise token_deny(TOKEN_MISSING)
+    if len(token) > max_bytes:
+        raise token_deny(TOKEN_TOO_LARGE)
+    if _COMPACT.fullmatch(token) is None:
+        raise token_deny(TOKEN_MALFORMED)
+    return token

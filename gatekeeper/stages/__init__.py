@@ -1,0 +1,1 @@
+"""Pipeline stages: each sets one fact on the RequestContext (see pipeline.py)."""
