@@ -70,6 +70,11 @@ QUOTA_CONSUMED = Counter(
     "Quota consumed (net of refunds) by quota name and unit.",
     ["quota", "unit"],
 )
+QUOTA_REFUNDED = Counter(
+    "gatekeeper_quota_refunded_total",
+    "Quota given back (upstream answered >= 400 or was unreachable) by quota name and unit.",
+    ["quota", "unit"],
+)
 QUOTA_REJECTED = Counter(
     "gatekeeper_quota_rejected_total",
     "Requests refused because a quota bucket was exhausted.",

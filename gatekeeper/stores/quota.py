@@ -1,0 +1,140 @@
+"""The quota store contract: check-and-consume rolling-window budgets, all or none, and refund.
+
+A request touches several *buckets* (its tenant's, its ultimate parent's, its licence's); the store
+checks every one and consumes them all or none, atomically with respect to every other gate
+process sharing the store. All buckets of one call belong to one *ownership group* (the ultimate
+parent), which is what lets the Redis store keep them under one hash tag (``stores/redis.py``).
+
+Implementations: ``MemoryQuotaStore`` (embedded default, one process) and ``RedisQuotaStore``
+(``redis://``, ``rediss://``, ``redis+cluster://``). Both use the arithmetic of
+``stores/window.py``; store failures surface as ``DependencyError("store-unavailable")``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import quote
+
+from ..config import QuotaConfig
+from ..context import R_STORE_UNAVAILABLE
+from ..errors import ConfigError
+
+# Stands for an id the stage could not determine. `quote()` always escapes "*", so no real id
+# encodes to it and the shared fallback bucket cannot collide with a real one.
+UNIDENTIFIED = "*"
+
+
+def encode_part(part: str | None) -> str:
+    """Percent-encode one key component so ``:``, ``{``, ``}`` and ``%`` cannot forge another key.
+
+    ``None`` (unknown id) becomes ``*``, which no encoded id can equal.
+    """
+    # SECURITY: tenant and entity ids come from token claims; escaping keeps one tenant from
+    # naming a key (or hash tag) that belongs to another.
+    return UNIDENTIFIED if part is None else quote(part, safe="")
+
+
+def bucket_key(quota: str, per: str, ident: str | None) -> str:
+    """The logical bucket key inside a group: ``<quota>:<per>:<id>``, each part encoded."""
+    return f"{encode_part(quota)}:{encode_part(per)}:{encode_part(ident)}"
+
+
+def encode_group(group: str) -> str:
+    """The encoded ownership group; ``""`` (no parent, entity or tenant known) becomes ``*``."""
+    return encode_part(group or None)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One budget a request draws from: ``amount`` of at most ``limit`` per rolling ``window_s``."""
+
+    quota: str  # quota name, reported back in `remaining` / `exhausted`
+    key: str  # bucket_key(...): unique within the group
+    amount: float
+    limit: float
+    window_s: int
+
+    def __post_init__(self) -> None:
+        # SECURITY: a negative or NaN amount would credit the budget or poison the counter.
+        if not (math.isfinite(self.amount) and self.amount >= 0):
+            raise ValueError(f"bucket {self.key}: amount must be finite and >= 0")
+        if not (math.isfinite(self.limit) and self.limit >= 0):
+            raise ValueError(f"bucket {self.key}: limit must be finite and >= 0")
+        if self.window_s < 1:
+            raise ValueError(f"bucket {self.key}: window_s must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class ReservedAmount:
+    """An amount that went into one sub-bucket (``slot``) of one bucket."""
+
+    quota: str
+    key: str
+    window_s: int
+    slot: int
+    amount: float
+
+
+@dataclass(slots=True)
+class Reservation:
+    """Everything ``refund`` needs to give back exactly what one ``consume`` took."""
+
+    group: str
+    items: tuple[ReservedAmount, ...] = field(default_factory=tuple)
+
+
+@dataclass(slots=True)
+class ConsumeResult:
+    """The outcome of one all-or-none ``consume``."""
+
+    admitted: bool
+    remaining: dict[str, float]  # per quota name, after consumption (before, when refused)
+    retry_after_s: int | None = None
+    exhausted: str | None = None  # quota name of the bucket that refused (longest wait)
+    reservation: Reservation | None = None
+
+
+class QuotaStore(Protocol):
+    """Atomic rolling-window budgets. Errors: ``DependencyError("store-unavailable")``."""
+
+    async def consume(self, group: str, buckets: Sequence[Bucket], now: float) -> ConsumeResult:
+        """Consume every bucket's amount, or none if any would exceed its limit."""
+        ...
+
+    async def refund(self, reservation: Reservation) -> None:
+        """Give back a reservation (amounts whose sub-bucket has expired are simply gone)."""
+        ...
+
+    async def usage(self, group: str, key: str, window_s: int, now: float) -> float:
+        """The amount currently counted in one bucket."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+STORE_ERROR = R_STORE_UNAVAILABLE
+
+
+def create_store(cfg: QuotaConfig) -> QuotaStore:
+    """``memory`` or a Redis URL (``redis://``, ``rediss://``, ``redis+cluster://h:p[,h:p]``)."""
+    if "{" in cfg.key_prefix or "}" in cfg.key_prefix or not cfg.key_prefix:
+        raise ConfigError([f"quota.key_prefix: {cfg.key_prefix!r} must be non-empty, no braces"])
+    if cfg.store == "memory":
+        from .memory import MemoryQuotaStore
+
+        return MemoryQuotaStore()
+    if cfg.store.startswith(("redis://", "rediss://", "redis+cluster://", "unix://")):
+        from .redis import RedisQuotaStore
+
+        return RedisQuotaStore.from_url(
+            cfg.store,
+            timeout_s=cfg.timeout_s,
+            prefix=cfg.key_prefix,
+            batch=getattr(cfg, "batch", True),
+        )
+    raise ConfigError([f"quota.store: unsupported store {cfg.store!r}"])

@@ -1,0 +1,67 @@
+"""Fixtures for the quota store tests: one private redis-server and one 3-master cluster per session.
+
+Servers are session-scoped (a cluster takes seconds to form); every test uses fresh group names,
+so tests never see each other's buckets.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from gatekeeper.stores.memory import MemoryQuotaStore
+from gatekeeper.stores.quota import QuotaStore
+from gatekeeper.stores.redis import RedisQuotaStore
+from tests.support import RedisServer, redis_cluster
+
+STORE_KINDS = ("memory", "redis", "redis-unbatched", "cluster")
+
+
+@pytest.fixture(scope="session")
+def private_redis() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    nodes = redis_cluster(3)
+    try:
+        yield "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def store_url(kind: str, request: pytest.FixtureRequest) -> str | None:
+    if kind == "memory":
+        return None
+    if kind == "cluster":
+        return str(request.getfixturevalue("cluster_url"))
+    return str(request.getfixturevalue("private_redis").url)
+
+
+def make_store(kind: str, url: str | None, *, timeout_s: float = 2.0) -> QuotaStore:
+    if kind == "memory" or url is None:
+        return MemoryQuotaStore()
+    return RedisQuotaStore.from_url(url, timeout_s=timeout_s, batch=kind != "redis-unbatched")
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[QuotaStore]:
+    kind = request.param
+    s = make_store(kind, store_url(kind, request))
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def group() -> str:
+    return f"grp-{uuid.uuid4().hex[:10]}"

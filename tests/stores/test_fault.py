@@ -1,0 +1,108 @@
+"""Faults: a killed or hung Redis surfaces as DependencyError within the timeout; a restarted
+Redis (which has lost the Lua script cache and all connections) is used again within 5 s by the
+same store object."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+from gatekeeper.errors import DependencyError
+from gatekeeper.stores.quota import Bucket, bucket_key
+from gatekeeper.stores.redis import RedisQuotaStore
+from tests.support import RedisServer
+
+TIMEOUT = 0.3
+SLACK = 0.25  # event-loop scheduling on a shared 2-core box
+
+
+def bucket() -> Bucket:
+    return Bucket("q", bucket_key("q", "tenant", "t"), 1.0, 1e12, 3600)
+
+
+async def _load(store: RedisQuotaStore, group: str, stop: asyncio.Event, log: list) -> None:
+    while not stop.is_set():
+        t0 = time.monotonic()
+        try:
+            r = await store.consume(group, [bucket()], time.time())
+            log.append((t0, time.monotonic() - t0, "ok" if r.admitted else "refused"))
+        except DependencyError as exc:
+            assert exc.reason == "store-unavailable"
+            log.append((t0, time.monotonic() - t0, "error"))
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("batch", [True, False], ids=["batched", "unbatched"])
+async def test_kill_mid_load_then_restart(batch: bool) -> None:
+    server = RedisServer().start()
+    store = RedisQuotaStore.from_url(server.url, timeout_s=TIMEOUT, batch=batch)
+    group = uuid.uuid4().hex
+    stop = asyncio.Event()
+    log: list[tuple[float, float, str]] = []
+    workers = [asyncio.ensure_future(_load(store, group, stop, log)) for _ in range(16)]
+    try:
+        await asyncio.sleep(0.3)
+        assert any(o == "ok" for *_, o in log)
+        killed = time.monotonic()
+        server.kill()
+        await asyncio.sleep(1.0)
+        during = [e for e in log if e[0] > killed + 0.05]
+        assert during and all(o == "error" for *_, o in during)
+        # every failing call returned within the bound, never hung
+        assert max(d for _, d, o in log if o == "error") < TIMEOUT + SLACK
+        restarted = time.monotonic()
+        server.start()  # same port, empty: no script cache, no data
+        deadline = restarted + 5.0
+        while time.monotonic() < deadline:
+            if any(o == "ok" and t0 > restarted for t0, _, o in log):
+                break
+            await asyncio.sleep(0.05)
+        first_ok = min(t0 + d for t0, d, o in log if o == "ok" and t0 > restarted)
+        assert first_ok - restarted < 5.0
+        await asyncio.sleep(0.5)
+        tail = [e for e in log if e[0] > first_ok + 0.2]
+        assert tail and all(o == "ok" for *_, o in tail)
+    finally:
+        stop.set()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await store.close()
+        server.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_hung_redis_times_out_within_the_bound() -> None:
+    server = RedisServer().start()
+    store = RedisQuotaStore.from_url(server.url, timeout_s=TIMEOUT)
+    group = uuid.uuid4().hex
+    assert server.proc is not None
+    try:
+        assert (await store.consume(group, [bucket()], time.time())).admitted
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            results = await asyncio.gather(
+                *(store.consume(group, [bucket()], time.time()) for _ in range(20)),
+                return_exceptions=True,
+            )
+            elapsed = time.monotonic() - t0
+            assert all(isinstance(r, DependencyError) for r in results), results
+            assert elapsed < TIMEOUT + SLACK
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                assert (await store.consume(group, [bucket()], time.time())).admitted
+                break
+            except DependencyError:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+    finally:
+        await store.close()
+        server.stop()
