@@ -31,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from jwt import PyJWK
@@ -62,6 +63,9 @@ MAX_JWKS_BYTES = 1 << 20  # a JWKS is a few KB; more is hostile or a misconfigur
 MAX_KEYS = 100
 MAX_KID_CHARS = 256
 MIN_RSA_BITS = 2048
+# A token without kid is tried against at most this many keys: a forged kid-less token must not
+# cost MAX_KEYS signature checks (CPU amplification).
+MAX_KIDLESS_TRIES = 8
 # SECURITY: a JWKS is public; private members mean the wrong file (a leaked private key).
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _PUBLIC_MEMBERS = {"RSA": ("e", "n"), "EC": ("crv", "x", "y"), "OKP": ("crv", "x")}
@@ -88,7 +92,7 @@ class KeySet:
             # A token without kid is tried against the kid-less keys, or, failing those, against
             # every key: all of them belong to this issuer, so this widens nothing but CPU.
             pools = list(self.anonymous) or list(self.by_kid.values())
-            return [pool[alg] for pool in pools if alg in pool]
+            return [pool[alg] for pool in pools if alg in pool][:MAX_KIDLESS_TRIES]
         pool = self.by_kid.get(kid)
         if pool is None or alg not in pool:
             return []
@@ -284,6 +288,10 @@ class UrlKeySource(KeySource):
         super().__init__(issuer)
         assert issuer.jwks_url is not None
         self.url = issuer.jwks_url
+        host = urlsplit(self.url).hostname or ""
+        if self.url.startswith("http://") and host not in ("127.0.0.1", "::1", "localhost"):
+            # SECURITY: keys fetched in clear text can be swapped by anyone on the path.
+            log.warning("jwks_url %s is plain http: use https outside loopback", self.url)
         self._session = session
         self._inflight: asyncio.Task[bool] | None = None
         self._last_attempt = float("-inf")  # monotonic

@@ -15,7 +15,8 @@ Order of checks (each failure has its own reason code, see ``reasons.py``):
 
 Verified tokens are cached by SHA-256 of the token (never the token itself) until their ``exp``, in
 an LRU bounded by ``IdentityConfig.cache_size``; an entry dies with the key generation it was
-verified under (rotation/revocation) and is never served past ``exp`` + leeway.
+verified under (rotation/revocation) and is never served past ``exp`` + leeway. Cache hits share
+one ``Principal`` (and its ``claims`` dict): treat it as read-only.
 """
 
 from __future__ import annotations

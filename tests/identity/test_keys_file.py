@@ -169,3 +169,16 @@ async def test_reload_rotated_file_swaps_keys_and_drops_cached_tokens(
     assert health["ok"] is True
     assert health["issuers"][ISS_A]["keys"] == 2
     assert health["issuers"][ISS_A]["stale"] is False
+
+
+async def test_kidless_forgery_costs_bounded_signature_checks(tmp_path: Path, ring: Ring) -> None:
+    keys = [rsa_key(f"k{i}") for i in range(12)]
+    doc = {"keys": [{k: v for k, v in key.jwk().items() if k != "kid"} for key in keys]}
+    a = Authenticator(one_issuer(write_jwks(tmp_path / "many.json", doc), algorithms=("RS256",)))
+    await a.start()
+    with pytest.raises(Deny) as info:
+        await a.authenticate(bearer(ring.evil_rsa.sign(kid=None)))
+    assert info.value.reason == "token-signature"
+    assert a.verifier.signature_checks == 8
+    # a kid-less token from one of the first keys still verifies
+    assert (await a.authenticate(bearer(keys[3].sign(kid=None)))).subject == "alice"
