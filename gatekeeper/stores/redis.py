@@ -277,8 +277,11 @@ class RedisQuotaStore:
                 return await self.client.execute_command("EVALSHA", *args)
 
     async def _submit(self, args: _Args) -> Any:
-        """Coalesce: go direct when idle; otherwise queue behind the in-flight round trip."""
-        if not self._inflight:
+        """Coalesce: go direct when idle; otherwise queue behind the in-flight round trip.
+
+        A newcomer never overtakes a non-empty queue (that would starve queued callers).
+        """
+        if not self._inflight and not self._queue:
             self._inflight = True
             try:
                 return await self._evalsha(CONSUME_LUA, args)

@@ -116,3 +116,26 @@ def test_four_processes_admit_exactly_n(
     admitted = sum(a for a, _ in outcomes)
     assert admitted == N
     assert_redis_holds_exactly(url, group, admitted)
+
+
+async def test_the_race_harness_catches_a_non_atomic_store(private_redis: Any, group: str) -> None:
+    """Control: read-then-write in two round trips (what the Lua script avoids) over-admits under
+    the same harness, so the exact-N assertions above can fail."""
+    import redis.asyncio as aredis
+
+    pool = aredis.BlockingConnectionPool.from_url(private_redis.url, max_connections=64)
+    client = aredis.Redis.from_pool(pool)
+    key = bucket_redis_key(group, "parent", "ultimate_parent", group, WINDOW)
+
+    async def naive(i: int) -> bool:
+        used = sum(float(v) for v in (await client.hgetall(key)).values())
+        if used + AMOUNT > AMOUNT * N:
+            return False
+        await client.hincrbyfloat(key, "0", AMOUNT)
+        return True
+
+    try:
+        results = await fire(TOTAL, naive)
+    finally:
+        await client.aclose()
+    assert sum(results) > N
