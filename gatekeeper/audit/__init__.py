@@ -1,0 +1,5 @@
+"""Tamper-evident audit trail (CONTRACT §6): records, hash chain, seals, sinks, verify, tail.
+
+``record`` builds and hashes records, ``log.AuditLog`` group-commits them to ``sinks``, ``seal``
+signs chain heads, ``verify`` checks files offline, ``tail`` follows a file or a Redis stream.
+"""

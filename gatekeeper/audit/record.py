@@ -1,0 +1,157 @@
+"""The audit record (CONTRACT §6): its fields, canonical JSON and the SHA-256 hash chain.
+
+Canonical JSON is ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
+encoded as UTF-8. orjson produces the same bytes for everything except floats below 1e-4 in
+exponent form (``1e-05`` vs ``0.00001``) and integers beyond 64 bits, so it is the fast path and
+the standard library is the fallback whenever orjson's output could differ. Non-finite floats
+are not JSON: ``record_body`` never produces them and ``scrub`` turns them into ``null``.
+
+The chain: ``hash = "sha256:" + hex(SHA-256(prev_hash_ascii || canonical(record without hash)))``
+where ``prev_hash`` is the previous record's ``hash`` (``ZERO_HASH`` for the first record, seq 1).
+``prev_hash`` has a fixed length, so the plain concatenation is unambiguous. Every line the gate
+writes is exactly ``canonical(record) + "\\n"``; the verifier insists on that too, so a line with
+duplicate keys or extra whitespace (which two JSON parsers could read differently) is caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+import orjson
+
+from gatekeeper.context import RequestContext
+
+ZERO_HASH = "sha256:" + "0" * 64
+RECORD_VERSION = 1
+
+
+def _stdlib(obj: Any) -> bytes:
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def canonical(obj: Any) -> bytes:
+    """Sorted keys, no spaces, UTF-8; byte-identical to the stdlib ``json.dumps`` form above.
+
+    Raises ``ValueError``/``TypeError``/``UnicodeEncodeError`` for values JSON cannot carry
+    (lone surrogates, non-string keys, non-finite floats on the fallback path); ``scrub`` first.
+    """
+    try:
+        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # ints beyond 64 bits, lone surrogates, odd types: let the stdlib decide
+        return _stdlib(obj)
+    # orjson writes small floats as 0.00001 / 1.5e-7 where Python writes 1e-05 / 1.5e-07;
+    # these byte patterns catch every such case (a false positive only costs the slow path).
+    if b"e-" in out or b"0.0000" in out:
+        return _stdlib(obj)
+    return out
+
+
+def chain_hash(prev_hash: str, record_without_hash: dict[str, Any]) -> str:
+    """``sha256:<hex>`` over the previous hash and the canonical record (see module docstring)."""
+    h = hashlib.sha256(prev_hash.encode("ascii"))
+    h.update(canonical(record_without_hash))
+    return "sha256:" + h.hexdigest()
+
+
+def scrub(obj: Any) -> Any:
+    """A JSON-safe copy: lone surrogates replaced, non-finite floats to null, keys as strings."""
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(obj, bool) or obj is None or isinstance(obj, int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(scrub(k)): scrub(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [scrub(v) for v in obj]
+    return scrub(str(obj))
+
+
+def _num(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def record_body(
+    ctx: RequestContext, *, status: int, upstream_status: int | None, latency_ms: float
+) -> dict[str, Any]:
+    """The §6 fields of one request, except v/seq/ts/replica/prev_hash/hash (added by AuditLog).
+
+    Facts no stage set are ``null``. # SECURITY: tokens, claims and headers are never copied here;
+    only the named principal fields are, so no bearer token can reach the audit trail.
+    """
+    req = ctx.request
+    principal = ctx.maybe("principal")
+    ownership = ctx.maybe("ownership")
+    geo = ctx.maybe("geo")
+    compute = ctx.maybe("compute")
+    decision = ctx.maybe("decision")
+    quota = ctx.maybe("quota")
+    return {
+        "decision_id": ctx.decision_id,
+        "http": {
+            "method": req.method,
+            "path": req.path,
+            "route": req.route,
+            "client_ip": req.client_ip,
+            "status": status,
+            "upstream_status": upstream_status,
+            "latency_ms": _num(round(latency_ms, 3)),
+        },
+        "principal": None
+        if principal is None
+        else {
+            "subject": principal.subject,
+            "tenant": principal.tenant,
+            "entity": principal.entity,
+            "issuer": principal.issuer,
+        },
+        "ownership": None
+        if ownership is None
+        else {
+            "ultimate_parent": ownership.ultimate_parent,
+            "parent_hq_country": ownership.parent_hq_country,
+            "affiliated": ownership.affiliated,
+            "listed_share": _num(ownership.listed_share),
+        },
+        "geo": None
+        if geo is None
+        else {"country": geo.country, "asn": geo.asn, "anonymous": geo.anonymous},
+        "compute": None
+        if compute is None
+        else {
+            "gpu_model": compute.gpu_model,
+            "gpus": _num(compute.gpus),
+            "hours": _num(compute.hours),
+            "gpu_hours": _num(compute.gpu_hours),
+            "tpp": _num(compute.tpp),
+            "tpp_hours": _num(compute.tpp_hours),
+            "eccn": compute.eccn,
+            "controlled": compute.controlled,
+        },
+        "decision": None
+        if decision is None
+        else {
+            "action": decision.action,
+            "rule": decision.rule,
+            "reasons": list(decision.reasons),
+            "enforced": decision.enforced,
+            "policy_version": decision.policy_version,
+            "shadow": list(decision.shadow),
+            "license": decision.license,
+        },
+        "quota": None
+        if quota is None
+        else {
+            "name": quota.name,
+            "consumed": _num(quota.consumed),
+            "remaining": _num(quota.remaining),
+        },
+    }

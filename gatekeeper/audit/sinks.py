@@ -1,0 +1,331 @@
+"""Where audit lines go: a file (group-commit fsync, rotation), a Redis stream, stdout.
+
+Every sink receives whole group-commit batches (``list[bytes]``, each line ending in ``\\n``) and
+either stores all of them or raises ``SinkError``. ``AuditLog`` writes to the file sinks first,
+so a record reaches Redis or stdout only once it is on disk.
+
+File sink. Blocking I/O runs on one dedicated thread per file (the event loop never waits on the
+disk). A batch is one ``write`` (looped over short writes) followed, with ``durability: fsync``,
+by one ``fsync``; ``buffered`` skips the fsync, which survives a crash of the gate but not of the
+machine. If a write or fsync fails (disk full, permission, I/O error) the file is cut back to the
+end of the last good batch before anything else is written: the failed batch never joins the
+chain. That is the only truncation there is; rotation renames (``files.next_segment``), it never
+truncates or deletes. The live file and its directory are fsynced after a rotation.
+
+Redis stream sink. ``XADD <stream> MAXLEN ~ <maxlen> * data <line>`` for records and seals alike
+(the seals are an off-host anchor), in one MULTI/EXEC per batch. Delivery to the stream is
+at-least-once: when Redis fails after applying a batch, that batch is rolled back in the file and
+its ``seq`` numbers are used again, so stream consumers identify records by (replica, seq, hash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, BinaryIO, Protocol
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from gatekeeper.audit import files
+from gatekeeper.audit.record import ZERO_HASH, canonical, chain_hash
+from gatekeeper.audit.verify import ChainTail, TailError, read_tail
+
+
+class SinkError(Exception):
+    """A sink could not store a batch; ``str()`` says why (no secrets in it)."""
+
+
+class Sink(Protocol):
+    """One destination of audit lines."""
+
+    kind: str  # metric label: file | redis_stream | stdout
+    required: bool
+
+    async def open(self) -> None: ...
+
+    async def write(self, lines: Sequence[bytes]) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+    async def probe(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class FileSink:
+    """Append-only JSONL file with group-commit fsync and size rotation (module docstring)."""
+
+    kind = "file"
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        rotate_bytes: int = 104_857_600,
+        fsync: bool = True,
+        required: bool = True,
+    ) -> None:
+        self.path = path
+        self.rotate_bytes = rotate_bytes
+        self.fsync = fsync
+        self.required = required
+        self._fd: int | None = None
+        self._size = 0  # end of the last good batch in the live file
+        self._prev_size = 0  # ... and of the one before (for rollback)
+        self._dirty = False  # bytes after _size may exist (failed or rolled-back write)
+        self.batches = 0  # successful write(+fsync) calls: the group-commit count
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gk-audit-file")
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    # -- chain state on disk
+    def tail(self) -> ChainTail:
+        """The chain state at the end of the existing files (verified); ``TailError`` if bad."""
+        return read_tail(files.chain_files(self.path))
+
+    async def open(self) -> None:
+        await self._run(self._open_sync)
+
+    def _open_sync(self) -> None:
+        if self._fd is not None:
+            return
+        folder = os.path.dirname(self.path) or "."
+        os.makedirs(folder, exist_ok=True)
+        # SECURITY: audit files are not world-readable (they name tenants and entities).
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            size = os.fstat(fd).st_size
+            if size:
+                with open(self.path, "rb") as f:
+                    f.seek(size - 1)
+                    last = f.read(1)
+                if last != b"\n":
+                    # A torn last line (crash mid-write): end it so the next record starts on a
+                    # line of its own; the verifier reports it and the chain links across it.
+                    os.write(fd, b"\n")
+                    os.fsync(fd)
+                    size += 1
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd, self._size, self._prev_size, self._dirty = fd, size, size, False
+
+    async def write(self, lines: Sequence[bytes]) -> None:
+        try:
+            await self._run(self._write_sync, b"".join(lines))
+        except OSError as exc:
+            raise SinkError(f"{self.path}: {exc.strerror or exc}") from exc
+
+    def _write_sync(self, data: bytes) -> None:
+        self._open_sync()
+        fd = self._fd
+        assert fd is not None
+        if self._dirty:
+            os.ftruncate(fd, self._size)  # drop what a failed batch left behind
+            os.fsync(fd)
+            self._dirty = False
+        if self._size > 0 and self._size + len(data) > self.rotate_bytes:
+            self._rotate_sync()
+            fd = self._fd
+            assert fd is not None
+        self._dirty = True
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            if n <= 0:  # pragma: no cover - write(2) reports errors by raising
+                raise OSError(errno.EIO, "short write")
+            view = view[n:]
+        if self.fsync:
+            os.fsync(fd)
+        self._prev_size, self._size, self._dirty = self._size, self._size + len(data), False
+        self.batches += 1
+
+    def _rotate_sync(self) -> None:
+        assert self._fd is not None
+        os.fsync(self._fd)
+        target = files.next_segment(self.path)
+        os.rename(self.path, target)
+        os.close(self._fd)
+        self._fd = None
+        self._open_sync()
+        dfd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # make the rename and the new file durable
+        finally:
+            os.close(dfd)
+
+    async def rollback(self) -> None:
+        """Undo the last successful batch (a later required sink failed).
+
+        After a rotation the batch is alone in the fresh live file and ``_prev_size`` is 0.
+        """
+        self._size, self._dirty = self._prev_size, True
+        with contextlib.suppress(OSError):
+            await self._run(self._cut_sync)
+
+    def _cut_sync(self) -> None:
+        if self._fd is not None and self._dirty:
+            os.ftruncate(self._fd, self._size)
+            os.fsync(self._fd)
+            self._dirty = False
+
+    async def probe(self) -> bool:
+        """Can the next batch be written? (file open, leftovers cut, some space free)"""
+        try:
+            return bool(await self._run(self._probe_sync))
+        except OSError:
+            return False
+
+    def _probe_sync(self) -> bool:
+        self._open_sync()
+        self._cut_sync()
+        assert self._fd is not None
+        st = os.fstatvfs(self._fd)
+        return st.f_bavail * st.f_frsize >= 64 * 1024
+
+    async def close(self) -> None:
+        def _close() -> None:
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    if self._dirty:
+                        os.ftruncate(self._fd, self._size)
+                    os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = None
+
+        await self._run(_close)
+        self._pool.shutdown(wait=True)
+
+
+class RedisStreamSink:
+    """Records and seals on a Redis stream (``XADD ... MAXLEN ~``), for ``audit tail`` and SIEMs."""
+
+    kind = "redis_stream"
+
+    def __init__(
+        self,
+        url: str,
+        stream: str,
+        *,
+        maxlen: int = 1_000_000,
+        required: bool = True,
+        timeout_s: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.stream = stream
+        self.maxlen = maxlen
+        self.required = required
+        self.timeout_s = timeout_s
+        self._client: aioredis.Redis | None = None
+
+    def _redis(self) -> aioredis.Redis:
+        if self._client is None:
+            # One retry: after a Redis restart the pooled connection is dead, the retry reconnects.
+            self._client = aioredis.Redis.from_url(
+                self.url,
+                socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s,
+                retry=Retry(NoBackoff(), 1),
+            )
+        return self._client
+
+    async def open(self) -> None:
+        self._redis()
+
+    async def write(self, lines: Sequence[bytes]) -> None:
+        pipe = self._redis().pipeline(transaction=True)
+        for line in lines:
+            pipe.xadd(self.stream, {"data": line}, maxlen=self.maxlen, approximate=True)
+        try:
+            await asyncio.wait_for(pipe.execute(), self.timeout_s * 2)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise SinkError(f"redis stream {self.stream}: {type(exc).__name__}") from exc
+
+    async def rollback(self) -> None:
+        return None  # at-least-once; see the module docstring
+
+    async def probe(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self._redis().ping(), self.timeout_s * 2))
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    async def tail(self, replica: str, *, scan: int = 10_000) -> ChainTail:
+        """The newest record of ``replica`` on the stream (when no file sink holds the chain)."""
+        import json
+
+        try:
+            entries: Any = await self._redis().xrevrange(self.stream, count=scan)
+        except (RedisError, OSError) as exc:
+            raise SinkError(f"redis stream {self.stream}: {type(exc).__name__}") from exc
+        for entry_id, fields in entries:
+            raw = fields.get(b"data")
+            if raw is None:
+                continue
+            try:
+                obj = json.loads(raw)
+            except (ValueError, RecursionError):
+                continue
+            if not isinstance(obj, dict) or obj.get("type") == "seal":
+                continue
+            if obj.get("replica") != replica:
+                continue
+            body = {k: v for k, v in obj.items() if k != "hash"}
+            if canonical(obj) + b"\n" != raw and canonical(obj) != raw:
+                raise TailError(f"{self.stream}:{entry_id!r}: entry is not canonical JSON")
+            if chain_hash(str(obj.get("prev_hash", ZERO_HASH)), body) != obj.get("hash"):
+                raise TailError(f"{self.stream}:{entry_id!r}: hash mismatch at seq {obj['seq']}")
+            return ChainTail(seq=int(obj["seq"]), head=str(obj["hash"]), path=self.stream)
+        return ChainTail()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._client.aclose()
+            self._client = None
+
+
+class StdoutSink:
+    """Lines to standard output (container log collectors); blocking writes off the loop."""
+
+    kind = "stdout"
+
+    def __init__(self, *, required: bool = True, out: BinaryIO | None = None) -> None:
+        self.required = required
+        self._out = out
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gk-audit-stdout")
+
+    def _stream(self) -> BinaryIO:
+        return self._out if self._out is not None else sys.stdout.buffer
+
+    async def open(self) -> None:
+        return None
+
+    async def write(self, lines: Sequence[bytes]) -> None:
+        def _write() -> None:
+            out = self._stream()
+            out.write(b"".join(lines))
+            out.flush()
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, _write)
+        except (OSError, ValueError) as exc:  # ValueError: write to a closed stream
+            raise SinkError(f"stdout: {exc}") from exc
+
+    async def rollback(self) -> None:
+        return None
+
+    async def probe(self) -> bool:
+        return not self._stream().closed
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,202 @@
+"""AuditLog: fields, group commit, resume, seals, bounded backlog, tampered tail at start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from gatekeeper import metrics
+from gatekeeper.audit.log import AuditLog
+from gatekeeper.audit.record import ZERO_HASH, canonical, chain_hash
+from gatekeeper.audit.sinks import FileSink, StdoutSink
+from gatekeeper.audit.verify import verify_files
+from gatekeeper.config import AuditConfig
+from gatekeeper.errors import ConfigError, DependencyError
+from tests.audit.helpers import body, file_cfg, make_keys, read_lines, write_lines
+
+
+def records_of(path: Path) -> list[dict]:
+    out = [json.loads(raw) for raw in read_lines(path)]
+    return [r for r in out if r.get("type") != "seal"]
+
+
+async def test_records_carry_chain_fields_and_the_file_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(file_cfg(path), replica="gk-0")
+    await log.start()
+    first = await log.append(body(1))
+    second = await log.append(body(2))
+    await log.close()
+    assert first["seq"] == 1 and first["prev_hash"] == ZERO_HASH and first["v"] == 1
+    assert first["replica"] == "gk-0" and first["ts"].endswith("Z") and len(first["ts"]) == 27
+    assert second["seq"] == 2 and second["prev_hash"] == first["hash"]
+    unhashed = {k: v for k, v in second.items() if k != "hash"}
+    assert second["hash"] == chain_hash(first["hash"], unhashed)
+    assert read_lines(path) == [canonical(first) + b"\n", canonical(second) + b"\n"]
+    assert oct(os.stat(path).st_mode & 0o777) == "0o640"
+    report = verify_files([str(path)])
+    assert report.ok and report.records == 2
+
+
+async def test_concurrent_appends_share_one_fsync(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(file_cfg(path), replica="gk-0")
+    await log.start()
+    sink = log.sinks[0]
+    assert isinstance(sink, FileSink)
+    before = metrics.AUDIT_RECORDS.labels(sink="file")._value.get()
+    recs = await asyncio.gather(*(log.append(body(i)) for i in range(200)))
+    await log.close()
+    assert sorted(r["seq"] for r in recs) == list(range(1, 201))
+    # group commit: far fewer write+fsync calls than records
+    assert sink.batches <= 10, sink.batches
+    assert metrics.AUDIT_RECORDS.labels(sink="file")._value.get() - before == 200
+    assert verify_files([str(path)]).records == 200
+
+
+async def test_event_loop_keeps_running_during_fsync(tmp_path: Path) -> None:
+    log = AuditLog(file_cfg(tmp_path / "a.jsonl"), replica="gk-0")
+    await log.start()
+    ticks = 0
+    stop = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    t = asyncio.create_task(ticker())
+    for i in range(20):
+        await log.append(body(i))
+    stop = True
+    await t
+    await log.close()
+    assert ticks >= 20  # the loop ran while every append waited for its fsync
+
+
+async def test_resume_continues_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    for round_ in range(3):
+        log = AuditLog(file_cfg(path), replica="gk-0")
+        await log.start()
+        await asyncio.gather(*(log.append(body(round_ * 10 + i)) for i in range(10)))
+        await log.close()
+    recs = records_of(path)
+    assert [r["seq"] for r in recs] == list(range(1, 31))
+    assert verify_files([str(path)]).ok
+
+
+async def test_torn_last_line_is_reported_and_the_chain_continues_after_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(file_cfg(path), replica="gk-0")
+    await log.start()
+    for i in range(3):
+        await log.append(body(i))
+    await log.close()
+    with open(path, "ab") as f:
+        f.write(b'{"v":1,"seq":4,"decision_id":"d0000')  # a crash mid-write
+    before = verify_files([str(path)])
+    assert not before.ok and before.torn_tail and before.intact and before.records == 3
+    assert before.first_error is not None and before.first_error.startswith(f"{path}:4:")
+
+    log = AuditLog(file_cfg(path), replica="gk-0")
+    await log.start()
+    assert log.resumed is not None and log.resumed.torn == f"{path}:4"
+    rec = await log.append(body(9))
+    await log.close()
+    assert rec["seq"] == 4
+    after = verify_files([str(path)])
+    assert after.ok and after.records == 4 and after.torn_lines == [f"{path}:4"]
+
+
+async def test_tampered_tail_refuses_to_start(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(file_cfg(path), replica="gk-0")
+    await log.start()
+    for i in range(3):
+        await log.append(body(i))
+    await log.close()
+    lines = read_lines(path)
+    lines[1] = lines[1].replace(b'"allow"', b'"deny"')
+    write_lines(path, lines)
+    log = AuditLog(file_cfg(path), replica="gk-0")
+    with pytest.raises(ConfigError, match=r"audit.jsonl:2: .*edited"):
+        await log.start()
+
+
+async def test_seals_follow_every_group_commit(tmp_path: Path) -> None:
+    priv, pub = make_keys(tmp_path)
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(file_cfg(path, signing_key=priv), replica="gk-7")
+    await log.start()
+    await asyncio.gather(*(log.append(body(i)) for i in range(50)))
+    await log.append(body(99))
+    await log.close()
+    objs = [json.loads(raw) for raw in read_lines(path)]
+    assert objs[-1]["type"] == "seal" and objs[-1]["seq"] == 51
+    assert objs[-1]["hash"] == objs[-2]["hash"] and objs[-1]["replica"] == "gk-7"
+    assert objs[-1]["sig"].startswith("ed25519:")
+    report = verify_files([str(path)], public_key=pub)
+    assert report.ok and report.records == 51 and 2 <= report.seals <= 51
+    assert report.unsealed_after is None
+
+
+async def test_backlog_is_bounded(tmp_path: Path) -> None:
+    log = AuditLog(file_cfg(tmp_path / "a.jsonl"), replica="gk-0", max_pending=5)
+    await log.start()
+    results = await asyncio.gather(*(log.append(body(i)) for i in range(20)),
+                                   return_exceptions=True)  # fmt: skip
+    await log.close()
+    refused = [r for r in results if isinstance(r, DependencyError)]
+    assert refused and all(r.reason == "audit-unavailable" for r in refused)
+    written = [r for r in results if isinstance(r, dict)]
+    assert [r["seq"] for r in written] == list(range(1, len(written) + 1))
+
+
+async def test_append_after_close_is_refused(tmp_path: Path) -> None:
+    log = AuditLog(file_cfg(tmp_path / "a.jsonl"), replica="gk-0")
+    await log.start()
+    await log.close()
+    with pytest.raises(DependencyError):
+        await log.append(body(1))
+
+
+async def test_hostile_strings_are_scrubbed_not_lost(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(file_cfg(path), replica="gk-0")
+    await log.start()
+    rec = await log.append({"decision_id": "x", "http": {"path": "/\ud800\x00\u202e", "ms": 1e-9}})
+    await log.close()
+    assert rec["http"]["path"] == "/?\x00\u202e"
+    assert verify_files([str(path)]).ok
+
+
+async def test_stdout_sink_gets_the_same_lines(tmp_path: Path) -> None:
+    out_path = tmp_path / "stdout.bin"
+    with open(out_path, "wb") as out:
+        log = AuditLog(AuditConfig(), replica="gk-0", sinks=[StdoutSink(out=out)])
+        await log.start()
+        await log.append(body(1))
+        await log.close()
+    assert verify_files([str(out_path)]).ok
+
+
+async def test_buffered_durability_writes_without_fsync(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(file_cfg(path, durability="buffered"), replica="gk-0")
+    assert isinstance(log.sinks[0], FileSink) and log.sinks[0].fsync is False
+    await log.start()
+    t = time.perf_counter()
+    for i in range(50):
+        await log.append(body(i))
+    assert time.perf_counter() - t < 5
+    await log.close()
+    assert verify_files([str(path)]).records == 50
