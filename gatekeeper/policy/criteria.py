@@ -1,0 +1,312 @@
+"""The vocabulary of conditions: attributes a rule may read (CONTRACT §5.2) and operators.
+
+Each attribute has a type (``str``, ``bool``, ``num``, ``set`` or ``any``) and a getter on
+``PolicyInput`` that returns ``None`` when the fact is missing (e.g. no compute on a read route).
+Operators are checked against the attribute type at compile time and turned into predicates on
+the attribute's value; every predicate is false for ``None`` except ``exists: false``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+from .model import PolicyInput
+
+Getter = Callable[[PolicyInput], Any]
+Predicate = Callable[[Any], bool]
+
+STR, BOOL, NUM, SET, ANY = "str", "bool", "num", "set", "any"
+_TYPE_NAMES = {STR: "a string", BOOL: "a boolean", NUM: "a number", SET: "a set", ANY: "any value"}
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """A readable attribute: its dotted name, its type and a ``None``-safe getter."""
+
+    name: str
+    type: str
+    get: Getter
+    fact: str | None = None  # the PolicyInput field holding the fact, for generated code
+    field: str | None = None  # the fact's attribute; None when the getter is special
+
+
+def _field(fact: str, name: str) -> Getter:
+    fact_of = attrgetter(fact)
+    value_of = attrgetter(name)
+
+    def get(inp: PolicyInput) -> Any:
+        obj = fact_of(inp)
+        return None if obj is None else value_of(obj)
+
+    return get
+
+
+def _purpose(inp: PolicyInput) -> str | None:
+    # The edge fills request.purpose from X-Gatekeeper-Purpose; the claim is the fallback.
+    # SECURITY: normalised (trimmed, lower-case) so "Nuclear-Weapons " cannot dodge a purpose list.
+    req = inp.request
+    raw = req.purpose if req is not None else None
+    if not raw and inp.principal is not None:
+        raw = inp.principal.purpose
+    if not isinstance(raw, str) or not raw:
+        return None
+    return raw.strip().lower() or None
+
+
+def _claim(name: str) -> Getter:
+    def get(inp: PolicyInput) -> Any:
+        p = inp.principal
+        if p is None:
+            return None
+        value = p.claims.get(name)
+        # Lists from JSON claims are compared as sets (contains / intersects).
+        return frozenset(value) if isinstance(value, list) and _hashable(value) else value
+
+    return get
+
+
+def _hashable(values: list[Any]) -> bool:
+    return all(isinstance(v, str | int | float | bool) for v in values)
+
+
+_SPEC: tuple[tuple[str, str, str, str], ...] = (
+    # (dotted name, type, fact, field)
+    ("principal.subject", STR, "principal", "subject"),
+    ("principal.tenant", STR, "principal", "tenant"),
+    ("principal.entity", STR, "principal", "entity"),
+    ("principal.issuer", STR, "principal", "issuer"),
+    ("principal.nationality", STR, "principal", "nationality"),
+    ("entity.known", BOOL, "ownership", "known"),
+    ("entity.id", STR, "ownership", "id"),
+    ("entity.name", STR, "ownership", "name"),
+    ("entity.country", STR, "ownership", "country"),
+    ("entity.hq_country", STR, "ownership", "hq_country"),
+    ("entity.flags", SET, "ownership", "flags"),
+    ("ownership.affiliated", BOOL, "ownership", "affiliated"),
+    ("ownership.listed_share", NUM, "ownership", "listed_share"),
+    ("ownership.listed_via", SET, "ownership", "listed_via"),
+    ("ownership.ultimate_parent", STR, "ownership", "ultimate_parent"),
+    ("ownership.parent_hq_country", STR, "ownership", "parent_hq_country"),
+    ("geo.known", BOOL, "geo", "known"),
+    ("geo.country", STR, "geo", "country"),
+    ("geo.registered_country", STR, "geo", "registered_country"),
+    ("geo.asn", NUM, "geo", "asn"),
+    ("geo.anonymous", BOOL, "geo", "anonymous"),
+    ("geo.vpn", BOOL, "geo", "vpn"),
+    ("geo.tor", BOOL, "geo", "tor"),
+    ("geo.hosting", BOOL, "geo", "hosting"),
+    ("geo.proxy", BOOL, "geo", "proxy"),
+    ("geo.internal", BOOL, "geo", "internal"),
+    ("compute.gpu_model", STR, "compute", "gpu_model"),
+    ("compute.gpus", NUM, "compute", "gpus"),
+    ("compute.hours", NUM, "compute", "hours"),
+    ("compute.gpu_hours", NUM, "compute", "gpu_hours"),
+    ("compute.tpp", NUM, "compute", "tpp"),
+    ("compute.tpp_hours", NUM, "compute", "tpp_hours"),
+    ("compute.eccn", STR, "compute", "eccn"),
+    ("compute.controlled", BOOL, "compute", "controlled"),
+    ("compute.reasons", SET, "compute", "reasons"),
+    ("request.route", STR, "request", "route"),
+    ("request.method", STR, "request", "method"),
+)
+
+ATTRIBUTES: Mapping[str, Attribute] = {
+    name: Attribute(name, typ, _field(fact, fld), fact, fld) for name, typ, fact, fld in _SPEC
+} | {"request.purpose": Attribute("request.purpose", STR, _purpose)}
+
+CLAIM_PREFIX = "principal.claims."
+
+
+def lookup_attribute(name: str) -> Attribute | None:
+    """The attribute called ``name`` (``principal.claims.<claim>`` included), or ``None``."""
+    attr = ATTRIBUTES.get(name)
+    if attr is not None:
+        return attr
+    if name.startswith(CLAIM_PREFIX) and len(name) > len(CLAIM_PREFIX):
+        return Attribute(name, ANY, _claim(name[len(CLAIM_PREFIX) :]))
+    return None
+
+
+def suggest(name: str, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for a near miss, else an empty string."""
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ----------------------------------------------------------------------------------- operators
+
+OPERATORS = (
+    "contains",
+    "exists",
+    "gt",
+    "gte",
+    "in",
+    "in_group",
+    "intersects",
+    "lt",
+    "lte",
+    "not_in",
+    "not_in_group",
+)
+COMBINATORS = ("all", "any", "not")
+
+_NUMERIC_OPS = ("gt", "gte", "lt", "lte")
+
+
+class OperandError(ValueError):
+    """A value or operator does not fit the attribute; the message is shown to the author."""
+
+
+def describe(value: Any) -> str:
+    """A short rendering of a YAML value for error messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, int | float):
+        return f"number {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+# YAML 1.1 (PyYAML) reads `2.0e8` as a string: its float syntax wants a signed exponent. Authors
+# copy such numbers from the contract, so a string in exactly that shape is accepted as a number.
+_EXP_NUMBER = re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$")
+
+
+def as_number(value: Any) -> Any:
+    """``value``, or the float it spells when it is a YAML-1.2-style exponent string."""
+    if isinstance(value, str) and _EXP_NUMBER.match(value):
+        return float(value)
+    return value
+
+
+def check_scalar(attr: Attribute, value: Any) -> Any:
+    """``value`` if it is a valid operand for ``attr``'s type, else ``OperandError``."""
+    t = attr.type
+    if t == NUM:
+        value = as_number(value)
+    if value is None:
+        raise OperandError("null is not a value; use {exists: false}")
+    if t == BOOL:
+        if not isinstance(value, bool):
+            raise OperandError(f"expected true or false, got {describe(value)}")
+    elif t == NUM:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise OperandError(f"expected a number, got {describe(value)}")
+    elif t in (STR, SET):
+        if not isinstance(value, str):
+            raise OperandError(f"expected a string, got {describe(value)}")
+    elif not isinstance(value, str | int | float | bool):
+        raise OperandError(f"expected a scalar, got {describe(value)}")
+    return value
+
+
+def _check_list(attr: Attribute, value: Any, op: str) -> frozenset[Any]:
+    if not isinstance(value, list):
+        raise OperandError(f"{op} needs a list, got {describe(value)}")
+    return frozenset(check_scalar(attr, v) for v in value)
+
+
+def _is_number(v: Any) -> bool:
+    return v is not None and not isinstance(v, bool) and isinstance(v, int | float)
+
+
+def _numeric(op: str, x: float, *, guarded: bool) -> Predicate:
+    """``v <op> x``; false for None, and (for untyped claims) for anything not a number."""
+    if guarded:
+        inner = _numeric(op, x, guarded=False)
+        return lambda v: _is_number(v) and inner(v)
+    if op == "gt":
+        return lambda v: v is not None and v > x
+    if op == "gte":
+        return lambda v: v is not None and v >= x
+    if op == "lt":
+        return lambda v: v is not None and v < x
+    return lambda v: v is not None and v <= x
+
+
+def _strict_eq(expected: Any) -> Predicate:
+    # For untyped claims: True == 1 in Python, but a policy saying `true` must not match 1.
+    kind = type(expected)
+
+    def pred(v: Any) -> bool:
+        return type(v) is kind and v == expected
+
+    return pred
+
+
+def equality(attr: Attribute, value: Any) -> tuple[Predicate, Any]:
+    """(predicate, normalised operand) for a bare value (equality). Sets have no equality."""
+    if isinstance(value, list):
+        raise OperandError("a bare list is ambiguous; use {in: [...]} or {intersects: [...]}")
+    if attr.type == SET:
+        raise OperandError(f"{attr.name} is a set; use contains, intersects or exists")
+    x = check_scalar(attr, value)
+    if attr.type == ANY:
+        return _strict_eq(x), x
+    # Not x.__eq__: it returns NotImplemented (truthy) for a value of another type, e.g. None.
+    return (lambda v: v == x), x
+
+
+def operator(
+    attr: Attribute, op: str, value: Any, groups: Mapping[str, tuple[Any, ...]]
+) -> tuple[Predicate, Any]:
+    """(predicate, normalised operand) for ``{attr: {op: value}}``; raises ``OperandError``,
+    or ``KeyError`` for an unknown group."""
+    t = attr.type
+    if op == "exists":
+        if not isinstance(value, bool):
+            raise OperandError(f"exists needs true or false, got {describe(value)}")
+        return ((lambda v: v is not None) if value else (lambda v: v is None)), value
+    if op in _NUMERIC_OPS:
+        if t not in (NUM, ANY):
+            raise OperandError(f"{op} needs a numeric attribute; {attr.name} is {_TYPE_NAMES[t]}")
+        value = as_number(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise OperandError(f"expected a number, got {describe(value)}")
+        x = float(value)
+        return _numeric(op, x, guarded=(t == ANY)), x
+    if op in ("in", "not_in", "in_group", "not_in_group"):
+        if t == SET:
+            raise OperandError(
+                f"{op} needs a single-valued attribute; {attr.name} is a set (use intersects)"
+            )
+        if op.endswith("_group"):
+            if not isinstance(value, str):
+                raise OperandError(f"{op} needs a group name, got {describe(value)}")
+            if value not in groups:
+                raise KeyError(value)
+            members = _check_list(attr, list(groups[value]), op)
+        else:
+            members = _check_list(attr, value, op)
+        if t == ANY:
+            if op.startswith("not_"):
+                return (lambda v: isinstance(v, str | int | float) and v not in members), members
+            return (lambda v: isinstance(v, str | int | float) and v in members), members
+        if op.startswith("not_"):
+            return (lambda v: v is not None and v not in members), members
+        return members.__contains__, members
+    if op == "contains":
+        if t not in (SET, ANY):
+            raise OperandError(f"contains needs a set attribute; {attr.name} is {_TYPE_NAMES[t]}")
+        x = check_scalar(attr, value)
+        return (lambda v: isinstance(v, frozenset | tuple | set) and x in v), x
+    if op == "intersects":
+        if t not in (SET, ANY):
+            raise OperandError(f"intersects needs a set attribute; {attr.name} is {_TYPE_NAMES[t]}")
+        members = _check_list(attr, value, op)
+        return (
+            lambda v: isinstance(v, frozenset | tuple | set) and not members.isdisjoint(v)
+        ), members
+    raise LookupError(op)

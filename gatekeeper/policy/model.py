@@ -1,0 +1,83 @@
+"""Plain data the policy engine reads and returns: ``PolicyInput`` in, ``Verdict`` out.
+
+No HTTP types and no I/O: ``PolicyStage`` builds a ``PolicyInput`` from whatever facts the
+pipeline produced, and ``gatekeeper check`` / the policy tests build one from dotted attributes.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from ..context import (
+    ComputeRequest,
+    GeoInfo,
+    License,
+    OwnershipProfile,
+    Principal,
+    QuotaDef,
+    RequestInfo,
+)
+
+_EMPTY: Mapping[str, float] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInput:
+    """Everything a condition may read (CONTRACT §5.2). A fact that is ``None`` makes its
+    attributes ``None``: comparisons with ``None`` are false, ``exists`` tests for it."""
+
+    principal: Principal | None
+    ownership: OwnershipProfile | None
+    geo: GeoInfo | None
+    compute: ComputeRequest | None
+    request: RequestInfo | None
+    today: datetime.date
+    # TPP-hours already consumed per licence id (the licence budget, CONTRACT §5.3).
+    license_used: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The outcome of one evaluation: what to do, which rule decided, and why."""
+
+    action: str
+    rule: str | None
+    reasons: list[str]
+    status: int | None  # None when the action is allow
+    license: License | None = None
+    quotas: tuple[QuotaDef, ...] = ()
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "rule": self.rule,
+            "reasons": list(self.reasons),
+            "status": self.status,
+            "license": self.license.id if self.license is not None else None,
+            "quotas": [q.name for q in self.quotas],
+            "trace": list(self.trace),
+        }
+
+
+Test = Callable[[PolicyInput], bool]
+Explain = Callable[[PolicyInput], str]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """One rule after compilation: a pure predicate plus what the verdict needs from it."""
+
+    id: str
+    action: str
+    status: int | None
+    quotas: tuple[QuotaDef, ...]
+    description: str
+    file: str
+    line: int
+    test: Test = field(repr=False, compare=False)
+    explain: Explain = field(repr=False, compare=False)
