@@ -18,6 +18,10 @@ Key layout (a contract, asserted by ``tests/stores/test_key_layout.py``)::
 * ``<window_s>`` is in the key so a policy that changes a window starts a fresh bucket instead of
   misreading sub-buckets of another width.
 
+Time comes from the gate (the ``now`` argument), so replicas need NTP-synced clocks; a skew of
+``s`` seconds shifts a request by at most ``s`` between sub-buckets (newer-than-now sub-buckets
+are still counted, so a fast clock cannot hide usage from a slow one).
+
 Failure semantics: the client never retries a script (a timed-out ``EVALSHA`` may have run; a
 retry could consume twice). Any connection error, timeout or server error raises
 ``DependencyError("store-unavailable")`` within ``timeout_s``; the request is then refused or

@@ -312,3 +312,26 @@ async def test_affiliates_cannot_split_past_the_parent(
     finally:
         for s in set(stores):
             await s.close()
+
+
+async def test_describe_for_the_admin_endpoint(any_store: QuotaStore, group: str) -> None:
+    stage = QuotaStage(any_store, QUOTAS, clock=Clock())
+    await stage.run(make_ctx(parent=group, tpp_hours=25.0, quotas=("foreign-monthly",)))
+    info = await stage.describe("ultimate_parent", group)
+    assert info == {
+        "per": "ultimate_parent", "id": group, "group": group,
+        "quotas": [{"name": "foreign-monthly", "unit": "tpp_hours", "used": 25.0, "limit": 100.0,
+                    "remaining": 75.0, "window_s": 30 * 86400}],
+    }  # fmt: skip
+    tenant = await stage.describe("tenant", "acme-sg", group=group)
+    assert [(q["name"], q["used"]) for q in tenant["quotas"]] == [("tenant-daily", 0.0)]
+
+
+def test_redis_store_uses_hiredis_and_bounded_timeouts(private_redis: object) -> None:
+    from redis._parsers import _AsyncHiredisParser
+    from redis.asyncio.connection import DefaultParser
+
+    store = RedisQuotaStore.from_url(private_redis.url, timeout_s=0.25)  # type: ignore[attr-defined]
+    kwargs = store.client.connection_pool.connection_kwargs  # type: ignore[union-attr]
+    assert kwargs.get("parser_class", DefaultParser) is _AsyncHiredisParser
+    assert kwargs["socket_timeout"] == 0.25 and kwargs["socket_connect_timeout"] == 0.25
