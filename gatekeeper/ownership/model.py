@@ -1,0 +1,187 @@
+"""The entity graph as loaded from the sources, before resolution.
+
+Sources (``sources/native.py``, ``ftm.py``, ``csl.py``) feed one ``Collector``: entities become
+``Entity`` records, ownership edges go into compact parallel arrays (a million entities and 1.5
+million edges must fit in memory comfortably), and every rejected row becomes a located ``Problem``
+counted in that source's ``SourceReport`` — nothing is dropped silently.
+
+Shares are kept as integers in units of 1/10,000 of a percentage point (``SCALE``) so the 50% rule
+sums exactly: 33.3 + 16.7 is 50, and 49.99 is not.
+
+Id spaces: native ids are bare (``acme-sg``); imported ids carry their source's prefix (``ftm:``,
+``csl:``) so two sources never collide by accident. The native file links them explicitly:
+``same_as: [ftm:Q123]`` makes the imported record an *alias* of the native entity (its flags and its
+edges are merged into the native entity, and ``profile("ftm:Q123")`` returns the native profile),
+and a native ``owners:`` list may name imported ids directly.
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..context import License
+from ..errors import Problem
+
+SCALE = 10_000  # share units per percentage point
+FULL = 100 * SCALE
+HALF = 50 * SCALE
+
+#: Flags that make an entity *listed* for the 50% rule (DOMAIN §4). ``entity_list`` (BIS Entity
+#: List) and ``meu`` (BIS Military End-User List) are the lists the BIS Affiliates Rule extends to
+#: 50%-owned affiliates; ``sdn`` is OFAC's 50% rule. ``military_end_user`` is the flag the Chinese
+#: dual-use pack uses (MOFCOM 2026 No. 1 catches "any end user" acting for a military end user), so
+#: it counts too; a deployment that serves only one regime and must not mix them overrides the set
+#: with ``entities.listing_flags``. Every other flag is kept on the profile but does not propagate.
+LISTING_FLAGS: frozenset[str] = frozenset({"entity_list", "sdn", "meu", "military_end_user"})
+
+KINDS = ("company", "organization", "person")
+IMPORT_PREFIXES = ("ftm:", "csl:")
+
+MAX_ID_LEN = 256
+ID_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,256}$")
+FLAG_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+ECCN_RE = re.compile(r"^[0-9][A-E][0-9]{3}(\.[A-Za-z0-9]+)*$|^EAR99$")
+
+# ISO 3166-1 alpha-2, officially assigned codes, plus XK (Kosovo, user-assigned but universal in
+# sanctions data). Checked by licences and the native loader; imports keep only codes in this set.
+ISO_COUNTRIES: frozenset[str] = frozenset(
+    """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ
+    BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM
+    DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS
+    GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN
+    KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ
+    MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM
+    PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV
+    SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI
+    VN VU WF WS YE YT ZA ZM ZW XK""".split()  # noqa: SIM905
+)
+
+
+def country_code(value: Any) -> str | None:
+    """``value`` as an upper-case ISO alpha-2 code, or None when it is not one."""
+    if not isinstance(value, str) or len(value) != 2:
+        return None
+    code = value.upper()
+    return code if code in ISO_COUNTRIES else None
+
+
+def share_units(percent: float) -> int:
+    """A percentage (0–100) as integer share units."""
+    return round(percent * SCALE)
+
+
+@dataclass(slots=True)
+class Entity:
+    """One company, organisation or person as a source described it."""
+
+    id: str
+    name: str | None = None
+    kind: str = "company"
+    country: str | None = None
+    hq_country: str | None = None
+    flags: frozenset[str] = frozenset()
+    licenses: tuple[License, ...] = ()
+    source: int = 0  # index of the SourceReport
+    line: int | None = None
+
+
+@dataclass(slots=True)
+class SourceReport:
+    """What one source contributed and what it rejected (``Registry.stats['sources']``)."""
+
+    path: str
+    format: str
+    strict: bool  # native files are hand-written config: any problem fails the load
+    entities: int = 0
+    edges: int = 0
+    bad_rows: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # well-formed rows we do not use
+    notes: dict[str, int] = field(default_factory=dict)  # counted data-quality observations
+    problems: list[Problem] = field(default_factory=list)
+
+    MAX_KEPT = 1000  # problem messages kept per source; the count stays exact
+
+    def bad(self, line: int | None, path: str, message: str) -> None:
+        self.bad_rows += 1
+        if len(self.problems) < self.MAX_KEPT:
+            self.problems.append(Problem(self.path, line, path, message))
+
+    def note(self, key: str, n: int = 1) -> None:
+        self.notes[key] = self.notes.get(key, 0) + n
+
+    def skip(self, key: str) -> None:
+        self.skipped[key] = self.skipped.get(key, 0) + 1
+
+    def to_json(self, max_problems: int = 20) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "entities": self.entities,
+            "edges": self.edges,
+            "bad_rows": self.bad_rows,
+            "skipped": dict(self.skipped),
+            "notes": dict(self.notes),
+            "problems": [str(p) for p in self.problems[:max_problems]],
+        }
+
+
+class Collector:
+    """Accumulates entities and edges from every source into one id space.
+
+    Ids are interned to dense integers on first sight (as an entity or as an edge endpoint), so
+    edges may name entities defined later or in another source; ``entities[i] is None`` marks an id
+    that was only ever referenced.
+    """
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.entities: list[Entity | None] = []
+        self.reports: list[SourceReport] = []
+        # Edges as parallel arrays: owner, asset, share units, control, source, line.
+        self.e_owner = array("l")
+        self.e_asset = array("l")
+        self.e_units = array("l")
+        self.e_control = bytearray()
+        self.e_source = array("l")
+        self.e_line = array("l")  # 0 = unknown
+        self.alias_of: dict[int, int] = {}  # alias id -> canonical (native) id
+        self.alias_line: dict[int, tuple[int, int]] = {}  # alias id -> (source, line)
+
+    def add_report(self, path: str, fmt: str, *, strict: bool) -> SourceReport:
+        self.reports.append(SourceReport(path, fmt, strict))
+        return self.reports[-1]
+
+    def intern(self, entity_id: str) -> int:
+        idx = self.index.get(entity_id)
+        if idx is None:
+            idx = len(self.ids)
+            self.index[entity_id] = idx
+            self.ids.append(entity_id)
+            self.entities.append(None)
+        return idx
+
+    def add_entity(self, ent: Entity) -> Entity | None:
+        """Add ``ent``; returns the earlier entity with the same id instead when there is one."""
+        idx = self.intern(ent.id)
+        prior = self.entities[idx]
+        if prior is not None:
+            return prior
+        ent.id = self.ids[idx]  # share the interned string
+        self.entities[idx] = ent
+        self.reports[ent.source].entities += 1
+        return None
+
+    def add_edge(
+        self, owner: str, asset: str, units: int, control: bool, source: int, line: int | None
+    ) -> None:
+        self.e_owner.append(self.intern(owner))
+        self.e_asset.append(self.intern(asset))
+        self.e_units.append(units)
+        self.e_control.append(1 if control else 0)
+        self.e_source.append(source)
+        self.e_line.append(line or 0)
+        self.reports[source].edges += 1

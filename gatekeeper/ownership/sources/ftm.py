@@ -1,0 +1,237 @@
+"""OpenSanctions / FollowTheMoney entity files (JSON lines), as bulk external data.
+
+One JSON object per line. ``Company``, ``Organization``, ``LegalEntity`` and ``Person`` become
+entities with the id ``ftm:<id>``; ``Ownership`` becomes an edge ``owner -> asset`` whose
+``percentage`` is free text (``parse_percentage``). Other schemata (Address, Sanction, ...) are
+well-formed but unused: they are counted under ``skipped``, by schema.
+
+Topics become flags (``TOPIC_FLAGS``): ``sanction`` -> ``sdn`` (OpenSanctions uses it for every
+sanctions programme, not only OFAC's, which errs on the side of caution) and ``export.control`` ->
+``entity_list``; ``debarment`` -> ``debarred``; every other topic (``sanction.linked``,
+``role.pep``, ``mil``, ``gov.soe``, ...) is kept verbatim as a flag that is not a listing.
+
+Countries: organisations take ``jurisdiction`` (else ``country``) as incorporation and
+``mainCountry`` (else ``country``, else ``jurisdiction``) as headquarters; persons take
+``nationality`` (else ``citizenship``, else ``country``). Values that are not ISO alpha-2 codes
+(``suhh``, ``zz``) are ignored and counted under ``notes.unknown_countries``.
+
+Bad rows (reported with ``file:line``, loading continues; the registry fails the load when a source
+has more than ``entities.max_bad_rows``): lines over ``MAX_LINE_BYTES``, invalid UTF-8 or JSON
+(including nesting deeper than the parser's limit), a non-object, a missing or invalid ``id`` or
+``schema``, a duplicate id, an Ownership without owner or asset or with an unreadable percentage,
+owner == asset, and edges whose endpoint no source defines.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import IO, Any
+
+import orjson
+
+from ...errors import ConfigError, Problem
+from ..model import FLAG_RE, ID_RE, SCALE, Collector, Entity, SourceReport, country_code
+
+MAX_LINE_BYTES = 1 << 20
+ENTITY_SCHEMAS = {
+    "Company": "company",
+    "Organization": "organization",
+    "LegalEntity": "company",
+    "Person": "person",
+}
+TOPIC_FLAGS = {"sanction": "sdn", "export.control": "entity_list", "debarment": "debarred"}
+
+# ------------------------------------------------------------------------- percentage parser
+
+_NUM = r"(\d{1,3}(?:[.,]\d{1,6})?|[.,]\d{1,6})\s*(?:%|percent|per cent|pct)?"
+_EXACT = re.compile(rf"^{_NUM}$")
+_AT_LEAST = re.compile(rf"^(?:>=|=>|at least|not less than|min(?:imum)?\.?)\s*{_NUM}$")
+_MORE = re.compile(rf"^(?:>|more than|over|above|greater than|in excess of)\s*{_NUM}$")
+_LESS = re.compile(
+    rf"^(?:<=|=<|<|less than|under|below|up to|not more than|max(?:imum)?\.?)\s*{_NUM}$"
+)
+_RANGE = re.compile(rf"^{_NUM}\s*(?:-|–|—|to)\s*{_NUM}$")
+_MAJORITY = frozenset({"majority", "majority stake", "majority shareholder", "controlling"})
+_MINORITY = frozenset({"minority", "minority stake", "minority shareholder"})
+_EPS = 1 / SCALE  # the smallest share strictly above a bound
+
+
+def _num(text: str) -> float:
+    if re.fullmatch(r"\d+,\d{3}", text):
+        raise ValueError("ambiguous: decimal comma or thousands separator")
+    value = float(text.replace(",", "."))
+    if not 0.0 <= value <= 100.0:
+        raise ValueError(f"{value:g} is outside 0-100")
+    return value
+
+
+def parse_percentage(text: str) -> float:
+    """The share (percent) that ``text`` *certainly* states: its lower bound.
+
+    "50%", "50.5", "50,5 %" -> the number; ">= 50", "at least 50" -> 50; "> 50", "more than 50",
+    "majority" -> just above 50 (50.0001: a majority, so a parent); "25-50%" -> 25; "< 25",
+    "up to 25", "minority" -> 0 (nothing certain). Raises ``ValueError`` for anything else.
+    """
+    t = " ".join(text.strip().lower().replace("\u2265", ">=").replace("\u2264", "<=").split())
+    if not t or len(t) > 64:
+        raise ValueError("empty or overlong percentage")
+    if t in _MAJORITY:
+        return 50.0 + _EPS
+    if t in _MINORITY:
+        return 0.0
+    if m := _EXACT.match(t):
+        return _num(m.group(1))
+    if m := _AT_LEAST.match(t):
+        return _num(m.group(1))
+    if m := _MORE.match(t):
+        return min(_num(m.group(1)) + _EPS, 100.0)
+    if m := _LESS.match(t):
+        _num(m.group(1))
+        return 0.0
+    if m := _RANGE.match(t):
+        lo, hi = _num(m.group(1)), _num(m.group(2))
+        if lo > hi:
+            raise ValueError("range upside down")
+        return lo
+    raise ValueError("not a percentage")
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+def read_lines(fh: IO[bytes], rep: SourceReport, hasher: Any, limit: int = MAX_LINE_BYTES) -> Any:
+    """Yield (line number, bytes) with each line bounded; overlong lines become bad rows."""
+    lineno = 0
+    while True:
+        line = fh.readline(limit + 1)
+        if not line:
+            return
+        lineno += 1
+        hasher.update(line)
+        if len(line) > limit and not line.endswith(b"\n"):
+            # SECURITY: never hold an unbounded line in memory; skip to the next newline.
+            while True:
+                chunk = fh.readline(limit)
+                hasher.update(chunk)
+                if not chunk or chunk.endswith(b"\n"):
+                    break
+            rep.bad(lineno, "", f"line longer than {limit} bytes")
+            continue
+        yield lineno, line
+
+
+def _first(props: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        vals = props.get(key)
+        if isinstance(vals, list) and vals:
+            return vals[0]
+    return None
+
+
+def _first_country(props: dict[str, Any], unknown: list[str], *keys: str) -> str | None:
+    raw = _first(props, *keys)
+    if raw is None:
+        return None
+    code = country_code(raw)
+    if code is None:
+        unknown.append(str(raw))
+    return code
+
+
+def _entity(rec: dict[str, Any], props: dict[str, Any], kind: str, rep: SourceReport) -> Entity:
+    flags: set[str] = set()
+    topics = props.get("topics")
+    if isinstance(topics, list):
+        for t in topics:
+            if not isinstance(t, str):
+                continue
+            flag = TOPIC_FLAGS.get(t, t.lower())
+            if FLAG_RE.match(flag):
+                flags.add(flag)
+            else:
+                rep.note("invalid_topics")
+    name = _first(props, "name")
+    unknown: list[str] = []
+    if kind == "person":
+        country = _first_country(props, unknown, "nationality", "citizenship", "country")
+        hq = None
+    else:
+        country = _first_country(props, unknown, "jurisdiction", "country")
+        hq = _first_country(props, unknown, "mainCountry", "country", "jurisdiction")
+    if unknown:
+        rep.note("unknown_countries")  # entities with a country value that is not ISO alpha-2
+    return Entity(
+        id="ftm:" + rec["id"],
+        name=name if isinstance(name, str) else None,
+        kind=kind,
+        country=country,
+        hq_country=hq,
+        flags=frozenset(flags),
+    )
+
+
+def load_ftm(path: str, col: Collector, src: int, hasher: Any) -> None:
+    """Stream one FtM JSON-lines file into ``col``."""
+    rep = col.reports[src]
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise ConfigError([Problem(path, None, "", f"cannot read: {exc.strerror}")]) from None
+    loads = orjson.loads
+    empty: frozenset[str] = frozenset()
+    with fh:
+        for lineno, line in read_lines(fh, rep, hasher):
+            if not line.strip():
+                continue
+            try:
+                rec = loads(line)
+            except orjson.JSONDecodeError as exc:
+                rep.bad(lineno, "", f"invalid JSON: {str(exc)[:120]}")
+                continue
+            if not isinstance(rec, dict):
+                rep.bad(lineno, "", "not a JSON object")
+                continue
+            schema = rec.get("schema")
+            rid = rec.get("id")
+            if not isinstance(schema, str):
+                rep.bad(lineno, "schema", "missing or not a string")
+                continue
+            if not isinstance(rid, str) or not ID_RE.match(rid) or len(rid) > 250:
+                rep.bad(lineno, "id", "missing or not a valid id")
+                continue
+            props = rec.get("properties", {})
+            if not isinstance(props, dict):
+                rep.bad(lineno, "properties", "not an object")
+                continue
+            kind = ENTITY_SCHEMAS.get(schema)
+            if kind is not None:
+                ent = _entity(rec, props, kind, rep)
+                if not ent.flags:
+                    ent.flags = empty
+                ent.source, ent.line = src, lineno
+                prior = col.add_entity(ent)
+                if prior is not None:
+                    rep.bad(lineno, "id", f"duplicate id {rid!r} (first at line {prior.line})")
+                continue
+            if schema != "Ownership":
+                rep.skip(schema[:64])
+                continue
+            owner, asset = _first(props, "owner"), _first(props, "asset")
+            if not isinstance(owner, str) or not ID_RE.match(owner):
+                rep.bad(lineno, "properties.owner", "missing or not a valid id")
+                continue
+            if not isinstance(asset, str) or not ID_RE.match(asset):
+                rep.bad(lineno, "properties.asset", "missing or not a valid id")
+                continue
+            pct = props.get("percentage")
+            units = 0
+            if isinstance(pct, list) and pct:
+                try:
+                    units = max(round(parse_percentage(str(p)) * SCALE) for p in pct)
+                except ValueError as exc:
+                    shown = str(pct[0])[:40]
+                    rep.bad(lineno, "properties.percentage", f"{shown!r}: {exc}")
+                    continue
+            else:
+                rep.note("edges_without_share")
+            col.add_edge("ftm:" + owner, "ftm:" + asset, units, False, src, lineno)
