@@ -167,6 +167,8 @@ class RouteConfig:
     unknown_gpu: str = "controlled"  # controlled (highest TPP in catalog) | deny
     authenticate: bool = True
     generic: GenericAdapterConfig | None = None
+    # kubernetes: GPUs per pod assumed when a PATCH/scale changes a count without a pod template
+    assume_gpus_per_pod: float = 8.0
 
 
 @dataclass(frozen=True, slots=True)
