@@ -1,0 +1,446 @@
+"""Helpers shared by the compute adapters: hostile-input-safe body loading, numbers, Slurm-style
+times and ranges, and turning measured parts into one ``ComputeRequest``.
+
+Bodies are untrusted. JSON is parsed strictly (UTF-8 only, no NaN/Infinity, duplicate keys refused
+because the scheduler behind us may take a different one of the duplicates than we did), YAML with
+the safe constructor only, a bounded number of alias uses, duplicate keys refused and no custom
+tags. Both are then walked once with a depth and node budget, which also defuses a YAML
+billion-laughs document (its shared sub-trees count every time they are reached).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from ..config import RouteConfig
+from ..context import R_UNKNOWN_GPU_MODEL, ComputeRequest
+from ..errors import BadRequest
+from ..gpus import ECCN_A, ECCN_B, GpuCatalog, GpuModel
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 200_000
+MAX_ALIASES = 100
+MAX_GPUS = 10_000_000.0  # per measured part; far above any real cluster
+MAX_HOURS = 1_000_000.0  # ~114 years
+MAX_MULTIPLIER = 10_000_000  # nodes, tasks, replicas, array sizes
+MAX_LABEL = 64  # characters of a client-supplied model name kept for the audit record
+
+
+# ----------------------------------------------------------------------------- body loading
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BadRequest("bad-json", f"{name} is not valid JSON")
+
+
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        # SECURITY: duplicate keys are read differently by different parsers (first vs last wins)
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadRequest("duplicate-key", f"duplicate JSON key {sanitize(key)!r}")
+            seen.add(key)
+    return result
+
+
+def _check_size(body: bytes) -> None:
+    if len(body) > MAX_BODY_BYTES:
+        raise BadRequest("body-too-large", f"body larger than {MAX_BODY_BYTES} bytes", status=413)
+
+
+def _decode(body: bytes, reason: str) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(reason, f"body is not UTF-8: {exc.reason}") from None
+
+
+def load_json(body: bytes) -> Any:
+    """Parse a JSON body strictly; every failure is a ``BadRequest``."""
+    _check_size(body)
+    text = _decode(body, "bad-json")
+    try:
+        doc = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_refuse_constant)
+    except BadRequest:
+        raise
+    except RecursionError:
+        raise BadRequest("body-too-deep", f"nesting deeper than {MAX_DEPTH}") from None
+    except ValueError as exc:  # JSONDecodeError is a ValueError
+        raise BadRequest("bad-json", str(exc)[:200]) from None
+    check_shape(doc)
+    return doc
+
+
+_YamlBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _BodyLoader(_YamlBase):  # type: ignore[misc]
+    """Safe YAML loader for request bodies: counts alias uses, refuses duplicate keys."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._alias_uses = 0
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        if node in self.constructed_objects:
+            # A node constructed before is reached again: that is an alias use.
+            self._alias_uses += 1
+            if self._alias_uses > MAX_ALIASES:
+                raise BadRequest("yaml-too-many-aliases", f"more than {MAX_ALIASES} aliases")
+        return super().construct_object(node, deep=deep)
+
+
+def _yaml_mapping(loader: _BodyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    result: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            raise BadRequest("bad-yaml", "mapping keys must be scalars")
+        if key in result:
+            raise BadRequest("duplicate-key", f"duplicate YAML key {sanitize(str(key))!r}")
+        result[key] = loader.construct_object(value_node, deep=True)
+    return result
+
+
+_BodyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _yaml_mapping)
+
+
+def load_yaml(body: bytes) -> Any:
+    """Parse a single-document YAML body with the safe loader; failures are ``BadRequest``."""
+    _check_size(body)
+    text = _decode(body, "bad-yaml")
+    loader = _BodyLoader(text)
+    try:
+        doc = loader.get_single_data()
+    except BadRequest:
+        raise
+    except RecursionError:
+        raise BadRequest("body-too-deep", f"nesting deeper than {MAX_DEPTH}") from None
+    except yaml.YAMLError as exc:
+        raise BadRequest("bad-yaml", str(exc).splitlines()[0][:200]) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. bad timestamps, unhashable keys
+        raise BadRequest("bad-yaml", str(exc)[:200]) from None
+    finally:
+        loader.dispose()
+    check_shape(doc)
+    return doc
+
+
+_YAML_TYPES = ("yaml", "x-yaml")
+
+
+def load_body(body: bytes, content_type: str | None) -> Any:
+    """JSON or YAML by ``Content-Type``; without a telling type, JSON if it looks like JSON."""
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if ctype.endswith(_YAML_TYPES) or ctype.endswith(("+yaml", "/yaml")):
+        return load_yaml(body)
+    if ctype.endswith(("json", "+json")):
+        return load_json(body)
+    head = body.lstrip()[:1]
+    if head in (b"{", b"["):
+        return load_json(body)
+    return load_yaml(body)
+
+
+def check_shape(doc: Any) -> None:
+    """Refuse documents nested deeper than ``MAX_DEPTH`` or with more than ``MAX_NODES`` nodes."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise BadRequest("body-too-large", f"more than {MAX_NODES} values", status=413)
+        if depth > MAX_DEPTH:
+            raise BadRequest("body-too-deep", f"nesting deeper than {MAX_DEPTH}")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def sanitize(text: str, limit: int = MAX_LABEL) -> str:
+    """A client string made safe for logs and the audit record (valid UTF-8, bounded length)."""
+    return text[:limit].encode("utf-8", "replace").decode("utf-8")
+
+
+def header(headers: Any, name: str) -> str | None:
+    """One header value; several different values for the same header are a ``BadRequest``."""
+    if headers is None:
+        return None
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        values = getall(name, [])
+        if not values:
+            return None
+        if len(set(values)) > 1:
+            # SECURITY: which copy the upstream reads is not ours to guess
+            raise BadRequest("duplicate-header", f"header {name} given more than once")
+        return str(values[0])
+    value = headers.get(name)
+    return None if value is None else str(value)
+
+
+_NUM = re.compile(r"^\s*\+?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
+
+
+def number(value: Any, what: str, *, allow_str: bool = True) -> float:
+    """A finite, non-negative number from a JSON/YAML value (numeric strings allowed)."""
+    if isinstance(value, bool):
+        raise BadRequest("bad-value", f"{what}: expected a number, got a boolean")
+    numeric_str = allow_str and isinstance(value, str) and len(value) <= 64 and _NUM.match(value)
+    if isinstance(value, int | float) or numeric_str:
+        try:
+            result = float(value)
+        except OverflowError:
+            raise BadRequest("bad-value", f"{what}: number too large") from None
+    else:
+        raise BadRequest("bad-value", f"{what}: expected a non-negative number")
+    if not math.isfinite(result) or result < 0:
+        raise BadRequest("bad-value", f"{what}: expected a finite non-negative number")
+    return result
+
+
+def bounded(value: float, limit: float, reason: str, what: str) -> float:
+    if value > limit:
+        raise BadRequest(reason, f"{what} {value:g} exceeds {limit:g}")
+    return value
+
+
+def as_mapping(value: Any, what: str) -> dict[Any, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest("bad-value", f"{what}: expected an object")
+    return value
+
+
+def as_list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest("bad-value", f"{what}: expected a list")
+    return value
+
+
+# ----------------------------------------------------------------------------- Slurm syntax
+
+_TIME_PART = re.compile(r"^\d{1,9}$")
+
+
+def parse_slurm_time(text: str) -> float | None:
+    """Minutes from a Slurm time string; ``None`` for no limit (``UNLIMITED``, ``INFINITE``, 0).
+
+    Accepted: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``. Seconds round up to the
+    next minute, as Slurm does.
+    """
+    s = text.strip().lower()
+    if s in ("unlimited", "infinite", "-1"):
+        return None
+    days = 0
+    if "-" in s:
+        head, s = s.split("-", 1)
+        if not _TIME_PART.match(head):
+            raise BadRequest("bad-time", f"bad time {sanitize(text)!r}")
+        days = int(head)
+        fields = s.split(":")
+        if not 1 <= len(fields) <= 3 or not all(_TIME_PART.match(f) for f in fields):
+            raise BadRequest("bad-time", f"bad time {sanitize(text)!r}")
+        nums = [int(f) for f in fields] + [0] * (3 - len(fields))
+        hours, minutes, seconds = nums
+    else:
+        fields = s.split(":")
+        if not 1 <= len(fields) <= 3 or not all(_TIME_PART.match(f) for f in fields):
+            raise BadRequest("bad-time", f"bad time {sanitize(text)!r}")
+        nums = [int(f) for f in fields]
+        if len(nums) == 1:
+            hours, minutes, seconds = 0, nums[0], 0
+        elif len(nums) == 2:
+            hours, minutes, seconds = 0, nums[0], nums[1]
+        else:
+            hours, minutes, seconds = nums
+    total = days * 1440 + hours * 60 + minutes + math.ceil(seconds / 60)
+    return None if total == 0 else float(total)  # "A time limit of zero ... no time limit"
+
+
+_NODE_ITEM = re.compile(r"^(\d{1,9})(?:-(\d{1,9}))?(?::\d{1,9})?$")
+
+
+def parse_node_count(text: str) -> int:
+    """The largest node count a Slurm ``--nodes`` value allows (``4``, ``2-4``, ``1,4-8:2``)."""
+    best = 0
+    items = text.strip().split(",")
+    if len(items) > 1000:
+        raise BadRequest("bad-nodes", "too many node-count items")
+    for item in items:
+        m = _NODE_ITEM.match(item.strip())
+        if not m:
+            raise BadRequest("bad-nodes", f"bad node count {sanitize(text)!r}")
+        low = int(m.group(1))
+        high = int(m.group(2)) if m.group(2) else low
+        if high < low:
+            raise BadRequest("bad-nodes", f"bad node range {sanitize(item)!r}")
+        best = max(best, high)
+    return int(bounded(best, MAX_MULTIPLIER, "bad-nodes", "node count"))
+
+
+_ARRAY_ITEM = re.compile(r"^(\d{1,9})(?:-(\d{1,9})(?::(\d{1,9}))?)?$")
+
+
+def parse_array_count(text: str) -> int:
+    """How many tasks a Slurm ``--array`` spec creates (``0-3``, ``1,5,7``, ``0-15:2%4``).
+
+    The ``%N`` concurrency limit does not reduce the total compute, so it is parsed and ignored.
+    """
+    spec = text.strip()
+    if "%" in spec:
+        spec, limit = spec.split("%", 1)
+        if not _TIME_PART.match(limit.strip()):
+            raise BadRequest("bad-array", f"bad array limit {sanitize(text)!r}")
+    items = spec.split(",")
+    if len(items) > 10_000:
+        raise BadRequest("bad-array", "too many array items")
+    count = 0
+    for item in items:
+        m = _ARRAY_ITEM.match(item.strip())
+        if not m:
+            raise BadRequest("bad-array", f"bad array spec {sanitize(text)!r}")
+        low = int(m.group(1))
+        high = int(m.group(2)) if m.group(2) is not None else low
+        step = int(m.group(3)) if m.group(3) is not None else 1
+        if high < low or step == 0:
+            raise BadRequest("bad-array", f"bad array range {sanitize(item)!r}")
+        count += (high - low) // step + 1
+        if count > MAX_MULTIPLIER:
+            raise BadRequest("bad-array", "array too large")
+    return count
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A homogeneous piece of a request: ``gpus`` of one of ``models`` for ``hours``.
+
+    ``models`` lists every model the piece may land on (empty: the route default); the most
+    capable one counts. ``reasons`` carry assumptions the adapter had to make.
+    """
+
+    gpus: float
+    hours: float
+    models: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+
+_ECCN_RANK = {None: 0, ECCN_B: 1, ECCN_A: 2}
+
+
+def _pick_model(
+    names: Iterable[str], route: RouteConfig, catalog: GpuCatalog, reasons: set[str]
+) -> tuple[str | None, GpuModel]:
+    """(label for the audit, model whose numbers count) for a part that may run on ``names``."""
+    candidates = [n for n in names if n] or ([route.gpu_model] if route.gpu_model else [])
+    best: tuple[str | None, GpuModel] | None = None
+    for name in candidates:
+        model = catalog.resolve(name)
+        if model is None:
+            if route.unknown_gpu == "deny":
+                raise BadRequest(
+                    R_UNKNOWN_GPU_MODEL, f"GPU model {sanitize(name)!r} not in catalog"
+                )
+            reasons.add(R_UNKNOWN_GPU_MODEL)
+            # SECURITY: an unknown model counts as the most capable part in the catalog
+            choice: tuple[str | None, GpuModel] = (sanitize(name), catalog.highest)
+        else:
+            choice = (model.name, model)
+        if best is None or choice[1].tpp > best[1].tpp:
+            best = choice
+    if best is None:
+        if route.unknown_gpu == "deny":
+            raise BadRequest(R_UNKNOWN_GPU_MODEL, "request and route name no GPU model")
+        reasons.add(R_UNKNOWN_GPU_MODEL)
+        best = (None, catalog.highest)
+    return best
+
+
+def combine(parts: Iterable[Part], route: RouteConfig, catalog: GpuCatalog) -> ComputeRequest:
+    """Sum measured parts into one ``ComputeRequest`` (DOMAIN §3 units).
+
+    ``gpus`` and ``gpu_hours``/``tpp_hours`` are sums; ``hours`` is the longest part; ``tpp``,
+    ``gpu_model`` and ``eccn`` are those of the most capable part (so ``tpp_hours`` equals
+    ``gpu_hours * tpp`` whenever the request uses one model).
+    """
+    reasons: set[str] = set()
+    gpus = gpu_hours = tpp_hours = tpp = 0.0
+    hours = 0.0
+    label: str | None = None
+    eccn: str | None = None
+    zero_hours = 0.0
+    for part in parts:
+        bounded(part.gpus, MAX_GPUS, "gpu-count-out-of-range", "GPU count")
+        bounded(part.hours, MAX_HOURS, "time-out-of-range", "hours")
+        if part.gpus <= 0:
+            zero_hours = max(zero_hours, part.hours)
+            continue
+        reasons.update(part.reasons)
+        name, model = _pick_model(part.models, route, catalog, reasons)
+        gpus += part.gpus
+        hours = max(hours, part.hours)
+        gh = part.gpus * part.hours
+        gpu_hours += gh
+        tpp_hours += gh * model.tpp
+        if model.tpp > tpp:
+            tpp, label = model.tpp, name
+        if _ECCN_RANK[model.eccn] > _ECCN_RANK[eccn]:
+            eccn = model.eccn
+    if gpus <= 0:
+        return ComputeRequest(
+            gpu_model=None,
+            gpus=0.0,
+            hours=zero_hours,
+            gpu_hours=0.0,
+            tpp=0.0,
+            tpp_hours=0.0,
+            eccn=None,
+            controlled=False,
+        )
+    return ComputeRequest(
+        gpu_model=label,
+        gpus=gpus,
+        hours=hours,
+        gpu_hours=gpu_hours,
+        tpp=tpp,
+        tpp_hours=tpp_hours,
+        eccn=eccn,
+        controlled=eccn is not None,
+        reasons=tuple(sorted(reasons)),
+    )
+
+
+def zero(hours: float = 0.0) -> ComputeRequest:
+    """A request that asks for no GPUs (reads, deletes, label changes)."""
+    return ComputeRequest(
+        gpu_model=None,
+        gpus=0.0,
+        hours=hours,
+        gpu_hours=0.0,
+        tpp=0.0,
+        tpp_hours=0.0,
+        eccn=None,
+        controlled=False,
+    )

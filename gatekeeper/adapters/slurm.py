@@ -1,0 +1,457 @@
+"""Slurm REST (``slurmrestd``) submissions -> requested GPUs, model and hours (DOMAIN §5).
+
+Bodies: ``{"job": {...}}``, ``{"jobs": [...]}`` (a heterogeneous job: the components are summed),
+``{"script": "...", "job": {...}}`` (script at the top, older API versions), or a bare job
+description (the ``POST .../job/{id}`` update endpoint).
+
+GPU sources, each turned into a total for the job; the largest total counts, because Slurm must
+satisfy all of them at once:
+
+- ``tres_per_job`` / ``--gpus`` / ``-G``                          x 1
+- ``tres_per_node`` / ``--gpus-per-node`` / ``--gres`` / ``gres``  x nodes
+- ``tres_per_task`` / ``--gpus-per-task``                         x tasks
+- ``tres_per_socket`` / ``--gpus-per-socket``                     x sockets per node x nodes
+
+TRES strings look like ``gres/gpu:8``, ``gres/gpu:h100:8``, ``gres:gpu:8``, ``gres/gpu=8`` or a
+comma list of those; sbatch values look like ``8``, ``h100:8``, ``gpu:h100:8``.
+
+**Body fields win over ``#SBATCH`` lines** for the same option (as the sbatch command line wins over
+the script): a body ``time_limit`` overrides ``--time``, a body ``tres_per_node`` overrides
+``--gpus-per-node``/``--gres``, ``nodes`` overrides ``-N``, ``array`` overrides ``--array``.
+``#SBATCH`` lines are read anywhere in the script, and a repeated option counts with its largest
+value, so whether the scheduler reads the first, the last or only the header lines, we never count
+less than it does.
+
+Nodes: the maximum of a range (``2-4`` -> 4). Arrays multiply the job by their task count (the
+``%N`` concurrency limit does not reduce total compute); ``gpus`` is then the GPUs of all array
+tasks together. Time: ``time_limit`` in minutes, a number or ``{set, infinite, number}``; a missing,
+unset, infinite or zero limit means the route's ``max_hours``. A requested limit longer than
+``max_hours`` is taken as requested: capping it would under-count what the client asked for.
+The model comes from a typed GPU request, else from ``partition`` when it names a catalogued model
+(a comma list: the most capable), else the route's ``gpu_model``. Unknown ``tres_per_socket``
+socket counts assume ``ASSUMED_SOCKETS`` per node (reason ``slurm-sockets-assumed``).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import RouteConfig
+from ..context import ComputeRequest
+from ..errors import BadRequest
+from ..gpus import GpuCatalog
+from .common import (
+    MAX_MULTIPLIER,
+    Part,
+    as_list,
+    as_mapping,
+    bounded,
+    combine,
+    load_json,
+    number,
+    parse_array_count,
+    parse_node_count,
+    parse_slurm_time,
+    sanitize,
+)
+
+ASSUMED_SOCKETS = 2
+MAX_SCRIPT_LINES = 100_000
+MAX_JOBS = 1000
+
+# Which per-unit bucket a GPU source belongs to.
+JOB, NODE, TASK, SOCKET = "job", "node", "task", "socket"
+
+
+@dataclass(slots=True)
+class GpuSpec:
+    """GPUs per ``unit`` of an optional ``model``."""
+
+    unit: str
+    count: float
+    model: str | None = None
+
+
+@dataclass(slots=True)
+class JobShape:
+    """What one job (or hetjob component) asks for; ``None`` fields are "not given"."""
+
+    gpus: dict[str, list[GpuSpec]] = field(default_factory=dict)
+    nodes: int | None = None
+    tasks: int | None = None
+    tasks_per_node: int | None = None
+    sockets_per_node: int | None = None
+    minutes: float | None = None
+    time_given: bool = False
+    array: int | None = None
+    partition: str | None = None
+
+
+# ----------------------------------------------------------------------------- GPU strings
+
+_COUNT = re.compile(r"^(\d{1,9})([kKmMgG]?)$")
+_MULT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_TYPE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def _count(text: str, original: str) -> float:
+    m = _COUNT.match(text)
+    if not m:
+        raise BadRequest("unknown-gpu-syntax", f"bad GPU count in {sanitize(original)!r}")
+    return float(int(m.group(1)) * _MULT[m.group(2).lower()])
+
+
+def _parse_type_count(fields: list[str], original: str) -> tuple[str | None, float]:
+    """``[]``, ``[N]``, ``[type]``, ``[type, N]`` -> (type, count); a bare ``gpu`` means 1."""
+    if not fields:
+        return None, 1.0
+    if len(fields) == 1:
+        if _COUNT.match(fields[0]):
+            return None, _count(fields[0], original)
+        if _TYPE.match(fields[0]):
+            return fields[0], 1.0
+    if len(fields) == 2 and _TYPE.match(fields[0]):
+        return fields[0], _count(fields[1], original)
+    raise BadRequest("unknown-gpu-syntax", f"cannot read GPU request {sanitize(original)!r}")
+
+
+def parse_tres(text: str, unit: str) -> list[GpuSpec]:
+    """GPU specs in a TRES/gres string (``gres/gpu:h100:8,cpu=4``); other TRES are ignored."""
+    specs: list[GpuSpec] = []
+    if len(text) > 4096:
+        raise BadRequest("unknown-gpu-syntax", "TRES string too long")
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item or item.lower() == "none":
+            continue
+        low = item.lower()
+        for prefix in ("gres/", "gres:"):
+            if low.startswith(prefix):
+                item, low = item[len(prefix) :], low[len(prefix) :]
+                break
+        name = re.split(r"[:=]", low, maxsplit=1)[0]
+        if name != "gpu":
+            continue  # cpu=, mem=, license/, gres/shard, gres/mps: not GPUs we can count
+        rest = item[3:]
+        if rest.startswith("="):  # gpu=8 or gpu:type=8 (TRES request strings)
+            model, count = None, _count(rest[1:], text)
+        elif "=" in rest:
+            left, right = rest.split("=", 1)
+            fields = [f for f in left.split(":") if f]
+            if len(fields) != 1 or not _TYPE.match(fields[0]):
+                raise BadRequest("unknown-gpu-syntax", f"cannot read {sanitize(text)!r}")
+            model, count = fields[0], _count(right, text)
+        elif rest == "" or rest.startswith(":"):
+            fields = rest[1:].split(":") if rest else []
+            model, count = _parse_type_count(fields, text)
+        else:
+            raise BadRequest("unknown-gpu-syntax", f"cannot read {sanitize(text)!r}")
+        specs.append(GpuSpec(unit, count, model))
+    return specs
+
+
+def parse_gpus_option(text: str, unit: str) -> list[GpuSpec]:
+    """An sbatch ``--gpus*`` value: ``N``, ``type:N``, or a comma list of those."""
+    specs: list[GpuSpec] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        fields = item.split(":")
+        if fields[0].lower() == "gpu":
+            fields = fields[1:]
+        if not fields or not _COUNT.match(fields[-1]):
+            raise BadRequest("unknown-gpu-syntax", f"GPU count missing in {sanitize(text)!r}")
+        model, count = _parse_type_count(fields, text)
+        specs.append(GpuSpec(unit, count, model))
+    return specs
+
+
+# ----------------------------------------------------------------------------- body fields
+
+
+def _int_field(value: Any, what: str) -> int | None:
+    """A Slurm integer that may be a number, a numeric string or ``{set, infinite, number}``."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        if value.get("set") is False or value.get("infinite") is True:
+            return None
+        value = value.get("number")
+        if value is None:
+            return None
+    n = number(value, what)
+    return int(bounded(n, MAX_MULTIPLIER, "bad-value", what))
+
+
+def _time_field(value: Any) -> tuple[bool, float | None]:
+    """(given, minutes or None for no limit) from a body ``time_limit``."""
+    if value is None:
+        return False, None
+    if isinstance(value, dict):
+        if value.get("set") is False:
+            return False, None
+        if value.get("infinite") is True:
+            return True, None
+        if "number" not in value:
+            return False, None
+        value = value["number"]
+    if isinstance(value, str):
+        return True, parse_slurm_time(value)
+    minutes = number(value, "time_limit", allow_str=False)
+    return True, (None if minutes == 0 else minutes)
+
+
+_BODY_TRES = (("tres_per_job", JOB), ("tres_per_node", NODE), ("tres_per_task", TASK))
+_LEGACY_GPUS = (
+    ("gpus", JOB),
+    ("gpus_per_node", NODE),
+    ("gpus_per_task", TASK),
+    ("gpus_per_socket", SOCKET),
+)
+
+
+def _shape_from_body(job: dict[Any, Any]) -> JobShape:
+    shape = JobShape()
+    for key, unit in (*_BODY_TRES, ("tres_per_socket", SOCKET)):
+        value = job.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise BadRequest("unknown-gpu-syntax", f"{key}: expected a string")
+        shape.gpus.setdefault(unit, []).extend(parse_tres(value, unit))
+    gres = job.get("gres")
+    if gres:
+        if not isinstance(gres, str):
+            raise BadRequest("unknown-gpu-syntax", "gres: expected a string")
+        shape.gpus.setdefault(NODE, []).extend(parse_tres(gres, NODE))
+    for key, unit in _LEGACY_GPUS:
+        value = job.get(key)
+        if value is None or value == "" or (isinstance(value, dict) and not value.get("set", 1)):
+            continue
+        if isinstance(value, str):
+            shape.gpus.setdefault(unit, []).extend(parse_gpus_option(value, unit))
+        else:
+            n = _int_field(value, key)
+            if n:
+                shape.gpus.setdefault(unit, []).append(GpuSpec(unit, float(n)))
+    nodes = job.get("nodes")
+    if isinstance(nodes, str):
+        shape.nodes = parse_node_count(nodes)
+    elif nodes is not None:
+        shape.nodes = _int_field(nodes, "nodes")
+    for key in ("minimum_nodes", "maximum_nodes"):
+        n = _int_field(job.get(key), key)
+        if n is not None:
+            shape.nodes = max(shape.nodes or 0, n)
+    shape.tasks = _int_field(job.get("tasks", job.get("ntasks")), "tasks")
+    shape.tasks_per_node = _int_field(job.get("tasks_per_node"), "tasks_per_node")
+    shape.sockets_per_node = _int_field(job.get("sockets_per_node"), "sockets_per_node")
+    shape.time_given, shape.minutes = _time_field(job.get("time_limit"))
+    array = job.get("array")
+    if array is not None and array != "":
+        if not isinstance(array, str):
+            raise BadRequest("bad-array", "array: expected a string")
+        shape.array = parse_array_count(array)
+    partition = job.get("partition")
+    if partition is not None and not isinstance(partition, str):
+        raise BadRequest("bad-value", "partition: expected a string")
+    shape.partition = partition or None
+    return shape
+
+
+# ----------------------------------------------------------------------------- #SBATCH
+
+
+_SHORT = {"-G": "--gpus", "-N": "--nodes", "-t": "--time", "-a": "--array", "-n": "--ntasks"}
+_OPTIONS = {
+    "--gpus",
+    "--gpus-per-node",
+    "--gpus-per-task",
+    "--gpus-per-socket",
+    "--gres",
+    "--nodes",
+    "--time",
+    "--array",
+    "--ntasks",
+    "--ntasks-per-node",
+    "--sockets-per-node",
+    "--partition",
+}
+_GPU_OPTIONS = {
+    "--gpus": JOB,
+    "--gpus-per-node": NODE,
+    "--gpus-per-task": TASK,
+    "--gpus-per-socket": SOCKET,
+}
+
+
+def _directive_options(line: str) -> list[tuple[str, str]]:
+    """(option, value) pairs of one ``#SBATCH`` line."""
+    if "'" in line or '"' in line or "\\" in line:
+        try:
+            tokens = shlex.split(line, posix=True)
+        except ValueError:
+            tokens = line.split()
+    else:
+        tokens = line.split()  # the common case; shlex is ~20x slower
+    pairs: list[tuple[str, str]] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        i += 1
+        if tok.startswith("--"):
+            opt, eq, value = tok.partition("=")
+            if opt == "--partition" or opt in _OPTIONS:
+                if not eq:
+                    if i >= len(tokens):
+                        break
+                    value = tokens[i]
+                    i += 1
+                pairs.append((opt, value))
+        elif tok.startswith("-") and len(tok) >= 2 and tok[:2] in (*_SHORT, "-p"):
+            opt = "--partition" if tok[:2] == "-p" else _SHORT[tok[:2]]
+            value = tok[2:]
+            if value.startswith("="):
+                value = value[1:]
+            if not value:
+                if i >= len(tokens):
+                    break
+                value = tokens[i]
+                i += 1
+            pairs.append((opt, value))
+    return pairs
+
+
+def _max_or(current: int | None, new: int) -> int:
+    return new if current is None else max(current, new)
+
+
+def _shape_from_script(script: str) -> JobShape:
+    shape = JobShape()
+    candidates: dict[str, list[list[GpuSpec]]] = {}
+    times: list[float | None] = []
+    for n, raw in enumerate(script.splitlines()):
+        if n >= MAX_SCRIPT_LINES:
+            raise BadRequest("bad-script", "script too long")
+        line = raw.lstrip()
+        if not line.startswith("#SBATCH"):
+            continue
+        for opt, value in _directive_options(line[len("#SBATCH") :]):
+            if opt == "--gres":
+                candidates.setdefault(NODE, []).append(parse_tres(value, NODE))
+            elif opt in _GPU_OPTIONS:
+                unit = _GPU_OPTIONS[opt]
+                candidates.setdefault(unit, []).append(parse_gpus_option(value, unit))
+            elif opt == "--nodes":
+                shape.nodes = _max_or(shape.nodes, parse_node_count(value))
+            elif opt == "--ntasks":
+                shape.tasks = _max_or(shape.tasks, _int_opt(value, opt))
+            elif opt == "--ntasks-per-node":
+                shape.tasks_per_node = _max_or(shape.tasks_per_node, _int_opt(value, opt))
+            elif opt == "--sockets-per-node":
+                shape.sockets_per_node = _max_or(shape.sockets_per_node, _int_opt(value, opt))
+            elif opt == "--time":
+                times.append(parse_slurm_time(value))
+            elif opt == "--array":
+                shape.array = _max_or(shape.array, parse_array_count(value))
+            elif opt == "--partition":
+                shape.partition = value
+    for unit, options in candidates.items():
+        # A repeated option counts with its largest value (see module docstring).
+        shape.gpus[unit] = max(options, key=lambda specs: sum(s.count for s in specs))
+    if times:
+        shape.time_given = True
+        # No limit anywhere means no limit (route max_hours); otherwise the longest limit.
+        shape.minutes = None if None in times else max(t for t in times if t is not None)
+    return shape
+
+
+def _int_opt(value: str, opt: str) -> int:
+    return int(bounded(number(value, opt), MAX_MULTIPLIER, "bad-value", opt))
+
+
+# ----------------------------------------------------------------------------- merge + measure
+
+
+def _merge(body: JobShape, script: JobShape | None) -> JobShape:
+    """Body fields win over the script's for the same option."""
+    if script is None:
+        return body
+    merged = JobShape()
+    merged.gpus = dict(script.gpus)
+    merged.gpus.update(body.gpus)
+    merged.nodes = body.nodes if body.nodes is not None else script.nodes
+    merged.tasks = body.tasks if body.tasks is not None else script.tasks
+    merged.tasks_per_node = (
+        body.tasks_per_node if body.tasks_per_node is not None else script.tasks_per_node
+    )
+    merged.sockets_per_node = (
+        body.sockets_per_node if body.sockets_per_node is not None else script.sockets_per_node
+    )
+    if body.time_given:
+        merged.time_given, merged.minutes = True, body.minutes
+    else:
+        merged.time_given, merged.minutes = script.time_given, script.minutes
+    merged.array = body.array if body.array is not None else script.array
+    merged.partition = body.partition or script.partition
+    return merged
+
+
+def _part(shape: JobShape, route: RouteConfig, catalog: GpuCatalog) -> Part:
+    nodes = max(shape.nodes or 1, 1)
+    tasks = max(shape.tasks or 0, (shape.tasks_per_node or 0) * nodes, 1)
+    reasons: list[str] = []
+    sockets = shape.sockets_per_node
+    if sockets is None and shape.gpus.get(SOCKET):
+        sockets = ASSUMED_SOCKETS
+        reasons.append("slurm-sockets-assumed")
+    multiplier = {JOB: 1, NODE: nodes, TASK: tasks, SOCKET: (sockets or 1) * nodes}
+    total = 0.0
+    models: list[str] = []
+    for unit, specs in shape.gpus.items():
+        total = max(total, sum(s.count for s in specs) * multiplier[unit])
+        models.extend(s.model for s in specs if s.model)
+    if not models and shape.partition:
+        named = [p for p in shape.partition.split(",") if catalog.resolve(p.strip()) is not None]
+        models.extend(p.strip() for p in named)
+    array = shape.array or 1
+    minutes = shape.minutes if shape.time_given else None
+    hours = route.max_hours if minutes is None else minutes / 60.0
+    return Part(
+        gpus=total * array, hours=hours, models=tuple(dict.fromkeys(models)), reasons=tuple(reasons)
+    )
+
+
+def measure_slurm(
+    route: RouteConfig, method: str, path: str, headers: Any, body: bytes, catalog: GpuCatalog
+) -> ComputeRequest:
+    """Measure a Slurm REST submission (see the module docstring for the rules)."""
+    doc = load_json(body) if body.strip() else {}
+    if not isinstance(doc, dict):
+        raise BadRequest("bad-body", "Slurm body must be a JSON object")
+    script = doc.get("script")
+    if script is not None and not isinstance(script, str):
+        raise BadRequest("bad-value", "script: expected a string")
+    top_script = _shape_from_script(script) if script else None
+    jobs: list[dict[Any, Any]]
+    if "jobs" in doc:
+        jobs = [as_mapping(j, "jobs[]") for j in as_list(doc["jobs"], "jobs")]
+        if len(jobs) > MAX_JOBS:
+            raise BadRequest("bad-body", f"more than {MAX_JOBS} job components")
+    elif "job" in doc:
+        jobs = [as_mapping(doc["job"], "job")]
+    else:
+        jobs = [doc]  # bare job description (job update endpoint) or script-only body
+    parts: list[Part] = []
+    for index, job in enumerate(jobs):
+        own = job.get("script") if job is not doc else None
+        if own is not None and not isinstance(own, str):
+            raise BadRequest("bad-value", "job.script: expected a string")
+        script_shape = _shape_from_script(own) if own else (top_script if index == 0 else None)
+        shape = _merge(_shape_from_body(job), script_shape)
+        parts.append(_part(shape, route, catalog))
+    return combine(parts, route, catalog)
