@@ -1,0 +1,96 @@
+"""Micro-benchmark of the geo and compute stages' hot paths.
+
+Prints medians of several runs (µs per call):
+- GeoIP lookup on the built-in GeoLite2-City database: cache hit vs cache miss, against the raw
+  ``maxminddb`` ``get()`` measured in the same run (the baseline: what a lookup costs unwrapped).
+- Slurm body measurement (JSON parse + #SBATCH script + catalog), against a bare ``json.loads``
+  of the same body (the baseline).
+Run: .venv/bin/python bench/geo_compute.py
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import maxminddb
+
+from gatekeeper.adapters import measure
+from gatekeeper.config import GeoConfig, RouteConfig
+from gatekeeper.geo import GeoResolver, builtin_country_db
+from gatekeeper.gpus import load_gpu_catalog
+
+RUNS = 7
+
+
+def per_call_us(fn: Callable[[int], object], n: int) -> float:
+    samples = []
+    for _ in range(RUNS):
+        t0 = time.perf_counter()
+        for i in range(n):
+            fn(i)
+        samples.append((time.perf_counter() - t0) / n * 1e6)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    rng = random.Random(7)
+    n = 20_000
+    ips = [
+        f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        for _ in range(n * RUNS)
+    ]
+    raw = maxminddb.open_database(builtin_country_db(), maxminddb.MODE_AUTO)
+    base = per_call_us(lambda i: raw.get(ips[i]), n)
+
+    miss_resolver = GeoResolver(GeoConfig(country_db="builtin", cache_size=0))
+    miss = per_call_us(lambda i: miss_resolver.lookup(ips[i]), n)
+    hit_resolver = GeoResolver(GeoConfig(country_db="builtin", cache_size=65_536))
+    hot = ips[:1000]
+    for ip in hot:
+        hit_resolver.lookup(ip)
+    hit = per_call_us(lambda i: hit_resolver.lookup(hot[i % 1000]), n)
+    print(f"geo  raw maxminddb get (baseline)   {base:8.2f} µs")
+    print(f"geo  lookup, cache miss             {miss:8.2f} µs  ({miss / base:.2f}x baseline)")
+    print(f"geo  lookup, cache hit              {hit:8.2f} µs  ({hit / base:.2f}x baseline)")
+
+    catalog = load_gpu_catalog(None)
+    route = RouteConfig(
+        name="s", upstream="http://127.0.0.1:1", adapter="slurm", gpu_model="H100-SXM"
+    )
+    body = json.dumps(
+        {
+            "job": {
+                "name": "train",
+                "partition": "h100",
+                "current_working_directory": "/home/alice",
+                "environment": ["PATH=/bin:/usr/bin", "HOME=/home/alice"],
+                "tres_per_node": "gres/gpu:h100:8",
+                "nodes": "2-4",
+                "time_limit": {"set": True, "infinite": False, "number": 720},
+                "script": "#!/bin/bash\n#SBATCH --gres=gpu:h100:8\n#SBATCH -N 4\n"
+                "#SBATCH --time=12:00:00\n#SBATCH --array=0-3\nsrun python train.py\n",
+            }
+        }
+    ).encode()
+    m = 5_000
+    jbase = per_call_us(lambda i: json.loads(body), m)
+    slurm = per_call_us(
+        lambda i: measure(route, "POST", "/slurm/v0.0.41/job/submit", {}, body, catalog), m
+    )
+    print(f"slurm json.loads of body (baseline) {jbase:8.2f} µs  ({len(body)} bytes)")
+    print(f"slurm measure() per body            {slurm:8.2f} µs  ({slurm / jbase:.2f}x baseline)")
+    miss_resolver.close()
+    hit_resolver.close()
+    raw.close()
+
+
+if __name__ == "__main__":
+    main()
