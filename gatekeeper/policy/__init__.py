@@ -33,11 +33,35 @@ __all__ = [
 ]
 
 
-def _digest(parts: Sequence[Any]) -> str:
-    # Canonical JSON of the parsed documents: comments and formatting do not change the version,
-    # any change of meaning does. Dates from YAML are rendered as ISO strings.
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return "sha256:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
+def _digest(parts: Any) -> str:
+    """``sha256:`` + a Merkle hash of the parsed documents: comments and formatting do not change
+    the version, any change of meaning does. Shared (aliased) nodes are hashed once, so a YAML
+    alias bomb costs its size on disk, not its expanded size."""
+    memo: dict[int, bytes] = {}
+    return "sha256:" + _node_hash(parts, memo).hex()
+
+
+def _node_hash(node: Any, memo: dict[int, bytes]) -> bytes:
+    if isinstance(node, dict | list | tuple):
+        key = id(node)
+        cached = memo.get(key)
+        if cached is not None:
+            return cached
+        h = hashlib.sha256()
+        if isinstance(node, dict):
+            h.update(b"d")
+            for k in sorted(node, key=str):
+                h.update(_node_hash(str(k), memo))
+                h.update(_node_hash(node[k], memo))
+        else:
+            h.update(b"l")
+            for item in node:
+                h.update(_node_hash(item, memo))
+        digest = h.digest()
+        memo[key] = digest
+        return digest
+    scalar = json.dumps(node, default=str).encode("utf-8")  # dates render as ISO strings
+    return hashlib.sha256(b"s" + scalar).digest()
 
 
 def _compile(files: Sequence[str], problems: list[Problem | str]) -> Compiled:

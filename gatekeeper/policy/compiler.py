@@ -23,6 +23,9 @@ from .loader import Source
 from .model import CompiledRule, Explain, PolicyInput, Test
 
 MAX_DEPTH = 32
+# SECURITY: YAML aliases make a DAG; a few dozen aliases can spell 10^9 condition nodes. Bound
+# the conditions compiled per policy (a real pack has a few hundred).
+MAX_CONDITION_NODES = 20_000
 TOP_KEYS = ("version", "name", "description", "metadata", "include", "groups", "quotas", "rules")
 RULE_KEYS = ("id", "description", "when", "action", "status", "quota")
 QUOTA_KEYS = ("unit", "limit", "window", "per")
@@ -130,6 +133,7 @@ class _Compiler:
     def __init__(self, problems: list[Problem | str]) -> None:
         self.problems = problems
         self.emit = _Emitter()
+        self.nodes = 0
         self.file = ""
         self.group_where: dict[str, str] = {}
         self.quota_where: dict[str, str] = {}
@@ -425,6 +429,11 @@ class _Compiler:
         if depth > MAX_DEPTH:
             self.err(line, path, f"condition nested deeper than {MAX_DEPTH} levels")
             return None
+        self.nodes += 1
+        if self.nodes > MAX_CONDITION_NODES:
+            if self.nodes == MAX_CONDITION_NODES + 1:
+                self.err(line, path, f"more than {MAX_CONDITION_NODES} condition nodes")
+            return None
         if not isinstance(node, LocDict):
             self.err(line, path, f"a condition must be a mapping, got {criteria.describe(node)}")
             return None
@@ -496,11 +505,10 @@ class _Compiler:
         for op, operand in value.items():
             oline = value.line_of(op)
             if op not in criteria.OPERATORS:
-                self.err(
-                    oline,
-                    apath,
-                    f"unknown operator {op!r}" + criteria.suggest(op, list(criteria.OPERATORS)),
+                hint = criteria.suggest(op, list(criteria.OPERATORS)) or (
+                    f" (expected one of: {', '.join(criteria.OPERATORS)})"
                 )
+                self.err(oline, apath, f"unknown operator {op!r}{hint}")
                 continue
             try:
                 pred, const = criteria.operator(attr, op, operand, groups)

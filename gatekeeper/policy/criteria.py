@@ -287,7 +287,10 @@ def operator(
                 raise OperandError(f"{op} needs a group name, got {describe(value)}")
             if value not in groups:
                 raise KeyError(value)
-            members = _check_list(attr, list(groups[value]), op)
+            try:
+                members = _check_list(attr, list(groups[value]), op)
+            except OperandError as exc:
+                raise OperandError(f"group {value!r}: {exc}") from None
         else:
             members = _check_list(attr, value, op)
         if t == ANY:
