@@ -114,6 +114,7 @@ class QuotaConfig:
     on_store_error: str = "deny"  # deny | allow
     timeout_s: float = 0.5
     key_prefix: str = "gk"
+    batch: bool = True  # coalesce concurrent quota calls into one Redis pipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,9 @@ class RouteConfig:
     token_headers: tuple[str, ...] = ()  # extra token sources, e.g. X-SLURM-USER-TOKEN
     unknown_gpu: str = "controlled"  # controlled (highest TPP in catalog) | deny
     authenticate: bool = True
+    strip_prefix: str | None = (
+        None  # removed from the path before forwarding (Envoy prefix_rewrite)
+    )
     generic: GenericAdapterConfig | None = None
     # kubernetes: GPUs per pod assumed when a PATCH/scale changes a count without a pod template
     assume_gpus_per_pod: float = 8.0
@@ -382,6 +386,8 @@ _CHECKS: dict[tuple[type, str], Check] = {
     (RouteConfig, "max_hours"): _range(0.001),
     (RouteConfig, "unknown_gpu"): _choice("controlled", "deny"),
     (RouteConfig, "token_headers"): _header_names,
+    (RouteConfig, "strip_prefix"): _prefix,
+    (RouteConfig, "assume_gpus_per_pod"): _range(0),
     (RouteMatch, "path_prefix"): _prefix,
     (RouteMatch, "path_regex"): _regex,
     (RouteMatch, "methods"): _methods,
@@ -510,6 +516,8 @@ def _cross_checks(cfg: Config, raw: LocDict, ctx: _Ctx) -> None:
         seen.add(route.name)
         if route.adapter == "generic" and route.generic is None:
             ctx.err(line, f"routes[{i}].generic", "adapter generic needs a 'generic:' section")
+        if route.generic is not None:
+            _check_pointers(route.generic, ctx, line, f"routes[{i}].generic")
     raw_issuers = (
         raw.get("identity", {}).get("issuers", LocList())
         if isinstance(raw.get("identity"), dict)
@@ -544,6 +552,19 @@ def _cross_checks(cfg: Config, raw: LocDict, ctx: _Ctx) -> None:
         ctx.err(raw.line_of("admin"), "admin.port", "the admin listener needs its own port")
 
 
+def _check_pointers(generic: GenericAdapterConfig, ctx: _Ctx, line: int | None, path: str) -> None:
+    from .adapters.generic import PointerError, parse_pointer
+
+    for name in ("gpus_pointer", "model_pointer", "hours_pointer"):
+        pointer = getattr(generic, name)
+        if pointer is None:
+            continue
+        try:
+            parse_pointer(pointer)
+        except PointerError as exc:
+            ctx.err(line, f"{path}.{name}", f"not a JSON pointer: {exc}")
+
+
 def config_from_yaml(data: Any, filename: str, base_dir: str) -> Config:
     """Validate already-parsed YAML; raises ``ConfigError`` with every problem."""
     ctx = _Ctx(filename, base_dir)
@@ -556,8 +577,9 @@ def config_from_yaml(data: Any, filename: str, base_dir: str) -> Config:
     if cfg is not None:
         _cross_checks(cfg, data, ctx)
     if ctx.problems or cfg is None:
-        raise ConfigError(sorted(ctx.problems, key=lambda p: p.line or 0))
-    return typing.cast(Config, _replace_source(cfg, filename, base_dir))
+        ordered: list[Problem] = sorted(ctx.problems, key=lambda p: p.line or 0)
+        raise ConfigError(ordered)
+    return _replace_source(cfg, filename, base_dir)
 
 
 def _replace_source(cfg: Config, filename: str, base_dir: str) -> Config:

@@ -67,7 +67,7 @@ DENIALS = Counter(
 )
 QUOTA_CONSUMED = Counter(
     "gatekeeper_quota_consumed_total",
-    "Quota consumed (net of refunds) by quota name and unit.",
+    "Quota consumed by quota name and unit (refunds: gatekeeper_quota_refunded_total).",
     ["quota", "unit"],
 )
 QUOTA_REFUNDED = Counter(

@@ -160,15 +160,23 @@ class Runtime:
         )
 
     def _pipelines(self, parts: dict[str, Any], quota: QuotaStage) -> tuple[Pipeline, Pipeline]:
-        decide: tuple[Stage, ...] = (
+        """The stage order, literally. Routes with ``authenticate: false`` have no principal,
+        hence no ownership either; the policy sees those facts as absent."""
+        geo = GeoStage(parts["geo"])
+        compute = ComputeStage(parts["catalog"])
+        policy = PolicyStage(parts["policy"])
+        enforce = EnforceStage()
+        authenticated: tuple[Stage, ...] = (
+            AuthnStage(self.authenticator),
             OwnershipStage(parts["registry"]),
-            GeoStage(parts["geo"]),
-            ComputeStage(parts["catalog"]),
-            PolicyStage(parts["policy"]),
-            EnforceStage(),
+            geo,
+            compute,
+            policy,
+            enforce,
             quota,
         )
-        return Pipeline((AuthnStage(self.authenticator), *decide)), Pipeline(decide)
+        anonymous: tuple[Stage, ...] = (geo, compute, policy, enforce, quota)
+        return Pipeline(authenticated), Pipeline(anonymous)
 
     async def reload(self) -> bool:
         """Rebuild the snapshot and re-read keys; keep the last good on failure."""

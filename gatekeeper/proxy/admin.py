@@ -72,7 +72,19 @@ async def quota_handler(request: web.Request) -> web.Response:
     per, ident = request.match_info["per"], request.match_info["id"]
     if per not in ("tenant", "entity", "ultimate_parent", "license"):
         return _json({"error": "per must be tenant, entity, ultimate_parent or license"}, 400)
-    info = await runtime.snapshot.quota_stage.describe(per, ident)
+    snapshot = runtime.snapshot
+    group = request.query.get("group")
+    license_limit = None
+    if per == "license":
+        for profile_id in (request.query.get("entity"),):
+            if profile_id:
+                for lic in snapshot.registry.profile(profile_id).licenses:
+                    if lic.id == ident:
+                        license_limit = lic.max_tpp_hours
+    elif group is None and per in ("tenant", "entity") and ident in snapshot.registry:
+        # a tenant's or entity's buckets live in its ultimate parent's group (one hash tag)
+        group = snapshot.registry.profile(ident).ultimate_parent or ident
+    info = await snapshot.quota_stage.describe(per, ident, group=group, license_limit=license_limit)
     return _json(info)
 
 

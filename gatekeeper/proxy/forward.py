@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from ..errors import DependencyError
 from .headers import downstream_response_headers, upstream_request_headers
@@ -106,7 +107,12 @@ async def forward_http(
         data = None
     try:
         upstream = await upstreams.session.request(
-            request.method, url, headers=headers, data=data, allow_redirects=False
+            # encoded=True: forward the normalised target byte for byte, no re-quoting.
+            request.method,
+            URL(url, encoded=True),
+            headers=headers,
+            data=data,
+            allow_redirects=False,
         )
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise DependencyError(
@@ -169,7 +175,7 @@ async def forward_websocket(
     ws_url = "ws" + url[4:] if url.startswith("http") else url
     try:
         up = await upstreams.session.ws_connect(
-            ws_url, headers=ws_headers, protocols=protocols, autoping=False
+            URL(ws_url, encoded=True), headers=ws_headers, protocols=protocols, autoping=False
         )
     except TimeoutError as exc:
         raise DependencyError(

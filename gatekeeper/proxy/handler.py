@@ -111,7 +111,17 @@ class GateHandler:
             return await self._block(ctx, deny.status, deny.reason, deny.detail, deny, started)
         except DependencyError as dep:
             return await self._block(ctx, dep.status, dep.reason, dep.detail, None, started)
+        except Exception:
+            # A bug must still produce an audited, attributable, fail-closed answer.
+            log.exception("internal error deciding %s", decision_id)
+            return await self._block(
+                ctx, 500, "internal-error", "the gate failed to decide", None, started
+            )
         assert route is not None
+        if route.strip_prefix and path.startswith(route.strip_prefix):
+            path = path[len(route.strip_prefix) :] or "/"
+            if not path.startswith("/"):
+                path = "/" + path
         return await self._forward(request, ctx, route, path + query, started)
 
     # ----------------------------------------------------------------------------------- body

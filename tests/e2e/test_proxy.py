@@ -29,7 +29,7 @@ async def test_forwards_method_path_query_headers_and_body(gate: Gate, upstream:
             echo = await r.json()
     assert echo["method"] == "PUT"
     assert echo["path"] == "/things/42"
-    assert echo["query"] == "x=1&y=%20z"
+    assert echo["raw_path"] == "/things/42?x=1&y=%20z"
     assert echo["headers"]["X-Custom"] == "v1"
     assert echo["body"] == "hello body"
     assert echo["headers"]["X-Gatekeeper-Decision-Id"] == r.headers["X-Gatekeeper-Decision-Id"]
