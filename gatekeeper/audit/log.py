@@ -36,7 +36,14 @@ from typing import Any
 from gatekeeper import metrics
 from gatekeeper.audit.record import RECORD_VERSION, ZERO_HASH, canonical, scrub
 from gatekeeper.audit.seal import Sealer, load_private_key
-from gatekeeper.audit.sinks import FileSink, RedisStreamSink, Sink, SinkError, StdoutSink
+from gatekeeper.audit.sinks import (
+    FileInUse,
+    FileSink,
+    RedisStreamSink,
+    Sink,
+    SinkError,
+    StdoutSink,
+)
 from gatekeeper.audit.verify import ChainTail, TailError
 from gatekeeper.config import AuditConfig, AuditSinkConfig
 from gatekeeper.context import R_AUDIT_UNAVAILABLE
@@ -68,6 +75,11 @@ def build_sink(cfg: AuditSinkConfig, *, fsync: bool) -> Sink:
     if cfg.type == "stdout":
         return StdoutSink(required=cfg.required)
     raise ConfigError([Problem("<config>", None, "audit.sinks", f"unknown sink type {cfg.type!r}")])
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 _Pending = tuple[dict[str, Any], str, "asyncio.Future[dict[str, Any]]"]
@@ -135,6 +147,10 @@ class AuditLog:
         for sink in self.sinks:
             try:
                 await sink.open()
+            except FileInUse as exc:
+                raise ConfigError(
+                    [Problem("<audit>", None, "audit.sinks", str(exc.strerror))]
+                ) from exc
             except (OSError, SinkError) as exc:
                 # Not fatal: the gate starts not-ready and the writer's probe retries.
                 metrics.AUDIT_ERRORS.labels(sink=sink.kind).inc()
@@ -167,6 +183,7 @@ class AuditLog:
             metrics.AUDIT_ERRORS.labels(sink="queue").inc()
             raise DependencyError(R_AUDIT_UNAVAILABLE, "audit backlog full")
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_retrieve)  # no "exception never retrieved" if the caller left
         self._pending.append((body, utc_ts(), fut))
         self._wake.set()
         # shield: a cancelled request must not cancel the shared batch; its record is still written

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import sys
 from collections.abc import Sequence
@@ -41,6 +42,10 @@ from gatekeeper.audit.verify import ChainTail, TailError, read_tail
 
 class SinkError(Exception):
     """A sink could not store a batch; ``str()`` says why (no secrets in it)."""
+
+
+class FileInUse(OSError):
+    """Another process holds the audit file: two writers would fork one chain."""
 
 
 class Sink(Protocol):
@@ -102,6 +107,12 @@ class FileSink:
         os.makedirs(folder, exist_ok=True)
         # SECURITY: audit files are not world-readable (they name tenants and entities).
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # one writer per chain
+        except BlockingIOError:
+            os.close(fd)
+            msg = f"{self.path} is written by another process (workers > 1 need per-replica files)"
+            raise FileInUse(errno.EBUSY, msg) from None
         try:
             size = os.fstat(fd).st_size
             if size:

@@ -200,3 +200,28 @@ async def test_buffered_durability_writes_without_fsync(tmp_path: Path) -> None:
     assert time.perf_counter() - t < 5
     await log.close()
     assert verify_files([str(path)]).records == 50
+
+
+async def test_a_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    first = AuditLog(file_cfg(path), replica="gk-0")
+    await first.start()
+    await first.append(body(1))
+    second = AuditLog(file_cfg(path), replica="gk-1")
+    with pytest.raises(ConfigError, match="per-replica files"):
+        await second.start()
+    await first.append(body(2))
+    await first.close()
+    assert verify_files([str(path)]).records == 2
+
+
+async def test_cancelled_caller_still_gets_its_record_written(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(file_cfg(path), replica="gk-0")
+    await log.start()
+    task = asyncio.create_task(log.append(body(1)))
+    await asyncio.sleep(0)
+    task.cancel()
+    await log.append(body(2))
+    await log.close()
+    assert [r["decision_id"] for r in records_of(path)] == ["d000001", "d000002"]
