@@ -84,19 +84,55 @@ CONTEXTS: dict[str, dict[str, Any]] = {
     },
 }
 
-D5_OR_MACAU = ["AF", "BY", "CD", "CF", "CN", "CU", "ER", "HT", "IQ", "IR", "KP", "LB", "LY", "MM", "NI", "RU", "SD", "SO", "SS", "SY", "VE", "ZW", "MO", "HK"]
-WMD = (
-    ["nuclear-weapons", "nuclear-explosives", "unsafeguarded-nuclear", "chemical-weapons", "biological-weapons", "cbrn", "cbrn-weapons", "missiles", "rocket-systems", "uav-delivery-systems", "military-intelligence", "offensive-cyber"]
-)
+D5_OR_MACAU = [
+    "AF",
+    "BY",
+    "CD",
+    "CF",
+    "CN",
+    "CU",
+    "ER",
+    "HT",
+    "IQ",
+    "IR",
+    "KP",
+    "LB",
+    "LY",
+    "MM",
+    "NI",
+    "RU",
+    "SD",
+    "SO",
+    "SS",
+    "SY",
+    "VE",
+    "ZW",
+    "MO",
+    "HK",
+]
+WMD = [
+    "nuclear-weapons",
+    "nuclear-explosives",
+    "unsafeguarded-nuclear",
+    "chemical-weapons",
+    "biological-weapons",
+    "cbrn",
+    "cbrn-weapons",
+    "missiles",
+    "rocket-systems",
+    "uav-delivery-systems",
+    "military-intelligence",
+    "offensive-cyber",
+]
 
 REGO = """
 package gk
 
 import rego.v1
 
-d5_or_macau := %(d5)s
+d5_or_macau := @D5@
 
-wmd := %(wmd)s
+wmd := @WMD@
 
 controlled if input.compute.controlled == true
 
@@ -192,10 +228,9 @@ decision := {"action": "deny", "rule": deny_rules[0], "reasons": deny_rules,
            "quotas": quotas} if {
     count(allow_rules) > 0
 } else := {"action": "deny", "rule": null, "reasons": ["default-action"], "status": 451}
-""" % {
-    "d5": json.dumps(sorted(D5_OR_MACAU)).replace("[", "{").replace("]", "}"),
-    "wmd": json.dumps(sorted(WMD)).replace("[", "{").replace("]", "}"),
-}
+""".replace("@D5@", json.dumps(sorted(D5_OR_MACAU)).replace("[", "{").replace("]", "}")).replace(
+    "@WMD@", json.dumps(sorted(WMD)).replace("[", "{").replace("]", "}")
+)
 
 
 def rego_input(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -280,8 +315,8 @@ def main() -> int:
             return rego.query_bundle(bundle)
 
         rows = [
-            ("gatekeeper compiled, trace off", lambda: policy.evaluate(inp)),
-            ("gatekeeper compiled, trace on", lambda: policy.evaluate(inp, trace=True)),
+            ("gatekeeper compiled, trace off", lambda inp=inp: policy.evaluate(inp)),
+            ("gatekeeper compiled, trace on", lambda inp=inp: policy.evaluate(inp, trace=True)),
             ("regopy bundle (engine only)", rego_engine),
             ("regopy bundle + JSON input", rego_full),
         ]
