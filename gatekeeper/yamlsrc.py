@@ -8,6 +8,7 @@ documents are size-limited, and alias expansion is bounded (billion-laughs defen
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -48,7 +49,12 @@ def line_of(node: Any, key: str | int | None = None, default: int | None = None)
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader building LocDict/LocList and counting aliases."""
+    """SafeLoader with YAML 1.2 core-schema scalars, building LocDict/LocList, counting aliases.
+
+    PyYAML resolves YAML 1.1: ``yes/no/on/off`` become booleans and a float exponent needs a
+    sign. Country codes (``NO`` is Norway) and licence budgets (``5.0e7``) trip over both, so
+    booleans are only ``true``/``false`` and ``5.0e7`` is a float here.
+    """
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -93,6 +99,27 @@ def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LocList:
     return result
 
 
+_Loader.yaml_implicit_resolvers = {
+    key: [
+        (tag, rx)
+        for tag, rx in resolvers
+        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")
+    ]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 

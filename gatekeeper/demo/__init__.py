@@ -10,6 +10,7 @@ plays a trusted load balancer (``X-Forwarded-For``) so each request can come "fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -54,7 +55,7 @@ SCENARIO: tuple[Step, ...] = (
     Step("US lab trains a model", "frontier-labs", "8.8.8.8", 8, 24, "allow", 200),
     Step("Singapore shell, D:5 parent", "acme-sg", "165.21.83.88", 32, 12, "require_license", 451),
     Step("50%-rule affiliate", "bluewave-my", "103.11.143.1", 16, 8, "deny", 451),
-    Step("US lab over a VPN", "frontier-labs", "5.62.60.9", 8, 24, "deny", 451),
+    Step("US lab over a VPN", "frontier-labs", "5.62.60.1", 8, 24, "deny", 451),
     Step("licence covers the job", "orchid-sg", "203.116.1.1", 16, 10, "allow", 200),
     Step("Japanese military end user", "kaiyo-compute", "133.242.0.3", 8, 4, "deny", 451),
     Step("foreign tenant, big job", "fjord-research", "84.208.20.110", 64, 168, "allow", 200),
@@ -286,10 +287,8 @@ def run_demo(*, serve: bool = False, out_dir: str = "demo-out") -> int:
         ok = asyncio.run(_scenario(out, keys, port, admin))
         if serve:
             _print_curl(keys, port, admin)
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 gate.wait()
-            except KeyboardInterrupt:
-                pass
         return 0 if ok else 1
     finally:
         if gate is not None and gate.poll() is None:
@@ -311,7 +310,10 @@ async def _scenario(out: Path, keys: DemoKeys, port: int, admin: int) -> bool:
             (out / "metrics.prom").write_text(await r.text())
     await asyncio.sleep(0.2)
     records = _records(out / "audit.jsonl")
-    header = f"{'#':>2}  {'scenario':<30} {'who':<15} {'from':<9} {'GPUs':>4}  {'decision':<16} {'rule':<22} {'status':>6}"
+    header = (
+        f"{'#':>2}  {'scenario':<30} {'who':<15} {'from':<9} {'GPUs':>4}  "
+        f"{'decision':<16} {'rule':<22} {'status':>6}"
+    )
     print(header)
     print("-" * len(header))
     all_ok = True

@@ -100,3 +100,10 @@ def test_not_utf8(tmp_path: Path) -> None:
     bad.write_bytes(b"workers: \xff\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(str(bad))
+
+
+def test_yaml_1_2_scalars() -> None:
+    from gatekeeper.yamlsrc import parse_located
+
+    data = parse_located("country: NO\nbudget: 5.0e7\nflag: yes\non: true\nn: 7\n", "f.yaml")
+    assert data == {"country": "NO", "budget": 5.0e7, "flag": "yes", "on": True, "n": 7}
