@@ -40,7 +40,7 @@ class BoLimits:
 
     max_depth: int = 32
     max_expansions: int = 5_000  # path steps per entity
-    min_product: float = 1e-4  # fraction (0.01 points); thinner paths are not followed
+    min_product: float = 1e-3  # fraction (0.1 points); thinner paths are not followed
 
 
 EXACT = BoLimits(max_depth=1_000, max_expansions=10**9, min_product=0.0)
