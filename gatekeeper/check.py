@@ -21,6 +21,7 @@ from .proxy.ids import new_decision_id
 from .proxy.paths import normalize_path, split_target
 from .proxy.routing import Router
 from .runtime import Runtime
+from .stages.policy import PolicyStage
 
 MAX_BODY_TEXT = 16 * 1024 * 1024
 
@@ -91,10 +92,13 @@ async def decide_offline(
             purpose=headers.get("X-Gatekeeper-Purpose"),
             mode=route.mode,
         )
-        pipeline = runtime.snapshot.pipeline_for(route)
-        for stage in pipeline.stages:
+        snapshot = runtime.snapshot
+        for stage in snapshot.pipeline_for(route).stages:
             if stage.name == "quota" and not consume:
                 continue
+            if stage.name == "policy":
+                # Same policy, with the rule trace that live traffic skips for speed.
+                stage = PolicyStage(snapshot.policy, trace=True)
             await stage.run(ctx)
     except Deny as deny:
         status = deny.status

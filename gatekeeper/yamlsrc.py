@@ -17,6 +17,7 @@ from .errors import ConfigError, Problem
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_ALIASES = 1000
+MAX_EXPANDED_NODES = 2_000_000  # nodes after alias expansion: what a consumer walking it would see
 
 
 class LocDict(dict[str, Any]):
@@ -69,6 +70,33 @@ class _Loader(yaml.SafeLoader):
                     None, None, f"more than {MAX_ALIASES} aliases", event.start_mark
                 )
         return super().compose_node(parent, index)
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Node count with aliases expanded, memoised per node so a YAML bomb costs O(document)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[key] = 1
+            continue
+        children = (
+            [c for pair in node.value for c in pair]
+            if isinstance(node, yaml.MappingNode)
+            else list(node.value)
+        )
+        if done:
+            sizes[key] = 1 + sum(sizes.get(id(c), 1) for c in children)
+            continue
+        stack.append((node, True))
+        # A child already on the path would be a recursive alias; PyYAML's composer rejects
+        # those, so every child here resolves to a finished size.
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LocDict:
@@ -133,7 +161,18 @@ def parse_located(text: str, filename: str) -> Any:
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(filename, None, "", f"invalid YAML: {exc}")]) from None
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node) > MAX_EXPANDED_NODES:
+            raise ConfigError(
+                [
+                    Problem(
+                        filename, None, "", f"YAML expands to more than {MAX_EXPANDED_NODES} nodes"
+                    )
+                ]
+            )
+        return loader.construct_document(node)
     except RecursionError:
         raise ConfigError(
             [Problem(filename, None, "", "invalid YAML: nested too deeply")]
