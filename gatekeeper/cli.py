@@ -151,17 +151,36 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_tail(args: argparse.Namespace) -> int:
-    from .audit.tail import tail_from_config
-    from .config import load_config
+    from .audit.tail import tail
 
-    try:
-        cfg = load_config(_config_path(args))
-    except ConfigError as exc:
-        return _fail_config(exc)
-    with contextlib.suppress(KeyboardInterrupt):
+    source: str | tuple[str, str]
+    if args.file:
+        source = args.file
+    else:
+        from .config import load_config
+
+        try:
+            cfg = load_config(_config_path(args))
+        except ConfigError as exc:
+            return _fail_config(exc)
+        streams = [s for s in cfg.audit.sinks if s.type == "redis_stream" and s.url]
+        files = [s for s in cfg.audit.sinks if s.type == "file" and s.path]
+        if streams:  # the stream carries every replica's records
+            source = (str(streams[0].url), streams[0].stream)
+        elif files:
+            path = str(files[0].path)
+            if cfg.workers > 1:
+                stem, ext = os.path.splitext(path)
+                path = f"{stem}.w0{ext or '.jsonl'}"
+                print(f"gatekeeper: following worker 0 only ({path}); use --file", file=sys.stderr)
+            source = path
+        else:
+            print("gatekeeper: no file or redis_stream audit sink configured", file=sys.stderr)
+            return 2
+    with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
         asyncio.run(
-            tail_from_config(
-                cfg,
+            tail(
+                source,
                 action=args.action,
                 tenant=args.tenant,
                 as_json=args.json,
@@ -230,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant")
     p.add_argument("--json", action="store_true", help="one JSON record per line")
     p.add_argument("--no-follow", action="store_true", help="print what exists and stop")
+    p.add_argument("--file", help="follow this audit file instead of the configured sink")
     p.set_defaults(func=cmd_audit_tail)
 
     p = sub.add_parser("demo", help="run the built-in scenario")

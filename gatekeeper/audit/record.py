@@ -94,7 +94,7 @@ def _num(value: Any) -> Any:
 
 
 def record_body(
-    ctx: RequestContext, *, status: int, upstream_status: int | None, latency_ms: float
+    ctx: RequestContext, *, status: int | None, upstream_status: int | None, latency_ms: float
 ) -> dict[str, Any]:
     """The §6 fields of one request, except v/seq/ts/replica/prev_hash/hash (added by AuditLog).
 

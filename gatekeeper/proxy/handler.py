@@ -218,7 +218,7 @@ class GateHandler:
         try:
             # Audit before act: the record is durable before a byte goes upstream.
             await self.runtime.audit.append(
-                record_body(ctx, status=0, upstream_status=None, latency_ms=gate_ms)
+                record_body(ctx, status=None, upstream_status=None, latency_ms=gate_ms)
             )
         except DependencyError as exc:
             await self._refund(ctx)
