@@ -761,6 +761,16 @@ def check_k8s(
             problems.append(
                 f"Deployment: {probe} port {http.get('port')} is not admin.port {cfg.admin.port}"
             )
+    # Scrape annotations, when present, name the admin port and the metrics route.
+    ann = spec["template"]["metadata"].get("annotations") or {}
+    if "prometheus.io/port" in ann and int(ann["prometheus.io/port"]) != cfg.admin.port:
+        problems.append(
+            f"Deployment: prometheus.io/port {ann['prometheus.io/port']} is not admin.port"
+        )
+    if "prometheus.io/path" in ann and ann["prometheus.io/path"] not in gets:
+        problems.append(
+            f"Deployment: prometheus.io/path {ann['prometheus.io/path']} is not an admin route"
+        )
     # Security context.
     psc, csc = pod.get("securityContext") or {}, c.get("securityContext") or {}
     run_as = csc.get("runAsUser", psc.get("runAsUser"))

@@ -288,6 +288,12 @@ def _pod(k: K8s) -> dict[str, Any]:
     return k.of_kind("Deployment")[0]["spec"]["template"]["spec"]
 
 
+def _annotations(k: K8s) -> dict[str, Any]:
+    meta: dict[str, Any] = k.of_kind("Deployment")[0]["spec"]["template"]["metadata"]
+    annotations: dict[str, Any] = meta["annotations"]
+    return annotations
+
+
 def _port(name: str, value: int) -> Callable[[K8s], None]:
     def mutate(k: K8s) -> None:
         next(p for p in _container(k)["ports"] if p["name"] == name)["containerPort"] = value
@@ -370,6 +376,16 @@ K8S_CASES: list[tuple[str, Callable[[K8s], None], str]] = [
         "entities.sources[0].path",
     ),
     ("audit-readonly", _mount("audit", "readOnly", True), "not on a writable volume"),
+    (
+        "scrape-port",
+        lambda k: _annotations(k).__setitem__("prometheus.io/port", "8080"),
+        "prometheus.io/port 8080",
+    ),
+    (
+        "scrape-path",
+        lambda k: _annotations(k).__setitem__("prometheus.io/path", "/stats"),
+        "prometheus.io/path /stats",
+    ),
     (
         "grace",
         lambda k: _pod(k).__setitem__("terminationGracePeriodSeconds", 30),
