@@ -29,12 +29,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from gatekeeper import metrics
-from gatekeeper.audit.record import RECORD_VERSION, ZERO_HASH, canonical, scrub
+from gatekeeper.audit.record import RECORD_VERSION, ZERO_HASH, canonical, chain_hash, scrub
 from gatekeeper.audit.seal import Sealer, load_private_key
 from gatekeeper.audit.sinks import (
     FileInUse,
@@ -54,11 +55,17 @@ log = logging.getLogger("gatekeeper.audit")
 _PROBE_EVERY_S = 1.0
 
 
+_ts_cache: tuple[int, str] = (-1, "")
+
+
 def utc_ts(t: float | None = None) -> str:
-    """``2026-11-25T20:01:02.345678Z``."""
-    return datetime.fromtimestamp(time.time() if t is None else t, UTC).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ"
-    )
+    """``2026-11-25T20:01:02.345678Z`` (the formatted second is cached: strftime is slow)."""
+    global _ts_cache
+    now = time.time() if t is None else t
+    sec = int(now)
+    if _ts_cache[0] != sec:
+        _ts_cache = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_ts_cache[1]}.{int((now - sec) * 1e6):06d}Z"
 
 
 def build_sink(cfg: AuditSinkConfig, *, fsync: bool) -> Sink:
@@ -75,6 +82,10 @@ def build_sink(cfg: AuditSinkConfig, *, fsync: bool) -> Sink:
     if cfg.type == "stdout":
         return StdoutSink(required=cfg.required)
     raise ConfigError([Problem("<config>", None, "audit.sinks", f"unknown sink type {cfg.type!r}")])
+
+
+_PLACEHOLDER = "sha256:" + secrets.token_hex(32)
+_MARKER = b'"hash":"' + _PLACEHOLDER.encode() + b'",'
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -186,8 +197,8 @@ class AuditLog:
         fut.add_done_callback(_retrieve)  # no "exception never retrieved" if the caller left
         self._pending.append((body, utc_ts(), fut))
         self._wake.set()
-        # shield: a cancelled request must not cancel the shared batch; its record is still written
-        return await asyncio.shield(fut)
+        # A cancelled caller cancels only its own future; the record stays queued and is written.
+        return await fut
 
     # ------------------------------------------------------------------ writer
     async def _run(self) -> None:
@@ -224,18 +235,33 @@ class AuditLog:
                 "ts": ts,
                 "replica": self.replica,
                 "prev_hash": head,
+                "hash": _PLACEHOLDER,
             }
-            rec.pop("hash", None)
             try:
-                raw = canonical(rec)
+                template = canonical(rec)
             except (TypeError, ValueError):  # lone surrogates, NaN, odd types: keep the record
                 rec = scrub(rec)
-                raw = canonical(rec)
-            h = hashlib.sha256(head.encode("ascii"))
-            h.update(raw)
-            head = "sha256:" + h.hexdigest()
-            rec["hash"] = head
-            lines.append(canonical(rec) + b"\n")
+                template = canonical(rec)
+            # One serialisation instead of two: the canonical form without "hash" is the template
+            # minus its `"hash":"<placeholder>",` member ("prev_hash" always sorts after "hash").
+            # Strings cannot contain an unescaped quote, so only a real member can match, and the
+            # placeholder is a per-process random value; a second match takes the plain path.
+            i = template.find(_MARKER)
+            if i < 0 or template.find(_MARKER, i + 1) >= 0:  # pragma: no cover - defensive
+                del rec["hash"]
+                head = chain_hash(head, rec)
+                rec["hash"] = head
+                lines.append(canonical(rec) + b"\n")
+            else:
+                rest = template[i + len(_MARKER) :]
+                h = hashlib.sha256(head.encode("ascii"))
+                h.update(template[:i])
+                h.update(rest)
+                head = "sha256:" + h.hexdigest()
+                rec["hash"] = head
+                lines.append(
+                    b"".join((template[:i], b'"hash":"', head.encode(), b'",', rest, b"\n"))
+                )
             records.append(rec)
         if self._sealer is not None:
             lines.append(canonical(self._sealer.seal(seq, head, utc_ts())) + b"\n")
