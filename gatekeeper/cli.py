@@ -146,6 +146,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from .audit.verify import verify_files
 
     report = verify_files(args.files, public_key=args.public_key)
+    for torn in report.torn_lines:
+        print(f"warning: torn line (a crash mid-write): {torn}", file=sys.stderr)
     print(report.summary())
     return 0 if report.ok else 1
 
