@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import metrics
-from .adapters import measure  # noqa: F401  (import check: adapters are part of the snapshot)
 from .audit.log import AuditLog
 from .config import Config, RouteConfig
 from .context import ALLOW, RequestContext
