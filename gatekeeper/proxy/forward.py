@@ -23,6 +23,18 @@ CHUNK = 64 * 1024
 SMALL_RESPONSE = 64 * 1024
 
 
+class ClientGone(ConnectionResetError):
+    """The client hung up while the upstream's answer streamed back.
+
+    Carries the upstream's status: the upstream accepted (and did) the work, so the quota stays
+    charged. A ``ConnectionResetError``, so aiohttp still treats it as a premature disconnect.
+    """
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"client disconnected during a {status} response")
+        self.status = status
+
+
 class Upstreams:
     """One pooled client session for all routes' upstreams."""
 
@@ -146,10 +158,21 @@ async def forward_http(
         )
         if length is not None:
             stream.content_length = length
-        await stream.prepare(request)
+        # SECURITY: only the client side is wrapped: a client that hangs up mid-body must not
+        # turn an answered submission into "upstream failed" and get its quota refunded.
+        try:
+            await stream.prepare(request)
+        except ConnectionResetError as exc:
+            raise ClientGone(upstream.status) from exc
         async for chunk in upstream.content.iter_chunked(CHUNK):
-            await stream.write(chunk)
-        await stream.write_eof()
+            try:
+                await stream.write(chunk)
+            except ConnectionResetError as exc:
+                raise ClientGone(upstream.status) from exc
+        try:
+            await stream.write_eof()
+        except ConnectionResetError as exc:
+            raise ClientGone(upstream.status) from exc
         return stream, upstream.status
     finally:
         upstream.release()

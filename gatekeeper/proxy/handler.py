@@ -29,7 +29,7 @@ from ..context import DENY, Decision, RequestContext, RequestInfo
 from ..errors import BadRequest, Deny, DependencyError
 from ..runtime import Runtime
 from .clientip import ClientIPResolver
-from .forward import Upstreams, forward_http, forward_websocket, gate_headers
+from .forward import ClientGone, Upstreams, forward_http, forward_websocket, gate_headers
 from .headers import strip_client_headers
 from .ids import new_decision_id
 from .paths import normalize_path, split_target
@@ -261,6 +261,10 @@ class GateHandler:
                 )
             status = upstream_status
             return resp
+        except ClientGone as gone:
+            # The upstream answered; only the client left: record it, keep the charge.
+            upstream_status = status = gone.status
+            raise
         except DependencyError as exc:
             status = exc.status
             return problem_response(
