@@ -48,6 +48,7 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     from .proxy.admin import build_admin_app
     from .proxy.forward import Upstreams
     from .proxy.handler import GateHandler
+    from .proxy.protocol import GateServer
     from .runtime import Runtime, default_replica
 
     multi = worker is not None
@@ -68,7 +69,10 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
         read_timeout_s=cfg.limits.upstream_timeout_s,
     )
     handler = GateHandler(cfg, runtime, upstreams)
-    server = web.Server(
+    # SECURITY: GateServer answers unparsable HTTP with problem+json and one quiet log line.
+    # keepalive_timeout doubles as the header deadline: aiohttp arms it when a connection opens
+    # and after each response, and a request whose headers are not complete by then is closed.
+    server = GateServer(
         handler,
         keepalive_timeout=cfg.limits.header_timeout_s,
         max_line_size=cfg.limits.max_header_bytes,

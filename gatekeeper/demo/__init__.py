@@ -184,12 +184,11 @@ def write_config(out: Path, keys: DemoKeys, *, port: int, admin: int, scheduler:
         },
         "routes": [
             {
+                # SECURITY: every write under /slurm/ is measured, not only ".../job/submit": job
+                # updates (POST .../job/{id}) change TRES too, and a path the regex misses
+                # (".../job/submit/") would otherwise fall through to the read route unmeasured.
                 "name": "slurm-submit",
-                "match": {
-                    "path_prefix": "/slurm/",
-                    "methods": ["POST"],
-                    "path_regex": "/job/submit$",
-                },
+                "match": {"path_prefix": "/slurm/", "methods": ["POST", "PUT", "PATCH"]},
                 "upstream": scheduler,
                 "adapter": "slurm",
                 "gpu_model": "H100-SXM",
@@ -205,7 +204,11 @@ def write_config(out: Path, keys: DemoKeys, *, port: int, admin: int, scheduler:
                 "gpu_model": "H100-SXM",
                 "max_hours": 168,
             },
-            {"name": "slurm-read", "match": {"path_prefix": "/slurm/"}, "upstream": scheduler},
+            {
+                "name": "slurm-read",
+                "match": {"path_prefix": "/slurm/", "methods": ["GET", "HEAD", "DELETE"]},
+                "upstream": scheduler,
+            },
         ],
     }
     path = out / "gatekeeper.yaml"

@@ -30,7 +30,7 @@ from ..errors import BadRequest, Deny, DependencyError
 from ..runtime import Runtime
 from .clientip import ClientIPResolver
 from .forward import ClientGone, Upstreams, forward_http, forward_websocket, gate_headers
-from .headers import strip_client_headers
+from .headers import refuse_override_headers, strip_client_headers
 from .ids import new_decision_id
 from .paths import normalize_path, split_target
 from .problem import problem_response
@@ -51,6 +51,9 @@ class GateHandler:
         self.router = Router(cfg.routes)
         self.ipres = ClientIPResolver(cfg.trusted_proxies)
         self.max_body = cfg.limits.max_body_bytes
+        # SECURITY: a buffered (measured) body must arrive within the header deadline too, or a
+        # client dribbling a byte at a time holds the request open forever (slow-body slowloris).
+        self.body_timeout = cfg.limits.header_timeout_s
         self.in_flight = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._upstream_hosts = {r.name: _host_of(r.upstream) for r in cfg.routes}
@@ -103,6 +106,7 @@ class GateHandler:
                 purpose=headers.get("X-Gatekeeper-Purpose"),
                 mode=route.mode,
             )
+            refuse_override_headers(headers)
             ctx.headers = strip_client_headers(headers)
             if route.adapter != "none" and request.method in _BODY_METHODS:
                 ctx.body = await self._read_body(request)
@@ -133,11 +137,19 @@ class GateHandler:
             raise BadRequest("body-too-large", f"body larger than {limit} bytes", status=413)
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_chunked(65536):
-            size += len(chunk)
-            if size > limit:
-                raise BadRequest("body-too-large", f"body larger than {limit} bytes", status=413)
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                async for chunk in request.content.iter_chunked(65536):
+                    size += len(chunk)
+                    if size > limit:
+                        raise BadRequest(
+                            "body-too-large", f"body larger than {limit} bytes", status=413
+                        )
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise BadRequest(
+                "body-timeout", f"body not received within {self.body_timeout:g} s", status=408
+            ) from None
         return b"".join(chunks)
 
     # ---------------------------------------------------------------------------------- block

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from ..errors import BadRequest
+
 # RFC 9110 §7.6.1 hop-by-hop headers, plus ones we always set ourselves.
 HOP_BY_HOP = frozenset(
     {
@@ -21,9 +23,58 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-_REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "x-forwarded-for", "forwarded"}
+# SECURITY: client-address headers other than the X-Forwarded-For the gate writes itself: an
+# upstream that reads X-Real-IP or True-Client-IP must not get a value the client chose.
+CLIENT_ADDRESS_HEADERS = frozenset(
+    {
+        "x-real-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "cf-connecting-ip",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-proto",
+        "x-original-forwarded-for",
+    }
+)
+_REQUEST_DROP = (
+    HOP_BY_HOP | CLIENT_ADDRESS_HEADERS | {"host", "content-length", "x-forwarded-for", "forwarded"}
+)
 _RESPONSE_DROP = HOP_BY_HOP | {"content-length", "x-gatekeeper-decision-id"}
 GATE_PREFIX = "x-gatekeeper-"
+# SECURITY: CGI/WSGI-style upstreams map "-" and "_" in header names to the same variable
+# (HTTP_X_GATEKEEPER_TENANT), so every spelling of the prefix is the gate's.
+_GATE_PREFIXES = ("x-gatekeeper-", "x_gatekeeper_", "x-gatekeeper_", "x_gatekeeper-")
+
+
+def is_gate_header(name: str) -> bool:
+    """Whether ``name`` is (or an upstream may read it as) an ``X-Gatekeeper-*`` header."""
+    return name.lower().startswith(_GATE_PREFIXES)
+
+
+# Headers that some frameworks (Rack, Symfony, Express method-override, IIS URL Rewrite, ...)
+# honour to change the method or the path *after* the gate has routed and decided on the real
+# ones: a ``GET`` to a read route carrying ``X-HTTP-Method-Override: POST`` and a job body would be
+# submitted unmeasured by such an upstream.
+OVERRIDE_HEADERS = (
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+)
+
+
+def refuse_override_headers(headers: CIMultiDictProxy[str]) -> None:
+    """Raise ``BadRequest('override-header')`` when a method or path override header is present."""
+    for name in OVERRIDE_HEADERS:
+        if name in headers:
+            # SECURITY: refused, not stripped: the gate decides on the request line, and a client
+            # relying on an override must learn that it was not applied.
+            raise BadRequest(
+                "override-header",
+                f"{name} is not accepted: the gate routes and decides on the request line",
+            )
 
 
 def _connection_tokens(values: Iterable[str]) -> set[str]:
@@ -33,10 +84,10 @@ def _connection_tokens(values: Iterable[str]) -> set[str]:
 def strip_client_headers(headers: CIMultiDictProxy[str]) -> CIMultiDictProxy[str]:
     """The request headers with every client-supplied ``X-Gatekeeper-*`` removed."""
     # SECURITY: the gate's identity headers must only ever come from the gate.
-    if not any(k.lower().startswith(GATE_PREFIX) for k in headers):
+    if not any(is_gate_header(k) for k in headers):
         return headers
     return CIMultiDictProxy(
-        CIMultiDict((k, v) for k, v in headers.items() if not k.lower().startswith(GATE_PREFIX))
+        CIMultiDict((k, v) for k, v in headers.items() if not is_gate_header(k))
     )
 
 
@@ -48,7 +99,7 @@ def upstream_request_headers(
     out: CIMultiDict[str] = CIMultiDict()
     for k, v in headers.items():
         lk = k.lower()
-        if lk in drop or lk.startswith(GATE_PREFIX):
+        if lk in drop or lk.startswith(_GATE_PREFIXES):
             continue
         if keep_upgrade is False and lk.startswith("sec-websocket-"):
             continue
