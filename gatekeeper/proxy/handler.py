@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDictProxy
 
 from .. import metrics
@@ -149,6 +150,12 @@ class GateHandler:
         except TimeoutError:
             raise BadRequest(
                 "body-timeout", f"body not received within {self.body_timeout:g} s", status=408
+            ) from None
+        except (ConnectionError, asyncio.IncompleteReadError, HttpProcessingError):
+            # SECURITY: a client that hangs up mid-body (or breaks the chunking) is a client error,
+            # not "internal-error" 500 with a traceback: anyone could flood logs and 5xx alerts.
+            raise BadRequest(
+                "body-incomplete", "the request body ended before it was complete"
             ) from None
         return b"".join(chunks)
 

@@ -417,3 +417,32 @@ def test_k8s_route_refuses_override_too(secgate: SecGate) -> None:
         expect=1,
     )  # fmt: skip
     _assert_problem(ex, 400, "override-header")
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_client_hanging_up_mid_body_is_a_client_error(secgate: SecGate, framing: str) -> None:
+    """A body cut short by the client is audited as a 400 ``body-incomplete``, never as the gate's
+    own ``internal-error`` 500 (which would page operators and log a traceback per request)."""
+    job = json.dumps(slurm_job()).encode()
+    raw = secgate.submit_bytes(job)
+    if framing == "chunked":
+        head = raw[: raw.index(b"\r\n\r\n")].replace(
+            b"Content-Length: %d" % len(job), b"Transfer-Encoding: chunked"
+        )
+        raw = head + b"\r\n\r\n" + b"%x\r\n" % len(job) + job
+    before = set(secgate.records())
+    with socket.create_connection(("127.0.0.1", secgate.port)) as s:
+        s.sendall(raw[:-40])
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(5)
+        while s.recv(65536):
+            pass
+    deadline = time.monotonic() + 3
+    new: list[dict[str, object]] = []
+    while not new and time.monotonic() < deadline:
+        time.sleep(0.05)
+        new = [r for k, r in secgate.records().items() if k not in before]
+    assert len(new) == 1, new
+    rec = new[0]
+    assert rec["http"]["status"] == 400, rec["http"]  # type: ignore[index]
+    assert "body-incomplete" in rec["decision"]["reasons"]  # type: ignore[index]
