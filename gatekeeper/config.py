@@ -87,8 +87,12 @@ class EntitiesConfig:
     sources: tuple[EntitySource, ...] = ()
     beneficial_owner_threshold: float = 25.0
     max_bad_rows: int = 0  # a source with more bad rows than this fails the load
-    # flags that count as a listing for the 50% rule; None = ownership.LISTING_FLAGS
+    # flags that count as a listing for the US/OFAC 50% rule (ownership.affiliated);
+    # None = ownership.LISTING_FLAGS
     listing_flags: tuple[str, ...] | None = None
+    # flags that each get their own 50% rule (ownership.affiliated_flags);
+    # None = ownership.AFFILIATION_FLAGS
+    affiliation_flags: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

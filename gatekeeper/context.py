@@ -104,6 +104,9 @@ class OwnershipProfile:
     parent_path: tuple[str, ...] = ()
     affiliated_paths: tuple[tuple[str, ...], ...] = ()
     licenses: tuple[License, ...] = ()
+    # Listing flags whose own 50% rule reaches the entity (one fixpoint per flag, so one
+    # jurisdiction's lists never aggregate with another's); ``affiliated`` is the US rule.
+    affiliated_flags: frozenset[str] = frozenset()
 
     def to_json(self) -> dict[str, Any]:
         """The shape printed by ``gatekeeper entities show`` and embedded in decisions."""
@@ -118,6 +121,7 @@ class OwnershipProfile:
             "affiliated": self.affiliated,
             "listed_share": self.listed_share,
             "listed_via": list(self.listed_via),
+            "affiliated_flags": sorted(self.affiliated_flags),
             "ultimate_parent": self.ultimate_parent,
             "parent_hq_country": self.parent_hq_country,
             "beneficial_owners": [{"id": i, "share": s} for i, s in self.beneficial_owners],

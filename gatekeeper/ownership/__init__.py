@@ -1,12 +1,13 @@
 """Entity registry and the 50%-rule ownership resolver (DOMAIN §4, CONTRACT §4).
 
 Public API: ``load_registry(cfg) -> Registry``; ``Registry.profile(id)`` (O(1), unknown ids get
-``known=False``), ``Registry.version``, ``Registry.stats``; ``LISTING_FLAGS``.
+``known=False``), ``Registry.version``, ``Registry.stats``; ``LISTING_FLAGS`` (the US 50% rule)
+and ``AFFILIATION_FLAGS`` (one 50% rule per flag).
 """
 
 from __future__ import annotations
 
-from .model import LISTING_FLAGS
+from .model import AFFILIATION_FLAGS, LISTING_FLAGS
 from .registry import Registry, load_registry
 
-__all__ = ["LISTING_FLAGS", "Registry", "load_registry"]
+__all__ = ["AFFILIATION_FLAGS", "LISTING_FLAGS", "Registry", "load_registry"]

@@ -29,13 +29,20 @@ SCALE = 10_000  # share units per percentage point
 FULL = 100 * SCALE
 HALF = 50 * SCALE
 
-#: Flags that make an entity *listed* for the 50% rule (DOMAIN §4). ``entity_list`` (BIS Entity
-#: List) and ``meu`` (BIS Military End-User List) are the lists the BIS Affiliates Rule extends to
-#: 50%-owned affiliates; ``sdn`` is OFAC's 50% rule. ``military_end_user`` is the flag the Chinese
-#: dual-use pack uses (MOFCOM 2026 No. 1 catches "any end user" acting for a military end user), so
-#: it counts too; a deployment that serves only one regime and must not mix them overrides the set
-#: with ``entities.listing_flags``. Every other flag is kept on the profile but does not propagate.
-LISTING_FLAGS: frozenset[str] = frozenset({"entity_list", "sdn", "meu", "military_end_user"})
+#: Flags that make an entity *listed* for the US 50% rule (DOMAIN §4), read by the policy as
+#: ``ownership.affiliated`` / ``listed_share`` / ``listed_via``: ``entity_list`` (BIS Entity List)
+#: and ``meu`` (BIS Military End-User List) are the lists the BIS Affiliates Rule extends to
+#: 50%-owned affiliates; ``sdn`` is OFAC's 50% rule. They aggregate with each other (30% SDN + 20%
+#: Entity List is a US affiliate) but never with another jurisdiction's designations.
+#: ``entities.listing_flags`` overrides the set.
+LISTING_FLAGS: frozenset[str] = frozenset({"entity_list", "sdn", "meu"})
+
+#: Flags that each get a 50% rule of their own, seeded only by entities carrying that flag, read as
+#: ``ownership.affiliated_flags``. ``military_end_user`` is the Chinese MOFCOM designation (No. 1
+#: [2026] catches "any end user" acting for a Japanese military end user); it must not make an
+#: entity a *US* affiliate, nor add up with US lists, so it has its own fixpoint. Overridden with
+#: ``entities.affiliation_flags``. Every other flag is kept on the profile but does not propagate.
+AFFILIATION_FLAGS: frozenset[str] = frozenset({"entity_list", "sdn", "meu", "military_end_user"})
 
 KINDS = ("company", "organization", "person")
 IMPORT_PREFIXES = ("ftm:", "csl:")

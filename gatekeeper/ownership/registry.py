@@ -22,7 +22,7 @@ import orjson
 from ..config import EntitiesConfig
 from ..context import OwnershipProfile
 from ..errors import ConfigError, Problem
-from .model import LISTING_FLAGS, Collector
+from .model import AFFILIATION_FLAGS, LISTING_FLAGS, Collector
 from .resolve import BoLimits, build_graph, resolve
 from .sources import LOADERS
 
@@ -67,14 +67,17 @@ def load_registry(cfg: EntitiesConfig, *, limits: BoLimits | None = None) -> Reg
 
 def _load(cfg: EntitiesConfig, limits: BoLimits | None) -> Registry:
     t0 = time.perf_counter()
-    listing = getattr(cfg, "listing_flags", None)
+    listing = cfg.listing_flags
     listing_flags = LISTING_FLAGS if listing is None else frozenset(listing)
+    per_flag = cfg.affiliation_flags
+    affiliation_flags = AFFILIATION_FLAGS if per_flag is None else frozenset(per_flag)
     hasher = hashlib.sha256()
     hasher.update(
         orjson.dumps(
             {
                 "threshold": cfg.beneficial_owner_threshold,
                 "listing": sorted(listing_flags),
+                "affiliation": sorted(affiliation_flags),
                 "sources": [[s.format, s.path] for s in cfg.sources],
             }
         )
@@ -111,6 +114,7 @@ def _load(cfg: EntitiesConfig, limits: BoLimits | None) -> Registry:
     profiles, rstats = resolve(
         graph,
         listing_flags=listing_flags,
+        affiliation_flags=affiliation_flags,
         bo_threshold=cfg.beneficial_owner_threshold,
         limits=limits or BoLimits(),
     )
@@ -120,6 +124,7 @@ def _load(cfg: EntitiesConfig, limits: BoLimits | None) -> Registry:
         "sources": [rep.to_json() for rep in col.reports],
         **rstats,
         "listing_flags": sorted(listing_flags),
+        "affiliation_flags": sorted(affiliation_flags),
         "load_seconds": round(t_load - t0, 3),
         "resolve_seconds": round(t_end - t_load, 3),
     }

@@ -7,6 +7,12 @@ self edges reported against the row that produced them, duplicate owner→asset 
 1. **Affiliation (50% rule)** — the *least fixpoint* of "listed, or the direct shares held by
    affiliated owners sum to ≥ 50". A worklist adds each newly affiliated owner's shares to its
    assets exactly once, so it is O(edges) and terminates on cycles. Never a product of percentages.
+   Each jurisdiction's rule aggregates only its own lists, so there is one fixpoint per family:
+   the US rule over ``listing_flags`` (``affiliated``, ``listed_share``, ``listed_via``), and one
+   per flag of ``affiliation_flags`` seeded by that flag alone (``affiliated_flags``). The per-flag
+   runs are sparse (they touch only what their seeds reach), run only for flags some entity
+   carries, reuse an identical seed set's result, and, when a flag's seeds are all US listings,
+   stay inside the US result (the least fixpoint is monotone in its seeds).
 2. **listed_via / affiliated paths** — a backward BFS from the entity through owners that are
    affiliated and hold a non-zero share; every listed entity reached is a listing that reaches it,
    and the BFS tree gives the shortest path (entity first, listed entity last).
@@ -24,8 +30,9 @@ reported as ``duplicate_edges``. Assets whose shares add up to more than 100% ar
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 from ..context import License, OwnershipProfile
@@ -226,6 +233,75 @@ def affiliation(g: Graph, listed: bytearray) -> tuple[bytearray, list[int]]:
     return aff, acc
 
 
+def affiliated_set(g: Graph, seeds: Iterable[int], bound: bytearray | None = None) -> set[int]:
+    """The least fixpoint of the 50% rule seeded by ``seeds`` alone, as a set of entities.
+
+    Sparse: only assets the seeds reach are touched, so a flag carried by a handful of entities
+    costs a handful of edges, not a pass over the graph. ``bound`` (optional) is a superset of the
+    answer known in advance — the fixpoint of a superset of ``seeds`` — and prunes the rest.
+    """
+    aff = set(seeds)
+    acc: dict[int, int] = {}
+    get = acc.get
+    out_start, out_asset, out_units = g.out_start, g.out_asset, g.out_units
+    stack = list(aff)
+    while stack:
+        o = stack.pop()
+        for k in range(out_start[o], out_start[o + 1]):
+            a = out_asset[k]
+            if a in aff or (bound is not None and not bound[a]):
+                continue
+            total = get(a, 0) + out_units[k]
+            acc[a] = total
+            if total >= HALF:
+                aff.add(a)
+                stack.append(a)
+    return aff
+
+
+def flag_affiliation(
+    g: Graph, seeds_by_flag: dict[str, list[int]], listed: bytearray, aff: bytearray
+) -> tuple[dict[int, frozenset[str]], dict[str, int], int]:
+    """Per-flag 50% rules: (flags reaching each entity, entities per flag, fixpoints run).
+
+    ``listed``/``aff`` are the US rule's seeds and result, shared where a flag's seeds allow it.
+    Entities no flag reaches are absent from the first map.
+    """
+    n_listed = listed.count(1)
+    memo: dict[frozenset[int], Sequence[int] | set[int]] = {}
+    reached: dict[int, list[str]] = {}
+    counts: dict[str, int] = {}
+    runs = 0
+    for flag in sorted(seeds_by_flag):
+        seeds = seeds_by_flag[flag]
+        key = frozenset(seeds)
+        members = memo.get(key)
+        if members is None:
+            if all(listed[i] for i in key):
+                if len(key) == n_listed:
+                    members = list(compress(range(len(aff)), aff))  # the US rule's own seeds
+                else:
+                    members = affiliated_set(g, key, bound=aff)
+                    runs += 1
+            else:
+                members = affiliated_set(g, key)
+                runs += 1
+            memo[key] = members
+        counts[flag] = len(members)
+        for i in members:
+            got = reached.get(i)
+            if got is None:
+                reached[i] = [flag]
+            else:
+                got.append(flag)
+    interned: dict[frozenset[str], frozenset[str]] = {}
+    out: dict[int, frozenset[str]] = {}
+    for i, flags in reached.items():
+        fs = frozenset(flags)
+        out[i] = interned.setdefault(fs, fs)
+    return out, counts, runs
+
+
 def controlling_owners(g: Graph) -> list[int]:
     """Per entity: the control-edge holder, else the owner with > 50%, else -1."""
     n = len(g.ids)
@@ -380,6 +456,7 @@ def resolve(
     g: Graph,
     *,
     listing_flags: frozenset[str],
+    affiliation_flags: frozenset[str] = frozenset(),
     bo_threshold: float,
     limits: BoLimits = BoLimits(),
 ) -> tuple[dict[str, OwnershipProfile], dict[str, Any]]:
@@ -388,13 +465,22 @@ def resolve(
     ids, ents = g.ids, g.entities
     listed = bytearray(n)
     is_person = bytearray(n)
+    seeds_by_flag: dict[str, list[int]] = {}
     for i, ent in enumerate(ents):
         if ent is not None:
-            if not listing_flags.isdisjoint(ent.flags):
-                listed[i] = 1
+            fl = ent.flags
+            if fl:
+                if not listing_flags.isdisjoint(fl):
+                    listed[i] = 1
+                if not affiliation_flags.isdisjoint(fl):
+                    for f in affiliation_flags.intersection(fl):
+                        seeds_by_flag.setdefault(f, []).append(i)
             if ent.kind == "person":
                 is_person[i] = 1
     aff, acc = affiliation(g, listed)
+    # Only flags some entity carries get a fixpoint; the rest reach nobody.
+    flags_reaching, flag_counts, flag_runs = flag_affiliation(g, seeds_by_flag, listed, aff)
+    no_flags: frozenset[str] = frozenset()
     ctrl = controlling_owners(g)
     ppaths, tops = parent_paths(g, ctrl)
 
@@ -462,6 +548,7 @@ def resolve(
             parent_path=path,
             affiliated_paths=apaths,
             licenses=ent.licenses or empty_lic,
+            affiliated_flags=flags_reaching.get(i, no_flags),
         )
     for i, c in enumerate(g.canon):
         if c != i and ids[c] in out:
@@ -469,5 +556,7 @@ def resolve(
     stats: dict[str, Any] = dict(counts)
     stats["edges"] = len(g.in_units)
     stats["beneficial_truncated"] = bo_truncated
+    stats["affiliated_by_flag"] = flag_counts
+    stats["affiliation_runs"] = flag_runs  # per-flag fixpoints actually computed (not shared)
     stats.update(g.notes)
     return out, stats

@@ -90,6 +90,7 @@ _SPEC: tuple[tuple[str, str, str, str], ...] = (
     ("ownership.affiliated", BOOL, "ownership", "affiliated"),
     ("ownership.listed_share", NUM, "ownership", "listed_share"),
     ("ownership.listed_via", SET, "ownership", "listed_via"),
+    ("ownership.affiliated_flags", SET, "ownership", "affiliated_flags"),
     ("ownership.ultimate_parent", STR, "ownership", "ultimate_parent"),
     ("ownership.parent_hq_country", STR, "ownership", "parent_hq_country"),
     ("geo.known", BOOL, "geo", "known"),

@@ -139,6 +139,7 @@ def input_from_attributes(
             affiliated=v("ownership.affiliated", False),
             listed_share=float(v("ownership.listed_share", 0.0)),
             listed_via=tuple(v("ownership.listed_via", ())),
+            affiliated_flags=frozenset(v("ownership.affiliated_flags", ())),
             ultimate_parent=v("ownership.ultimate_parent"),
             parent_hq_country=v("ownership.parent_hq_country"),
             licenses=v("entity.licenses", ()),

@@ -195,9 +195,16 @@ CASES: list[tuple[str, list[dict[str, Any]], dict[str, dict[str, Any]]]] = [
         },
     ),
     (
-        "military_end_user counts as a listing",
+        "military_end_user is not a US listing: its own 50% rule reaches the affiliate",
         [ent("m", flags=["military_end_user"], country="JP"), ent("a", ("m", 50))],
-        {"a": {"affiliated": True, "listed_via": ("m",)}},
+        {
+            "a": {
+                "affiliated": False,
+                "listed_share": 0.0,
+                "listed_via": (),
+                "affiliated_flags": frozenset({"military_end_user"}),
+            }
+        },
     ),
     (
         "a listed entity is affiliated and reaches itself",
@@ -262,11 +269,18 @@ def test_native_owner_names_an_imported_id(tmp_path: Path) -> None:
 
 
 def test_listing_flags_can_be_overridden(tmp_path: Path) -> None:
-    ents = [ent("m", flags=["military_end_user"]), ent("a", ("m", 60))]
-    assert native(tmp_path, ents).profile("a").affiliated
-    reg = native(tmp_path, ents, listing_flags=("entity_list", "sdn"))
-    assert not reg.profile("a").affiliated
-    assert reg.stats["listing_flags"] == ["entity_list", "sdn"]
+    ents = [ent("m", flags=["military_end_user"]), ent("q", flags=["meu"]), ent("a", ("m", 60))]
+    ents.append(ent("b", ("q", 60)))
+    default = native(tmp_path, ents)
+    assert not default.profile("a").affiliated and default.profile("b").affiliated
+    assert default.stats["listing_flags"] == ["entity_list", "meu", "sdn"]
+    reg = native(tmp_path, ents, listing_flags=("entity_list", "sdn", "military_end_user"))
+    assert reg.profile("a").affiliated and not reg.profile("b").affiliated
+    assert reg.stats["listing_flags"] == ["entity_list", "military_end_user", "sdn"]
+    # The per-flag rules do not depend on the US set.
+    assert reg.profile("a").affiliated_flags == frozenset({"military_end_user"})
+    assert reg.profile("b").affiliated_flags == frozenset({"meu"})
+    assert reg.version != default.version
 
 
 def test_threshold_is_configurable(tmp_path: Path) -> None:

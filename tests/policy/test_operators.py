@@ -65,6 +65,32 @@ CASES: list[tuple[str, dict[str, Any], bool]] = [
     ("{entity.flags: {intersects: [sdn, entity_list]}}", {"entity.flags": ["entity_list"]}, True),
     ("{entity.flags: {intersects: [sdn, entity_list]}}", {"entity.flags": ["meu"]}, False),
     ("{ownership.listed_via: {contains: x-corp}}", {"ownership.listed_via": ["x-corp"]}, True),
+    (
+        "{ownership.affiliated_flags: {contains: military_end_user}}",
+        {"ownership.affiliated_flags": ["military_end_user", "sdn"]},
+        True,
+    ),
+    (
+        "{ownership.affiliated_flags: {contains: military_end_user}}",
+        {"ownership.affiliated_flags": ["sdn"]},
+        False,
+    ),
+    (
+        "{ownership.affiliated_flags: {contains: military_end_user}}",
+        {"ownership.affiliated": True},  # given ownership, no families: the empty set
+        False,
+    ),
+    ("{ownership.affiliated_flags: {contains: sdn}}", {"geo.country": "JP"}, False),  # no fact
+    (
+        "{ownership.affiliated_flags: {intersects: [sdn, entity_list, meu]}}",
+        {"ownership.affiliated_flags": ["meu"]},
+        True,
+    ),
+    (
+        "{ownership.affiliated_flags: {intersects: [sdn, entity_list, meu]}}",
+        {"ownership.affiliated_flags": ["military_end_user"]},
+        False,
+    ),
     ("{compute.reasons: {contains: capped}}", {"compute.reasons": ["capped"]}, True),
     # exists
     ("{compute.eccn: {exists: true}}", {"compute.eccn": "3A090.a"}, True),
