@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_MEMO_SIZE = 8192
 
 
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -50,11 +51,23 @@ class ClientIPResolver:
             ipaddress.ip_network(n, strict=False) for n in trusted_proxies
         )
         self._is_trusted = lru_cache(maxsize=4096)(self._check_trusted)
+        # resolve() is a pure function of its arguments and the trusted set; clients and load
+        # balancers repeat the same (peer, header) pairs, and ipaddress parsing is ~10 us a hop.
+        self._memo: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
 
     def _check_trusted(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(addr in net for net in self.trusted)
 
     def resolve(self, peer: str, xff: Sequence[str], forwarded: Sequence[str]) -> str:
+        key = (peer, tuple(xff), tuple(forwarded))
+        hit = self._memo.get(key)
+        if hit is None:
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()  # bounded: a flood of distinct headers only costs re-parsing
+            hit = self._memo[key] = self._resolve(peer, xff, forwarded)
+        return hit
+
+    def _resolve(self, peer: str, xff: Sequence[str], forwarded: Sequence[str]) -> str:
         peer_ip = _parse_ip(peer)
         if peer_ip is None:
             return peer

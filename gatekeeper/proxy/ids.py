@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
+# RFC 4648 base32 -> Crockford: the 80 random bits are exactly 16 base32 characters (no padding),
+# so C's b32encode does them; the 10 time characters change once a millisecond and are cached.
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+_last_ms = -1
+_last_prefix = ""
+# Random bytes are read 10 KiB at a time: one getrandom(2) per 1024 ids instead of one per id.
+_POOL_SIZE = 10 * 1024
+_pool = b""
+_pos = _POOL_SIZE
+
+
+def _time_chars(ms: int) -> str:
+    out = []
+    for _ in range(10):
+        out.append(_ALPHABET[ms & 31])
+        ms >>= 5
+    return "".join(reversed(out))
+
+
 def new_decision_id() -> str:
     """A new ULID: 48 bits of Unix milliseconds, then 80 random bits."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    out = []
-    for _ in range(26):
-        out.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+    global _last_ms, _last_prefix, _pool, _pos
+    ms = int(time.time() * 1000)
+    if ms != _last_ms:
+        _last_ms, _last_prefix = ms, _time_chars(ms)
+    if _pos >= _POOL_SIZE:
+        _pool, _pos = os.urandom(_POOL_SIZE), 0
+    rnd = _pool[_pos : _pos + 10]
+    _pos += 10
+    return _last_prefix + base64.b32encode(rnd).translate(_TO_CROCKFORD).decode()

@@ -20,6 +20,7 @@ Matching stays case-sensitive, as HTTP paths are; ``/SLURM/`` is not ``/slurm/``
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from ..errors import BadRequest
 
@@ -39,8 +40,12 @@ def split_target(target: str) -> tuple[str, str]:
     return path, (sep + query) if sep else ""
 
 
+@lru_cache(maxsize=4096)
 def normalize_path(raw: str) -> str:
-    """Normalise a raw request path (no query); raises ``BadRequest('bad-path')``."""
+    """Normalise a raw request path (no query); raises ``BadRequest('bad-path')``.
+
+    Memoised (a pure function; polling clients repeat the same paths, and the checks below walk
+    every character in Python). Refusals raise and so are never cached."""
     if len(raw) > MAX_TARGET:
         raise _bad("request target too long")
     if not raw.startswith("/"):
