@@ -1,0 +1,315 @@
+"""End-to-end throughput and latency of the gate against nginx and a bare aiohttp proxy, one run.
+
+Run through ``bench/run`` (it installs nginx and wrk first) or directly:
+
+    .venv/bin/python bench/loadbench.py [--duration 10] [--runs 3] [--connections 32] [--quick]
+
+Targets (every one gets the same request: POST of a Slurm job with a bearer token and an
+``X-Forwarded-For``, except the read route, which is a GET):
+
+  direct        wrk -> nginx upstream (small JSON)
+  nginx         wrk -> nginx proxy_pass (keep-alive pool) -> upstream
+  bare-w1/-w2   wrk -> bench/bare_proxy.py (1 / 2 processes) -> upstream
+  gate-w1/-w2   wrk -> gatekeeper, full allow path (bench/fixtures.py), workers 1 / 2
+  read-w1/-w2   wrk -> gatekeeper, read route (adapter: none, GET): authn, ownership, geo, policy
+
+The rounds are interleaved (round 1 of every target, then round 2, ...) so a slow minute of the
+shared machine hits every target alike; each figure is the median of ``--runs`` rounds. Then a
+fixed-rate pass (bench/openloop.py, 500 req/s) measures the latency each hop adds over direct.
+Results go to ``bench/results/<date>-<host>.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import openloop
+from fixtures import (
+    READ_PATH,
+    ROOT,
+    SUBMIT_PATH,
+    Stack,
+    job_body,
+    machine,
+    request_headers,
+)
+
+LUA_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "GKJSON {\"requests\":%d,\"duration_us\":%d,\"p50\":%d,\"p90\":%d,\"p99\":%d," ..
+    "\"p999\":%d,\"max\":%d,\"status_errors\":%d,\"socket_errors\":%d}\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency:percentile(99.9), latency.max, e.status,
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def lua_script(tmp: Path, name: str, method: str, headers: list[str], body: bytes) -> Path:
+    lines = [f'wrk.method = "{method}"']
+    for h in headers:
+        k, _, v = h.partition(": ")
+        lines.append(f'wrk.headers["{k}"] = "{v}"')
+    if body:
+        lines.append(f"wrk.body = [==[{body.decode()}]==]")
+    path = tmp / f"{name}.lua"
+    path.write_text("\n".join(lines) + "\n" + LUA_DONE)
+    return path
+
+
+def wrk(url: str, script: Path, *, threads: int, conns: int, seconds: float) -> dict[str, Any]:
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{int(seconds)}s", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    for line in out.splitlines():
+        if line.startswith("GKJSON "):
+            r: dict[str, Any] = json.loads(line[7:])
+            r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+            return r
+    raise RuntimeError(f"wrk printed no result:\n{out}")
+
+
+def med(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="gatekeeper end-to-end load benchmark")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk round")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--rate", type=float, default=500.0, help="fixed-rate pass, req/s")
+    ap.add_argument("--rate-duration", type=float, default=10.0)
+    ap.add_argument("--registry-size", type=int, default=100_000)
+    ap.add_argument("--only", default="", help="comma-separated target names")
+    ap.add_argument("--quick", action="store_true", help="1 round of 3 s, 3 s fixed-rate")
+    ap.add_argument("--no-write", action="store_true", help="print only, write no results file")
+    args = ap.parse_args()
+    if args.quick:
+        args.duration, args.runs, args.rate_duration = 3.0, 1, 3.0
+
+    tmp = Path(tempfile.mkdtemp(prefix="gk-bench-"))
+    stack = Stack(tmp)
+    # SIGTERM must run the finally below, or nginx, Redis and the gates outlive the benchmark.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.time()
+    try:
+        return _run(args, stack, tmp, started)
+    finally:
+        stack.close()
+
+
+def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> int:
+    only = {t for t in args.only.split(",") if t}
+    want = lambda name: not only or name in only  # noqa: E731
+    print(f"bench: working folder {tmp}", flush=True)
+    stack.start_nginx(workers=2)
+    redis_url = stack.start_redis()
+    print(f"bench: generating inputs (registry {args.registry_size} entities)", flush=True)
+    inputs = stack.prepare_gate_inputs(args.registry_size)
+    token = stack.token()
+    body = job_body()
+    headers = request_headers(token)
+    post = lua_script(tmp, "post", "POST", headers, body)
+    get = lua_script(tmp, "get", "GET", headers[:2], b"")
+
+    targets: list[tuple[str, str, Path]] = []  # name, url, script
+    targets.append(("direct", f"{stack.upstream_url}{SUBMIT_PATH}", post))
+    targets.append(("nginx", f"http://127.0.0.1:{stack.nginx_proxy_port}{SUBMIT_PATH}", post))
+    for w in (1, 2):
+        if want(f"bare-w{w}"):
+            port = stack.start_bare(w)
+            targets.append((f"bare-w{w}", f"http://127.0.0.1:{port}{SUBMIT_PATH}", post))
+    for w in (1, 2):
+        if not (want(f"gate-w{w}") or want(f"read-w{w}")):
+            continue
+        name = f"gate-w{w}"
+        print(f"bench: starting {name}", flush=True)
+        path, cfg = stack.gate_config(name, inputs, workers=w, redis_url=redis_url)
+        stack.start_gate(name, path, cfg)
+        base = f"http://127.0.0.1:{cfg['listen']['port']}"
+        if want(f"gate-w{w}"):
+            targets.append((f"gate-w{w}", base + SUBMIT_PATH, post))
+        if want(f"read-w{w}"):
+            targets.append((f"read-w{w}", base + READ_PATH, get))
+    targets = [t for t in targets if want(t[0])]
+
+    # Correctness first: every target must answer 200 to the exact request measured.
+    for name, url, script in targets:
+        r = wrk(url, script, threads=1, conns=4, seconds=2)
+        if r["status_errors"] or r["socket_errors"] or r["requests"] == 0:
+            print(f"bench: {name} failed its warm-up: {r}", file=sys.stderr)
+            for log in sorted(tmp.glob("*.log")):
+                print(f"--- {log.name}\n{log.read_text()[-2000:]}", file=sys.stderr)
+            return 1
+
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in targets}
+    for i in range(args.runs):
+        for name, url, script in targets:
+            r = wrk(
+                url, script, threads=args.threads, conns=args.connections, seconds=args.duration
+            )
+            rounds[name].append(r)
+            print(
+                f"round {i + 1} {name:10s} {r['rps']:9.0f} req/s  p50 {r['p50'] / 1000:6.2f} ms"
+                f"  p99 {r['p99'] / 1000:6.2f} ms  errors {r['status_errors']}"
+                f"/{r['socket_errors']}",
+                flush=True,
+            )
+    summary: dict[str, dict[str, float]] = {}
+    for name, rs in rounds.items():
+        summary[name] = {
+            "rps": med([r["rps"] for r in rs]),
+            "p50_ms": med([r["p50"] for r in rs]) / 1000,
+            "p99_ms": med([r["p99"] for r in rs]) / 1000,
+            "p999_ms": med([r["p999"] for r in rs]) / 1000,
+            "errors": float(sum(r["status_errors"] + r["socket_errors"] for r in rs)),
+        }
+
+    fixed = _fixed_rate(args, targets, body, headers)
+    result = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "settings": {
+            "wrk": f"-t{args.threads} -c{args.connections} -d{args.duration:g}s",
+            "runs": args.runs,
+            "registry_size": args.registry_size,
+            "rate": args.rate,
+            "rate_duration_s": args.rate_duration,
+        },
+        "summary": summary,
+        "ratios": _ratios(summary),
+        "rounds": rounds,
+        "fixed_rate": fixed,
+        "elapsed_s": round(time.time() - started, 1),
+    }
+    report = render(result)
+    print(report)
+    if not args.no_write:
+        out = ROOT / "bench" / "results"
+        out.mkdir(exist_ok=True)
+        stem = f"{datetime.date.today().isoformat()}-{result['machine']['host']}"
+        (out / f"{stem}.md").write_text(report)
+        (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(f"bench: wrote bench/results/{stem}.md and .json")
+    return 0
+
+
+def _fixed_rate(
+    args: argparse.Namespace, targets: list[tuple[str, str, Path]], body: bytes, headers: list[str]
+) -> dict[str, Any]:
+    """Open-loop pass at ``args.rate`` req/s; added latency of every target over direct."""
+    import uvloop
+
+    out: dict[str, Any] = {}
+    for name, url, script in targets:
+        if name in ("bare-w2", "read-w2"):
+            continue
+        get = script.stem == "get"
+        method, b, h = ("GET", b"", headers[:2]) if get else ("POST", body, headers)
+        # a short warm-up at the same rate, then the measured run
+        uvloop.run(
+            openloop.run(url, rate=args.rate, duration_s=1, method=method, body=b, headers=h)
+        )
+        res = uvloop.run(
+            openloop.run(
+                url, rate=args.rate, duration_s=args.rate_duration, method=method, body=b, headers=h
+            )
+        )
+        out[name] = res.summary()
+        s = out[name]["from_scheduled_ms"]
+        print(
+            f"fixed {args.rate:g}/s {name:10s} p50 {s['p50']:.3f} ms  p99 {s['p99']:.3f} ms"
+            f"  p99.9 {s['p99.9']:.3f} ms  errors {res.errors} statuses {res.statuses}",
+            flush=True,
+        )
+    if "direct" in out:
+        base = out["direct"]
+        for s in out.values():
+            for kind in ("from_scheduled_ms", "from_sent_ms"):
+                s[f"added_{kind}"] = {
+                    p: round(s[kind][p] - base[kind][p], 4) for p in ("p50", "p99", "p99.9")
+                }
+    return out
+
+
+def _ratios(summary: dict[str, dict[str, float]]) -> dict[str, float]:
+    r: dict[str, float] = {}
+
+    def ratio(a: str, b: str) -> None:
+        if a in summary and b in summary and summary[b]["rps"] > 0:
+            r[f"{a}/{b}"] = round(summary[a]["rps"] / summary[b]["rps"], 3)
+
+    for w in (1, 2):
+        ratio(f"gate-w{w}", f"bare-w{w}")
+        ratio(f"gate-w{w}", "nginx")
+        ratio(f"read-w{w}", f"bare-w{w}")
+    ratio("bare-w1", "nginx")
+    ratio("bare-w2", "nginx")
+    ratio("nginx", "direct")
+    return r
+
+
+def render(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    s = res["settings"]
+    lines = [
+        f"# gatekeeper load benchmark — {res['date']}",
+        "",
+        f"Machine: {m['host']}, {m['nproc']} CPUs ({m['cpu']}), kernel {m['kernel']}, "
+        f"Python {m['python']}, aiohttp {m['aiohttp']}, uvloop {m['uvloop']}; {m['nginx']}; "
+        f"{m['wrk']}; {m['redis']}.",
+        "",
+        f"Load generator, upstream and proxy share the machine's cores. wrk `{s['wrk']}`, "
+        f"medians of {s['runs']} interleaved rounds; registry {s['registry_size']} generated "
+        "entities + the demo registry. Full allow path: RS256 (one token, cached after the first "
+        "verification), ownership, geo (X-Forwarded-For from a trusted proxy), Slurm body, US "
+        "pack, Redis quota, fsync group-commit audit with seals, decision + outcome lines.",
+        "",
+        "| target | req/s | p50 ms | p99 ms | p99.9 ms | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, v in res["summary"].items():
+        lines.append(
+            f"| {name} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | "
+            f"{v['p999_ms']:.2f} | {v['errors']:.0f} |"
+        )
+    lines += ["", "Ratios of medians (same run):", ""]
+    lines += [f"- {k}: {v:.3f}" for k, v in res["ratios"].items()]
+    fixed = res["fixed_rate"]
+    if fixed:
+        lines += [
+            "",
+            f"Fixed rate {s['rate']:g} req/s for {s['rate_duration_s']:g} s (open loop, latency "
+            "from the scheduled send time; 'added' is over direct):",
+            "",
+            "| target | p50 ms | p99 ms | p99.9 ms | added p50 | added p99 | added p99.9 | "
+            "errors | statuses |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for name, v in fixed.items():
+            p = v["from_scheduled_ms"]
+            a = v.get("added_from_scheduled_ms", {})
+            lines.append(
+                f"| {name} | {p['p50']:.3f} | {p['p99']:.3f} | {p['p99.9']:.3f} | "
+                f"{a.get('p50', 0):.3f} | {a.get('p99', 0):.3f} | {a.get('p99.9', 0):.3f} | "
+                f"{v['errors']} | {v['statuses']} |"
+            )
+    lines += ["", f"Elapsed: {res['elapsed_s']} s.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
