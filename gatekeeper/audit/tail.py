@@ -29,6 +29,8 @@ def _clean(value: Any) -> str:
 
 
 def action_of(rec: dict[str, Any]) -> str:
+    if rec.get("type") == "outcome":
+        return "outcome"  # what the upstream answered to an earlier, forwarded decision
     decision = rec.get("decision")
     if isinstance(decision, dict) and decision.get("action"):
         return str(decision["action"])
@@ -45,13 +47,19 @@ def format_record(rec: dict[str, Any]) -> str:
     if len(ts) == 27 and ts.endswith("Z"):
         ts = ts[:23] + "Z"  # milliseconds are enough for a person
     action = action_of(rec)
+    if action == "outcome":
+        return (
+            f"{ts}  {'outcome':<16} {'-':<20} upstream={_clean(http.get('upstream_status'))} "
+            f"-> {_clean(http.get('status'))} in {_clean(http.get('latency_ms'))} ms  "
+            f"{_clean(rec.get('decision_id'))}"
+        )
     if decision and decision.get("enforced") is False:
         action += "(monitor)"
     return (
         f"{ts}  {_clean(action):<16} {_clean(decision.get('rule')):<20} "
         f"tenant={_clean(principal.get('tenant'))} entity={_clean(principal.get('entity'))}  "
         f"{_clean(http.get('method'))} {_clean(http.get('route'))} {_clean(http.get('path'))} "
-        f"-> {_clean(http.get('status'))}  {_clean(rec.get('decision_id'))}"
+        f"-> {_clean(http.get('status') or 'forwarded')}  {_clean(rec.get('decision_id'))}"
     )
 
 

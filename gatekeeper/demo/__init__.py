@@ -231,14 +231,37 @@ def slurm_job(step: Step) -> dict[str, Any]:
     }
 
 
+def step_headers(keys: DemoKeys, step: Step, *, ttl: float = 3600) -> dict[str, str]:
+    """The headers a scenario step sends: token, client address (via the trusted proxy), purpose."""
+    headers = {"X-Forwarded-For": step.ip, "Content-Type": "application/json"}
+    if step.token and step.entity:
+        headers["Authorization"] = f"Bearer {keys.token(step.entity, ttl=ttl)}"
+    if step.purpose:
+        headers["X-Gatekeeper-Purpose"] = step.purpose
+    return headers
+
+
+def write_requests(out: Path, keys: DemoKeys) -> Path:
+    """Every scenario step as a ``gatekeeper check`` REQUEST.json (tokens valid for 8 hours)."""
+    folder = out / "requests"
+    folder.mkdir(exist_ok=True)
+    for i, step in enumerate(SCENARIO, 1):
+        slug = "".join(c if c.isalnum() else "-" for c in (step.entity or "anonymous"))
+        request = {
+            "method": "POST",
+            "path": step.path,
+            "headers": step_headers(keys, step, ttl=8 * 3600),
+            "client_ip": "127.0.0.1",
+            "body": slurm_job(step),
+        }
+        (folder / f"{i:02d}-{slug}.json").write_text(json.dumps(request, indent=2))
+    return folder
+
+
 async def _send(
     session: aiohttp.ClientSession, base: str, keys: DemoKeys, step: Step
 ) -> dict[str, Any]:
-    headers = {"X-Forwarded-For": step.ip, "Content-Type": "application/json"}
-    if step.token and step.entity:
-        headers["Authorization"] = f"Bearer {keys.token(step.entity)}"
-    if step.purpose:
-        headers["X-Gatekeeper-Purpose"] = step.purpose
+    headers = step_headers(keys, step)
     async with session.post(base + step.path, json=slurm_job(step), headers=headers) as r:
         body = await r.json(content_type=None)
         return {
@@ -270,6 +293,7 @@ def run_demo(*, serve: bool = False, out_dir: str = "demo-out") -> int:
     gate: subprocess.Popen[bytes] | None = None
     try:
         _wait_port(sched_port, proc=scheduler)
+        write_requests(out, keys)
         config = write_config(
             out, keys, port=port, admin=admin, scheduler=f"http://127.0.0.1:{sched_port}"
         )
@@ -341,6 +365,8 @@ async def _scenario(out: Path, keys: DemoKeys, port: int, admin: int) -> bool:
     print()
     print(f"audit trail:      {out / 'audit.jsonl'}")
     print(f"metrics snapshot: {out / 'metrics.prom'}")
+    example = out / "requests" / "02-acme-sg.json"
+    print(f"requests to try:  gatekeeper check {example} --config {out / 'gatekeeper.yaml'}")
     return all_ok
 
 
