@@ -15,13 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from multidict import CIMultiDictProxy
 
 from .. import metrics
 from ..audit.record import record_body
@@ -272,7 +270,7 @@ class GateHandler:
             decision_id=ctx.decision_id,
             tenant=principal.tenant if principal else None,
             entity=principal.entity if principal else None,
-            client_chain=self._client_chain(request, ctx),
+            client_chain=ctx.request.client_ip,
             upstream_host=self._upstream_hosts[route.name],
             keep_upgrade=_is_websocket(request),
         )
@@ -314,9 +312,6 @@ class GateHandler:
             if upstream_status is None or upstream_status >= 400:
                 await self._refund(ctx)
             self._outcome(ctx, status, upstream_status, started)
-
-    def _client_chain(self, request: web.BaseRequest, ctx: RequestContext) -> str:
-        return ctx.request.client_ip
 
     # -------------------------------------------------------------------------------- helpers
 
@@ -373,7 +368,3 @@ def _is_websocket(request: web.BaseRequest) -> bool:
 def _host_of(url: str) -> str:
     parts = urlsplit(url)
     return parts.netloc
-
-
-HeadersT = CIMultiDictProxy[str]
-Factory = Callable[[], GateHandler]
