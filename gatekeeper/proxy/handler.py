@@ -65,7 +65,7 @@ class GateHandler:
         self.max_body = cfg.limits.max_body_bytes
         # SECURITY: a buffered (measured) body must arrive within the header deadline too, or a
         # client dribbling a byte at a time holds the request open forever (slow-body slowloris).
-        self.body_timeout = cfg.limits.header_timeout_s
+        self.body_timeout = cfg.limits.body_timeout_s
         self.in_flight = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._upstream_hosts = {r.name: _host_of(r.upstream) for r in cfg.routes}

@@ -41,6 +41,7 @@ def gate_config(tmp: Path, keys: DemoKeys, upstream: str) -> dict[str, Any]:
         "limits": {
             "max_body_bytes": 65536,
             "header_timeout_s": HEADER_TIMEOUT_S,
+            "body_timeout_s": HEADER_TIMEOUT_S,
             "upstream_timeout_s": 5,
             "max_header_bytes": 8192,
             "drain_timeout_s": 2,
