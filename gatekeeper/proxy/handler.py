@@ -63,7 +63,7 @@ class GateHandler:
         self.router = Router(cfg.routes)
         self.ipres = ClientIPResolver(cfg.trusted_proxies)
         self.max_body = cfg.limits.max_body_bytes
-        # SECURITY: a buffered (measured) body must arrive within the header deadline too, or a
+        # SECURITY: a buffered (measured) body must arrive within limits.body_timeout_s, or a
         # client dribbling a byte at a time holds the request open forever (slow-body slowloris).
         self.body_timeout = cfg.limits.body_timeout_s
         self.in_flight = 0
