@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -16,6 +17,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ..errors import DependencyError
+from . import lean
 from .headers import downstream_response_headers, upstream_request_headers
 from .problem import DECISION_HEADER
 
@@ -42,6 +44,29 @@ class Upstreams:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self._session: aiohttp.ClientSession | None = None
+        self.pool = lean.LeanPool(
+            connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s
+        )
+        self._authorities: dict[str, tuple[str, int] | None] = {}
+
+    def lean_target(self, url: str) -> tuple[str, int, str] | None:
+        """(host, port, target) when the lean client can take ``url`` (plain http), else None."""
+        if not url.startswith("http://"):
+            return None
+        slash = url.find("/", 7)
+        authority, target = (url[7:], "/") if slash < 0 else (url[7:slash], url[slash:])
+        hp = self._authorities.get(authority, False)
+        if hp is False:
+            hp = None
+            try:
+                parts = urlsplit("http://" + authority)
+                if parts.hostname and not parts.username and not parts.password:
+                    hp = (parts.hostname, parts.port or 80)
+            except ValueError:
+                pass
+            if len(self._authorities) < 1024:  # route upstreams: a bounded set
+                self._authorities[authority] = hp
+        return None if hp is None else (hp[0], hp[1], target)  # type: ignore[index]
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -63,6 +88,7 @@ class Upstreams:
         return self._session
 
     async def close(self) -> None:
+        self.pool.close()
         if self._session is not None:
             await self._session.close()
 
@@ -108,6 +134,19 @@ async def forward_http(
     Raises ``DependencyError`` with status 502 (unreachable) or 504 (timed out) when no response
     has started; failures after the response started abort the client connection instead.
     """
+    if body is not None or not request.body_exists:
+        target = upstreams.lean_target(url)
+        if target is not None and request.method != "CONNECT":
+            try:
+                head = lean.encode_head(
+                    request.method, target[2], headers, None if body is None else len(body)
+                )
+            except lean.Unsendable:
+                pass  # aiohttp's client refuses it the way it always did
+            else:
+                return await _forward_lean(
+                    upstreams, request, target[0], target[1], head, body, decision_id
+                )
     data: bytes | AsyncIterator[bytes] | None
     if body is not None:
         data = body
@@ -176,6 +215,77 @@ async def forward_http(
         return stream, upstream.status
     finally:
         upstream.release()
+
+
+async def _forward_lean(
+    upstreams: Upstreams,
+    request: web.BaseRequest,
+    host: str,
+    port: int,
+    head: bytes,
+    body: bytes | None,
+    decision_id: str,
+) -> tuple[web.StreamResponse, int]:
+    """``forward_http`` through the lean client (same answers, same errors)."""
+    pool = upstreams.pool
+    timeout = upstreams.read_timeout_s
+    try:
+        upstream = await lean.send(pool, host, port, head, body, method=request.method)
+    except TimeoutError as exc:
+        raise DependencyError(
+            "upstream-timeout", f"upstream timed out: {exc}", status=504
+        ) from None
+    except (OSError, lean.BadUpstream) as exc:
+        raise DependencyError(
+            "upstream-unreachable", f"upstream unreachable: {type(exc).__name__}", status=502
+        ) from None
+    try:
+        out_headers = downstream_response_headers(upstream.headers)  # type: ignore[arg-type]
+        out_headers[DECISION_HEADER] = decision_id
+        length = upstream.length
+        if length is not None and length <= SMALL_RESPONSE and not upstream.no_body:
+            try:
+                payload = await lean.read_all(upstream, timeout)
+            except TimeoutError:
+                raise DependencyError(
+                    "upstream-timeout", "upstream timed out", status=504
+                ) from None
+            except (OSError, lean.BadUpstream) as exc:
+                raise DependencyError(
+                    "upstream-unreachable", f"upstream failed: {type(exc).__name__}", status=502
+                ) from None
+            resp = web.Response(
+                status=upstream.status, reason=upstream.reason, body=payload, headers=out_headers
+            )
+            return resp, upstream.status
+        stream = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=out_headers
+        )
+        if length is not None:
+            stream.content_length = length
+        # SECURITY: only the client side is wrapped (see forward_http).
+        try:
+            await stream.prepare(request)
+        except ConnectionResetError as exc:
+            raise ClientGone(upstream.status) from exc
+        try:
+            async for chunk in lean.iter_body(upstream, CHUNK, timeout):
+                try:
+                    await stream.write(chunk)
+                except ConnectionResetError as exc:
+                    raise ClientGone(upstream.status) from exc
+        except (TimeoutError, OSError, lean.BadUpstream) as exc:
+            if isinstance(exc, ClientGone):
+                raise
+            # As aiohttp's client: a body that breaks after the answer started aborts it.
+            raise aiohttp.ClientPayloadError(f"upstream body failed: {type(exc).__name__}") from exc
+        try:
+            await stream.write_eof()
+        except ConnectionResetError as exc:
+            raise ClientGone(upstream.status) from exc
+        return stream, upstream.status
+    finally:
+        pool.release(upstream)
 
 
 async def forward_websocket(
