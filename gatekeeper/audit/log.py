@@ -93,7 +93,7 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-_Pending = tuple[dict[str, Any], str, "asyncio.Future[dict[str, Any]]"]
+_Pending = tuple[dict[str, Any], str, "asyncio.Future[dict[str, Any]] | None"]
 
 
 class AuditLog:
@@ -200,6 +200,20 @@ class AuditLog:
         # A cancelled caller cancels only its own future; the record stays queued and is written.
         return await fut
 
+    def append_nowait(self, body: dict[str, Any]) -> None:
+        """Queue ``body`` without waiting (outcome lines): no future, no task per record.
+
+        Raises ``DependencyError`` when the log is not running or the backlog is full; a later
+        write failure is logged (the record is lost with its batch, as for ``append``).
+        """
+        if self._closing or self._writer is None:
+            raise DependencyError(R_AUDIT_UNAVAILABLE, "audit log is not running")
+        if len(self._pending) >= self.max_pending:
+            metrics.AUDIT_ERRORS.labels(sink="queue").inc()
+            raise DependencyError(R_AUDIT_UNAVAILABLE, "audit backlog full")
+        self._pending.append((body, utc_ts(), None))
+        self._wake.set()
+
     # ------------------------------------------------------------------ writer
     async def _run(self) -> None:
         while True:
@@ -294,13 +308,17 @@ class AuditLog:
             log.warning("audit: sinks recovered at seq %d", seq)
         self._healthy = True
         for (_, _, fut), rec in zip(batch, records, strict=True):
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.set_result(rec)
 
     def _fail(self, batch: list[_Pending], why: str) -> None:
         self._healthy = False
-        for _, _, fut in batch:
-            if not fut.done():
+        for body, _, fut in batch:
+            if fut is None:
+                log.warning(
+                    "audit: %s line for %s not written", body.get("type"), body.get("decision_id")
+                )
+            elif not fut.done():
                 fut.set_exception(
                     DependencyError(R_AUDIT_UNAVAILABLE, f"audit write failed: {why}")
                 )

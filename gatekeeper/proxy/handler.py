@@ -147,6 +147,15 @@ class GateHandler:
         limit = self.max_body
         if request.content_length is not None and request.content_length > limit:
             raise BadRequest("body-too-large", f"body larger than {limit} bytes", status=413)
+        content = request.content
+        if request.content_length is not None and content.is_eof():
+            # The whole body already arrived with the headers: no wait, so no timer.
+            try:
+                return await content.readexactly(request.content_length)
+            except asyncio.IncompleteReadError:
+                raise BadRequest(
+                    "body-incomplete", "the request body ended before it was complete"
+                ) from None
         chunks: list[bytes] = []
         size = 0
         try:
@@ -336,13 +345,10 @@ class GateHandler:
             },
             "quota": {"refunded": ctx.quota.refunded if ctx.has("quota") else False},
         }
-        task = asyncio.ensure_future(self._append_quietly(body))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _append_quietly(self, body: dict[str, Any]) -> None:
+        # Queued without a task or a future: nobody waits for it, and AuditLog.close() still
+        # writes whatever is queued at a graceful stop.
         try:
-            await self.runtime.audit.append(body)
+            self.runtime.audit.append_nowait(body)
         except DependencyError:
             log.warning("audit outcome line for %s not written", body["decision_id"])
 
