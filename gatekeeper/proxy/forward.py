@@ -230,7 +230,9 @@ async def _forward_lean(
     pool = upstreams.pool
     timeout = upstreams.read_timeout_s
     try:
-        upstream = await lean.send(pool, host, port, head, body, method=request.method)
+        upstream = await lean.send(
+            pool, host, port, head, body, method=request.method, small=SMALL_RESPONSE
+        )
     except TimeoutError as exc:
         raise DependencyError(
             "upstream-timeout", f"upstream timed out: {exc}", status=504
@@ -243,19 +245,12 @@ async def _forward_lean(
         out_headers = downstream_response_headers(upstream.headers)  # type: ignore[arg-type]
         out_headers[DECISION_HEADER] = decision_id
         length = upstream.length
-        if length is not None and length <= SMALL_RESPONSE and not upstream.no_body:
-            try:
-                payload = await lean.read_all(upstream, timeout)
-            except TimeoutError:
-                raise DependencyError(
-                    "upstream-timeout", "upstream timed out", status=504
-                ) from None
-            except (OSError, lean.BadUpstream) as exc:
-                raise DependencyError(
-                    "upstream-unreachable", f"upstream failed: {type(exc).__name__}", status=502
-                ) from None
+        if upstream.body is not None:
             resp = web.Response(
-                status=upstream.status, reason=upstream.reason, body=payload, headers=out_headers
+                status=upstream.status,
+                reason=upstream.reason,
+                body=upstream.body,
+                headers=out_headers,
             )
             return resp, upstream.status
         stream = web.StreamResponse(

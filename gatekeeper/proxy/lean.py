@@ -61,6 +61,7 @@ class Response:
     conn: Conn
     no_body: bool = False
     done: bool = field(default=False)
+    body: bytes | None = None  # read with the head when its length is known and small
 
 
 def encode_head(method: str, target: str, headers: CIMultiDict[str], body_len: int | None) -> bytes:
@@ -142,8 +143,12 @@ async def send(
     body: bytes | None,
     *,
     method: str,
+    small: int = 0,
 ) -> Response:
     """Send one request and read the response head (one deadline for connect + head).
+
+    A body with a known length of at most ``small`` bytes is read under the same deadline
+    (``Response.body``).
 
     Raises ``OSError``/``ConnectionError`` (unreachable), ``TimeoutError`` or ``BadUpstream``;
     the connection is closed on any failure.
@@ -163,8 +168,15 @@ async def send(
                 except asyncio.LimitOverrunError:
                     raise BadUpstream("response head too large") from None
                 resp = _parse_head(raw, conn, method)
-                if resp is not None:
-                    return resp
+                if resp is None:
+                    continue
+                if resp.length is not None and resp.length <= small and not resp.no_body:
+                    try:
+                        resp.body = await conn.reader.readexactly(resp.length)
+                    except asyncio.IncompleteReadError:
+                        raise BadUpstream("response body cut short") from None
+                    resp.done = True
+                return resp
     except BaseException:
         conn.close()
         raise
@@ -221,18 +233,6 @@ def _parse_head(raw: bytes, conn: Conn, method: str) -> Response | None:
     if length is None:
         return Response(status, reason, headers, None, False, True, False, conn)
     return Response(status, reason, headers, length, False, False, keep_alive, conn)
-
-
-async def read_all(resp: Response, timeout: float) -> bytes:
-    """The whole body of a response with a known, small Content-Length."""
-    assert resp.length is not None
-    async with asyncio.timeout(timeout):
-        try:
-            data = await resp.conn.reader.readexactly(resp.length)
-        except asyncio.IncompleteReadError:
-            raise BadUpstream("response body cut short") from None
-    resp.done = True
-    return data
 
 
 async def iter_body(resp: Response, chunk: int, timeout: float) -> AsyncIterator[bytes]:

@@ -64,6 +64,12 @@ class QuotaStage:
         self.on_store_error = on_store_error
         self.timeout_s = timeout_s
         self.clock = clock
+        # A store that bounds its own calls by at most our deadline (the Redis store does) needs
+        # no second timer around them: one asyncio.timeout per request is measurable.
+        store_deadline = getattr(store, "timeout_s", None)
+        self._own_deadline = not (
+            isinstance(store_deadline, int | float) and 0 < store_deadline <= timeout_s
+        )
 
     # ------------------------------------------------------------------------------- run
 
@@ -76,7 +82,10 @@ class QuotaStage:
         if not buckets:
             return
         try:
-            async with asyncio.timeout(self.timeout_s):
+            if self._own_deadline:
+                async with asyncio.timeout(self.timeout_s):
+                    result = await self.store.consume(group, buckets, self.clock())
+            else:
                 result = await self.store.consume(group, buckets, self.clock())
         except (DependencyError, TimeoutError, OSError) as exc:
             self._store_failed(ctx, exc)
