@@ -43,6 +43,17 @@ def license_quota_name(license_id: str) -> str:
     return f"license:{license_id}"
 
 
+_consumed_children: dict[tuple[str, str], Any] = {}
+
+
+def _consumed(quota: str, unit: str) -> Any:
+    """The ``QUOTA_CONSUMED`` child, looked up once per (quota, unit): ``labels()`` is slow."""
+    child = _consumed_children.get((quota, unit))
+    if child is None:
+        child = _consumed_children[(quota, unit)] = metrics.QUOTA_CONSUMED.labels(quota, unit)
+    return child
+
+
 class QuotaStage:
     """Reserve before forwarding; refund exactly once. Dependencies in, request data per call."""
 
@@ -94,7 +105,7 @@ class QuotaStage:
             self._exhausted(ctx, buckets, units, result)
             return
         for b in buckets:
-            metrics.QUOTA_CONSUMED.labels(_label(b.quota), units[b.quota]).inc(b.amount)
+            _consumed(_label(b.quota), units[b.quota]).inc(b.amount)
         main = _tightest(buckets, result)
         ctx.quota = QuotaState(
             name=main.quota,
