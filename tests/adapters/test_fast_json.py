@@ -1,0 +1,70 @@
+"""The orjson fast path of ``load_json`` answers exactly like the strict parser (duplicates!)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gatekeeper.adapters import common
+from gatekeeper.errors import BadRequest
+
+CASES = [
+    b'{"a":1,"a":2}',
+    b'{"a":{"b":1,"b":1}}',
+    b'{"a:b":1,"a":2,"a":3}',
+    b'{"x":"a:b:c","y":"d","y":"e:"}',
+    b'{"a":"\\u003a","a":1}',
+    b'{"k":"v:","k":"w"}',
+    b'{"a":1, "a" :1}',
+    b'[{"a":1},{"a":1}]',
+    b'{"job":{"name":"x","env":["A=b:c"]},"script":"a:b"}',
+    b'{"a":NaN}',
+    b'{"a":1e400}',
+    b'{"a":' + b"1" * 5000 + b"}",
+    b"\xef\xbb\xbf{}",
+    b'{"a":"\\ud800"}',
+    b"[" * 70 + b"]" * 70,
+    b'{"a":1,}',
+    b'{"\xff":1}',
+    b'  {"a" : 1 , "b" :2}  ',
+]
+
+
+def _strict(body: bytes) -> tuple[str, Any]:
+    try:
+        text = body.decode("utf-8")
+        doc = json.loads(
+            text,
+            object_pairs_hook=common._pairs_hook,
+            parse_constant=common._refuse_constant,
+        )
+        common.check_shape(doc)
+    except BadRequest as exc:
+        return "err", exc.reason
+    except (ValueError, RecursionError):
+        return "err", "bad-json"
+    return "ok", doc
+
+
+@pytest.mark.parametrize("body", CASES)
+def test_fast_path_matches_strict_parser(body: bytes) -> None:
+    try:
+        got: tuple[str, Any] = ("ok", common.load_json(body))
+    except BadRequest as exc:
+        got = ("err", exc.reason)
+    want = _strict(body)
+    if want[0] == "err":
+        assert got[0] == "err"
+        if want[1] in ("duplicate-key", "body-too-deep"):
+            assert got == want
+    else:
+        assert got == want
+
+
+def test_duplicate_hidden_behind_colons_in_strings_is_refused() -> None:
+    # The dropped member's value holds no colon, the kept one does: counts must still disagree.
+    with pytest.raises(BadRequest) as exc:
+        common.load_json(b'{"s":"x","s":"y:z","t":"::"}')
+    assert exc.value.reason == "duplicate-key"
