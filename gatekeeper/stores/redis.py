@@ -43,16 +43,19 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from ..context import R_STORE_UNAVAILABLE
 from ..errors import DependencyError
 from . import window as W
 from .quota import Bucket, ConsumeResult, Reservation, ReservedAmount, encode_group
+from .resp import RespPipe
 
 CONSUME_LUA = """
 -- KEYS: bucket hashes of one group (one hash tag).
@@ -180,6 +183,20 @@ class RedisQuotaStore:
         self._inflight = False
         self._init_lock = asyncio.Lock()
         self._initialized = not isinstance(client, RedisCluster)
+        # Plain-TCP Redis, batched: consume goes through a lean pipelined connection (resp.py).
+        self._pipe: RespPipe | None = None
+        if batch and isinstance(client, Redis):
+            pool = client.connection_pool
+            kw = pool.connection_kwargs
+            if pool.connection_class is Connection and "host" in kw:
+                self._pipe = RespPipe(
+                    kw["host"],
+                    int(kw.get("port", 6379)),
+                    db=int(kw.get("db", 0) or 0),
+                    username=kw.get("username"),
+                    password=kw.get("password"),
+                    connect_timeout_s=timeout_s,
+                )
 
     @classmethod
     def from_url(
@@ -230,7 +247,9 @@ class RedisQuotaStore:
         args: _Args = (_CONSUME_SHA, len(keys), *keys, *argv)
         try:
             async with asyncio.timeout(self.timeout_s):
-                if self.batch:
+                if self._pipe is not None:
+                    reply = await self._pipe_evalsha(args)
+                elif self.batch:
                     reply = await self._submit(args)
                 else:
                     reply = await self._evalsha(CONSUME_LUA, args)
@@ -279,6 +298,21 @@ class RedisQuotaStore:
                 # A fresh or restarted server: load and resend (NOSCRIPT means it did not run).
                 await self.client.script_load(script)
                 return await self.client.execute_command("EVALSHA", *args)
+
+    async def _pipe_evalsha(self, args: _Args) -> Any:
+        assert self._pipe is not None
+        reply = await self._pipe.call(("EVALSHA", *args))
+        if isinstance(reply, hiredis.ReplyError):
+            if not str(reply).startswith("NOSCRIPT"):
+                raise ResponseError(str(reply))
+            # A fresh or restarted server: load and resend (NOSCRIPT means it did not run).
+            loaded = await self._pipe.call(("SCRIPT", "LOAD", CONSUME_LUA))
+            if isinstance(loaded, hiredis.ReplyError):
+                raise ResponseError(str(loaded))
+            reply = await self._pipe.call(("EVALSHA", *args))
+            if isinstance(reply, hiredis.ReplyError):
+                raise ResponseError(str(reply))
+        return reply
 
     async def _submit(self, args: _Args) -> Any:
         """Coalesce: go direct when idle; otherwise queue behind the in-flight round trip.
@@ -380,6 +414,8 @@ class RedisQuotaStore:
             raise _unavailable(exc) from exc
 
     async def close(self) -> None:
+        if self._pipe is not None:
+            await self._pipe.close()
         if self._drainer is not None and not self._drainer.done():
             self._drainer.cancel()
         await self.client.aclose()
