@@ -32,7 +32,11 @@ the script and resends (safe: ``NOSCRIPT`` means it did not run).
 
 Coalescing (``batch=True``): concurrent ``consume`` calls on one store queue up while a round trip
 is in flight and go out together as one pipeline (one write, one read); a lone call goes out
-directly, so an idle gate adds no latency. See ``bench/quota_bench.py`` for the effect.
+directly, so an idle gate adds no latency. See ``bench/quota_bench.py`` for the effect. On a
+plain-TCP ``redis://`` server, ``consume`` instead uses one lean pipelined RESP connection
+(``resp.py``: hiredis reader, the commands of one event-loop turn in one write), which pipelines
+concurrent calls by itself at a fraction of redis-py's per-call cost; refunds, reads, clusters,
+TLS and unix sockets stay on redis-py.
 """
 
 from __future__ import annotations
