@@ -118,8 +118,28 @@ def _parse_type_count(fields: list[str], original: str) -> tuple[str | None, flo
     raise BadRequest("unknown-gpu-syntax", f"cannot read GPU request {sanitize(original)!r}")
 
 
+# Parsed TRES strings (count, model) by text: clients resubmit the same few shapes, and parsing
+# is a visible share of a submission's cost. Bounded (cleared when full), short texts only, and
+# only successful parses: a refused string is parsed (and refused) every time.
+_TRES_CACHE: dict[str, tuple[tuple[float, str | None], ...]] = {}
+_TRES_CACHE_MAX = 4096
+_TRES_CACHE_TEXT = 256
+
+
 def parse_tres(text: str, unit: str) -> list[GpuSpec]:
     """GPU specs in a TRES/gres string (``gres/gpu:h100:8,cpu=4``); other TRES are ignored."""
+    hit = _TRES_CACHE.get(text)
+    if hit is None:
+        hit = tuple((spec.count, spec.model) for spec in _parse_tres(text, unit))
+        if len(text) <= _TRES_CACHE_TEXT:
+            if len(_TRES_CACHE) >= _TRES_CACHE_MAX:
+                _TRES_CACHE.clear()
+            _TRES_CACHE[text] = hit
+    # Fresh GpuSpec objects every time: callers may change them.
+    return [GpuSpec(unit, count, model) for count, model in hit]
+
+
+def _parse_tres(text: str, unit: str) -> list[GpuSpec]:
     specs: list[GpuSpec] = []
     if len(text) > 4096:
         raise BadRequest("unknown-gpu-syntax", "TRES string too long")
