@@ -134,6 +134,7 @@ def record_body(
             "parent_hq_country": ownership.parent_hq_country,
             "affiliated": ownership.affiliated,
             "listed_share": _num(ownership.listed_share),
+            "affiliated_flags": sorted(ownership.affiliated_flags),
         },
         "geo": None
         if geo is None

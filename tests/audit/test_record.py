@@ -80,7 +80,8 @@ def test_record_body_has_the_contract_fields_and_no_secrets() -> None:
     assert body["principal"] == {"subject": "alice", "tenant": "acme", "entity": "acme-sg",
                                  "issuer": "https://idp.example.com/"}  # fmt: skip
     assert body["ownership"] == {"ultimate_parent": "acme-group", "parent_hq_country": "CN",
-                                 "affiliated": False, "listed_share": 0.0}  # fmt: skip
+                                 "affiliated": False, "listed_share": 0.0,
+                                 "affiliated_flags": []}  # fmt: skip
     assert body["geo"] == {"country": "SG", "asn": 7473, "anonymous": False}
     assert body["compute"]["tpp_hours"] == 6079488.0 and body["compute"]["eccn"] == "3A090.a"
     assert body["decision"]["action"] == "require_license"
