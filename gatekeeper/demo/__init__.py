@@ -57,7 +57,7 @@ SCENARIO: tuple[Step, ...] = (
     Step("50%-rule affiliate", "bluewave-my", "103.11.143.1", 16, 8, "deny", 451),
     Step("US lab over a VPN", "frontier-labs", "5.62.60.1", 8, 24, "deny", 451),
     Step("licence covers the job", "orchid-sg", "203.116.1.1", 16, 10, "allow", 200),
-    Step("Japanese military end user", "kaiyo-compute", "133.242.0.3", 8, 4, "deny", 451),
+    Step("JP military end-user affiliate", "kaiyo-compute", "133.242.0.3", 8, 4, "deny", 451),
     Step("foreign tenant, big job", "fjord-research", "84.208.20.110", 64, 168, "allow", 200),
     Step("affiliate of same parent", "fjord-cloud", "193.75.75.75", 32, 168, "deny", 429),
     Step("from a D:5 country", "frontier-labs", "114.114.114.114", 8, 24, "require_license", 451),
