@@ -201,16 +201,16 @@ async def forward_http(
         # turn an answered submission into "upstream failed" and get its quota refunded.
         try:
             await stream.prepare(request)
-        except ConnectionResetError as exc:
+        except ConnectionError as exc:  # reset, or aiohttp's plain 'Connection lost'
             raise ClientGone(upstream.status) from exc
         async for chunk in upstream.content.iter_chunked(CHUNK):
             try:
                 await stream.write(chunk)
-            except ConnectionResetError as exc:
+            except ConnectionError as exc:  # reset, or aiohttp's plain 'Connection lost'
                 raise ClientGone(upstream.status) from exc
         try:
             await stream.write_eof()
-        except ConnectionResetError as exc:
+        except ConnectionError as exc:  # reset, or aiohttp's plain 'Connection lost'
             raise ClientGone(upstream.status) from exc
         return stream, upstream.status
     finally:
@@ -261,13 +261,13 @@ async def _forward_lean(
         # SECURITY: only the client side is wrapped (see forward_http).
         try:
             await stream.prepare(request)
-        except ConnectionResetError as exc:
+        except ConnectionError as exc:  # reset, or aiohttp's plain 'Connection lost'
             raise ClientGone(upstream.status) from exc
         try:
             async for chunk in lean.iter_body(upstream, CHUNK, timeout):
                 try:
                     await stream.write(chunk)
-                except ConnectionResetError as exc:
+                except ConnectionError as exc:  # reset, or aiohttp's plain 'Connection lost'
                     raise ClientGone(upstream.status) from exc
         except (TimeoutError, OSError, lean.BadUpstream) as exc:
             if isinstance(exc, ClientGone):
@@ -276,7 +276,7 @@ async def _forward_lean(
             raise aiohttp.ClientPayloadError(f"upstream body failed: {type(exc).__name__}") from exc
         try:
             await stream.write_eof()
-        except ConnectionResetError as exc:
+        except ConnectionError as exc:  # reset, or aiohttp's plain 'Connection lost'
             raise ClientGone(upstream.status) from exc
         return stream, upstream.status
     finally:
