@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -60,7 +59,6 @@ class GateHandler:
         self.body_timeout = cfg.limits.body_timeout_s
         self.in_flight = 0
         self._flusher: asyncio.TimerHandle | None = None
-        self._background: set[asyncio.Task[Any]] = set()
         self._upstream_hosts = {r.name: _host_of(r.upstream) for r in cfg.routes}
 
     # ----------------------------------------------------------------------------------- entry
@@ -366,9 +364,9 @@ class GateHandler:
             _child(metrics.STAGE_SECONDS, stage).observe(seconds)
 
     async def drain(self, timeout: float) -> None:
-        """Wait for in-flight requests and background audit lines (graceful stop)."""
+        """Wait for in-flight requests (graceful stop); AuditLog.close() flushes outcome lines."""
         deadline = time.monotonic() + timeout
-        while (self.in_flight or self._background) and time.monotonic() < deadline:
+        while self.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self._flusher is not None:
             self._flusher.cancel()

@@ -29,6 +29,7 @@ import orjson
 
 from ...errors import ConfigError, Problem
 from ..model import ID_RE, Collector, Entity, SourceReport, country_code
+from .ftm import read_lines
 
 MAX_LINE_BYTES = 1 << 20
 MAX_JSON_BYTES = 256 << 20
@@ -139,23 +140,8 @@ def _add(col: Collector, ent: Entity, rep: SourceReport, line: int | None, path:
 def _decoded_lines(
     fh: IO[bytes], rep: SourceReport, hasher: Any, state: dict[str, int]
 ) -> Iterator[str]:
-    lineno = 0
-    while True:
-        line = fh.readline(MAX_LINE_BYTES + 1)
-        if not line:
-            return
-        lineno += 1
-        hasher.update(line)
-        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-            # SECURITY: bounded memory; the overlong line is skipped and reported.
-            while True:
-                chunk = fh.readline(MAX_LINE_BYTES)
-                hasher.update(chunk)
-                if not chunk or chunk.endswith(b"\n"):
-                    break
-            rep.bad(lineno, "", f"line longer than {MAX_LINE_BYTES} bytes")
-            yield "\n"
-            continue
+    # An overlong line becomes an empty one so csv.reader's line count stays in step.
+    for lineno, line in read_lines(fh, rep, hasher, MAX_LINE_BYTES, overlong=b"\n"):
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:

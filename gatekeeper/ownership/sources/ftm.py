@@ -99,8 +99,18 @@ def parse_percentage(text: str) -> float:
 # ---------------------------------------------------------------------------------- reading
 
 
-def read_lines(fh: IO[bytes], rep: SourceReport, hasher: Any, limit: int = MAX_LINE_BYTES) -> Any:
-    """Yield (line number, bytes) with each line bounded; overlong lines become bad rows."""
+def read_lines(
+    fh: IO[bytes],
+    rep: SourceReport,
+    hasher: Any,
+    limit: int = MAX_LINE_BYTES,
+    overlong: bytes | None = None,
+) -> Any:
+    """Yield (line number, bytes) with each line bounded; overlong lines become bad rows.
+
+    An overlong line is skipped, or replaced by ``overlong`` when a reader (CSV) must keep its
+    own line count in step with the file.
+    """
     lineno = 0
     while True:
         line = fh.readline(limit + 1)
@@ -116,6 +126,8 @@ def read_lines(fh: IO[bytes], rep: SourceReport, hasher: Any, limit: int = MAX_L
                 if not chunk or chunk.endswith(b"\n"):
                     break
             rep.bad(lineno, "", f"line longer than {limit} bytes")
+            if overlong is not None:
+                yield lineno, overlong
             continue
         yield lineno, line
 
