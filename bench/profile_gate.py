@@ -1,0 +1,155 @@
+"""Where a loaded gate spends its CPU: ``py-spy`` samples a ``workers: 1`` gate under wrk load.
+
+Starts the benchmark stack of ``bench/fixtures.py`` (nginx upstream, private Redis, the full allow
+path), drives the submit route (or the read route with ``--read``) with wrk for ``--duration``
+seconds while ``py-spy record`` samples the gate, then prints the functions with the most samples
+(self and cumulative) and writes the raw profile (speedscope JSON) next to it. Needs ``py-spy``
+(``pip install py-spy``; not a project dependency: ptrace may be refused in some containers).
+
+Run: ``.venv/bin/python bench/profile_gate.py [--read] [--duration 15] [--top 40]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import yaml
+from fixtures import READ_PATH, SUBMIT_PATH, Stack, job_body, request_headers
+from loadbench import lua_script
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_pids(root: int) -> list[int]:
+    """A process and its descendants (the workers of a ``workers: N`` gate)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True)
+    children: dict[int, list[int]] = {}
+    for line in out.stdout.splitlines():
+        pid, ppid = (int(x) for x in line.split())
+        children.setdefault(ppid, []).append(pid)
+    pids, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        todo += children.get(pid, [])
+    return pids
+
+
+def summarise(profile: Path, top: int) -> str:
+    """Self and cumulative sample counts per function from a speedscope file."""
+    data = json.loads(profile.read_text())
+    frames = data["shared"]["frames"]
+    self_count: Counter[str] = Counter()
+    cumulative: Counter[str] = Counter()
+    total = 0
+    for prof in data["profiles"]:
+        for stack, weight in zip(prof["samples"], prof["weights"], strict=True):
+            total += weight
+            names = [
+                f"{frames[i]['name']} ({Path(frames[i].get('file', '?')).name})" for i in stack
+            ]
+            if names:
+                self_count[names[-1]] += weight
+            for name in set(names):
+                cumulative[name] += weight
+    lines = [f"{total} samples", "", "self %  function"]
+    lines += [f"{100 * n / total:5.1f}  {name}" for name, n in self_count.most_common(top)]
+    lines += ["", "cum %   function"]
+    lines += [f"{100 * n / total:5.1f}  {name}" for name, n in cumulative.most_common(top)]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=int, default=15)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--registry-size", type=int, default=0)
+    ap.add_argument("--read", action="store_true", help="profile the read route (GET)")
+    ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--no-spy", action="store_true", help="only measure, do not profile")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=YAML",
+        help="override a gate config key for an experiment, e.g. audit.durability=write",
+    )  # fmt: skip
+    ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "gate.speedscope")
+    args = ap.parse_args()
+    if shutil.which("py-spy") is None and not Path(sys.executable).with_name("py-spy").exists():
+        print("py-spy not found: pip install py-spy", file=sys.stderr)
+        return 2
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    with tempfile.TemporaryDirectory(prefix="gk-profile-") as tmpdir:
+        tmp = Path(tmpdir)
+        stack = Stack(tmp)
+        try:
+            stack.start_nginx()
+            redis_url = stack.start_redis()
+            inputs = stack.prepare_gate_inputs(args.registry_size)
+            path, cfg = stack.gate_config("gate", inputs, workers=args.workers, redis_url=redis_url)
+            for item in args.set:
+                key, _, value = item.partition("=")
+                *parents, leaf = key.split(".")
+                node = cfg
+                for part in parents:
+                    node = node[part]
+                node[leaf] = yaml.safe_load(value)
+            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            proc = stack.start_gate("gate", path, cfg)
+            headers = request_headers(stack.token())
+            if args.read:
+                script = lua_script(tmp, "get", "GET", headers[:2], b"")
+                url = f"http://127.0.0.1:{cfg['listen']['port']}{READ_PATH}"
+            else:
+                script = lua_script(tmp, "post", "POST", headers, job_body())
+                url = f"http://127.0.0.1:{cfg['listen']['port']}{SUBMIT_PATH}"
+            spy = None if args.no_spy else subprocess.Popen(
+                [pyspy, "record", "--pid", str(proc.pid), "--format", "speedscope",
+                 "--duration", str(args.duration), "--rate", "250", "--nonblocking",
+                 "--output", str(args.out)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            time.sleep(0.5)
+            pids = tree_pids(proc.pid)
+            redis_pid = stack.redis.proc.pid if stack.redis and stack.redis.proc else None
+            before = {pid: cpu_seconds(pid) for pid in pids}
+            redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
+            out = subprocess.run(
+                ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "-s", str(script),
+                 url],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            gate_cpu = sum(cpu_seconds(pid) - before[pid] for pid in pids)
+            redis_cpu = (cpu_seconds(redis_pid) - redis_before) if redis_pid else 0.0
+            print(out)
+            done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+            print(
+                f"gate CPU {gate_cpu:.2f} s = {1e6 * gate_cpu / done:.0f} µs/request; "
+                f"redis {1e6 * redis_cpu / done:.0f} µs/request"
+            )
+            if spy is not None:
+                spy.wait(args.duration + 30)
+                print(summarise(args.out, args.top))
+                print(f"\nraw profile: {args.out} (open in https://www.speedscope.app)")
+        finally:
+            stack.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
