@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import quote
 
 from ..config import QuotaConfig
@@ -27,6 +27,27 @@ from ..errors import ConfigError
 UNIDENTIFIED = "*"
 
 
+# Encoded parts and bucket keys, cached: every request encodes its tenant, parent and quota names,
+# and `quote()` costs ~0.3 us a call while the same few ids repeat across requests. Bounded
+# (emptied when full, long ids never kept) because ids come from token claims: a client minting
+# fresh ids only falls back to `quote()`, it cannot grow memory.
+CACHE_MAX = 4096
+K = TypeVar("K")
+V = TypeVar("V")
+_CACHEABLE_LEN = 256
+_encoded: dict[str, str] = {}
+_bucket_keys: dict[tuple[str, str, str | None], str] = {}
+
+
+def cache_put(cache: dict[K, V], key: K, value: V, size: int = 0) -> None:
+    """Remember ``value`` unless ``size`` is too long to keep; empty the cache when it is full."""
+    if size > _CACHEABLE_LEN:
+        return
+    if len(cache) >= CACHE_MAX:
+        cache.clear()
+    cache[key] = value
+
+
 def encode_part(part: str | None) -> str:
     """Percent-encode one key component so ``:``, ``{``, ``}`` and ``%`` cannot forge another key.
 
@@ -34,12 +55,23 @@ def encode_part(part: str | None) -> str:
     """
     # SECURITY: tenant and entity ids come from token claims; escaping keeps one tenant from
     # naming a key (or hash tag) that belongs to another.
-    return UNIDENTIFIED if part is None else quote(part, safe="")
+    if part is None:
+        return UNIDENTIFIED
+    enc = _encoded.get(part)
+    if enc is None:
+        enc = quote(part, safe="")
+        cache_put(_encoded, part, enc, len(part))
+    return enc
 
 
 def bucket_key(quota: str, per: str, ident: str | None) -> str:
     """The logical bucket key inside a group: ``<quota>:<per>:<id>``, each part encoded."""
-    return f"{encode_part(quota)}:{encode_part(per)}:{encode_part(ident)}"
+    k = (quota, per, ident)
+    key = _bucket_keys.get(k)
+    if key is None:
+        key = f"{encode_part(quota)}:{encode_part(per)}:{encode_part(ident)}"
+        cache_put(_bucket_keys, k, key, len(key))
+    return key
 
 
 def encode_group(group: str) -> str:
