@@ -69,46 +69,63 @@ def _decode(body: bytes, reason: str) -> str:
 _BOM = b"\xef\xbb\xbf"
 
 
+# Every byte but ``:``, ``{`` and ``[`` (see ``_fast_json``).
+_NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b":{[")
+_U_ESCAPE = re.compile(rb"\\u")
+
+
 def _fast_json(body: bytes) -> Any:
     """orjson's parse when it provably equals the strict one below, else ``_SLOW``.
 
     orjson keeps the last of duplicate keys, so duplicates are ruled out by counting: outside
     strings a JSON text has a ``:`` only between a key and its value, so the text's colons equal
     the parsed members plus the colons inside parsed strings -- unless a member was dropped
-    (a duplicate), which leaves more colons in the text than the tree accounts for. A ``\\u``
-    escape could spell a colon (or a lone surrogate orjson refuses), so such bodies, anything
-    orjson refuses and anything over the shape limits take the strict path, which produces the
-    exact same answers and errors as before.
+    (a duplicate), which leaves more colons in the text than the tree accounts for. The tree's
+    count is taken from orjson's own re-serialisation (which writes one ``:`` per member and never
+    escapes a ``:`` inside a string), in C rather than by a Python walk. A ``\\u`` escape could
+    spell a colon (or a lone surrogate orjson refuses), so such bodies, anything orjson refuses
+    and anything over the shape limits take the strict path, which produces the exact same
+    answers and errors as before.
     """
-    if b"\\u" in body or body[:3] == _BOM:
+    if body[:3] == _BOM or (b"\\" in body and _U_ESCAPE.search(body) is not None):
         return _SLOW
+    # One pass keeps only the colons and opening brackets (a handful of bytes in real bodies).
+    marks = body.translate(None, _NOT_STRUCTURAL)
+    colons = marks.count(b":")
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return _SLOW
+    # Limits without a walk: a value nests in at most one container per ``{``/``[`` byte, and
+    # every value starts at a byte of its own; larger bodies are walked to check the limits.
+    may_exceed = len(marks) - colons + 1 > MAX_DEPTH or len(body) > MAX_NODES
+    if may_exceed and not _within_limits(doc):
+        return _SLOW
+    # SECURITY: a mismatch may be a duplicate key: the strict parser decides (and refuses it).
+    try:
+        tree_colons = orjson.dumps(doc).count(b":")
+    except orjson.JSONEncodeError:  # not expected for orjson's own output; be strict anyway
+        return _SLOW
+    if tree_colons != colons:
+        return _SLOW
+    return doc
+
+
+def _within_limits(doc: Any) -> bool:
+    """Whether ``doc`` keeps to ``MAX_DEPTH`` and ``MAX_NODES`` (``check_shape``, no errors)."""
     stack: list[tuple[Any, int]] = [(doc, 1)]
     nodes = 0
-    colons = 0
     while stack:
         node, depth = stack.pop()
         nodes += 1
         if nodes > MAX_NODES or depth > MAX_DEPTH:
-            return _SLOW
+            return False
         kind = type(node)
         if kind is dict:
-            colons += len(node)
-            for k, v in node.items():
-                if ":" in k:
-                    colons += k.count(":")
-                stack.append((v, depth + 1))
+            stack.extend((v, depth + 1) for v in node.values())
         elif kind is list:
             stack.extend((v, depth + 1) for v in node)
-        elif kind is str and ":" in node:
-            colons += node.count(":")
-    # SECURITY: a mismatch may be a duplicate key: the strict parser decides (and refuses it).
-    if colons != body.count(b":"):
-        return _SLOW
-    return doc
+    return True
 
 
 _SLOW: Any = object()

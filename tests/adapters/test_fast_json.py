@@ -68,3 +68,24 @@ def test_duplicate_hidden_behind_colons_in_strings_is_refused() -> None:
     with pytest.raises(BadRequest) as exc:
         common.load_json(b'{"s":"x","s":"y:z","t":"::"}')
     assert exc.value.reason == "duplicate-key"
+
+
+LIMIT_CASES = [
+    # Brackets inside strings push the cheap depth bound over the limit: the walk decides.
+    b'{"s":"' + b"[{" * 40 + b'","t":[1]}',
+    b'{"s":"' + b"[{" * 40 + b'","s":1}',
+    # Longer than the node limit in bytes, few nodes: the walk decides.
+    b'{"s":"' + b"x" * (common.MAX_NODES + 10) + b'","t":"a:b"}',
+    b'{"s":"' + b"x" * (common.MAX_NODES + 10) + b'","s":"a"}',
+    # Exactly at the depth limit, and one over.
+    b"[" * (common.MAX_DEPTH - 1) + b"1" + b"]" * (common.MAX_DEPTH - 1),
+    b"[" * common.MAX_DEPTH + b"1" + b"]" * common.MAX_DEPTH,
+    # A colon spelled as an escape next to a duplicate: strict path.
+    b'{"a":1,"a":"\\u003a"}',
+    b'{"a\\\\u":1,"b":"\\\\"}',
+]
+
+
+@pytest.mark.parametrize("body", LIMIT_CASES)
+def test_fast_path_limits_match_strict_parser(body: bytes) -> None:
+    test_fast_path_matches_strict_parser(body)
