@@ -95,10 +95,13 @@ def normalize_name(name: str) -> str:
     return _MIG_SUFFIX.sub("", key)
 
 
+_RESOLVED_MAX = 4096
+
+
 class GpuCatalog:
     """Models by normalised name and alias; ``highest`` is used for unknown models."""
 
-    __slots__ = ("_by_key", "digest", "highest", "models", "source", "version")
+    __slots__ = ("_by_key", "_resolved", "digest", "highest", "models", "source", "version")
 
     def __init__(
         self, models: tuple[GpuModel, ...], version: str, source: str = "", digest: str = ""
@@ -115,12 +118,24 @@ class GpuCatalog:
             for alias in (model.name, *model.aliases):
                 by_key[normalize_name(alias)] = model
         self._by_key = by_key
+        # Answers by raw name: clients send the same few spellings, and normalising is most of a
+        # lookup's cost. Bounded (cleared when full); names over 256 characters never get here.
+        self._resolved: dict[str, GpuModel | None] = {}
 
     def resolve(self, name: str | None) -> GpuModel | None:
         """The model ``name`` denotes, or ``None`` when it is unknown (or ``None``)."""
         if name is None or not isinstance(name, str) or len(name) > 256:
             return None
-        return self._by_key.get(normalize_name(name))
+        resolved = self._resolved
+        try:
+            return resolved[name]
+        except KeyError:
+            pass
+        model = self._by_key.get(normalize_name(name))
+        if len(resolved) >= _RESOLVED_MAX:
+            resolved.clear()
+        resolved[name] = model
+        return model
 
     def __len__(self) -> int:
         return len(self.models)

@@ -308,10 +308,56 @@ def as_list(value: Any, what: str) -> list[Any]:
 
 # ----------------------------------------------------------------------------- Slurm syntax
 
-_TIME_PART = re.compile(r"^\d{1,9}$")
+# Parsed Slurm values by text: clients send the same few spellings (``2-4``, ``12:00:00``) and the
+# regex parsers below are a visible share of a submission's cost. Each cache is bounded (cleared
+# when full), keeps short texts only and successful parses only: a refused text is parsed (and
+# refused, with its own message) every time.
+_MEMO_MAX = 4096
+_MEMO_TEXT = 64
+_MISS: Any = object()
+_TIME_MEMO: dict[str, float | None] = {}
+_NODES_MEMO: dict[str, int] = {}
+_ARRAY_MEMO: dict[str, int] = {}
+
+
+def _remember(memo: dict[str, Any], text: str, value: Any) -> None:
+    if len(text) <= _MEMO_TEXT:
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[text] = value
 
 
 def parse_slurm_time(text: str) -> float | None:
+    """Minutes from a Slurm time string; ``None`` for no limit (see ``_parse_slurm_time``)."""
+    hit = _TIME_MEMO.get(text, _MISS)
+    if hit is _MISS:
+        hit = _parse_slurm_time(text)
+        _remember(_TIME_MEMO, text, hit)
+    return hit  # type: ignore[no-any-return]
+
+
+def parse_node_count(text: str) -> int:
+    """The largest node count a Slurm ``--nodes`` value allows (see ``_parse_node_count``)."""
+    hit = _NODES_MEMO.get(text)
+    if hit is None:
+        hit = _parse_node_count(text)
+        _remember(_NODES_MEMO, text, hit)
+    return hit
+
+
+def parse_array_count(text: str) -> int:
+    """How many tasks a Slurm ``--array`` spec creates (see ``_parse_array_count``)."""
+    hit = _ARRAY_MEMO.get(text)
+    if hit is None:
+        hit = _parse_array_count(text)
+        _remember(_ARRAY_MEMO, text, hit)
+    return hit
+
+
+_TIME_PART = re.compile(r"^\d{1,9}$")
+
+
+def _parse_slurm_time(text: str) -> float | None:
     """Minutes from a Slurm time string; ``None`` for no limit (``UNLIMITED``, ``INFINITE``, 0).
 
     Accepted: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``. Seconds round up to the
@@ -349,7 +395,7 @@ def parse_slurm_time(text: str) -> float | None:
 _NODE_ITEM = re.compile(r"^(\d{1,9})(?:-(\d{1,9}))?(?::\d{1,9})?$")
 
 
-def parse_node_count(text: str) -> int:
+def _parse_node_count(text: str) -> int:
     """The largest node count a Slurm ``--nodes`` value allows (``4``, ``2-4``, ``1,4-8:2``)."""
     best = 0
     items = text.strip().split(",")
@@ -370,7 +416,7 @@ def parse_node_count(text: str) -> int:
 _ARRAY_ITEM = re.compile(r"^(\d{1,9})(?:-(\d{1,9})(?::(\d{1,9}))?)?$")
 
 
-def parse_array_count(text: str) -> int:
+def _parse_array_count(text: str) -> int:
     """How many tasks a Slurm ``--array`` spec creates (``0-3``, ``1,5,7``, ``0-15:2%4``).
 
     The ``%N`` concurrency limit does not reduce the total compute, so it is parsed and ignored.

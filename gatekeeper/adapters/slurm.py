@@ -37,6 +37,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from ..config import RouteConfig
@@ -173,8 +174,22 @@ def _parse_tres(text: str, unit: str) -> list[GpuSpec]:
     return specs
 
 
+_GPUS_CACHE: dict[str, tuple[tuple[float, str | None], ...]] = {}
+
+
 def parse_gpus_option(text: str, unit: str) -> list[GpuSpec]:
     """An sbatch ``--gpus*`` value: ``N``, ``type:N``, or a comma list of those."""
+    hit = _GPUS_CACHE.get(text)
+    if hit is None:
+        hit = tuple((spec.count, spec.model) for spec in _parse_gpus_option(text, unit))
+        if len(text) <= _TRES_CACHE_TEXT:
+            if len(_GPUS_CACHE) >= _TRES_CACHE_MAX:
+                _GPUS_CACHE.clear()
+            _GPUS_CACHE[text] = hit
+    return [GpuSpec(unit, count, model) for count, model in hit]  # fresh, as in parse_tres
+
+
+def _parse_gpus_option(text: str, unit: str) -> list[GpuSpec]:
     specs: list[GpuSpec] = []
     for raw in text.split(","):
         item = raw.strip()
@@ -309,8 +324,24 @@ _GPU_OPTIONS = {
 }
 
 
-def _directive_options(line: str) -> list[tuple[str, str]]:
-    """(option, value) pairs of one ``#SBATCH`` line."""
+# (option, value) pairs by ``#SBATCH`` line text: scripts repeat the same few header lines.
+# Bounded like the TRES cache; only short lines are kept.
+_LINE_CACHE: dict[str, tuple[tuple[str, str], ...]] = {}
+
+
+def _directive_options(line: str) -> tuple[tuple[str, str], ...]:
+    """(option, value) pairs of one ``#SBATCH`` line (the text after ``#SBATCH``)."""
+    hit = _LINE_CACHE.get(line)
+    if hit is None:
+        hit = tuple(_read_directive(line))
+        if len(line) <= _TRES_CACHE_TEXT:
+            if len(_LINE_CACHE) >= _TRES_CACHE_MAX:
+                _LINE_CACHE.clear()
+            _LINE_CACHE[line] = hit
+    return hit
+
+
+def _read_directive(line: str) -> list[tuple[str, str]]:
     if "'" in line or '"' in line or "\\" in line:
         try:
             tokens = shlex.split(line, posix=True)
@@ -354,12 +385,14 @@ def _shape_from_script(script: str) -> JobShape:
     shape = JobShape()
     candidates: dict[str, list[list[GpuSpec]]] = {}
     times: list[float | None] = []
-    for n, raw in enumerate(script.splitlines()):
-        if n >= MAX_SCRIPT_LINES:
-            raise BadRequest("bad-script", "script too long")
-        line = raw.lstrip()
-        if not line.startswith("#SBATCH"):
-            continue
+    lines = script.splitlines()
+    # Without a directive anywhere no line can be one (most scripts sent with a body job).
+    directives = (
+        (line for raw in islice(lines, MAX_SCRIPT_LINES) if (line := raw.lstrip())[:7] == "#SBATCH")
+        if "#SBATCH" in script
+        else ()
+    )
+    for line in directives:
         for opt, value in _directive_options(line[len("#SBATCH") :]):
             if opt == "--gres":
                 candidates.setdefault(NODE, []).append(parse_tres(value, NODE))
@@ -380,6 +413,9 @@ def _shape_from_script(script: str) -> JobShape:
                 shape.array = _max_or(shape.array, parse_array_count(value))
             elif opt == "--partition":
                 shape.partition = value
+    # Checked after the first lines' directives, as the line-by-line reading always did.
+    if len(lines) > MAX_SCRIPT_LINES:
+        raise BadRequest("bad-script", "script too long")
     for unit, options in candidates.items():
         # A repeated option counts with its largest value (see module docstring).
         shape.gpus[unit] = max(options, key=lambda specs: sum(s.count for s in specs))

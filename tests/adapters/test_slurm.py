@@ -309,6 +309,14 @@ BAD: list[tuple[str, Any, str]] = [
         job(tres_per_job="gres/gpu:999999999", nodes="1", array="0-100"),
         "gpu-count-out-of-range",
     ),
+    # Script length: refused however many directives it has, after the first lines' own errors.
+    ("script-too-long-no-directives", job(script="x\n" * 100_001), "bad-script"),
+    (
+        "script-too-long-late-directive",
+        job(script="x\n" * 100_000 + "#SBATCH -t 1:x"),
+        "bad-script",
+    ),
+    ("script-too-long-early-error", job(script="#SBATCH -t 1:x\n" + "x\n" * 100_001), "bad-time"),
 ]
 
 
@@ -334,3 +342,24 @@ def test_slurm_hostile_json(raw: bytes, reason: str) -> None:
     with pytest.raises(BadRequest) as exc:
         run(R, raw, path=PATH)
     assert exc.value.reason == reason
+
+
+def test_repeated_values_answer_the_same() -> None:
+    # Parsed values are memoised by text: a hit answers as the first parse, a refusal repeats.
+    body = job(
+        tres_per_node="gres/gpu:h100:8",
+        nodes="2-4",
+        time_limit="12:00:00",
+        array="0-3",
+        script="#SBATCH --gpus-per-node=a100:2\n#SBATCH -N 3 -t 1-00:00:00 --array=1,5\n",
+    )
+    first = run(R, body, path=PATH)
+    assert run(R, body, path=PATH) == first
+    check(first, 128, 12, "H100-SXM")
+    for _ in range(2):
+        with pytest.raises(BadRequest) as exc:
+            run(R, job(tres_per_job="gres/gpu:1", time_limit="1:2:3:4"), path=PATH)
+        assert exc.value.reason == "bad-time"
+        with pytest.raises(BadRequest) as exc:
+            run(R, job(script="#SBATCH --gpus=h100\n"), path=PATH)
+        assert exc.value.reason == "unknown-gpu-syntax"
