@@ -89,7 +89,7 @@ class QuotaStage:
         if decision.action != ALLOW:
             return
         group = group_of(ctx)
-        buckets, units = self._buckets(ctx)
+        buckets, units = self._buckets(ctx, group)
         if not buckets:
             return
         try:
@@ -116,7 +116,7 @@ class QuotaStage:
             reservation=result.reservation,
         )
 
-    def _buckets(self, ctx: RequestContext) -> tuple[list[Bucket], dict[str, str]]:
+    def _buckets(self, ctx: RequestContext, group: str) -> tuple[list[Bucket], dict[str, str]]:
         decision = ctx.decision
         compute = ctx.maybe("compute")
         buckets: list[Bucket] = []
@@ -133,7 +133,7 @@ class QuotaStage:
             buckets.append(
                 Bucket(
                     quota=qname,
-                    key=bucket_key(qname, qdef.per, ident_of(ctx, qdef.per)),
+                    key=bucket_key(qname, qdef.per, ident_of(ctx, qdef.per, group)),
                     amount=amount,
                     limit=qdef.limit,
                     window_s=qdef.window_s,
@@ -284,15 +284,18 @@ def group_of(ctx: RequestContext) -> str:
     return ""
 
 
-def ident_of(ctx: RequestContext, per: str) -> str | None:
-    """The id a ``per`` bucket is kept for; None (the group's shared ``*`` bucket) if unknown."""
+def ident_of(ctx: RequestContext, per: str, group: str | None = None) -> str | None:
+    """The id a ``per`` bucket is kept for; None (the group's shared ``*`` bucket) if unknown.
+
+    ``group`` is ``group_of(ctx)`` when the caller has it already.
+    """
+    if per == "ultimate_parent":
+        return (group_of(ctx) if group is None else group) or None
     principal = ctx.maybe("principal")
     if per == "tenant":
         return principal.tenant if principal is not None else None
     if per == "entity":
         return principal.entity if principal is not None else None
-    if per == "ultimate_parent":
-        return group_of(ctx) or None
     raise DependencyError("quota-undefined", f"unknown quota dimension per={per!r}")
 
 

@@ -321,9 +321,8 @@ class RedisQuotaStore:
             width, tail = _window(b.window_s)
             cur = W.slot_of(t, width)
             slots.append(cur)
-            nums.append(
-                _bulk(repr(float(b.amount))) + _bulk(repr(float(b.limit))) + _bulk(str(cur)) + tail
-            )
+            a, lim, c = repr(float(b.amount)), repr(float(b.limit)), str(cur)
+            nums.append(f"${len(a)}\r\n{a}\r\n${len(lim)}\r\n{lim}\r\n${len(c)}\r\n{c}\r\n{tail}")
         parts.append("".join(nums).encode())
         return b"".join(parts), slots
 
@@ -333,16 +332,16 @@ class RedisQuotaStore:
     ) -> ConsumeResult:
         admitted = int(reply[0]) == 1
         totals = [float(x) for x in reply[3:]]
+        remaining: dict[str, float] = {}
         if admitted:
-            remaining = {
-                b.quota: b.limit - (tot + b.amount) for b, tot in zip(buckets, totals, strict=True)
-            }
-            items = tuple(
-                ReservedAmount(b.quota, b.key, b.window_s, s, float(b.amount))
-                for b, s in zip(buckets, slots, strict=True)
-            )
-            return ConsumeResult(True, remaining, None, None, Reservation(group, items))
-        remaining = {b.quota: float(b.limit) - tot for b, tot in zip(buckets, totals, strict=True)}
+            # One loop, no generator frames: this runs once per admitted request.
+            items = []
+            for b, tot, s in zip(buckets, totals, slots, strict=True):
+                remaining[b.quota] = b.limit - (tot + b.amount)
+                items.append(ReservedAmount(b.quota, b.key, b.window_s, s, float(b.amount)))
+            return ConsumeResult(True, remaining, None, None, Reservation(group, tuple(items)))
+        for b, tot in zip(buckets, totals, strict=True):
+            remaining[b.quota] = float(b.limit) - tot
         return ConsumeResult(False, remaining, int(reply[2]), buckets[int(reply[1]) - 1].quota)
 
     async def _ready(self) -> None:
