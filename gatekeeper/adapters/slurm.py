@@ -249,53 +249,77 @@ _LEGACY_GPUS = (
 )
 
 
+_GPU_FIELDS = frozenset(
+    (*(key for key, _ in _BODY_TRES), "tres_per_socket", "gres", *(k for k, _ in _LEGACY_GPUS))
+)
+
+
 def _shape_from_body(job: dict[Any, Any]) -> JobShape:
+    # Fields are read (and refused) in a fixed order, whatever the body's key order; absent
+    # fields are skipped without a call, as most jobs carry only a few of them.
     shape = JobShape()
+    if not _GPU_FIELDS.isdisjoint(job):
+        _body_gpus(job, shape.gpus)
+    get = job.get
+    nodes = get("nodes")
+    if isinstance(nodes, str):
+        shape.nodes = parse_node_count(nodes)
+    elif nodes is not None:
+        shape.nodes = _int_field(nodes, "nodes")
+    for key in ("minimum_nodes", "maximum_nodes"):
+        value = get(key)
+        if value is not None:
+            n = _int_field(value, key)
+            if n is not None:
+                shape.nodes = max(shape.nodes or 0, n)
+    tasks = job["tasks"] if "tasks" in job else get("ntasks")
+    if tasks is not None:
+        shape.tasks = _int_field(tasks, "tasks")
+    value = get("tasks_per_node")
+    if value is not None:
+        shape.tasks_per_node = _int_field(value, "tasks_per_node")
+    value = get("sockets_per_node")
+    if value is not None:
+        shape.sockets_per_node = _int_field(value, "sockets_per_node")
+    value = get("time_limit")
+    if value is not None:
+        shape.time_given, shape.minutes = _time_field(value)
+    array = get("array")
+    if array is not None and array != "":
+        if not isinstance(array, str):
+            raise BadRequest("bad-array", "array: expected a string")
+        shape.array = parse_array_count(array)
+    partition = get("partition")
+    if partition is not None and not isinstance(partition, str):
+        raise BadRequest("bad-value", "partition: expected a string")
+    shape.partition = partition or None
+    return shape
+
+
+def _body_gpus(job: dict[Any, Any], gpus: dict[str, list[GpuSpec]]) -> None:
+    """The body's GPU fields into ``gpus`` (by unit, in the order Slurm's fields are listed)."""
     for key, unit in (*_BODY_TRES, ("tres_per_socket", SOCKET)):
         value = job.get(key)
         if value is None or value == "":
             continue
         if not isinstance(value, str):
             raise BadRequest("unknown-gpu-syntax", f"{key}: expected a string")
-        shape.gpus.setdefault(unit, []).extend(parse_tres(value, unit))
+        gpus.setdefault(unit, []).extend(parse_tres(value, unit))
     gres = job.get("gres")
     if gres:
         if not isinstance(gres, str):
             raise BadRequest("unknown-gpu-syntax", "gres: expected a string")
-        shape.gpus.setdefault(NODE, []).extend(parse_tres(gres, NODE))
+        gpus.setdefault(NODE, []).extend(parse_tres(gres, NODE))
     for key, unit in _LEGACY_GPUS:
         value = job.get(key)
         if value is None or value == "" or (isinstance(value, dict) and not value.get("set", 1)):
             continue
         if isinstance(value, str):
-            shape.gpus.setdefault(unit, []).extend(parse_gpus_option(value, unit))
+            gpus.setdefault(unit, []).extend(parse_gpus_option(value, unit))
         else:
             n = _int_field(value, key)
             if n:
-                shape.gpus.setdefault(unit, []).append(GpuSpec(unit, float(n)))
-    nodes = job.get("nodes")
-    if isinstance(nodes, str):
-        shape.nodes = parse_node_count(nodes)
-    elif nodes is not None:
-        shape.nodes = _int_field(nodes, "nodes")
-    for key in ("minimum_nodes", "maximum_nodes"):
-        n = _int_field(job.get(key), key)
-        if n is not None:
-            shape.nodes = max(shape.nodes or 0, n)
-    shape.tasks = _int_field(job.get("tasks", job.get("ntasks")), "tasks")
-    shape.tasks_per_node = _int_field(job.get("tasks_per_node"), "tasks_per_node")
-    shape.sockets_per_node = _int_field(job.get("sockets_per_node"), "sockets_per_node")
-    shape.time_given, shape.minutes = _time_field(job.get("time_limit"))
-    array = job.get("array")
-    if array is not None and array != "":
-        if not isinstance(array, str):
-            raise BadRequest("bad-array", "array: expected a string")
-        shape.array = parse_array_count(array)
-    partition = job.get("partition")
-    if partition is not None and not isinstance(partition, str):
-        raise BadRequest("bad-value", "partition: expected a string")
-    shape.partition = partition or None
-    return shape
+                gpus.setdefault(unit, []).append(GpuSpec(unit, float(n)))
 
 
 # ----------------------------------------------------------------------------- #SBATCH
@@ -460,26 +484,36 @@ def _merge(body: JobShape, script: JobShape | None) -> JobShape:
 def _part(shape: JobShape, route: RouteConfig, catalog: GpuCatalog) -> Part:
     nodes = max(shape.nodes or 1, 1)
     tasks = max(shape.tasks or 0, (shape.tasks_per_node or 0) * nodes, 1)
-    reasons: list[str] = []
+    reasons: tuple[str, ...] = ()
     sockets = shape.sockets_per_node
     if sockets is None and shape.gpus.get(SOCKET):
         sockets = ASSUMED_SOCKETS
-        reasons.append("slurm-sockets-assumed")
-    multiplier = {JOB: 1, NODE: nodes, TASK: tasks, SOCKET: (sockets or 1) * nodes}
+        reasons = ("slurm-sockets-assumed",)
     total = 0.0
     models: list[str] = []
     for unit, specs in shape.gpus.items():
-        total = max(total, sum(s.count for s in specs) * multiplier[unit])
-        models.extend(s.model for s in specs if s.model)
+        if unit == NODE:
+            multiplier = nodes
+        elif unit == JOB:
+            multiplier = 1
+        elif unit == TASK:
+            multiplier = tasks
+        else:
+            multiplier = (sockets or 1) * nodes
+        count = sum([s.count for s in specs]) * multiplier
+        if count > total:
+            total = count
+        for s in specs:
+            if s.model:
+                models.append(s.model)
     if not models and shape.partition:
         named = [p for p in shape.partition.split(",") if catalog.resolve(p.strip()) is not None]
         models.extend(p.strip() for p in named)
     array = shape.array or 1
     minutes = shape.minutes if shape.time_given else None
     hours = route.max_hours if minutes is None else minutes / 60.0
-    return Part(
-        gpus=total * array, hours=hours, models=tuple(dict.fromkeys(models)), reasons=tuple(reasons)
-    )
+    unique = tuple(models) if len(models) < 2 else tuple(dict.fromkeys(models))
+    return Part(total * array, hours, unique, reasons)
 
 
 def measure_slurm(
