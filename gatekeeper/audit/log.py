@@ -29,13 +29,19 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from gatekeeper import metrics
-from gatekeeper.audit.record import RECORD_VERSION, ZERO_HASH, canonical, chain_hash, scrub
+from gatekeeper.audit.record import (
+    RECORD_VERSION,
+    ZERO_HASH,
+    RecordBody,
+    canonical,
+    chain_hash,
+    scrub,
+)
 from gatekeeper.audit.seal import Sealer, load_private_key
 from gatekeeper.audit.sinks import (
     FileInUse,
@@ -55,17 +61,19 @@ log = logging.getLogger("gatekeeper.audit")
 _PROBE_EVERY_S = 1.0
 
 
-_ts_cache: tuple[int, str] = (-1, "")
+_ts_sec = -1
+_ts_prefix = ""
 
 
 def utc_ts(t: float | None = None) -> str:
     """``2026-11-25T20:01:02.345678Z`` (the formatted second is cached: strftime is slow)."""
-    global _ts_cache
+    global _ts_sec, _ts_prefix
     now = time.time() if t is None else t
     sec = int(now)
-    if _ts_cache[0] != sec:
-        _ts_cache = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{_ts_cache[1]}.{int((now - sec) * 1e6):06d}Z"
+    if sec != _ts_sec:
+        _ts_prefix = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _ts_sec = sec
+    return f"{_ts_prefix}{int((now - sec) * 1e6):06d}Z"
 
 
 def build_sink(cfg: AuditSinkConfig, *, fsync: bool) -> Sink:
@@ -84,13 +92,15 @@ def build_sink(cfg: AuditSinkConfig, *, fsync: bool) -> Sink:
     raise ConfigError([Problem("<config>", None, "audit.sinks", f"unknown sink type {cfg.type!r}")])
 
 
-_PLACEHOLDER = "sha256:" + secrets.token_hex(32)
-_MARKER = b'"hash":"' + _PLACEHOLDER.encode() + b'",'
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
+# The chain leaves a hole for each record's own hash: ``"hash":"\x7f"`` sorts in place, and
+# the canonical form without "hash" is the serialisation minus that member ("prev_hash" always
+# sorts after "hash", so a comma follows it). DEL is the one character JSON writes raw that
+# records practically never hold, so one memchr finds the hole; a record holding it anywhere
+# else takes the plain path (two serialisations), never a wrong splice.
+_HOLE = "\x7f"
+_HOLE_MEMBER = b'"hash":"\x7f",'
+_BEFORE_HOLE = len(b'"hash":"')
+_AFTER_HOLE = len(b'",')
 
 
 _Pending = tuple[dict[str, Any], str, "asyncio.Future[dict[str, Any]] | None"]
@@ -187,14 +197,17 @@ class AuditLog:
 
     # ------------------------------------------------------------------ append
     async def append(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Chain ``body`` into a record and return it once every required sink has it."""
+        """Chain ``body`` into a record and return it once every required sink has it.
+
+        A ``RecordBody`` (from ``record_body``) becomes the record itself: the log fills in the
+        chain fields in place rather than copying it, so the caller must not reuse it.
+        """
         if self._closing or self._writer is None:
             raise DependencyError(R_AUDIT_UNAVAILABLE, "audit log is not running")
         if len(self._pending) >= self.max_pending:
             metrics.AUDIT_ERRORS.labels(sink="queue").inc()
             raise DependencyError(R_AUDIT_UNAVAILABLE, "audit backlog full")
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(_retrieve)  # no "exception never retrieved" if the caller left
         self._pending.append((body, utc_ts(), fut))
         self._wake.set()
         # A cancelled caller cancels only its own future; the record stays queued and is written.
@@ -238,44 +251,62 @@ class AuditLog:
 
     def _chain(self, batch: list[_Pending]) -> tuple[list[bytes], list[dict[str, Any]], int, str]:
         seq, head = self.seq, self.head
+        prev = head.encode("ascii")
+        replica = self.replica
         lines: list[bytes] = []
         records: list[dict[str, Any]] = []
         for body, ts, _ in batch:
             seq += 1
-            rec: dict[str, Any] = {
-                **body,
-                "v": RECORD_VERSION,
-                "seq": seq,
-                "ts": ts,
-                "replica": self.replica,
-                "prev_hash": head,
-                "hash": _PLACEHOLDER,
-            }
+            checked = body.__class__ is RecordBody
+            if checked:
+                # record_body's own fresh dict, handed to the log by append(): completed in place.
+                rec: dict[str, Any] = body
+                rec["v"] = RECORD_VERSION
+                rec["seq"] = seq
+                rec["ts"] = ts
+                rec["replica"] = replica
+                rec["prev_hash"] = head
+                rec["hash"] = _HOLE
+            else:
+                rec = {
+                    **body,
+                    "v": RECORD_VERSION,
+                    "seq": seq,
+                    "ts": ts,
+                    "replica": replica,
+                    "prev_hash": head,
+                    "hash": _HOLE,
+                }
             try:
-                template = canonical(rec)
+                template = canonical(rec, checked=checked)
             except (TypeError, ValueError):  # lone surrogates, NaN, odd types: keep the record
                 rec = scrub(rec)
                 template = canonical(rec)
-            # One serialisation instead of two: the canonical form without "hash" is the template
-            # minus its `"hash":"<placeholder>",` member ("prev_hash" always sorts after "hash").
-            # Strings cannot contain an unescaped quote, so only a real member can match, and the
-            # placeholder is a per-process random value; a second match takes the plain path.
-            i = template.find(_MARKER)
-            if i < 0 or template.find(_MARKER, i + 1) >= 0:  # pragma: no cover - defensive
+            # One serialisation instead of two: cut the hole member out for the hash, fill it in
+            # for the line (see _HOLE). The hole must be the only DEL byte in the record.
+            i = template.find(b"\x7f")
+            start = i - _BEFORE_HOLE
+            end = i + 1 + _AFTER_HOLE
+            if (
+                start > 0
+                and template[start:end] == _HOLE_MEMBER
+                and template.find(b"\x7f", end) < 0
+            ):
+                before = template[:start]
+                after = template[end:]
+                h = hashlib.sha256(prev)
+                h.update(before)
+                h.update(after)
+                prev = b"sha256:" + h.hexdigest().encode("ascii")
+                lines.append(b"".join((before, b'"hash":"', prev, b'",', after, b"\n")))
+                head = prev.decode("ascii")
+            else:  # DEL elsewhere in the record: hash and serialise it the plain way
                 del rec["hash"]
                 head = chain_hash(head, rec)
                 rec["hash"] = head
                 lines.append(canonical(rec) + b"\n")
-            else:
-                rest = template[i + len(_MARKER) :]
-                h = hashlib.sha256(head.encode("ascii"))
-                h.update(template[:i])
-                h.update(rest)
-                head = "sha256:" + h.hexdigest()
-                rec["hash"] = head
-                lines.append(
-                    b"".join((template[:i], b'"hash":"', head.encode(), b'",', rest, b"\n"))
-                )
+                prev = head.encode("ascii")
+            rec["hash"] = head
             records.append(rec)
         if self._sealer is not None:
             lines.append(canonical(self._sealer.seal(seq, head, utc_ts())) + b"\n")
@@ -322,6 +353,9 @@ class AuditLog:
                 fut.set_exception(
                     DependencyError(R_AUDIT_UNAVAILABLE, f"audit write failed: {why}")
                 )
+                # Marked as retrieved (the waiting append still raises it): no "exception never
+                # retrieved" if the caller left. Cheaper than a done callback on every future.
+                fut.exception()
 
     async def _probe(self) -> None:
         for sink in self.sinks:

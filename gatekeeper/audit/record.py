@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from typing import Any
 
 import orjson
@@ -50,17 +51,19 @@ def _stdlib(obj: Any) -> bytes:
     ).encode("utf-8")
 
 
-def canonical(obj: Any) -> bytes:
+def canonical(obj: Any, *, checked: bool = False) -> bytes:
     """Sorted keys, no spaces, UTF-8; byte-identical to the stdlib ``json.dumps`` form above.
 
     Raises ``ValueError``/``TypeError``/``UnicodeEncodeError`` for values JSON cannot carry
     (lone surrogates, non-string keys, non-finite floats on the fallback path); ``scrub`` first.
+    ``checked``: the caller vouches that every float in ``obj`` is one orjson writes like the
+    stdlib (a ``RecordBody`` plus strings and ints), so orjson's bytes need no ``_may_differ``.
     """
     try:
         out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # ints beyond 64 bits, lone surrogates, odd types: let the stdlib decide
         return _stdlib(obj)
-    if _may_differ(out):
+    if not checked and _may_differ(out):
         return _stdlib(obj)
     return out
 
@@ -87,6 +90,38 @@ def scrub(obj: Any) -> Any:
     return scrub(str(obj))
 
 
+class RecordBody(dict[str, Any]):
+    """What ``record_body`` usually returns: a ``dict`` whose floats have been checked.
+
+    Each of its numbers is finite and written by orjson exactly as by the standard library (zero,
+    or a magnitude of at least 1e-4); everything else in it is what the context's dataclasses
+    declare (strings, bools, lists of strings). So ``AuditLog`` may take orjson's bytes without
+    the ``_may_differ`` scan of the whole record. A body with an unusual number or with shadow
+    results (free-form) is returned as a plain ``dict`` and goes through that scan.
+    """
+
+    __slots__ = ()
+
+
+_SMALLEST = 1e-4  # below this magnitude Python writes 1e-05 where orjson writes 0.00001
+_LARGEST = sys.float_info.max
+
+
+def _plain(nums: tuple[Any, ...]) -> bool:
+    """Would orjson write every float of ``nums`` as the stdlib does, and are they all finite?
+
+    Only exact floats can differ (orjson refuses float subclasses, so those reach the stdlib
+    anyway): zero and finite magnitudes from 1e-4 on are written alike. A plain loop: cheaper
+    than a ``_num`` call per field, and far cheaper than scanning the whole record's bytes.
+    """
+    for v in nums:
+        if v.__class__ is float and not (
+            v == 0.0 or _SMALLEST <= v <= _LARGEST or -_LARGEST <= v <= -_SMALLEST
+        ):
+            return False
+    return True
+
+
 def _num(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -100,26 +135,31 @@ def record_body(
 
     Facts no stage set are ``null``. # SECURITY: tokens, claims and headers are never copied here;
     only the named principal fields are, so no bearer token can reach the audit trail.
+
+    Usually a ``RecordBody`` (its numbers checked in one pass, see there); a plain ``dict`` with
+    non-finite floats turned into ``null`` when a number is unusual.
     """
     req = ctx.request
-    principal = ctx.maybe("principal")
-    ownership = ctx.maybe("ownership")
-    geo = ctx.maybe("geo")
-    compute = ctx.maybe("compute")
-    decision = ctx.maybe("decision")
-    quota = ctx.maybe("quota")
-    return {
-        "decision_id": ctx.decision_id,
-        "http": {
+    # The slots directly: ctx.maybe() builds the attribute name on every call (6 per request).
+    principal = ctx._principal
+    ownership = ctx._ownership
+    geo = ctx._geo
+    compute = ctx._compute
+    decision = ctx._decision
+    quota = ctx._quota
+    latency = round(latency_ms, 3)
+    body = RecordBody(
+        decision_id=ctx.decision_id,
+        http={
             "method": req.method,
             "path": req.path,
             "route": req.route,
             "client_ip": req.client_ip,
             "status": status,
             "upstream_status": upstream_status,
-            "latency_ms": _num(round(latency_ms, 3)),
+            "latency_ms": latency,
         },
-        "principal": None
+        principal=None
         if principal is None
         else {
             "subject": principal.subject,
@@ -127,31 +167,33 @@ def record_body(
             "entity": principal.entity,
             "issuer": principal.issuer,
         },
-        "ownership": None
+        ownership=None
         if ownership is None
         else {
             "ultimate_parent": ownership.ultimate_parent,
             "parent_hq_country": ownership.parent_hq_country,
             "affiliated": ownership.affiliated,
-            "listed_share": _num(ownership.listed_share),
-            "affiliated_flags": sorted(ownership.affiliated_flags),
+            "listed_share": ownership.listed_share,
+            "affiliated_flags": sorted(ownership.affiliated_flags)
+            if ownership.affiliated_flags
+            else [],
         },
-        "geo": None
+        geo=None
         if geo is None
         else {"country": geo.country, "asn": geo.asn, "anonymous": geo.anonymous},
-        "compute": None
+        compute=None
         if compute is None
         else {
             "gpu_model": compute.gpu_model,
-            "gpus": _num(compute.gpus),
-            "hours": _num(compute.hours),
-            "gpu_hours": _num(compute.gpu_hours),
-            "tpp": _num(compute.tpp),
-            "tpp_hours": _num(compute.tpp_hours),
+            "gpus": compute.gpus,
+            "hours": compute.hours,
+            "gpu_hours": compute.gpu_hours,
+            "tpp": compute.tpp,
+            "tpp_hours": compute.tpp_hours,
             "eccn": compute.eccn,
             "controlled": compute.controlled,
         },
-        "decision": None
+        decision=None
         if decision is None
         else {
             "action": decision.action,
@@ -162,11 +204,45 @@ def record_body(
             "shadow": list(decision.shadow),
             "license": decision.license,
         },
-        "quota": None
+        quota=None
         if quota is None
-        else {
-            "name": quota.name,
-            "consumed": _num(quota.consumed),
-            "remaining": _num(quota.remaining),
-        },
-    }
+        else {"name": quota.name, "consumed": quota.consumed, "remaining": quota.remaining},
+    )
+    # Every number of the body, for one check (status and asn are ints, checked all the same).
+    # A shadow result is free-form: a body with one is left to the check of the record's bytes.
+    nums = (
+        status,
+        upstream_status,
+        latency,
+        None if ownership is None else ownership.listed_share,
+        None if geo is None else geo.asn,
+        None if compute is None else compute.gpus,
+        None if compute is None else compute.hours,
+        None if compute is None else compute.gpu_hours,
+        None if compute is None else compute.tpp,
+        None if compute is None else compute.tpp_hours,
+        None if quota is None else quota.consumed,
+        None if quota is None else quota.remaining,
+    )
+    if (decision is None or not decision.shadow) and _plain(nums):
+        return body
+    return _unchecked(body)
+
+
+def _unchecked(body: RecordBody) -> dict[str, Any]:
+    """``body`` as a plain dict (the chain checks its bytes), non-finite floats made ``null``."""
+    for fact, fields in _NUMBER_FIELDS:
+        part = body[fact]
+        if part is not None:
+            for name in fields:
+                part[name] = _num(part[name])
+    return dict(body)
+
+
+# The float fields of a body, which _unchecked passes through _num (as record_body always did).
+_NUMBER_FIELDS = (
+    ("http", ("latency_ms",)),
+    ("ownership", ("listed_share",)),
+    ("compute", ("gpus", "hours", "gpu_hours", "tpp", "tpp_hours")),
+    ("quota", ("consumed", "remaining")),
+)
