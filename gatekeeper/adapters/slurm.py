@@ -37,7 +37,6 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 from ..config import RouteConfig
@@ -405,18 +404,24 @@ def _max_or(current: int | None, new: int) -> int:
     return new if current is None else max(current, new)
 
 
-def _shape_from_script(script: str) -> JobShape:
+def _shape_from_script(script: str) -> JobShape | None:
+    """The ``#SBATCH`` options of a script; ``None`` when it has none (nothing to merge)."""
+    if "#SBATCH" not in script:
+        # No line can be a directive (most scripts sent with a body job); the length still counts
+        # (every line takes at least one character, so short scripts need no split).
+        if len(script) > MAX_SCRIPT_LINES and len(script.splitlines()) > MAX_SCRIPT_LINES:
+            raise BadRequest("bad-script", "script too long")
+        return None
     shape = JobShape()
     candidates: dict[str, list[list[GpuSpec]]] = {}
     times: list[float | None] = []
     lines = script.splitlines()
-    # Without a directive anywhere no line can be one (most scripts sent with a body job).
-    directives = (
-        (line for raw in islice(lines, MAX_SCRIPT_LINES) if (line := raw.lstrip())[:7] == "#SBATCH")
-        if "#SBATCH" in script
-        else ()
-    )
-    for line in directives:
+    for raw in lines if len(lines) <= MAX_SCRIPT_LINES else lines[:MAX_SCRIPT_LINES]:
+        if "#SBATCH" not in raw:
+            continue
+        line = raw.lstrip()
+        if not line.startswith("#SBATCH"):
+            continue
         for opt, value in _directive_options(line[len("#SBATCH") :]):
             if opt == "--gres":
                 candidates.setdefault(NODE, []).append(parse_tres(value, NODE))
@@ -442,11 +447,17 @@ def _shape_from_script(script: str) -> JobShape:
         raise BadRequest("bad-script", "script too long")
     for unit, options in candidates.items():
         # A repeated option counts with its largest value (see module docstring).
-        shape.gpus[unit] = max(options, key=lambda specs: sum(s.count for s in specs))
+        if len(options) == 1:
+            shape.gpus[unit] = options[0]
+        else:
+            shape.gpus[unit] = max(options, key=lambda specs: sum(s.count for s in specs))
     if times:
         shape.time_given = True
         # No limit anywhere means no limit (route max_hours); otherwise the longest limit.
-        shape.minutes = None if None in times else max(t for t in times if t is not None)
+        if len(times) == 1:
+            shape.minutes = times[0]
+        else:
+            shape.minutes = None if None in times else max(t for t in times if t is not None)
     return shape
 
 

@@ -311,6 +311,7 @@ BAD: list[tuple[str, Any, str]] = [
     ),
     # Script length: refused however many directives it has, after the first lines' own errors.
     ("script-too-long-no-directives", job(script="x\n" * 100_001), "bad-script"),
+    ("script-too-long-cr-lines", job(script="\r" * 100_001), "bad-script"),
     (
         "script-too-long-late-directive",
         job(script="x\n" * 100_000 + "#SBATCH -t 1:x"),
@@ -342,6 +343,16 @@ def test_slurm_hostile_json(raw: bytes, reason: str) -> None:
     with pytest.raises(BadRequest) as exc:
         run(R, raw, path=PATH)
     assert exc.value.reason == reason
+
+
+def test_long_script_of_few_lines_is_read() -> None:
+    script = "#!/bin/bash\n# " + "x" * 200_000 + "\nsrun true\n"
+    check(
+        run(R, job(tres_per_job="gres/gpu:2", time_limit=60, script=script), path=PATH),
+        2,
+        1,
+        "H100-SXM",
+    )
 
 
 def test_repeated_values_answer_the_same() -> None:
