@@ -136,6 +136,9 @@ def parse_tres(text: str, unit: str) -> list[GpuSpec]:
                 _TRES_CACHE.clear()
             _TRES_CACHE[text] = hit
     # Fresh GpuSpec objects every time: callers may change them.
+    if len(hit) == 1:
+        count, model = hit[0]
+        return [GpuSpec(unit, count, model)]
     return [GpuSpec(unit, count, model) for count, model in hit]
 
 
@@ -248,9 +251,14 @@ _LEGACY_GPUS = (
 )
 
 
-_GPU_FIELDS = frozenset(
-    (*(key for key, _ in _BODY_TRES), "tres_per_socket", "gres", *(k for k, _ in _LEGACY_GPUS))
+# The body's GPU fields in the order they are read (and refused): (field, unit, kind).
+_TRES, _GRES, _LEGACY = "tres", "gres", "legacy"
+_GPU_FIELD_ORDER: tuple[tuple[str, str, str], ...] = (
+    *((key, unit, _TRES) for key, unit in (*_BODY_TRES, ("tres_per_socket", SOCKET))),
+    ("gres", NODE, _GRES),
+    *((key, unit, _LEGACY) for key, unit in _LEGACY_GPUS),
 )
+_GPU_FIELDS = frozenset(key for key, _, _ in _GPU_FIELD_ORDER)
 
 
 def _shape_from_body(job: dict[Any, Any]) -> JobShape:
@@ -296,24 +304,26 @@ def _shape_from_body(job: dict[Any, Any]) -> JobShape:
 
 
 def _body_gpus(job: dict[Any, Any], gpus: dict[str, list[GpuSpec]]) -> None:
-    """The body's GPU fields into ``gpus`` (by unit, in the order Slurm's fields are listed)."""
-    for key, unit in (*_BODY_TRES, ("tres_per_socket", SOCKET)):
-        value = job.get(key)
-        if value is None or value == "":
+    """The body's GPU fields into ``gpus`` (by unit, in ``_GPU_FIELD_ORDER``)."""
+    get = job.get
+    for key, unit, kind in _GPU_FIELD_ORDER:
+        value = get(key)
+        if value is None:
             continue
-        if not isinstance(value, str):
-            raise BadRequest("unknown-gpu-syntax", f"{key}: expected a string")
-        gpus.setdefault(unit, []).extend(parse_tres(value, unit))
-    gres = job.get("gres")
-    if gres:
-        if not isinstance(gres, str):
-            raise BadRequest("unknown-gpu-syntax", "gres: expected a string")
-        gpus.setdefault(NODE, []).extend(parse_tres(gres, NODE))
-    for key, unit in _LEGACY_GPUS:
-        value = job.get(key)
-        if value is None or value == "" or (isinstance(value, dict) and not value.get("set", 1)):
+        if kind is _TRES:
+            if value == "":
+                continue
+            if not isinstance(value, str):
+                raise BadRequest("unknown-gpu-syntax", f"{key}: expected a string")
+            gpus.setdefault(unit, []).extend(parse_tres(value, unit))
+        elif kind is _GRES:
+            if value:
+                if not isinstance(value, str):
+                    raise BadRequest("unknown-gpu-syntax", "gres: expected a string")
+                gpus.setdefault(NODE, []).extend(parse_tres(value, NODE))
+        elif value == "" or (isinstance(value, dict) and not value.get("set", 1)):
             continue
-        if isinstance(value, str):
+        elif isinstance(value, str):
             gpus.setdefault(unit, []).extend(parse_gpus_option(value, unit))
         else:
             n = _int_field(value, key)
