@@ -103,6 +103,17 @@ _BEFORE_HOLE = len(b'"hash":"')
 _AFTER_HOLE = len(b'",')
 
 
+_records_counters: dict[str, Any] = {}
+
+
+def _records_counter(kind: str) -> Any:
+    """The ``gatekeeper_audit_records_total`` child of a sink kind (``labels()`` is slow)."""
+    child = _records_counters.get(kind)
+    if child is None:
+        child = _records_counters[kind] = metrics.AUDIT_RECORDS.labels(sink=kind)
+    return child
+
+
 _Pending = tuple[dict[str, Any], str, "asyncio.Future[dict[str, Any]] | None"]
 
 
@@ -333,7 +344,7 @@ class AuditLog:
             self._fail(batch, failure)
             return
         for sink in written:
-            metrics.AUDIT_RECORDS.labels(sink=sink.kind).inc(len(records))
+            _records_counter(sink.kind).inc(len(records))
         self.seq, self.head = seq, head
         if not self._healthy:
             log.warning("audit: sinks recovered at seq %d", seq)

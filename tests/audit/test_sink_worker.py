@@ -1,0 +1,62 @@
+"""The file sink's worker thread: calls run in order, errors reach the caller, stop and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from gatekeeper.audit.sinks import _Worker
+
+
+async def test_calls_run_in_order_on_one_thread_and_errors_propagate() -> None:
+    worker = _Worker("gk-test")
+    seen: list[tuple[int, str]] = []
+
+    def job(i: int) -> int:
+        seen.append((i, threading.current_thread().name))
+        return i * 2
+
+    def boom() -> None:
+        raise OSError(28, "No space left on device")
+
+    results = await asyncio.gather(*(worker.run(job, i) for i in range(20)))
+    assert results == [i * 2 for i in range(20)]
+    assert [i for i, _ in seen] == list(range(20)) and {n for _, n in seen} == {"gk-test"}
+    with pytest.raises(OSError, match="No space"):
+        await worker.run(boom)
+    worker.stop()
+    assert await worker.run(job, 21) == 42  # a stopped worker starts a new thread
+    worker.stop()
+
+
+async def test_a_call_cancelled_before_it_starts_is_skipped() -> None:
+    worker = _Worker("gk-test")
+    gate = threading.Event()
+    ran: list[int] = []
+    first = worker.run(gate.wait, 5)
+    second = worker.run(ran.append, 1)
+    second.cancel()
+    gate.set()
+    assert await first is True
+    assert await worker.run(ran.append, 2) is None
+    assert ran == [2]
+    worker.stop()
+
+
+def test_a_closed_loop_does_not_kill_the_thread() -> None:
+    worker = _Worker("gk-test")
+    gate = threading.Event()
+
+    async def leave() -> None:
+        worker.run(gate.wait, 5)  # nobody waits for it; the loop closes first
+
+    asyncio.run(leave())
+    gate.set()
+
+    async def again() -> int:
+        return int(await worker.run(len, "abc"))
+
+    assert asyncio.run(again()) == 3
+    worker.stop()
