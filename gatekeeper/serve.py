@@ -48,7 +48,7 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     from .proxy.admin import build_admin_app
     from .proxy.forward import Upstreams
     from .proxy.handler import GateHandler
-    from .proxy.protocol import GateServer
+    from .proxy.server import GateServer
     from .runtime import Runtime, default_replica
 
     multi = worker is not None
@@ -69,28 +69,26 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
         read_timeout_s=cfg.limits.upstream_timeout_s,
     )
     handler = GateHandler(cfg, runtime, upstreams)
-    # SECURITY: GateServer answers unparsable HTTP with problem+json and one quiet log line.
-    # keepalive_timeout doubles as the header deadline: aiohttp arms it when a connection opens
-    # and after each response, and a request whose headers are not complete by then is closed.
+    # SECURITY: GateServer answers unparsable HTTP with problem+json and one quiet log line, and
+    # closes a connection whose request head is not complete within header_timeout_s.
     server = GateServer(
         handler,
-        keepalive_timeout=cfg.limits.header_timeout_s,
+        header_timeout_s=cfg.limits.header_timeout_s,
         max_line_size=cfg.limits.max_header_bytes,
         max_field_size=cfg.limits.max_header_bytes,
-        access_log=None,
     )
-    runner = web.ServerRunner(
-        server, handle_signals=False, shutdown_timeout=cfg.limits.drain_timeout_s
-    )
-    await runner.setup()
     ssl_ctx = None
     if cfg.listen.tls is not None:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_ctx.load_cert_chain(cfg.listen.tls.cert, cfg.listen.tls.key)
-    site = web.TCPSite(
-        runner, cfg.listen.host, cfg.listen.port, reuse_port=multi, ssl_context=ssl_ctx
+    listener = await asyncio.get_running_loop().create_server(
+        server,
+        cfg.listen.host,
+        cfg.listen.port,
+        reuse_port=multi or None,
+        ssl=ssl_ctx,
+        backlog=1024,
     )
-    await site.start()
     admin_runner = web.AppRunner(
         build_admin_app(runtime, multi_worker=multi), handle_signals=False, access_log=None
     )
@@ -114,7 +112,7 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
         "gatekeeper %s listening on %s:%s (admin %s:%s)",
         replica,
         cfg.listen.host,
-        _bound_port(site),
+        listener.sockets[0].getsockname()[1] if listener.sockets else "?",
         cfg.admin.host,
         _bound_port(admin_site),
     )
@@ -123,9 +121,9 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     await stop.wait()
     log.info("draining (%.0fs at most)", cfg.limits.drain_timeout_s)
     # Stop accepting, let in-flight requests finish, then close.
-    await site.stop()
-    await handler.drain(cfg.limits.drain_timeout_s)
-    await runner.cleanup()
+    listener.close()
+    await server.shutdown(cfg.limits.drain_timeout_s)
+    await handler.drain(1.0)
     await admin_runner.cleanup()
     await upstreams.close()
     await runtime.close()

@@ -1,25 +1,31 @@
-"""Forwarding to the upstream: pooled connections, streamed bodies both ways, WebSockets.
+"""Forwarding to the upstream: pooled connections, streamed bodies both ways, WebSocket tunnels.
 
 Bodies are never buffered whole: the request body is either the bounded bytes the compute adapter
 already read, or streamed from the client in chunks; the response is streamed back in chunks, except
 small responses with a known length, which go out in one write (fewer syscalls, same bytes).
+
+Two upstream clients: the lean one (``lean.py``: plain ``http://``, a body already in hand) for the
+common case, aiohttp's for the rest (``https://`` upstreams, streamed request bodies). Either way
+the answer goes back through ``_relay``. A WebSocket upgrade is a byte tunnel once the upstream
+has answered ``101``: the gate decided on the upgrade request, and frames are not its business.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Iterable
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ..errors import DependencyError
 from . import lean
 from .headers import downstream_response_headers, upstream_request_headers
 from .problem import DECISION_HEADER
+from .server import GateRequest, Responder, UnsafeHeader
 
 CHUNK = 64 * 1024
 SMALL_RESPONSE = 64 * 1024
@@ -29,12 +35,16 @@ class ClientGone(ConnectionResetError):
     """The client hung up while the upstream's answer streamed back.
 
     Carries the upstream's status: the upstream accepted (and did) the work, so the quota stays
-    charged. A ``ConnectionResetError``, so aiohttp still treats it as a premature disconnect.
+    charged. A ``ConnectionResetError``: the connection is closed like any lost client.
     """
 
     def __init__(self, status: int) -> None:
         super().__init__(f"client disconnected during a {status} response")
         self.status = status
+
+
+class UpstreamBroke(Exception):
+    """The upstream's body failed after its answer had started going to the client."""
 
 
 class Upstreams:
@@ -93,13 +103,17 @@ class Upstreams:
             await self._session.close()
 
 
-async def _stream_request_body(request: web.BaseRequest) -> AsyncIterator[bytes]:
+UPSTREAM_ERRORS = (TimeoutError, OSError, lean.BadUpstream, aiohttp.ClientError)
+
+
+async def _stream_request_body(request: GateRequest) -> AsyncIterator[bytes]:
+    request.send_continue()
     async for chunk in request.content.iter_chunked(CHUNK):
         yield chunk
 
 
 def gate_headers(
-    request: web.BaseRequest,
+    request: GateRequest,
     *,
     decision_id: str,
     tenant: str | None,
@@ -120,23 +134,79 @@ def gate_headers(
     return headers
 
 
+async def _relay(
+    responder: Responder,
+    status: int,
+    reason: str,
+    headers: Iterable[tuple[str, str]],
+    *,
+    length: int | None,
+    body: bytes | None,
+    chunks: AsyncIterator[bytes] | None,
+) -> None:
+    """The upstream's answer to the client: ``body`` in one write, else streamed from ``chunks``.
+
+    SECURITY: only failures writing to the client become ``ClientGone`` (the charge is kept);
+    a failing upstream body after the answer started is ``UpstreamBroke`` (the connection is cut,
+    so the client sees a truncated answer, never a complete-looking one).
+    """
+    try:
+        if body is not None:
+            responder.send(status, headers, body, reason)
+            return
+        await responder.start(status, headers, length, reason)
+    except ConnectionError as exc:
+        raise ClientGone(status) from exc
+    except UnsafeHeader:
+        # SECURITY: a CR or LF in an upstream header would split the answer to the client.
+        raise DependencyError(
+            "upstream-unreachable", "upstream answer has CR or LF in a header", status=502
+        ) from None
+    if chunks is not None:
+        while True:
+            try:
+                chunk = await anext(chunks, None)
+            except UPSTREAM_ERRORS as exc:
+                raise UpstreamBroke(f"upstream body failed: {type(exc).__name__}") from exc
+            if chunk is None:
+                break
+            try:
+                await responder.write(chunk)
+            except ConnectionError as exc:
+                raise ClientGone(status) from exc
+    try:
+        await responder.end()
+    except ConnectionError as exc:
+        raise ClientGone(status) from exc
+
+
+def _answer_headers(
+    upstream: CIMultiDictProxy[str] | CIMultiDict[str], decision_id: str
+) -> list[tuple[str, str]]:
+    out = downstream_response_headers(upstream)
+    out[DECISION_HEADER] = decision_id
+    return list(out.items())
+
+
 async def forward_http(
     upstreams: Upstreams,
-    request: web.BaseRequest,
+    request: GateRequest,
+    responder: Responder,
     *,
     url: str,
     headers: CIMultiDict[str],
     body: bytes | None,
     decision_id: str,
-) -> tuple[web.StreamResponse, int]:
-    """Send the request upstream and stream the answer back; returns (response, upstream status).
+) -> int:
+    """Send the request upstream and stream the answer back; returns the upstream status.
 
     Raises ``DependencyError`` with status 502 (unreachable) or 504 (timed out) when no response
-    has started; failures after the response started abort the client connection instead.
+    has started, ``ClientGone`` when the client left while the answer was being written, and
+    ``UpstreamBroke`` when the upstream failed after the answer started.
     """
     if body is not None or not request.body_exists:
         target = upstreams.lean_target(url)
-        if target is not None and request.method != "CONNECT":
+        if target is not None:
             try:
                 head = lean.encode_head(
                     request.method, target[2], headers, None if body is None else len(body)
@@ -145,7 +215,7 @@ async def forward_http(
                 pass  # aiohttp's client refuses it the way it always did
             else:
                 return await _forward_lean(
-                    upstreams, request, target[0], target[1], head, body, decision_id
+                    upstreams, request, responder, target[0], target[1], head, body, decision_id
                 )
     data: bytes | AsyncIterator[bytes] | None
     if body is not None:
@@ -174,10 +244,12 @@ async def forward_http(
             "upstream-unreachable", f"upstream unreachable: {type(exc).__name__}", status=502
         ) from None
     try:
-        out_headers = downstream_response_headers(upstream.headers)
-        out_headers[DECISION_HEADER] = decision_id
+        out = _answer_headers(upstream.headers, decision_id)
         length = upstream.content_length
-        if length is not None and length <= SMALL_RESPONSE and request.method != "HEAD":
+        status, reason = upstream.status, upstream.reason or ""
+        if request.method == "HEAD" or status in (204, 304):
+            await _relay(responder, status, reason, out, length=length, body=None, chunks=None)
+        elif length is not None and length <= SMALL_RESPONSE:
             try:
                 payload = await upstream.read()
             except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -188,47 +260,27 @@ async def forward_http(
                 raise DependencyError(
                     "upstream-unreachable", f"upstream failed: {type(exc).__name__}", status=502
                 ) from None
-            resp = web.Response(
-                status=upstream.status, reason=upstream.reason, body=payload, headers=out_headers
-            )
-            return resp, upstream.status
-        stream = web.StreamResponse(
-            status=upstream.status, reason=upstream.reason, headers=out_headers
-        )
-        if length is not None:
-            stream.content_length = length
-        # SECURITY: only the client side is wrapped: a client that hangs up mid-body must not
-        # turn an answered submission into "upstream failed" and get its quota refunded.
-        try:
-            await stream.prepare(request)
-        except ConnectionError as exc:  # reset, or aiohttp's plain 'Connection lost'
-            raise ClientGone(upstream.status) from exc
-        async for chunk in upstream.content.iter_chunked(CHUNK):
-            try:
-                await stream.write(chunk)
-            except ConnectionError as exc:  # reset, or aiohttp's plain 'Connection lost'
-                raise ClientGone(upstream.status) from exc
-        try:
-            await stream.write_eof()
-        except ConnectionError as exc:  # reset, or aiohttp's plain 'Connection lost'
-            raise ClientGone(upstream.status) from exc
-        return stream, upstream.status
+            await _relay(responder, status, reason, out, length=length, body=payload, chunks=None)
+        else:
+            chunks = upstream.content.iter_chunked(CHUNK).__aiter__()
+            await _relay(responder, status, reason, out, length=length, body=None, chunks=chunks)
+        return status
     finally:
         upstream.release()
 
 
 async def _forward_lean(
     upstreams: Upstreams,
-    request: web.BaseRequest,
+    request: GateRequest,
+    responder: Responder,
     host: str,
     port: int,
     head: bytes,
     body: bytes | None,
     decision_id: str,
-) -> tuple[web.StreamResponse, int]:
+) -> int:
     """``forward_http`` through the lean client (same answers, same errors)."""
     pool = upstreams.pool
-    timeout = upstreams.read_timeout_s
     try:
         upstream = await lean.send(
             pool, host, port, head, body, method=request.method, small=SMALL_RESPONSE
@@ -242,106 +294,128 @@ async def _forward_lean(
             "upstream-unreachable", f"upstream unreachable: {type(exc).__name__}", status=502
         ) from None
     try:
-        out_headers = downstream_response_headers(upstream.headers)  # type: ignore[arg-type]
-        out_headers[DECISION_HEADER] = decision_id
-        length = upstream.length
-        if upstream.body is not None:
-            resp = web.Response(
-                status=upstream.status,
-                reason=upstream.reason,
-                body=upstream.body,
-                headers=out_headers,
-            )
-            return resp, upstream.status
-        stream = web.StreamResponse(
-            status=upstream.status, reason=upstream.reason, headers=out_headers
-        )
-        if length is not None:
-            stream.content_length = length
-        # SECURITY: only the client side is wrapped (see forward_http).
-        try:
-            await stream.prepare(request)
-        except ConnectionError as exc:  # reset, or aiohttp's plain 'Connection lost'
-            raise ClientGone(upstream.status) from exc
-        try:
-            async for chunk in lean.iter_body(upstream, CHUNK, timeout):
-                try:
-                    await stream.write(chunk)
-                except ConnectionError as exc:  # reset, or aiohttp's plain 'Connection lost'
-                    raise ClientGone(upstream.status) from exc
-        except (TimeoutError, OSError, lean.BadUpstream) as exc:
-            if isinstance(exc, ClientGone):
-                raise
-            # As aiohttp's client: a body that breaks after the answer started aborts it.
-            raise aiohttp.ClientPayloadError(f"upstream body failed: {type(exc).__name__}") from exc
-        try:
-            await stream.write_eof()
-        except ConnectionError as exc:  # reset, or aiohttp's plain 'Connection lost'
-            raise ClientGone(upstream.status) from exc
-        return stream, upstream.status
+        await _relay_lean(responder, upstream, decision_id, upstreams.read_timeout_s)
+        return upstream.status
     finally:
         pool.release(upstream)
 
 
+async def _relay_lean(
+    responder: Responder, upstream: lean.Response, decision_id: str, timeout: float
+) -> None:
+    out = _answer_headers(upstream.headers, decision_id)
+    status, reason = upstream.status, upstream.reason
+    if upstream.body is not None or upstream.no_body:
+        if upstream.no_body:
+            upstream.done = True
+        body = None if upstream.no_body else upstream.body
+        await _relay(responder, status, reason, out, length=upstream.length, body=body, chunks=None)
+        return
+    chunks = lean.iter_body(upstream, CHUNK, timeout)
+    await _relay(responder, status, reason, out, length=upstream.length, body=None, chunks=chunks)
+
+
 async def forward_websocket(
     upstreams: Upstreams,
-    request: web.BaseRequest,
+    request: GateRequest,
+    responder: Responder,
     *,
     url: str,
     headers: CIMultiDict[str],
     decision_id: str,
-) -> tuple[web.StreamResponse, int]:
-    """Proxy a WebSocket: connect upstream first, then accept the client and pump both ways."""
-    protocols = tuple(
-        p.strip()
-        for v in request.headers.getall("Sec-WebSocket-Protocol", ())
-        for p in v.split(",")
-    )
-    ws_headers = CIMultiDict(
-        (k, v) for k, v in headers.items() if not k.lower().startswith("sec-websocket-")
-    )
-    ws_url = "ws" + url[4:] if url.startswith("http") else url
+) -> int:
+    """Tunnel an accepted WebSocket upgrade: the upstream answers the handshake, then bytes flow.
+
+    The upstream sees the client's handshake (``Upgrade``, ``Sec-WebSocket-*``) with the gate's
+    headers; its ``101`` goes back with the decision id, then each side's bytes are copied to the
+    other until either closes. Any other answer is a 502: no tunnel opens.
+    """
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    host, port = parts.hostname or "", parts.port or (443 if secure else 80)
+    target = url[len(f"{parts.scheme}://{parts.netloc}") :] or "/"
+    headers["Connection"] = "Upgrade"
+    headers["Upgrade"] = request.headers.get("Upgrade", "websocket")
     try:
-        up = await upstreams.session.ws_connect(
-            URL(ws_url, encoded=True), headers=ws_headers, protocols=protocols, autoping=False
+        head = lean.encode_head("GET", target, headers, None)
+        upstream = await lean.open_upgrade(
+            host,
+            port,
+            head,
+            ssl=ssl.create_default_context() if secure else None,
+            connect_timeout_s=upstreams.connect_timeout_s,
+            read_timeout_s=upstreams.read_timeout_s,
         )
     except TimeoutError as exc:
         raise DependencyError(
             "upstream-timeout", f"upstream timed out: {exc}", status=504
         ) from None
-    except aiohttp.ClientError as exc:
+    except (OSError, lean.BadUpstream, lean.Unsendable) as exc:
         raise DependencyError(
             "upstream-unreachable", f"upstream unreachable: {type(exc).__name__}", status=502
         ) from None
-    down = web.WebSocketResponse(
-        protocols=(up.protocol,) if up.protocol else (), autoping=False, max_msg_size=0
-    )
-    down.headers[DECISION_HEADER] = decision_id
-    await down.prepare(request)
-
-    async def pump(
-        src: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, dst: object
-    ) -> None:
-        async for msg in src:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                await dst.send_str(msg.data)  # type: ignore[attr-defined]
-            elif msg.type == aiohttp.WSMsgType.BINARY:
-                await dst.send_bytes(msg.data)  # type: ignore[attr-defined]
-            elif msg.type == aiohttp.WSMsgType.PING:
-                await dst.ping(msg.data)  # type: ignore[attr-defined]
-            elif msg.type == aiohttp.WSMsgType.PONG:
-                await dst.pong(msg.data)  # type: ignore[attr-defined]
-            else:
-                break
-        await dst.close()  # type: ignore[attr-defined]
-
-    tasks = [asyncio.ensure_future(pump(down, up)), asyncio.ensure_future(pump(up, down))]
+    conn = upstream.conn
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if upstream.status != 101:
+            # SECURITY: no tunnel without the upstream's 101; the client's next bytes are then
+            # parsed and decided as requests of their own (WebSocket smuggling).
+            raise DependencyError(
+                "upstream-unreachable",
+                f"upstream answered {upstream.status} to the WebSocket handshake",
+                status=502,
+            )
+        out = [(k, v) for k, v in upstream.headers.items() if k.lower() != "content-length"]
+        out.append((DECISION_HEADER, decision_id))
+        try:
+            responder.send(101, out, b"", upstream.reason)
+        except ConnectionError as exc:
+            raise ClientGone(101) from exc
+        await _pump(request, conn)
+        return 101
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await up.close()
-        await down.close()
-    return down, 101
+        conn.close()
+
+
+async def _pump(request: GateRequest, conn: lean.Conn) -> None:
+    """Copy bytes both ways until either side closes (with back-pressure both ways)."""
+    tunnel = request.tunnel()
+    writer, reader = conn.writer, conn.reader
+    loop = asyncio.get_running_loop()
+    draining: list[asyncio.Task[None]] = []
+
+    async def resume_after_drain() -> None:
+        try:
+            await writer.drain()
+        except ConnectionError:
+            return
+        finally:
+            draining.clear()
+        tunnel.resume_client()
+
+    def to_upstream(data: bytes) -> None:
+        if writer.is_closing():
+            return
+        writer.write(data)
+        if writer.transport.get_write_buffer_size() > CHUNK and not draining:
+            tunnel.pause_client()
+            draining.append(loop.create_task(resume_after_drain()))
+
+    tunnel.attach(to_upstream)
+
+    async def to_client() -> None:
+        while True:
+            data = await reader.read(CHUNK)
+            if not data:
+                return
+            tunnel.write(data)
+            await tunnel.drain()
+
+    copier = loop.create_task(to_client())
+    try:
+        await asyncio.wait((copier, tunnel.closed), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        copier.cancel()
+        for task in draining:
+            task.cancel()
+        await asyncio.gather(copier, *draining, return_exceptions=True)
+        tunnel.close()

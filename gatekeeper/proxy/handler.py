@@ -17,9 +17,6 @@ import logging
 import time
 from urllib.parse import urlsplit
 
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-
 from .. import metrics
 from ..audit.record import record_body
 from ..config import Config, RouteConfig
@@ -27,12 +24,20 @@ from ..context import DENY, Decision, RequestContext, RequestInfo
 from ..errors import BadRequest, Deny, DependencyError
 from ..runtime import Runtime
 from .clientip import ClientIPResolver
-from .forward import ClientGone, Upstreams, forward_http, forward_websocket, gate_headers
+from .forward import (
+    ClientGone,
+    UpstreamBroke,
+    Upstreams,
+    forward_http,
+    forward_websocket,
+    gate_headers,
+)
 from .headers import refuse_override_headers, strip_client_headers
 from .ids import new_decision_id
 from .paths import normalize_path, split_target
-from .problem import problem_response
+from .problem import problem_reply
 from .routing import Router
+from .server import GateRequest, RequestPayloadError, Responder
 
 log = logging.getLogger("gatekeeper.proxy")
 
@@ -45,7 +50,7 @@ _child = metrics.buffered
 
 
 class GateHandler:
-    """The aiohttp low-level handler for the proxy listener."""
+    """The proxy listener's request handler (``server.GateServer`` calls it per request)."""
 
     def __init__(self, cfg: Config, runtime: Runtime, upstreams: Upstreams) -> None:
         self.cfg = cfg
@@ -63,14 +68,14 @@ class GateHandler:
 
     # ----------------------------------------------------------------------------------- entry
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def __call__(self, request: GateRequest, responder: Responder) -> None:
         self.in_flight += 1
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().call_later(
                 metrics.FLUSH_EVERY_S, self._periodic_flush
             )
         try:
-            return await self._handle(request)
+            await self._handle(request, responder)
         finally:
             self.in_flight -= 1
             if not self.in_flight:
@@ -88,14 +93,12 @@ class GateHandler:
             metrics.FLUSH_EVERY_S, self._periodic_flush
         )
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, request: GateRequest, responder: Responder) -> None:
         started = time.perf_counter()
         decision_id = new_decision_id()
         headers = request.headers
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        peer_ip = peer[0] if peer else ""
         client_ip = self.ipres.resolve(
-            peer_ip, headers.getall("X-Forwarded-For", ()), headers.getall("Forwarded", ())
+            request.peer_ip, headers.getall("X-Forwarded-For", ()), headers.getall("Forwarded", ())
         )
         ctx = RequestContext(
             decision_id=decision_id,
@@ -131,30 +134,44 @@ class GateHandler:
                 ctx.body = await self._read_body(request)
             await snapshot.pipeline_for(route).run(ctx)
         except Deny as deny:
-            return await self._block(ctx, deny.status, deny.reason, deny.detail, deny, started)
+            return await self._block(
+                responder, ctx, deny.status, deny.reason, deny.detail, deny, started
+            )
         except DependencyError as dep:
-            return await self._block(ctx, dep.status, dep.reason, dep.detail, None, started)
+            return await self._block(
+                responder, ctx, dep.status, dep.reason, dep.detail, None, started
+            )
         except Exception:
             # A bug must still produce an audited, attributable, fail-closed answer.
             log.exception("internal error deciding %s", decision_id)
             return await self._block(
-                ctx, 500, "internal-error", "the gate failed to decide", None, started
+                responder, ctx, 500, "internal-error", "the gate failed to decide", None, started
             )
         assert route is not None
         if route.strip_prefix and path.startswith(route.strip_prefix):
             path = path[len(route.strip_prefix) :] or "/"
             if not path.startswith("/"):
                 path = "/" + path
-        return await self._forward(request, ctx, route, path + query, started)
+        await self._forward(request, responder, ctx, route, path + query, started)
 
     # ----------------------------------------------------------------------------------- body
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
+    async def _read_body(self, request: GateRequest) -> bytes:
         """Read at most ``max_body_bytes``; more is a 413 before anything is decided."""
         limit = self.max_body
         if request.content_length is not None and request.content_length > limit:
             raise BadRequest("body-too-large", f"body larger than {limit} bytes", status=413)
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            # SECURITY: the gate measures the bytes it forwards; it does not inflate them
+            # (a compression bomb) nor measure something other than what the scheduler reads.
+            raise BadRequest(
+                "content-encoding",
+                f"Content-Encoding {encoding[:40]!r} is not accepted on a measured route",
+                status=415,
+            )
         content = request.content
+        request.send_continue()
         if request.content_length is not None and content.is_eof():
             # The whole body already arrived with the headers: no wait, so no timer.
             try:
@@ -181,7 +198,7 @@ class GateHandler:
             raise BadRequest(
                 "body-timeout", f"body not received within {self.body_timeout:g} s", status=408
             ) from None
-        except (ConnectionError, asyncio.IncompleteReadError, HttpProcessingError):
+        except (ConnectionError, asyncio.IncompleteReadError, RequestPayloadError):
             # SECURITY: a client that hangs up mid-body (or breaks the chunking) is a client error,
             # not "internal-error" 500 with a traceback: anyone could flood logs and 5xx alerts.
             raise BadRequest(
@@ -193,13 +210,14 @@ class GateHandler:
 
     async def _block(
         self,
+        responder: Responder,
         ctx: RequestContext,
         status: int,
         reason: str,
         detail: str,
         deny: Deny | None,
         started: float,
-    ) -> web.StreamResponse:
+    ) -> None:
         if not ctx.has("decision"):
             ctx.decision = Decision(
                 action=DENY if deny is not None else "error",
@@ -223,26 +241,27 @@ class GateHandler:
             )
         except DependencyError as exc:
             await self._refund(ctx)
-            return self._answer_problem(ctx, 503, exc.reason, exc.detail, None, {})
+            return self._answer_problem(responder, ctx, 503, exc.reason, exc.detail, None, {})
         await self._refund(ctx)
-        return self._answer_problem(ctx, status, reason, detail, rule, extra)
+        self._answer_problem(responder, ctx, status, reason, detail, rule, extra)
 
     def _answer_problem(
         self,
+        responder: Responder,
         ctx: RequestContext,
         status: int,
         reason: str,
         detail: str,
         rule: str | None,
         headers: dict[str, str],
-    ) -> web.Response:
+    ) -> None:
         decision = ctx.decision
         route = ctx.request.route or "-"
         _child(metrics.REQUESTS, route, decision.action, "true").inc()
         _child(metrics.DENIALS, route, reason).inc()
         metrics.DECISION_SECONDS.observe(time.perf_counter() - ctx.started)
         self._observe_stages(ctx)
-        return problem_response(
+        reply = problem_reply(
             status=status,
             reason=reason,
             detail=detail,
@@ -251,17 +270,19 @@ class GateHandler:
             reasons=decision.reasons,
             headers=headers,
         )
+        responder.send(reply.status, reply.headers, reply.body)
 
     # -------------------------------------------------------------------------------- forward
 
     async def _forward(
         self,
-        request: web.BaseRequest,
+        request: GateRequest,
+        responder: Responder,
         ctx: RequestContext,
         route: RouteConfig,
         target: str,
         started: float,
-    ) -> web.StreamResponse:
+    ) -> None:
         decision = ctx.decision
         gate_ms = (time.perf_counter() - started) * 1000
         try:
@@ -272,7 +293,7 @@ class GateHandler:
         except DependencyError as exc:
             await self._refund(ctx)
             decision.status = 503
-            return self._answer_problem(ctx, 503, exc.reason, exc.detail, None, {})
+            return self._answer_problem(responder, ctx, 503, exc.reason, exc.detail, None, {})
         metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
         self._observe_stages(ctx)
         enforced = "true" if decision.enforced else "false"
@@ -281,6 +302,7 @@ class GateHandler:
             _child(metrics.DENIALS, route.name, decision.rule or decision.action).inc()
 
         principal = ctx.maybe("principal")
+        websocket = request.upgrade and request.method == "GET"
         headers = gate_headers(
             request,
             decision_id=ctx.decision_id,
@@ -288,41 +310,51 @@ class GateHandler:
             entity=principal.entity if principal else None,
             client_chain=ctx.request.client_ip,
             upstream_host=self._upstream_hosts[route.name],
-            keep_upgrade=_is_websocket(request),
+            keep_upgrade=websocket,
         )
         url = route.upstream.rstrip("/") + target
         t_up = time.perf_counter()
         upstream_status: int | None = None
         status = 502
         try:
-            if _is_websocket(request):
-                resp, upstream_status = await forward_websocket(
-                    self.upstreams, request, url=url, headers=headers, decision_id=ctx.decision_id
-                )
-            else:
-                resp, upstream_status = await forward_http(
+            if websocket:
+                upstream_status = await forward_websocket(
                     self.upstreams,
                     request,
+                    responder,
+                    url=url,
+                    headers=headers,
+                    decision_id=ctx.decision_id,
+                )
+            else:
+                upstream_status = await forward_http(
+                    self.upstreams,
+                    request,
+                    responder,
                     url=url,
                     headers=headers,
                     body=ctx.body if ctx.body or route.adapter != "none" else None,
                     decision_id=ctx.decision_id,
                 )
             status = upstream_status
-            return resp
         except ClientGone as gone:
             # The upstream answered; only the client left: record it, keep the charge.
             upstream_status = status = gone.status
             raise
+        except UpstreamBroke as exc:
+            # The answer started, then the upstream failed: the connection is cut (the client
+            # sees a truncated answer), and the request counts as not served (refund).
+            log.warning("upstream failed mid-answer for %s: %s", ctx.decision_id, exc)
         except DependencyError as exc:
             status = exc.status
-            return problem_response(
+            reply = problem_reply(
                 status=exc.status,
                 reason=exc.reason,
                 detail=exc.detail,
                 decision_id=ctx.decision_id,
                 reasons=[exc.reason],
             )
+            responder.send(reply.status, reply.headers, reply.body)
         finally:
             _child(metrics.UPSTREAM_SECONDS, route.name).observe(time.perf_counter() - t_up)
             if upstream_status is None or upstream_status >= 400:
@@ -372,14 +404,6 @@ class GateHandler:
             self._flusher.cancel()
             self._flusher = None
         self.flush_metrics()
-
-
-def _is_websocket(request: web.BaseRequest) -> bool:
-    return (
-        request.method == "GET"
-        and request.headers.get("Upgrade", "").lower() == "websocket"
-        and "upgrade" in request.headers.get("Connection", "").lower()
-    )
 
 
 def _host_of(url: str) -> str:

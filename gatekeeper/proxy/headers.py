@@ -107,7 +107,9 @@ def upstream_request_headers(
     return out
 
 
-def downstream_response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def downstream_response_headers(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+) -> CIMultiDict[str]:
     """Upstream response headers to pass back to the client."""
     drop = _RESPONSE_DROP | _connection_tokens(headers.getall("Connection", ()))
     out: CIMultiDict[str] = CIMultiDict()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from multidict import CIMultiDict
 
@@ -159,15 +160,7 @@ async def send(
         async with asyncio.timeout(pool.read_timeout_s):
             await conn.writer.drain()
             while True:
-                try:
-                    raw = await conn.reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError as exc:
-                    if not exc.partial:
-                        raise ConnectionResetError("upstream closed the connection") from None
-                    raise BadUpstream("response head cut short") from None
-                except asyncio.LimitOverrunError:
-                    raise BadUpstream("response head too large") from None
-                resp = _parse_head(raw, conn, method)
+                resp = _parse_head(await _read_head(conn.reader), conn, method)
                 if resp is None:
                     continue
                 if resp.length is not None and resp.length <= small and not resp.no_body:
@@ -182,7 +175,50 @@ async def send(
         raise
 
 
-def _parse_head(raw: bytes, conn: Conn, method: str) -> Response | None:
+async def open_upgrade(
+    host: str,
+    port: int,
+    head: bytes,
+    *,
+    ssl: Any,
+    connect_timeout_s: float,
+    read_timeout_s: float,
+) -> Response:
+    """Send an upgrade request on a fresh (never pooled) connection and read the response head.
+
+    A ``101`` comes back with ``no_body`` set and the connection left open for the tunnel; any
+    other status is an ordinary response whose body ``iter_body`` reads. Errors as ``send``.
+    """
+    async with asyncio.timeout(connect_timeout_s):
+        reader, writer = await asyncio.open_connection(host, port, limit=HEAD_LIMIT, ssl=ssl)
+    conn = Conn((host, port), reader, writer)
+    try:
+        writer.write(head)
+        async with asyncio.timeout(read_timeout_s):
+            while True:
+                resp = _parse_head(await _read_head(reader), conn, "GET", allow_switch=True)
+                if resp is not None:
+                    resp.keep_alive = False
+                    return resp
+    except BaseException:
+        conn.close()
+        raise
+
+
+async def _read_head(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            raise ConnectionResetError("upstream closed the connection") from None
+        raise BadUpstream("response head cut short") from None
+    except asyncio.LimitOverrunError:
+        raise BadUpstream("response head too large") from None
+
+
+def _parse_head(
+    raw: bytes, conn: Conn, method: str, *, allow_switch: bool = False
+) -> Response | None:
     """The parsed head, or None for a 1xx interim response (skipped)."""
     lines = raw[:-4].split(b"\r\n")
     status_line = lines[0]
@@ -195,7 +231,8 @@ def _parse_head(raw: bytes, conn: Conn, method: str) -> Response | None:
     status = int(code)
     if status < 100:
         raise BadUpstream("bad status code")
-    if 100 <= status < 200:
+    switch = status == 101 and allow_switch
+    if 100 <= status < 200 and not switch:
         if status == 101:
             raise BadUpstream("unexpected protocol switch")
         return None
@@ -223,7 +260,7 @@ def _parse_head(raw: bytes, conn: Conn, method: str) -> Response | None:
             conn_tokens += "," + v.lower()
         headers.add(k, v)
     keep_alive = http11 and "close" not in {t.strip() for t in conn_tokens.split(",")}
-    if method == "HEAD" or status in _NO_BODY_STATUS:
+    if method == "HEAD" or status in _NO_BODY_STATUS or switch:
         return Response(status, reason, headers, length, False, False, keep_alive, conn, True)
     if te is not None:
         if length is not None or te != "chunked":

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import orjson
-from aiohttp import web
 
 PROBLEM_TYPE = "application/problem+json"
 DECISION_HEADER = "X-Gatekeeper-Decision-Id"
@@ -42,7 +42,16 @@ def problem_body(
     )
 
 
-def problem_response(
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A whole response to write: status, headers (in order) and body."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def problem_reply(
     *,
     status: int,
     reason: str,
@@ -52,7 +61,7 @@ def problem_response(
     reasons: Sequence[str] = (),
     headers: Mapping[str, str] | None = None,
     title: str | None = None,
-) -> web.Response:
+) -> Reply:
     """The blocked answer; 451s carry ``Link: <...>; rel="blocked-by"`` (RFC 7725)."""
     body = problem_body(
         status=status,
@@ -70,4 +79,4 @@ def problem_response(
         out["Link"] = f'<urn:gatekeeper:rule:{rule or reason}>; rel="blocked-by"'
     if status == 401 and "WWW-Authenticate" not in out:
         out["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-    return web.Response(status=status, body=body, headers=out)
+    return Reply(status, list(out.items()), body)

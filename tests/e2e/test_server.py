@@ -1,0 +1,231 @@
+"""The gate's own HTTP/1.1 server and lean upstream client, byte for byte, over raw sockets.
+
+The upstream here is scripted: it answers each request with canned bytes chosen by path, so the
+tests control exactly what the lean client must parse (chunked bodies with trailers, 1xx interim
+answers, ``Connection: close``, a header with a bare LF) and check exactly what the server writes
+back (framing for HEAD, 204, chunked and HTTP/1.0 clients, pipelined answers in order,
+``100 Continue``).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.gate import Gate, base_config
+from tests.security.harness import exchange, request_bytes
+from tests.support import free_port
+
+JSON = b"Content-Type: application/json\r\n"
+CANNED: dict[str, bytes] = {
+    "/plain": b"HTTP/1.1 200 OK\r\n" + JSON + b'Content-Length: 11\r\n\r\n{"ok":true}',
+    "/head": b"HTTP/1.1 200 OK\r\n" + JSON + b"Content-Length: 11\r\n\r\n",
+    "/nocontent": b"HTTP/1.1 204 No Content\r\nX-Up: 1\r\n\r\n",
+    "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+    "/interim": b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+    b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+    "/close": b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+    "/until-close": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nstreamed-until-close",
+    "/bare-lf": b"HTTP/1.1 200 OK\r\nX-A: a\nX-Injected: b\r\nContent-Length: 2\r\n\r\nok",
+    "/cl-te": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"0\r\n\r\n",
+    "/bad-status": b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\nok",
+}
+
+
+class ScriptedUpstream:
+    """Answers each request with ``CANNED[path]``; counts connections and requests."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.connections = 0
+        self.requests: list[str] = []
+        self._sock = socket.create_server(("127.0.0.1", self.port))
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                buf = buf[length:]
+                path = lines[0].split(" ")[1]
+                self.requests.append(f"{lines[0].split(' ')[0]} {path}")
+                conn.sendall(CANNED.get(path, CANNED["/plain"]))
+                if path in ("/close", "/until-close"):
+                    return
+
+    def close(self) -> None:
+        self._stop = True
+        self._sock.close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedUpstream]:
+    up = ScriptedUpstream()
+    yield up
+    up.close()
+
+
+@pytest.fixture
+def sgate(tmp_path: Path, scripted: ScriptedUpstream) -> Iterator[Gate]:
+    gate = Gate(tmp_path, base_config(tmp_path, scripted.url))
+    yield gate
+    gate.stop()
+
+
+def _get(path: str, **kw: object) -> bytes:
+    return request_bytes("GET", path, **kw)  # type: ignore[arg-type]
+
+
+def test_pipelined_requests_are_answered_in_order(sgate: Gate, scripted: ScriptedUpstream) -> None:
+    ex = exchange(sgate.port, _get("/plain") + _get("/chunked") + _get("/interim"), expect=3)
+    assert ex.statuses == [200, 200, 201]
+    assert [r.body for r in ex.responses] == [b'{"ok":true}', b"hello world", b"ok"]
+    ids = {r.header("X-Gatekeeper-Decision-Id") for r in ex.responses}
+    assert len(ids) == 3 and None not in ids
+    assert scripted.requests == ["GET /plain", "GET /chunked", "GET /interim"]
+    assert not ex.closed
+
+
+def test_chunked_upstream_body_is_rechunked_and_trailers_dropped(sgate: Gate) -> None:
+    ex = exchange(sgate.port, _get("/chunked"), expect=1)
+    resp = ex.responses[0]
+    assert resp.header("Transfer-Encoding") == "chunked"
+    assert resp.header("Content-Length") is None
+    assert resp.body == b"hello world"
+    assert resp.header("X-Trailer") is None
+
+
+def test_http10_client_gets_a_close_delimited_body(sgate: Gate) -> None:
+    ex = exchange(sgate.port, _get("/chunked", version="HTTP/1.0"))
+    assert ex.closed
+    assert ex.statuses == [200]
+    assert ex.responses[0].header("Transfer-Encoding") is None
+    assert ex.responses[0].body == b"hello world"
+
+
+def test_head_keeps_the_upstream_length_and_sends_no_body(sgate: Gate) -> None:
+    with socket.create_connection(("127.0.0.1", sgate.port), timeout=5) as s:
+        s.sendall(request_bytes("HEAD", "/head") + _get("/plain"))
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 2 or not data.endswith(b'{"ok":true}'):
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"\r\nContent-Length: 11" in head
+    assert rest.startswith(b"HTTP/1.1 200")  # no body bytes between the two answers
+
+
+def test_204_has_no_framing_and_the_connection_is_reused(
+    sgate: Gate, scripted: ScriptedUpstream
+) -> None:
+    ex = exchange(sgate.port, _get("/nocontent") + _get("/plain"), expect=2)
+    assert ex.statuses == [204, 200]
+    first = ex.responses[0]
+    assert first.header("Content-Length") is None
+    assert first.header("Transfer-Encoding") is None
+    assert first.header("X-Up") == "1"
+    assert ex.responses[1].body == b'{"ok":true}'
+
+
+def test_upstream_connection_close_is_not_pooled(sgate: Gate, scripted: ScriptedUpstream) -> None:
+    for _ in range(3):
+        assert exchange(sgate.port, _get("/close"), expect=1).statuses == [200]
+    assert scripted.connections == 3
+    before = scripted.connections
+    for _ in range(3):
+        assert exchange(sgate.port, _get("/plain"), expect=1).statuses == [200]
+    assert scripted.connections == before + 1  # keep-alive: one connection for all three
+
+
+def test_read_until_close_body(sgate: Gate) -> None:
+    ex = exchange(sgate.port, _get("/until-close"), expect=1)
+    assert ex.responses[0].body == b"streamed-until-close"
+
+
+@pytest.mark.parametrize("path", ["/bare-lf", "/cl-te", "/bad-status"])
+def test_malformed_upstream_answer_is_502(sgate: Gate, path: str) -> None:
+    ex = exchange(sgate.port, _get(path), expect=1)
+    assert ex.statuses == [502]
+    resp = ex.responses[0]
+    assert resp.header("Content-Type") == "application/problem+json"
+    assert resp.json()["decision_id"] == resp.header("X-Gatekeeper-Decision-Id")
+    assert b"X-Injected" not in b"".join(k.encode() for k, _ in resp.headers)
+
+
+def test_expect_100_continue_on_a_measured_route(sgate: Gate) -> None:
+    body = b'{"job": 1}'
+    head = request_bytes(
+        "POST",
+        "/api/submit",
+        headers=[("X-Test-Gpus", "1"), ("Expect", "100-continue"),
+                 ("Content-Length", str(len(body)))],
+        length=False,
+    )  # fmt: skip
+    with socket.create_connection(("127.0.0.1", sgate.port), timeout=5) as s:
+        s.sendall(head)
+        assert s.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_encoded_body_on_a_measured_route_is_415(sgate: Gate, scripted: ScriptedUpstream) -> None:
+    ex = exchange(
+        sgate.port,
+        request_bytes(
+            "POST", "/api/submit", headers=[("X-Test-Gpus", "1"), ("Content-Encoding", "gzip")],
+            body=b"\x1f\x8b\x08\x00",
+        ),
+        expect=1,
+    )  # fmt: skip
+    assert ex.statuses == [415]
+    assert ex.responses[0].json()["type"] == "urn:gatekeeper:problem:content-encoding"
+    assert scripted.requests == []
+
+
+def test_malformed_request_after_a_good_one_is_answered_in_turn(
+    sgate: Gate, scripted: ScriptedUpstream
+) -> None:
+    ex = exchange(sgate.port, [_get("/plain"), b"GET /x HTTP/1.1\r\nBad Header\r\n\r\n"], pause=0.2)
+    assert ex.statuses == [200, 400]
+    assert ex.closed
+    # In one write the parser refuses the whole buffer: nothing of it is forwarded.
+    ex = exchange(sgate.port, _get("/plain") + b"GET /x HTTP/1.1\r\nBad Header\r\n\r\n")
+    assert ex.statuses == [400]
+    assert ex.closed
+    assert scripted.requests == ["GET /plain"]
