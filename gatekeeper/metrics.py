@@ -179,7 +179,7 @@ class BufferedHistogram:
         # The first bound >= amount: the bucket prometheus-client's observe() would pick.
         self.counts[bisect_left(self.bounds, amount)] += 1
         self.total += amount
-        self.dirty = True
+        self.dirty = True  # a flag, not any(counts) in flush(): that runs whenever the gate idles
 
     def flush(self) -> None:
         if not self.dirty:
@@ -193,17 +193,21 @@ class BufferedHistogram:
         self.child._sum.inc(total)
 
 
-_buffers: dict[tuple[Any, ...], BufferedCounter | BufferedHistogram] = {}
+_buffers: dict[tuple[Any, tuple[str, ...]], BufferedCounter | BufferedHistogram] = {}
 
 
 def buffered(metric: Any, *labels: str) -> Any:
-    """The buffered child of ``metric`` for ``labels`` (cached: label sets are bounded)."""
-    key = (metric, *labels)
-    buf = _buffers.get(key)
-    if buf is None:
-        child = metric.labels(*labels) if labels else metric
-        buf = BufferedHistogram(child) if isinstance(metric, Histogram) else BufferedCounter(child)
-        _buffers[key] = buf
+    """The buffered child of ``metric`` for ``labels`` (cached: label sets are bounded).
+
+    Keyed by ``(metric, labels)``: the call's own argument tuple, not a new flattened one.
+    """
+    try:
+        return _buffers[metric, labels]
+    except KeyError:
+        pass
+    child = metric.labels(*labels) if labels else metric
+    buf = BufferedHistogram(child) if isinstance(metric, Histogram) else BufferedCounter(child)
+    _buffers[metric, labels] = buf
     return buf
 
 
