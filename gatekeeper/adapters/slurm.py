@@ -357,21 +357,54 @@ _GPU_OPTIONS = {
 }
 
 
-# (option, value) pairs by ``#SBATCH`` line text: scripts repeat the same few header lines.
-# Bounded like the TRES cache; only short lines are kept.
-_LINE_CACHE: dict[str, tuple[tuple[str, str], ...]] = {}
+# What one ``#SBATCH`` option sets: (JobShape field, GPU unit or "", parsed value). GPU options
+# carry (count, model) pairs, turned into fresh GpuSpec objects for each request.
+_Effect = tuple[str, str, Any]
+_GPUS, _TIME, _PARTITION, _IGNORED = "gpus", "time", "partition", ""
+_INT_OPTIONS = {
+    "--ntasks": "tasks",
+    "--ntasks-per-node": "tasks_per_node",
+    "--sockets-per-node": "sockets_per_node",
+}
+
+# Parsed options by ``#SBATCH`` line text: scripts repeat the same few header lines. Bounded like
+# the TRES cache; only short lines, and only lines whose every option parsed, are kept.
+_LINE_CACHE: dict[str, tuple[_Effect, ...]] = {}
 
 
-def _directive_options(line: str) -> tuple[tuple[str, str], ...]:
-    """(option, value) pairs of one ``#SBATCH`` line (the text after ``#SBATCH``)."""
+def _directive_effects(line: str) -> tuple[_Effect, ...]:
+    """What the options of one ``#SBATCH`` line (the text after ``#SBATCH``) set, in order.
+
+    Every option is parsed before any is applied; as applying cannot fail, the first bad option
+    still decides the error, as when they were parsed and applied one by one.
+    """
     hit = _LINE_CACHE.get(line)
     if hit is None:
-        hit = tuple(_read_directive(line))
+        hit = tuple([_option_effect(opt, value) for opt, value in _read_directive(line)])
         if len(line) <= _TRES_CACHE_TEXT:
             if len(_LINE_CACHE) >= _TRES_CACHE_MAX:
                 _LINE_CACHE.clear()
             _LINE_CACHE[line] = hit
     return hit
+
+
+def _option_effect(opt: str, value: str) -> _Effect:
+    if opt == "--gres":
+        return _GPUS, NODE, tuple((s.count, s.model) for s in parse_tres(value, NODE))
+    if opt in _GPU_OPTIONS:
+        unit = _GPU_OPTIONS[opt]
+        return _GPUS, unit, tuple((s.count, s.model) for s in parse_gpus_option(value, unit))
+    if opt == "--nodes":
+        return "nodes", "", parse_node_count(value)
+    if opt in _INT_OPTIONS:
+        return _INT_OPTIONS[opt], "", _int_opt(value, opt)
+    if opt == "--time":
+        return _TIME, "", parse_slurm_time(value)
+    if opt == "--array":
+        return "array", "", parse_array_count(value)
+    if opt == "--partition":
+        return _PARTITION, "", value
+    return _IGNORED, "", None  # not produced by _read_directive; ignored as before
 
 
 def _read_directive(line: str) -> list[tuple[str, str]]:
@@ -410,10 +443,6 @@ def _read_directive(line: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _max_or(current: int | None, new: int) -> int:
-    return new if current is None else max(current, new)
-
-
 def _shape_from_script(script: str) -> JobShape | None:
     """The ``#SBATCH`` options of a script; ``None`` when it has none (nothing to merge)."""
     if "#SBATCH" not in script:
@@ -432,26 +461,17 @@ def _shape_from_script(script: str) -> JobShape | None:
         line = raw.lstrip()
         if not line.startswith("#SBATCH"):
             continue
-        for opt, value in _directive_options(line[len("#SBATCH") :]):
-            if opt == "--gres":
-                candidates.setdefault(NODE, []).append(parse_tres(value, NODE))
-            elif opt in _GPU_OPTIONS:
-                unit = _GPU_OPTIONS[opt]
-                candidates.setdefault(unit, []).append(parse_gpus_option(value, unit))
-            elif opt == "--nodes":
-                shape.nodes = _max_or(shape.nodes, parse_node_count(value))
-            elif opt == "--ntasks":
-                shape.tasks = _max_or(shape.tasks, _int_opt(value, opt))
-            elif opt == "--ntasks-per-node":
-                shape.tasks_per_node = _max_or(shape.tasks_per_node, _int_opt(value, opt))
-            elif opt == "--sockets-per-node":
-                shape.sockets_per_node = _max_or(shape.sockets_per_node, _int_opt(value, opt))
-            elif opt == "--time":
-                times.append(parse_slurm_time(value))
-            elif opt == "--array":
-                shape.array = _max_or(shape.array, parse_array_count(value))
-            elif opt == "--partition":
+        for field_name, unit, value in _directive_effects(line[len("#SBATCH") :]):
+            if field_name is _GPUS:
+                specs = [GpuSpec(unit, count, model) for count, model in value]
+                candidates.setdefault(unit, []).append(specs)
+            elif field_name is _TIME:
+                times.append(value)
+            elif field_name is _PARTITION:
                 shape.partition = value
+            elif field_name:  # a count: a repeated option counts with its largest value
+                current = getattr(shape, field_name)
+                setattr(shape, field_name, value if current is None else max(current, value))
     # Checked after the first lines' directives, as the line-by-line reading always did.
     if len(lines) > MAX_SCRIPT_LINES:
         raise BadRequest("bad-script", "script too long")
