@@ -229,3 +229,67 @@ def test_malformed_request_after_a_good_one_is_answered_in_turn(
     assert ex.statuses == [400]
     assert ex.closed
     assert scripted.requests == ["GET /plain"]
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "gate.crt", tmp / "gate.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_tls_listener_forwards_with_https_proto(tmp_path: Path) -> None:
+    import ssl
+
+    import aiohttp
+
+    from tests.e2e.gate import Upstream
+
+    upstream = Upstream(tmp_path)
+    cert, key = _self_signed(tmp_path)
+    cfg = base_config(tmp_path, upstream.url)
+    cfg["listen"]["tls"] = {"cert": str(cert), "key": str(key)}
+    gate = Gate(tmp_path, cfg)
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        async with aiohttp.ClientSession() as s:
+            for _ in range(2):  # the second request reuses the TLS connection
+                async with s.get(f"https://127.0.0.1:{gate.port}/tls-echo", ssl=ctx) as r:
+                    assert r.status == 200
+                    echo = await r.json()
+                    assert echo["headers"]["X-Forwarded-Proto"] == "https"
+                    assert r.headers["X-Gatekeeper-Decision-Id"]
+    finally:
+        gate.stop()
+        upstream.stop()
