@@ -111,11 +111,11 @@ class GateHandler:
         try:
             raw_path, query = split_target(request.raw_path)
             path = normalize_path(raw_path)
-            ctx.request = RequestInfo(
-                route="", method=request.method, path=path, client_ip=client_ip
-            )
             route = self.router.match(request.method, path)
             if route is None:
+                ctx.request = RequestInfo(
+                    route="", method=request.method, path=path, client_ip=client_ip
+                )
                 raise Deny("no-route", 404, f"no route for {request.method} {path}")
             ctx.route_config = route
             # The purpose header is read before client X-Gatekeeper-* headers are stripped:
