@@ -300,7 +300,7 @@ class AuditLog:
             end = i + 1 + _AFTER_HOLE
             if (
                 start > 0
-                and template[start:end] == _HOLE_MEMBER
+                and template.startswith(_HOLE_MEMBER, start)
                 and template.find(b"\x7f", end) < 0
             ):
                 before = template[:start]
