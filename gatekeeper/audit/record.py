@@ -229,6 +229,25 @@ def record_body(
     return _unchecked(body)
 
 
+def outcome_body(
+    decision_id: str, status: int, upstream_status: int | None, latency_ms: float, refunded: bool
+) -> dict[str, Any]:
+    """The outcome line of a forwarded request (its status, once the answer went out)."""
+    latency = round(latency_ms, 3)
+    body = RecordBody(
+        type="outcome",
+        decision_id=decision_id,
+        http={"status": status, "upstream_status": upstream_status, "latency_ms": latency},
+        quota={"refunded": refunded},
+    )
+    return body if _plain((latency,)) else _unchecked_outcome(body)
+
+
+def _unchecked_outcome(body: RecordBody) -> dict[str, Any]:
+    body["http"]["latency_ms"] = _num(body["http"]["latency_ms"])
+    return dict(body)
+
+
 def _unchecked(body: RecordBody) -> dict[str, Any]:
     """``body`` as a plain dict (the chain checks its bytes), non-finite floats made ``null``."""
     for fact, fields in _NUMBER_FIELDS:

@@ -18,7 +18,7 @@ import time
 from urllib.parse import urlsplit
 
 from .. import metrics
-from ..audit.record import record_body
+from ..audit.record import outcome_body, record_body
 from ..config import Config, RouteConfig
 from ..context import DENY, Decision, RequestContext, RequestInfo
 from ..errors import BadRequest, Deny, DependencyError
@@ -259,7 +259,7 @@ class GateHandler:
         route = ctx.request.route or "-"
         _child(metrics.REQUESTS, route, decision.action, "true").inc()
         _child(metrics.DENIALS, route, reason).inc()
-        metrics.DECISION_SECONDS.observe(time.perf_counter() - ctx.started)
+        _child(metrics.DECISION_SECONDS).observe(time.perf_counter() - ctx.started)
         self._observe_stages(ctx)
         reply = problem_reply(
             status=status,
@@ -294,7 +294,7 @@ class GateHandler:
             await self._refund(ctx)
             decision.status = 503
             return self._answer_problem(responder, ctx, 503, exc.reason, exc.detail, None, {})
-        metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+        _child(metrics.DECISION_SECONDS).observe(time.perf_counter() - started)
         self._observe_stages(ctx)
         enforced = "true" if decision.enforced else "false"
         _child(metrics.REQUESTS, route.name, decision.action, enforced).inc()
@@ -374,16 +374,13 @@ class GateHandler:
         self, ctx: RequestContext, status: int, upstream_status: int | None, started: float
     ) -> None:
         """Append the outcome line (status, upstream status, latency) in the background."""
-        body = {
-            "type": "outcome",
-            "decision_id": ctx.decision_id,
-            "http": {
-                "status": status,
-                "upstream_status": upstream_status,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            },
-            "quota": {"refunded": ctx.quota.refunded if ctx.has("quota") else False},
-        }
+        body = outcome_body(
+            ctx.decision_id,
+            status,
+            upstream_status,
+            (time.perf_counter() - started) * 1000,
+            ctx.quota.refunded if ctx.has("quota") else False,
+        )
         # Queued without a task or a future: nobody waits for it, and AuditLog.close() still
         # writes whatever is queued at a graceful stop.
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper.audit.log import AuditLog
-from gatekeeper.audit.record import ZERO_HASH, RecordBody, record_body
+from gatekeeper.audit.record import ZERO_HASH, RecordBody, outcome_body, record_body
 from gatekeeper.audit.verify import verify_files
 from tests.audit.helpers import body, file_cfg, full_ctx, read_lines
 
@@ -94,3 +94,28 @@ async def test_a_checked_body_becomes_the_returned_record(tmp_path: Path) -> Non
     assert rec is b and rec["seq"] == 1 and rec["hash"].startswith("sha256:")
     assert plain["prev_hash"] == rec["hash"]
     assert [json.loads(x) for x in read_lines(tmp_path / "audit.jsonl")] == [rec, plain]
+
+
+async def test_outcome_lines_are_checked_and_canonical(tmp_path: Path) -> None:
+    plain = outcome_body("d1", 200, 200, 1.23456, False)
+    assert type(plain) is RecordBody
+    assert plain == {
+        "type": "outcome",
+        "decision_id": "d1",
+        "http": {"status": 200, "upstream_status": 200, "latency_ms": 1.235},
+        "quota": {"refunded": False},
+    }
+    # 0.00001 ms rounds to 0.0 (safe); a tiny non-zero latency and a NaN take the checked path
+    tiny = outcome_body("d2", 502, None, 0.0004, True)
+    assert type(tiny) is RecordBody and tiny["http"]["latency_ms"] == 0.0
+    nan = outcome_body("d3", 502, None, float("nan"), True)
+    assert type(nan) is dict and nan["http"]["latency_ms"] is None
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(file_cfg(path), replica="gk-0")
+    await log.start()
+    for b in (plain, tiny, nan, outcome_body("d4", 200, 200, 0.00051, False)):
+        log.append_nowait(b)
+    await log.close()
+    lines = check_lines(read_lines(path))
+    assert [x["http"]["latency_ms"] for x in lines] == [1.235, 0.0, None, 0.001]
+    assert verify_files([str(path)]).ok
