@@ -89,6 +89,8 @@ def _fast_json(body: bytes) -> Any:
     """
     if body[:3] == _BOM or (b"\\" in body and _U_ESCAPE.search(body) is not None):
         return _SLOW
+    if len(body) > MAX_NODES:
+        return _walked_json(body)
     # One pass keeps only the colons and opening brackets (a handful of bytes in real bodies).
     marks = body.translate(None, _NOT_STRUCTURAL)
     colons = marks.count(b":")
@@ -96,10 +98,9 @@ def _fast_json(body: bytes) -> Any:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return _SLOW
-    # Limits without a walk: a value nests in at most one container per ``{``/``[`` byte, and
-    # every value starts at a byte of its own; larger bodies are walked to check the limits.
-    may_exceed = len(marks) - colons + 1 > MAX_DEPTH or len(body) > MAX_NODES
-    if may_exceed and not _within_limits(doc):
+    # Limits without a walk: every value starts at a byte of its own (so no more values than
+    # bytes), and a value nests in at most one container per ``{``/``[`` byte.
+    if len(marks) - colons + 1 > MAX_DEPTH and not _within_limits(doc):
         return _SLOW
     # SECURITY: a mismatch may be a duplicate key: the strict parser decides (and refuses it).
     try:
@@ -107,6 +108,38 @@ def _fast_json(body: bytes) -> Any:
     except orjson.JSONEncodeError:  # not expected for orjson's own output; be strict anyway
         return _SLOW
     if tree_colons != colons:
+        return _SLOW
+    return doc
+
+
+def _walked_json(body: bytes) -> Any:
+    """``_fast_json`` for large bodies: one walk checks the limits and counts the tree's colons
+    (cheaper there than re-serialising a large document)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _SLOW
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    nodes = 0
+    colons = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES or depth > MAX_DEPTH:
+            return _SLOW
+        kind = type(node)
+        if kind is dict:
+            colons += len(node)
+            for k, v in node.items():
+                if ":" in k:
+                    colons += k.count(":")
+                stack.append((v, depth + 1))
+        elif kind is list:
+            stack.extend((v, depth + 1) for v in node)
+        elif kind is str and ":" in node:
+            colons += node.count(":")
+    # SECURITY: a mismatch may be a duplicate key: the strict parser decides (and refuses it).
+    if colons != body.count(b":"):
         return _SLOW
     return doc
 

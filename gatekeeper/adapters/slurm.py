@@ -46,6 +46,9 @@ from ..gpus import GpuCatalog
 from .common import (
     MAX_MULTIPLIER,
     Part,
+    _parse_array_count,
+    _parse_node_count,
+    _parse_slurm_time,
     as_list,
     as_mapping,
     bounded,
@@ -121,29 +124,43 @@ def _parse_type_count(fields: list[str], original: str) -> tuple[str | None, flo
 # Parsed TRES strings (count, model) by text: clients resubmit the same few shapes, and parsing
 # is a visible share of a submission's cost. Bounded (cleared when full), short texts only, and
 # only successful parses: a refused string is parsed (and refused) every time.
-_TRES_CACHE: dict[str, tuple[tuple[float, str | None], ...]] = {}
+_Pairs = tuple[tuple[float, str | None], ...]  # (count, model) of each GPU spec
+_TRES_CACHE: dict[str, _Pairs] = {}
+_GPUS_CACHE: dict[str, _Pairs] = {}
 _TRES_CACHE_MAX = 4096
 _TRES_CACHE_TEXT = 256
 
 
-def parse_tres(text: str, unit: str) -> list[GpuSpec]:
-    """GPU specs in a TRES/gres string (``gres/gpu:h100:8,cpu=4``); other TRES are ignored."""
+def _remember(cache: dict[str, Any], text: str, value: Any) -> None:
+    if len(text) <= _TRES_CACHE_TEXT:
+        if len(cache) >= _TRES_CACHE_MAX:
+            cache.clear()
+        cache[text] = value
+
+
+def _specs(unit: str, pairs: _Pairs) -> list[GpuSpec]:
+    """Fresh GpuSpec objects every time: callers may change them."""
+    if len(pairs) == 1:
+        count, model = pairs[0]
+        return [GpuSpec(unit, count, model)]
+    return [GpuSpec(unit, count, model) for count, model in pairs]
+
+
+def _tres_pairs(text: str) -> _Pairs:
     hit = _TRES_CACHE.get(text)
     if hit is None:
-        hit = tuple((spec.count, spec.model) for spec in _parse_tres(text, unit))
-        if len(text) <= _TRES_CACHE_TEXT:
-            if len(_TRES_CACHE) >= _TRES_CACHE_MAX:
-                _TRES_CACHE.clear()
-            _TRES_CACHE[text] = hit
-    # Fresh GpuSpec objects every time: callers may change them.
-    if len(hit) == 1:
-        count, model = hit[0]
-        return [GpuSpec(unit, count, model)]
-    return [GpuSpec(unit, count, model) for count, model in hit]
+        hit = _parse_tres(text)
+        _remember(_TRES_CACHE, text, hit)
+    return hit
 
 
-def _parse_tres(text: str, unit: str) -> list[GpuSpec]:
-    specs: list[GpuSpec] = []
+def parse_tres(text: str, unit: str) -> list[GpuSpec]:
+    """GPU specs in a TRES/gres string (``gres/gpu:h100:8,cpu=4``); other TRES are ignored."""
+    return _specs(unit, _tres_pairs(text))
+
+
+def _parse_tres(text: str) -> _Pairs:
+    specs: list[tuple[float, str | None]] = []
     if len(text) > 4096:
         raise BadRequest("unknown-gpu-syntax", "TRES string too long")
     for raw in text.split(","):
@@ -172,27 +189,25 @@ def _parse_tres(text: str, unit: str) -> list[GpuSpec]:
             model, count = _parse_type_count(fields, text)
         else:
             raise BadRequest("unknown-gpu-syntax", f"cannot read {sanitize(text)!r}")
-        specs.append(GpuSpec(unit, count, model))
-    return specs
+        specs.append((count, model))
+    return tuple(specs)
 
 
-_GPUS_CACHE: dict[str, tuple[tuple[float, str | None], ...]] = {}
+def _gpus_pairs(text: str) -> _Pairs:
+    hit = _GPUS_CACHE.get(text)
+    if hit is None:
+        hit = _parse_gpus_option(text)
+        _remember(_GPUS_CACHE, text, hit)
+    return hit
 
 
 def parse_gpus_option(text: str, unit: str) -> list[GpuSpec]:
     """An sbatch ``--gpus*`` value: ``N``, ``type:N``, or a comma list of those."""
-    hit = _GPUS_CACHE.get(text)
-    if hit is None:
-        hit = tuple((spec.count, spec.model) for spec in _parse_gpus_option(text, unit))
-        if len(text) <= _TRES_CACHE_TEXT:
-            if len(_GPUS_CACHE) >= _TRES_CACHE_MAX:
-                _GPUS_CACHE.clear()
-            _GPUS_CACHE[text] = hit
-    return [GpuSpec(unit, count, model) for count, model in hit]  # fresh, as in parse_tres
+    return _specs(unit, _gpus_pairs(text))
 
 
-def _parse_gpus_option(text: str, unit: str) -> list[GpuSpec]:
-    specs: list[GpuSpec] = []
+def _parse_gpus_option(text: str) -> _Pairs:
+    specs: list[tuple[float, str | None]] = []
     for raw in text.split(","):
         item = raw.strip()
         if not item:
@@ -203,8 +218,8 @@ def _parse_gpus_option(text: str, unit: str) -> list[GpuSpec]:
         if not fields or not _COUNT.match(fields[-1]):
             raise BadRequest("unknown-gpu-syntax", f"GPU count missing in {sanitize(text)!r}")
         model, count = _parse_type_count(fields, text)
-        specs.append(GpuSpec(unit, count, model))
-    return specs
+        specs.append((count, model))
+    return tuple(specs)
 
 
 # ----------------------------------------------------------------------------- body fields
@@ -368,8 +383,12 @@ _INT_OPTIONS = {
 }
 
 # Parsed options by ``#SBATCH`` line text: scripts repeat the same few header lines. Bounded like
-# the TRES cache; only short lines, and only lines whose every option parsed, are kept.
+# the TRES cache; only short lines, and only lines whose every option parsed, are kept. Only the
+# first ``_CACHED_LINES`` directive lines of a script go through the caches: a script of many
+# distinct lines gains nothing from them, would pay their bookkeeping on every line and would
+# flush what other clients' requests put there.
 _LINE_CACHE: dict[str, tuple[_Effect, ...]] = {}
+_CACHED_LINES = 64
 
 
 def _directive_effects(line: str) -> tuple[_Effect, ...]:
@@ -381,19 +400,15 @@ def _directive_effects(line: str) -> tuple[_Effect, ...]:
     hit = _LINE_CACHE.get(line)
     if hit is None:
         hit = tuple([_option_effect(opt, value) for opt, value in _read_directive(line)])
-        if len(line) <= _TRES_CACHE_TEXT:
-            if len(_LINE_CACHE) >= _TRES_CACHE_MAX:
-                _LINE_CACHE.clear()
-            _LINE_CACHE[line] = hit
+        _remember(_LINE_CACHE, line, hit)
     return hit
 
 
 def _option_effect(opt: str, value: str) -> _Effect:
     if opt == "--gres":
-        return _GPUS, NODE, tuple((s.count, s.model) for s in parse_tres(value, NODE))
+        return _GPUS, NODE, _tres_pairs(value)
     if opt in _GPU_OPTIONS:
-        unit = _GPU_OPTIONS[opt]
-        return _GPUS, unit, tuple((s.count, s.model) for s in parse_gpus_option(value, unit))
+        return _GPUS, _GPU_OPTIONS[opt], _gpus_pairs(value)
     if opt == "--nodes":
         return "nodes", "", parse_node_count(value)
     if opt in _INT_OPTIONS:
@@ -405,6 +420,36 @@ def _option_effect(opt: str, value: str) -> _Effect:
     if opt == "--partition":
         return _PARTITION, "", value
     return _IGNORED, "", None  # not produced by _read_directive; ignored as before
+
+
+def _apply_uncached(
+    line: str,
+    shape: JobShape,
+    candidates: dict[str, list[list[GpuSpec]]],
+    times: list[float | None],
+) -> None:
+    """Read and apply one ``#SBATCH`` line option by option, without the caches."""
+    for opt, value in _read_directive(line):
+        if opt == "--gres":
+            candidates.setdefault(NODE, []).append(_specs(NODE, _parse_tres(value)))
+        elif opt in _GPU_OPTIONS:
+            unit = _GPU_OPTIONS[opt]
+            candidates.setdefault(unit, []).append(_specs(unit, _parse_gpus_option(value)))
+        elif opt == "--nodes":
+            shape.nodes = _max_or(shape.nodes, _parse_node_count(value))
+        elif opt in _INT_OPTIONS:
+            name = _INT_OPTIONS[opt]
+            setattr(shape, name, _max_or(getattr(shape, name), _int_opt(value, opt)))
+        elif opt == "--time":
+            times.append(_parse_slurm_time(value))
+        elif opt == "--array":
+            shape.array = _max_or(shape.array, _parse_array_count(value))
+        elif opt == "--partition":
+            shape.partition = value
+
+
+def _max_or(current: int | None, new: int) -> int:
+    return new if current is None else max(current, new)
 
 
 def _read_directive(line: str) -> list[tuple[str, str]]:
@@ -455,16 +500,21 @@ def _shape_from_script(script: str) -> JobShape | None:
     candidates: dict[str, list[list[GpuSpec]]] = {}
     times: list[float | None] = []
     lines = script.splitlines()
+    read = 0
     for raw in lines if len(lines) <= MAX_SCRIPT_LINES else lines[:MAX_SCRIPT_LINES]:
         if "#SBATCH" not in raw:
             continue
         line = raw.lstrip()
         if not line.startswith("#SBATCH"):
             continue
-        for field_name, unit, value in _directive_effects(line[len("#SBATCH") :]):
+        read += 1
+        text = line[len("#SBATCH") :]
+        if read > _CACHED_LINES or len(text) > _TRES_CACHE_TEXT:
+            _apply_uncached(text, shape, candidates, times)
+            continue
+        for field_name, unit, value in _directive_effects(text):
             if field_name is _GPUS:
-                specs = [GpuSpec(unit, count, model) for count, model in value]
-                candidates.setdefault(unit, []).append(specs)
+                candidates.setdefault(unit, []).append(_specs(unit, value))
             elif field_name is _TIME:
                 times.append(value)
             elif field_name is _PARTITION:
