@@ -374,3 +374,19 @@ def test_repeated_values_answer_the_same() -> None:
         with pytest.raises(BadRequest) as exc:
             run(R, job(script="#SBATCH --gpus=h100\n"), path=PATH)
         assert exc.value.reason == "unknown-gpu-syntax"
+
+
+def test_many_directive_lines_and_long_lines_read_alike() -> None:
+    # Past the first 64 directive lines, and for lines over 256 characters, options are read
+    # without the caches: same answers, same refusals.
+    lines = [
+        f"#SBATCH --gpus-per-node=h100:{i % 8 + 1} -N {i % 3 + 1} -t {i + 1}" for i in range(80)
+    ]
+    c = run(R, job(script="\n".join(lines)), path=PATH)
+    check(c, 24, 80 / 60, "H100-SXM")
+    long_line = "#SBATCH " + "--gres=gpu:a100:2 " * 20 + "-N 2 --time=1:00:00"
+    check(run(R, job(script=long_line), path=PATH), 4, 1, "A100")
+    for bad in ([*lines, "#SBATCH -t 1:x"], [long_line + " -t 1:x"]):
+        with pytest.raises(BadRequest) as exc:
+            run(R, job(script="\n".join(bad)), path=PATH)
+        assert exc.value.reason == "bad-time"
