@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,8 @@ class Runtime:
         self.audit = AuditLog(cfg.audit, replica=self.replica)
         self._snapshot: Snapshot | None = None
         self._reload_lock = asyncio.Lock()
+        # Called after a successful swap (``serve`` re-settles the heap, see heap.py).
+        self.after_reload: Callable[[], None] | None = None
         self._audit_started = False
 
     @property
@@ -195,6 +198,8 @@ class Runtime:
                 asyncio.get_running_loop().call_later(60, old.geo.close)
             metrics.INFO.labels(VERSION, new.policy.version).set(1)
             log.info("reloaded: policy %s", new.policy.version)
+            if self.after_reload is not None:
+                self.after_reload()
             return True
 
     async def readiness(self) -> dict[str, Any]:

@@ -45,6 +45,7 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     """Run the proxy and admin listeners until SIGTERM/SIGINT; returns the exit status."""
     from aiohttp import web
 
+    from .heap import HeapKeeper
     from .proxy.admin import build_admin_app
     from .proxy.forward import Upstreams
     from .proxy.handler import GateHandler
@@ -64,6 +65,8 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     except ConfigError as exc:
         print(f"gatekeeper: configuration error:\n{exc}", file=sys.stderr)
         return 2
+    heap = HeapKeeper(asyncio.get_running_loop())
+    runtime.after_reload = heap.reloaded
     upstreams = Upstreams(
         connect_timeout_s=cfg.limits.upstream_connect_timeout_s,
         read_timeout_s=cfg.limits.upstream_timeout_s,
@@ -116,6 +119,7 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
         cfg.admin.host,
         _bound_port(admin_site),
     )
+    heap.started()  # last: everything loaded so far lives as long as the process
     if ready_fd is not None:
         os.write(ready_fd, b"ready\n")
     await stop.wait()
@@ -125,6 +129,7 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     await server.shutdown(cfg.limits.drain_timeout_s)
     await handler.drain(1.0)
     await admin_runner.cleanup()
+    heap.close()
     await upstreams.close()
     await runtime.close()
     return 0
