@@ -36,6 +36,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's main thread ("main") and of its other threads ("others")."""
+    out = {"main": 0.0, "others": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        out["main" if task.name == str(pid) else "others"] += ticks
+    return out
+
+
 def tree_pids(root: int) -> list[int]:
     """A process and its descendants (the workers of a ``workers: N`` gate)."""
     out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True)
@@ -128,6 +141,7 @@ def main() -> int:
             pids = tree_pids(proc.pid)
             redis_pid = stack.redis.proc.pid if stack.redis and stack.redis.proc else None
             before = {pid: cpu_seconds(pid) for pid in pids}
+            threads_before = {pid: thread_cpu(pid) for pid in pids}
             redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
             out = subprocess.run(
                 ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "-s", str(script),
@@ -135,12 +149,25 @@ def main() -> int:
                 capture_output=True, text=True, check=True,
             ).stdout  # fmt: skip
             gate_cpu = sum(cpu_seconds(pid) - before[pid] for pid in pids)
+            per_thread: dict[str, float] = {}
+            for pid in pids:
+                for name, secs in thread_cpu(pid).items():
+                    spent = secs - threads_before[pid].get(name, 0.0)
+                    per_thread[name] = per_thread.get(name, 0.0) + spent
             redis_cpu = (cpu_seconds(redis_pid) - redis_before) if redis_pid else 0.0
             print(out)
             done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
             print(
                 f"gate CPU {gate_cpu:.2f} s = {1e6 * gate_cpu / done:.0f} µs/request; "
                 f"redis {1e6 * redis_cpu / done:.0f} µs/request"
+            )
+            print(
+                "  by thread: "
+                + ", ".join(
+                    f"{name} {1e6 * secs / done:.0f} µs"
+                    for name, secs in sorted(per_thread.items(), key=lambda kv: -kv[1])
+                    if secs > 0
+                )
             )
             if spy is not None:
                 spy.wait(args.duration + 30)
