@@ -18,12 +18,11 @@ from collections.abc import AsyncIterator, Iterable
 from urllib.parse import urlsplit
 
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ..errors import DependencyError
 from . import lean
-from .headers import downstream_response_headers, upstream_request_headers
+from .headers import downstream_header_pairs, downstream_response_headers, upstream_request_headers
 from .problem import DECISION_HEADER
 from .server import GateRequest, Responder, UnsafeHeader
 
@@ -103,6 +102,8 @@ class Upstreams:
             await self._session.close()
 
 
+# A 101 keeps its hop-by-hop headers (Connection, Upgrade: the switch itself) but not these.
+_SWITCH_DROP = frozenset({"content-length", "transfer-encoding", DECISION_HEADER.lower()})
 UPSTREAM_ERRORS = (TimeoutError, OSError, lean.BadUpstream, aiohttp.ClientError)
 
 
@@ -121,16 +122,17 @@ def gate_headers(
     client_chain: str,
     upstream_host: str,
     keep_upgrade: bool = False,
-) -> CIMultiDict[str]:
+) -> list[tuple[str, str]]:
     headers = upstream_request_headers(request.headers, keep_upgrade=keep_upgrade)
-    headers["Host"] = upstream_host
-    headers[DECISION_HEADER] = decision_id
+    # The filter above dropped every header set here, so appending cannot duplicate one.
+    headers.append(("Host", upstream_host))
+    headers.append((DECISION_HEADER, decision_id))
     if tenant:
-        headers["X-Gatekeeper-Tenant"] = tenant
+        headers.append(("X-Gatekeeper-Tenant", tenant))
     if entity:
-        headers["X-Gatekeeper-Entity"] = entity
-    headers["X-Forwarded-For"] = client_chain
-    headers["X-Forwarded-Proto"] = request.scheme
+        headers.append(("X-Gatekeeper-Entity", entity))
+    headers.append(("X-Forwarded-For", client_chain))
+    headers.append(("X-Forwarded-Proto", request.scheme))
     return headers
 
 
@@ -180,12 +182,9 @@ async def _relay(
         raise ClientGone(status) from exc
 
 
-def _answer_headers(
-    upstream: CIMultiDictProxy[str] | CIMultiDict[str], decision_id: str
-) -> list[tuple[str, str]]:
-    out = downstream_response_headers(upstream)
-    out[DECISION_HEADER] = decision_id
-    return list(out.items())
+def _answer_headers(pairs: list[tuple[str, str]], decision_id: str) -> list[tuple[str, str]]:
+    pairs.append((DECISION_HEADER, decision_id))  # the filter dropped any upstream one
+    return pairs
 
 
 async def forward_http(
@@ -194,7 +193,7 @@ async def forward_http(
     responder: Responder,
     *,
     url: str,
-    headers: CIMultiDict[str],
+    headers: list[tuple[str, str]],
     body: bytes | None,
     decision_id: str,
 ) -> int:
@@ -223,7 +222,7 @@ async def forward_http(
     elif request.body_exists:
         data = _stream_request_body(request)
         if request.content_length is not None:
-            headers["Content-Length"] = str(request.content_length)
+            headers.append(("Content-Length", str(request.content_length)))
     else:
         data = None
     try:
@@ -244,7 +243,7 @@ async def forward_http(
             "upstream-unreachable", f"upstream unreachable: {type(exc).__name__}", status=502
         ) from None
     try:
-        out = _answer_headers(upstream.headers, decision_id)
+        out = _answer_headers(downstream_response_headers(upstream.headers), decision_id)
         length = upstream.content_length
         status, reason = upstream.status, upstream.reason or ""
         if request.method == "HEAD" or status in (204, 304):
@@ -303,7 +302,9 @@ async def _forward_lean(
 async def _relay_lean(
     responder: Responder, upstream: lean.Response, decision_id: str, timeout: float
 ) -> None:
-    out = _answer_headers(upstream.headers, decision_id)
+    out = _answer_headers(
+        downstream_header_pairs(upstream.headers, upstream.connection), decision_id
+    )
     status, reason = upstream.status, upstream.reason
     if upstream.body is not None or upstream.no_body:
         if upstream.no_body:
@@ -321,7 +322,7 @@ async def forward_websocket(
     responder: Responder,
     *,
     url: str,
-    headers: CIMultiDict[str],
+    headers: list[tuple[str, str]],
     decision_id: str,
 ) -> int:
     """Tunnel an accepted WebSocket upgrade: the upstream answers the handshake, then bytes flow.
@@ -334,8 +335,8 @@ async def forward_websocket(
     secure = parts.scheme == "https"
     host, port = parts.hostname or "", parts.port or (443 if secure else 80)
     target = url[len(f"{parts.scheme}://{parts.netloc}") :] or "/"
-    headers["Connection"] = "Upgrade"
-    headers["Upgrade"] = request.headers.get("Upgrade", "websocket")
+    headers.append(("Connection", "Upgrade"))
+    headers.append(("Upgrade", request.headers.get("Upgrade", "websocket")))
     try:
         head = lean.encode_head("GET", target, headers, None)
         upstream = await lean.open_upgrade(
@@ -364,7 +365,7 @@ async def forward_websocket(
                 f"upstream answered {upstream.status} to the WebSocket handshake",
                 status=502,
             )
-        out = [(k, v) for k, v in upstream.headers.items() if k.lower() != "content-length"]
+        out = [(k, v) for k, v in upstream.headers if k.lower() not in _SWITCH_DROP]
         out.append((DECISION_HEADER, decision_id))
         try:
             responder.send(101, out, b"", upstream.reason)

@@ -93,27 +93,35 @@ def strip_client_headers(headers: CIMultiDictProxy[str]) -> CIMultiDictProxy[str
 
 def upstream_request_headers(
     headers: CIMultiDictProxy[str], *, keep_upgrade: bool = False
-) -> CIMultiDict[str]:
-    """Headers to forward: no hop-by-hop (incl. those named in Connection), no X-Gatekeeper-*."""
-    drop = _REQUEST_DROP | _connection_tokens(headers.getall("Connection", ()))
-    out: CIMultiDict[str] = CIMultiDict()
+) -> list[tuple[str, str]]:
+    """Headers to forward: no hop-by-hop (incl. those named in Connection), no X-Gatekeeper-*.
+
+    A list of pairs in the client's order, not a new multidict: the gate only appends to it
+    (every header it sets itself is one this filter drops), and the upstream clients take pairs.
+    """
+    connection = headers.getall("Connection", ())
+    drop = _REQUEST_DROP | _connection_tokens(connection) if connection else _REQUEST_DROP
+    out: list[tuple[str, str]] = []
     for k, v in headers.items():
         lk = k.lower()
         if lk in drop or lk.startswith(_GATE_PREFIXES):
             continue
         if keep_upgrade is False and lk.startswith("sec-websocket-"):
             continue
-        out.add(k, v)
+        out.append((k, v))
     return out
+
+
+def downstream_header_pairs(
+    pairs: Iterable[tuple[str, str]], connection: str
+) -> list[tuple[str, str]]:
+    """Upstream response headers to pass back to the client (``connection``: its Connection)."""
+    drop = _RESPONSE_DROP | _connection_tokens((connection,)) if connection else _RESPONSE_DROP
+    return [(k, v) for k, v in pairs if k.lower() not in drop]
 
 
 def downstream_response_headers(
     headers: CIMultiDictProxy[str] | CIMultiDict[str],
-) -> CIMultiDict[str]:
-    """Upstream response headers to pass back to the client."""
-    drop = _RESPONSE_DROP | _connection_tokens(headers.getall("Connection", ()))
-    out: CIMultiDict[str] = CIMultiDict()
-    for k, v in headers.items():
-        if k.lower() not in drop:
-            out.add(k, v)
-    return out
+) -> list[tuple[str, str]]:
+    """``downstream_header_pairs`` of a multidict (aiohttp's client)."""
+    return downstream_header_pairs(headers.items(), ",".join(headers.getall("Connection", ())))

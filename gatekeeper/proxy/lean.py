@@ -15,11 +15,9 @@ length, an obsolete line fold or a header name with whitespace is refused (502),
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-
-from multidict import CIMultiDict
 
 HEAD_LIMIT = 64 * 1024  # bytes of response status line + headers (aiohttp: 8190 per line)
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -54,22 +52,24 @@ class Response:
 
     status: int
     reason: str
-    headers: CIMultiDict[str]
+    headers: list[tuple[str, str]]  # as received, in order
     length: int | None  # Content-Length, or None when chunked / until close / no body
     chunked: bool
     until_close: bool
     keep_alive: bool
     conn: Conn
     no_body: bool = False
+    connection: str = ""  # the Connection header's values, comma-joined, lower case
     done: bool = field(default=False)
     body: bytes | None = None  # read with the head when its length is known and small
 
 
-def encode_head(method: str, target: str, headers: CIMultiDict[str], body_len: int | None) -> bytes:
+def encode_head(
+    method: str, target: str, headers: Iterable[tuple[str, str]], body_len: int | None
+) -> bytes:
     """The request head; ``Unsendable`` when a name or value holds CR/LF (aiohttp refuses too)."""
     parts = [f"{method} {target} HTTP/1.1\r\n"]
-    for k, v in headers.items():
-        parts.append(f"{k}: {v}\r\n")
+    parts += [f"{k}: {v}\r\n" for k, v in headers]
     if body_len is not None:
         parts.append(f"Content-Length: {body_len}\r\n")
     elif method not in _GET_METHODS:
@@ -237,7 +237,7 @@ def _parse_head(
             raise BadUpstream("unexpected protocol switch")
         return None
     reason = status_line[13:].decode("latin-1")
-    headers: CIMultiDict[str] = CIMultiDict()
+    headers: list[tuple[str, str]] = []
     te: str | None = None
     length: int | None = None
     conn_tokens = ""
@@ -258,18 +258,24 @@ def _parse_head(
             te = v.lower()
         elif lk == "connection":
             conn_tokens += "," + v.lower()
-        headers.add(k, v)
+        headers.append((k, v))
     keep_alive = http11 and "close" not in {t.strip() for t in conn_tokens.split(",")}
     if method == "HEAD" or status in _NO_BODY_STATUS or switch:
-        return Response(status, reason, headers, length, False, False, keep_alive, conn, True)
+        return Response(
+            status, reason, headers, length, False, False, keep_alive, conn, True, conn_tokens
+        )
     if te is not None:
         if length is not None or te != "chunked":
             # SECURITY: a length two ways is a smuggling vector; other codings we cannot frame.
             raise BadUpstream("unsupported Transfer-Encoding")
-        return Response(status, reason, headers, None, True, False, keep_alive, conn)
+        return Response(
+            status, reason, headers, None, True, False, keep_alive, conn, False, conn_tokens
+        )
     if length is None:
-        return Response(status, reason, headers, None, False, True, False, conn)
-    return Response(status, reason, headers, length, False, False, keep_alive, conn)
+        return Response(status, reason, headers, None, False, True, False, conn, False, conn_tokens)
+    return Response(
+        status, reason, headers, length, False, False, keep_alive, conn, False, conn_tokens
+    )
 
 
 async def iter_body(resp: Response, chunk: int, timeout: float) -> AsyncIterator[bytes]:
