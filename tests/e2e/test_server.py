@@ -293,3 +293,12 @@ async def test_tls_listener_forwards_with_https_proto(tmp_path: Path) -> None:
     finally:
         gate.stop()
         upstream.stop()
+
+
+def test_a_pipelined_flood_is_answered_in_order(sgate: Gate, scripted: ScriptedUpstream) -> None:
+    """More requests in one write than the queue holds: reading pauses and resumes, none lost."""
+    paths = [f"/plain?n={i}" for i in range(100)]
+    ex = exchange(sgate.port, b"".join(_get(p) for p in paths), expect=100, timeout=20)
+    assert ex.statuses == [200] * 100
+    assert scripted.requests == [f"GET {p}" for p in paths]
+    assert len({r.header("X-Gatekeeper-Decision-Id") for r in ex.responses}) == 100
