@@ -136,6 +136,11 @@ async def run(
     async def one(scheduled: float) -> None:
         nonlocal open_count
         try:
+            # A pool's duty: skip idle connections the server has closed (its keep-alive timeout)
+            # rather than send on them and count the server's close as an error.
+            while idle and (idle[-1][0].at_eof() or idle[-1][1].is_closing()):
+                idle.pop()[1].close()
+                open_count -= 1
             if idle:
                 reader, writer = idle.pop()
             else:
