@@ -220,8 +220,8 @@ def _parse_head(
     raw: bytes, conn: Conn, method: str, *, allow_switch: bool = False
 ) -> Response | None:
     """The parsed head, or None for a 1xx interim response (skipped)."""
-    lines = raw[:-4].split(b"\r\n")
-    status_line = lines[0]
+    end = raw.find(b"\r\n")  # the head ends with CRLF CRLF, so end >= 0
+    status_line = raw[:end]
     if not status_line.startswith(b"HTTP/1.") or len(status_line) < 12:
         raise BadUpstream("bad status line")
     http11 = status_line[7:8] == b"1"
@@ -241,23 +241,26 @@ def _parse_head(
     te: str | None = None
     length: int | None = None
     conn_tokens = ""
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name[-1:] in b" \t" or line[:1] in b" \t":
+    # One decode for the whole block: CR and LF bytes never occur inside a UTF-8 sequence, so
+    # this equals decoding line by line (surrogateescape keeps undecodable bytes as they were).
+    block = raw[end + 2 : -4].decode("utf-8", "surrogateescape") if end + 4 < len(raw) else ""
+    for line in block.split("\r\n") if block else ():
+        k, sep, v = line.partition(":")
+        if not sep or not k or k[-1] in " \t" or line[0] in " \t":
             raise BadUpstream("malformed header line")
-        k = name.decode("utf-8", "surrogateescape")
-        v = value.strip(b" \t").decode("utf-8", "surrogateescape")
-        lk = k.lower()
-        if lk == "content-length":
-            if not v.isdigit() or not v.isascii() or (length is not None and int(v) != length):
-                raise BadUpstream("bad Content-Length")
-            length = int(v)
-        elif lk == "transfer-encoding":
-            if te is not None:
-                raise BadUpstream("repeated Transfer-Encoding")
-            te = v.lower()
-        elif lk == "connection":
-            conn_tokens += "," + v.lower()
+        v = v.strip(" \t")
+        if k[0] in "cCtT":  # only three names matter for framing: skip lower() for the rest
+            lk = k.lower()
+            if lk == "content-length":
+                if not v.isdigit() or not v.isascii() or (length is not None and int(v) != length):
+                    raise BadUpstream("bad Content-Length")
+                length = int(v)
+            elif lk == "transfer-encoding":
+                if te is not None:
+                    raise BadUpstream("repeated Transfer-Encoding")
+                te = v.lower()
+            elif lk == "connection":
+                conn_tokens += "," + v.lower()
         headers.append((k, v))
     keep_alive = http11 and "close" not in {t.strip() for t in conn_tokens.split(",")}
     if method == "HEAD" or status in _NO_BODY_STATUS or switch:
