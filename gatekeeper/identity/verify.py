@@ -55,7 +55,8 @@ from .reasons import (
 )
 
 MAX_CLAIM_CHARS = 512  # mapped principal attributes longer than this are refused (token-claims)
-_CACHE_HIT = metrics.TOKEN_CACHE.labels(result="hit")
+# The hit counter is on every authenticated request: buffered like the handler's own metrics.
+_CACHE_HIT = metrics.buffered(metrics.TOKEN_CACHE, "hit")
 _CACHE_MISS = metrics.TOKEN_CACHE.labels(result="miss")
 _CACHE_EXPIRED = metrics.TOKEN_CACHE.labels(result="expired")
 

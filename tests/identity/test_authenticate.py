@@ -10,6 +10,7 @@ import pytest
 from multidict import CIMultiDict
 from prometheus_client import REGISTRY
 
+from gatekeeper import metrics
 from gatekeeper.config import IdentityConfig, RouteConfig
 from gatekeeper.context import RequestContext, RequestInfo
 from gatekeeper.errors import Deny
@@ -24,6 +25,7 @@ def h(*pairs: tuple[str, str]) -> CIMultiDict[str]:
 
 
 def cache_count(result: str) -> float:
+    metrics.flush()  # hits are buffered (flushed by the server when idle and before /metrics)
     value = REGISTRY.get_sample_value("gatekeeper_token_cache_total", {"result": result})
     return value or 0.0
 
