@@ -242,7 +242,7 @@ class Responder:
         reason: str | None = None,
     ) -> None:
         """A whole response, head and body in one write."""
-        if status in _NO_BODY:
+        if status in _NO_BODY or status < 200:  # 1xx (a 101 switch), 204, 304: no framing
             framing, body = b"", b""
         else:
             framing = b"Content-Length: %d\r\n" % len(body)
@@ -259,7 +259,7 @@ class Responder:
         reason: str | None = None,
     ) -> None:
         """Begin a streamed response; ``length`` None means chunked (close-delimited on 1.0)."""
-        if status in _NO_BODY:
+        if status in _NO_BODY or status < 200:
             self._mode, framing = "none", b""
         elif length is not None:
             self._mode, framing = "length", b"Content-Length: %d\r\n" % length

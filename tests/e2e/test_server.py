@@ -330,3 +330,38 @@ def test_lean_head_parse_keeps_every_header_byte(pairs: list[tuple[bytes, bytes]
         (n.decode("utf-8", "surrogateescape"), v.strip(b" \t").decode("utf-8", "surrogateescape"))
         for n, v in pairs
     ]
+
+
+def test_websocket_switch_head_has_no_framing(tmp_path: Path) -> None:
+    """The 101 goes back with the upstream's handshake headers and the decision id, and with no
+    Content-Length or Transfer-Encoding (a 1xx has no body); then bytes flow through."""
+    from tests.e2e.gate import Upstream
+
+    upstream = Upstream(tmp_path)
+    gate = Gate(tmp_path, base_config(tmp_path, upstream.url))
+    try:
+        with socket.create_connection(("127.0.0.1", gate.port), timeout=5) as s:
+            s.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: gate.test\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = s.recv(4096)
+                assert chunk, head
+                head += chunk
+            lines = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
+            names = {line.split(":")[0].lower() for line in lines[1:]}
+            assert lines[0].startswith("HTTP/1.1 101")
+            assert {"upgrade", "sec-websocket-accept", "x-gatekeeper-decision-id"} <= names
+            assert not names & {"content-length", "transfer-encoding"}
+            s.sendall(
+                bytes([0x81, 0x84, 1, 2, 3, 4])
+                + bytes(b ^ m for b, m in zip(b"ping", b"\x01\x02\x03\x04", strict=True))
+            )
+            frame = s.recv(4096)
+            assert frame[2:] == b"echo:ping"  # an unmasked text frame from the upstream
+    finally:
+        gate.stop()
+        upstream.stop()
