@@ -340,6 +340,7 @@ class GateProtocol(BaseProtocol):
         self.upgraded_message: RawRequestMessage | None = None
         self._queue: deque[tuple[RawRequestMessage, StreamReader] | HttpProcessingError] = deque()
         self._current: GateRequest | None = None
+        self._responder: Responder | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._held = bytearray()  # bytes after an upgrade request, until the handler decides
@@ -452,7 +453,7 @@ class GateProtocol(BaseProtocol):
         self.http10 = msg.version < (1, 1)
         keep_alive = not msg.should_close and not self._stopping
         responder = Responder(self, head_only=msg.method == "HEAD", keep_alive=keep_alive)
-        self._current = request
+        self._current, self._responder = request, responder
         self.server.active += 1
         try:
             await self.server.handler(request, responder)
@@ -464,7 +465,7 @@ class GateProtocol(BaseProtocol):
                 self._send_problem(responder, 500, "internal-error", "the gate failed to answer")
         finally:
             self.server.active -= 1
-            self._current = None
+            self._current = self._responder = None
         transport = self.transport
         if transport is None:
             return False
@@ -553,6 +554,8 @@ class GateProtocol(BaseProtocol):
     def stop(self) -> None:
         """Graceful stop: finish the request in hand, take no further ones."""
         self._stopping = True
+        if self._responder is not None and not self._responder.started:
+            self._responder.keep_alive = False  # the answer in hand says "Connection: close"
         if self._task is None and self.transport is not None:
             self.transport.close()
 

@@ -210,3 +210,26 @@ def test_sigterm_drains_in_flight_requests(gate: Gate) -> None:
     t.join(15)
     assert gate.proc.wait(15) == 0
     assert result["response"].startswith(b"HTTP/1.1 200")  # type: ignore[union-attr]
+
+
+def test_a_request_in_hand_at_sigterm_is_answered_with_connection_close(gate: Gate) -> None:
+    """A keep-alive client learns from the answer itself that the connection ends with it."""
+    result: dict[str, bytes] = {}
+
+    def slow_request() -> None:
+        started = time.monotonic()
+        result["response"] = raw_request(
+            gate.port, b"GET /slow?delay=1.5 HTTP/1.1\r\nHost: x\r\n\r\n", timeout=10
+        )
+        result["took"] = str(time.monotonic() - started).encode()
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    time.sleep(0.5)
+    gate.signal(signal.SIGTERM)
+    t.join(15)
+    assert gate.proc.wait(15) == 0
+    head = result["response"].split(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"\r\nConnection: close" in head
+    assert float(result["took"]) < 5  # closed after the answer, not at the read timeout
