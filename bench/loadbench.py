@@ -39,9 +39,11 @@ from fixtures import (
     ROOT,
     SUBMIT_PATH,
     Stack,
+    cpu_seconds,
     job_body,
     machine,
     request_headers,
+    tree_pids,
 )
 
 LUA_DONE = r"""
@@ -126,11 +128,13 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
     get = lua_script(tmp, "get", "GET", headers[:2], b"")
 
     targets: list[tuple[str, str, Path]] = []  # name, url, script
+    pids: dict[str, int] = {}  # the Python proxy under test, for CPU per request
     targets.append(("direct", f"{stack.upstream_url}{SUBMIT_PATH}", post))
     targets.append(("nginx", f"http://127.0.0.1:{stack.nginx_proxy_port}{SUBMIT_PATH}", post))
     for w in (1, 2):
         if want(f"bare-w{w}"):
             port = stack.start_bare(w)
+            pids[f"bare-w{w}"] = stack.procs[-1].pid
             targets.append((f"bare-w{w}", f"http://127.0.0.1:{port}{SUBMIT_PATH}", post))
     for w in (1, 2):
         if not (want(f"gate-w{w}") or want(f"read-w{w}")):
@@ -138,7 +142,7 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
         name = f"gate-w{w}"
         print(f"bench: starting {name}", flush=True)
         path, cfg = stack.gate_config(name, inputs, workers=w, redis_url=redis_url)
-        stack.start_gate(name, path, cfg)
+        pids[f"gate-w{w}"] = pids[f"read-w{w}"] = stack.start_gate(name, path, cfg).pid
         base = f"http://127.0.0.1:{cfg['listen']['port']}"
         if want(f"gate-w{w}"):
             targets.append((f"gate-w{w}", base + SUBMIT_PATH, post))
@@ -158,9 +162,14 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in targets}
     for i in range(args.runs):
         for name, url, script in targets:
+            tree = tree_pids(pids[name]) if name in pids else []
+            before = sum(cpu_seconds(pid) for pid in tree)
             r = wrk(
                 url, script, threads=args.threads, conns=args.connections, seconds=args.duration
             )
+            if tree and r["requests"]:
+                spent = sum(cpu_seconds(pid) for pid in tree) - before
+                r["cpu_us_per_request"] = round(1e6 * spent / r["requests"], 1)
             rounds[name].append(r)
             print(
                 f"round {i + 1} {name:10s} {r['rps']:9.0f} req/s  p50 {r['p50'] / 1000:6.2f} ms"
@@ -177,6 +186,9 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
             "p999_ms": med([r["p999"] for r in rs]) / 1000,
             "errors": float(sum(r["status_errors"] + r["socket_errors"] for r in rs)),
         }
+        cpu = [r["cpu_us_per_request"] for r in rs if "cpu_us_per_request" in r]
+        if cpu:
+            summary[name]["cpu_us_per_request"] = med(cpu)
 
     fixed = _fixed_rate(args, targets, body, headers)
     result = {
@@ -258,6 +270,13 @@ def _ratios(summary: dict[str, dict[str, float]]) -> dict[str, float]:
         ratio(f"read-w{w}", f"bare-w{w}")
     ratio("bare-w1", "nginx")
     ratio("bare-w2", "nginx")
+    for w in (1, 2):
+        # CPU efficiency: the bare proxy's CPU per request over the gate's (1.0 = as cheap).
+        bare, gate = summary.get(f"bare-w{w}", {}), summary.get(f"gate-w{w}", {})
+        if bare.get("cpu_us_per_request") and gate.get("cpu_us_per_request"):
+            r[f"CPU per request, bare-w{w} over gate-w{w}"] = round(
+                bare["cpu_us_per_request"] / gate["cpu_us_per_request"], 3
+            )
     ratio("nginx", "direct")
     return r
 
@@ -278,13 +297,17 @@ def render(res: dict[str, Any]) -> str:
         "verification), ownership, geo (X-Forwarded-For from a trusted proxy), Slurm body, US "
         "pack, Redis quota, fsync group-commit audit with seals, decision + outcome lines.",
         "",
-        "| target | req/s | p50 ms | p99 ms | p99.9 ms | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "Proxy CPU: user + system time of the proxy's processes and threads (not wrk, nginx or "
+        "Redis) over the round, per request answered; steadier than req/s on a shared machine.",
+        "",
+        "| target | req/s | p50 ms | p99 ms | p99.9 ms | errors | proxy CPU µs/req |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, v in res["summary"].items():
+        cpu = v.get("cpu_us_per_request")
         lines.append(
             f"| {name} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | "
-            f"{v['p999_ms']:.2f} | {v['errors']:.0f} |"
+            f"{v['p999_ms']:.2f} | {v['errors']:.0f} | {'-' if cpu is None else f'{cpu:.0f}'} |"
         )
     lines += ["", "Ratios of medians (same run):", ""]
     lines += [f"- {k}: {v:.3f}" for k, v in res["ratios"].items()]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -26,42 +25,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml
-from fixtures import READ_PATH, SUBMIT_PATH, Stack, job_body, request_headers
+from fixtures import (
+    READ_PATH,
+    SUBMIT_PATH,
+    Stack,
+    cpu_seconds,
+    job_body,
+    request_headers,
+    thread_cpu,
+    tree_pids,
+)
 from loadbench import lua_script
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its threads, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of a process's main thread ("main") and of its other threads ("others")."""
-    out = {"main": 0.0, "others": 0.0}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        out["main" if task.name == str(pid) else "others"] += ticks
-    return out
-
-
-def tree_pids(root: int) -> list[int]:
-    """A process and its descendants (the workers of a ``workers: N`` gate)."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True)
-    children: dict[int, list[int]] = {}
-    for line in out.stdout.splitlines():
-        pid, ppid = (int(x) for x in line.split())
-        children.setdefault(ppid, []).append(pid)
-    pids, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        pids.append(pid)
-        todo += children.get(pid, [])
-    return pids
 
 
 def summarise(profile: Path, top: int) -> str:
