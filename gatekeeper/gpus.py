@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError, Problem
+from .memo import remember
 from .yamlsrc import LocDict, LocList, line_of, load_located
 
 # 3A090 thresholds (DOMAIN §3). Bounds written ">=" are inclusive, "<" exclusive.
@@ -95,9 +96,6 @@ def normalize_name(name: str) -> str:
     return _MIG_SUFFIX.sub("", key)
 
 
-_RESOLVED_MAX = 4096
-
-
 class GpuCatalog:
     """Models by normalised name and alias; ``highest`` is used for unknown models."""
 
@@ -119,7 +117,7 @@ class GpuCatalog:
                 by_key[normalize_name(alias)] = model
         self._by_key = by_key
         # Answers by raw name: clients send the same few spellings, and normalising is most of a
-        # lookup's cost. Bounded (cleared when full); names over 256 characters never get here.
+        # lookup's cost (bounded: ``gatekeeper.memo``); names over 256 characters never get here.
         self._resolved: dict[str, GpuModel | None] = {}
 
     def resolve(self, name: str | None) -> GpuModel | None:
@@ -132,9 +130,7 @@ class GpuCatalog:
         except KeyError:
             pass
         model = self._by_key.get(normalize_name(name))
-        if len(resolved) >= _RESOLVED_MAX:
-            resolved.clear()
-        resolved[name] = model
+        remember(resolved, name, model, len(name), 256)
         return model
 
     def __len__(self) -> int:

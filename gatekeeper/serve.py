@@ -127,7 +127,7 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     # Stop accepting, let in-flight requests finish, then close.
     listener.close()
     await server.shutdown(cfg.limits.drain_timeout_s)
-    await handler.drain(1.0)
+    handler.close()
     await admin_runner.cleanup()
     heap.close()
     await upstreams.close()

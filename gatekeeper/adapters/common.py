@@ -24,6 +24,7 @@ from ..config import RouteConfig
 from ..context import R_UNKNOWN_GPU_MODEL, ComputeRequest
 from ..errors import BadRequest
 from ..gpus import ECCN_A, ECCN_B, GpuCatalog, GpuModel
+from ..memo import Memo
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 64
@@ -100,7 +101,7 @@ def _fast_json(body: bytes) -> Any:
         return _SLOW
     # Limits without a walk: every value starts at a byte of its own (so no more values than
     # bytes), and a value nests in at most one container per ``{``/``[`` byte.
-    if len(marks) - colons + 1 > MAX_DEPTH and not _within_limits(doc):
+    if len(marks) - colons + 1 > MAX_DEPTH and _walk(doc) is None:
         return _SLOW
     # SECURITY: a mismatch may be a duplicate key: the strict parser decides (and refuses it).
     try:
@@ -119,6 +120,15 @@ def _walked_json(body: bytes) -> Any:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return _SLOW
+    # SECURITY: a mismatch may be a duplicate key: the strict parser decides (and refuses it).
+    if _walk(doc) != body.count(b":"):
+        return _SLOW
+    return doc
+
+
+def _walk(doc: Any) -> int | None:
+    """The colons ``doc`` written as JSON holds (one per member, plus those inside keys and
+    strings), or ``None`` when it breaks ``MAX_DEPTH`` or ``MAX_NODES`` (``check_shape``)."""
     stack: list[tuple[Any, int]] = [(doc, 1)]
     nodes = 0
     colons = 0
@@ -126,7 +136,7 @@ def _walked_json(body: bytes) -> Any:
         node, depth = stack.pop()
         nodes += 1
         if nodes > MAX_NODES or depth > MAX_DEPTH:
-            return _SLOW
+            return None
         kind = type(node)
         if kind is dict:
             colons += len(node)
@@ -138,27 +148,7 @@ def _walked_json(body: bytes) -> Any:
             stack.extend((v, depth + 1) for v in node)
         elif kind is str and ":" in node:
             colons += node.count(":")
-    # SECURITY: a mismatch may be a duplicate key: the strict parser decides (and refuses it).
-    if colons != body.count(b":"):
-        return _SLOW
-    return doc
-
-
-def _within_limits(doc: Any) -> bool:
-    """Whether ``doc`` keeps to ``MAX_DEPTH`` and ``MAX_NODES`` (``check_shape``, no errors)."""
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    nodes = 0
-    while stack:
-        node, depth = stack.pop()
-        nodes += 1
-        if nodes > MAX_NODES or depth > MAX_DEPTH:
-            return False
-        kind = type(node)
-        if kind is dict:
-            stack.extend((v, depth + 1) for v in node.values())
-        elif kind is list:
-            stack.extend((v, depth + 1) for v in node)
-    return True
+    return colons
 
 
 _SLOW: Any = object()
@@ -342,49 +332,23 @@ def as_list(value: Any, what: str) -> list[Any]:
 # ----------------------------------------------------------------------------- Slurm syntax
 
 # Parsed Slurm values by text: clients send the same few spellings (``2-4``, ``12:00:00``) and the
-# regex parsers below are a visible share of a submission's cost. Each cache is bounded (cleared
-# when full), keeps short texts only and successful parses only: a refused text is parsed (and
-# refused, with its own message) every time.
-_MEMO_MAX = 4096
+# regex parsers below are a visible share of a submission's cost (bounded: ``gatekeeper.memo``).
 _MEMO_TEXT = 64
-_MISS: Any = object()
-_TIME_MEMO: dict[str, float | None] = {}
-_NODES_MEMO: dict[str, int] = {}
-_ARRAY_MEMO: dict[str, int] = {}
-
-
-def _remember(memo: dict[str, Any], text: str, value: Any) -> None:
-    if len(text) <= _MEMO_TEXT:
-        if len(memo) >= _MEMO_MAX:
-            memo.clear()
-        memo[text] = value
 
 
 def parse_slurm_time(text: str) -> float | None:
     """Minutes from a Slurm time string; ``None`` for no limit (see ``_parse_slurm_time``)."""
-    hit = _TIME_MEMO.get(text, _MISS)
-    if hit is _MISS:
-        hit = _parse_slurm_time(text)
-        _remember(_TIME_MEMO, text, hit)
-    return hit  # type: ignore[no-any-return]
+    return _TIME_MEMO(text)
 
 
 def parse_node_count(text: str) -> int:
     """The largest node count a Slurm ``--nodes`` value allows (see ``_parse_node_count``)."""
-    hit = _NODES_MEMO.get(text)
-    if hit is None:
-        hit = _parse_node_count(text)
-        _remember(_NODES_MEMO, text, hit)
-    return hit
+    return _NODES_MEMO(text)
 
 
 def parse_array_count(text: str) -> int:
     """How many tasks a Slurm ``--array`` spec creates (see ``_parse_array_count``)."""
-    hit = _ARRAY_MEMO.get(text)
-    if hit is None:
-        hit = _parse_array_count(text)
-        _remember(_ARRAY_MEMO, text, hit)
-    return hit
+    return _ARRAY_MEMO(text)
 
 
 _TIME_PART = re.compile(r"^\d{1,9}$")
@@ -476,6 +440,11 @@ def _parse_array_count(text: str) -> int:
         if count > MAX_MULTIPLIER:
             raise BadRequest("bad-array", "array too large")
     return count
+
+
+_TIME_MEMO = Memo(_parse_slurm_time, _MEMO_TEXT)
+_NODES_MEMO = Memo(_parse_node_count, _MEMO_TEXT)
+_ARRAY_MEMO = Memo(_parse_array_count, _MEMO_TEXT)
 
 
 # ----------------------------------------------------------------------------- measurement

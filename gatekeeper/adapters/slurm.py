@@ -43,6 +43,7 @@ from ..config import RouteConfig
 from ..context import ComputeRequest
 from ..errors import BadRequest
 from ..gpus import GpuCatalog
+from ..memo import Memo
 from .common import (
     MAX_MULTIPLIER,
     Part,
@@ -121,21 +122,10 @@ def _parse_type_count(fields: list[str], original: str) -> tuple[str | None, flo
     raise BadRequest("unknown-gpu-syntax", f"cannot read GPU request {sanitize(original)!r}")
 
 
-# Parsed TRES strings (count, model) by text: clients resubmit the same few shapes, and parsing
-# is a visible share of a submission's cost. Bounded (cleared when full), short texts only, and
-# only successful parses: a refused string is parsed (and refused) every time.
+# Parsed TRES and --gpus strings, (count, model) pairs by text: clients resubmit the same few
+# shapes, and parsing is a visible share of a submission's cost (bounded: ``gatekeeper.memo``).
 _Pairs = tuple[tuple[float, str | None], ...]  # (count, model) of each GPU spec
-_TRES_CACHE: dict[str, _Pairs] = {}
-_GPUS_CACHE: dict[str, _Pairs] = {}
-_TRES_CACHE_MAX = 4096
-_TRES_CACHE_TEXT = 256
-
-
-def _remember(cache: dict[str, Any], text: str, value: Any) -> None:
-    if len(text) <= _TRES_CACHE_TEXT:
-        if len(cache) >= _TRES_CACHE_MAX:
-            cache.clear()
-        cache[text] = value
+_MEMO_TEXT = 256
 
 
 def _specs(unit: str, pairs: _Pairs) -> list[GpuSpec]:
@@ -144,14 +134,6 @@ def _specs(unit: str, pairs: _Pairs) -> list[GpuSpec]:
         count, model = pairs[0]
         return [GpuSpec(unit, count, model)]
     return [GpuSpec(unit, count, model) for count, model in pairs]
-
-
-def _tres_pairs(text: str) -> _Pairs:
-    hit = _TRES_CACHE.get(text)
-    if hit is None:
-        hit = _parse_tres(text)
-        _remember(_TRES_CACHE, text, hit)
-    return hit
 
 
 def parse_tres(text: str, unit: str) -> list[GpuSpec]:
@@ -193,12 +175,7 @@ def _parse_tres(text: str) -> _Pairs:
     return tuple(specs)
 
 
-def _gpus_pairs(text: str) -> _Pairs:
-    hit = _GPUS_CACHE.get(text)
-    if hit is None:
-        hit = _parse_gpus_option(text)
-        _remember(_GPUS_CACHE, text, hit)
-    return hit
+_tres_pairs = Memo(_parse_tres, _MEMO_TEXT)
 
 
 def parse_gpus_option(text: str, unit: str) -> list[GpuSpec]:
@@ -220,6 +197,9 @@ def _parse_gpus_option(text: str) -> _Pairs:
         model, count = _parse_type_count(fields, text)
         specs.append((count, model))
     return tuple(specs)
+
+
+_gpus_pairs = Memo(_parse_gpus_option, _MEMO_TEXT)
 
 
 # ----------------------------------------------------------------------------- body fields
@@ -387,21 +367,16 @@ _INT_OPTIONS = {
 # first ``_CACHED_LINES`` directive lines of a script go through the caches: a script of many
 # distinct lines gains nothing from them, would pay their bookkeeping on every line and would
 # flush what other clients' requests put there.
-_LINE_CACHE: dict[str, tuple[_Effect, ...]] = {}
 _CACHED_LINES = 64
 
 
-def _directive_effects(line: str) -> tuple[_Effect, ...]:
+def _parse_directive(line: str) -> tuple[_Effect, ...]:
     """What the options of one ``#SBATCH`` line (the text after ``#SBATCH``) set, in order.
 
     Every option is parsed before any is applied; as applying cannot fail, the first bad option
     still decides the error, as when they were parsed and applied one by one.
     """
-    hit = _LINE_CACHE.get(line)
-    if hit is None:
-        hit = tuple([_option_effect(opt, value) for opt, value in _read_directive(line)])
-        _remember(_LINE_CACHE, line, hit)
-    return hit
+    return tuple([_option_effect(opt, value) for opt, value in _read_directive(line)])
 
 
 def _option_effect(opt: str, value: str) -> _Effect:
@@ -488,6 +463,9 @@ def _read_directive(line: str) -> list[tuple[str, str]]:
     return pairs
 
 
+_directive_effects = Memo(_parse_directive, _MEMO_TEXT)
+
+
 def _shape_from_script(script: str) -> JobShape | None:
     """The ``#SBATCH`` options of a script; ``None`` when it has none (nothing to merge)."""
     if "#SBATCH" not in script:
@@ -509,7 +487,7 @@ def _shape_from_script(script: str) -> JobShape | None:
             continue
         read += 1
         text = line[len("#SBATCH") :]
-        if read > _CACHED_LINES or len(text) > _TRES_CACHE_TEXT:
+        if read > _CACHED_LINES or len(text) > _MEMO_TEXT:
             _apply_uncached(text, shape, candidates, times)
             continue
         for field_name, unit, value in _directive_effects(text):

@@ -392,11 +392,10 @@ class GateHandler:
         for stage, seconds in ctx.stage_times.items():
             _child(metrics.STAGE_SECONDS, stage).observe(seconds)
 
-    async def drain(self, timeout: float) -> None:
-        """Wait for in-flight requests (graceful stop); AuditLog.close() flushes outcome lines."""
-        deadline = time.monotonic() + timeout
-        while self.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+    def close(self) -> None:
+        """After the server drained its requests: stop the metric flusher, flush the rest.
+
+        (``AuditLog.close()`` writes the queued outcome lines.)"""
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None

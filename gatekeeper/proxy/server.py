@@ -223,13 +223,12 @@ def encode_head(
 class Responder:
     """Writes one response on the request's connection (see the module docstring)."""
 
-    __slots__ = ("_conn", "_head_only", "_mode", "finished", "keep_alive", "started", "status")
+    __slots__ = ("_conn", "_head_only", "_mode", "finished", "keep_alive", "started")
 
     def __init__(self, conn: GateProtocol, *, head_only: bool, keep_alive: bool) -> None:
         self._conn = conn
         self._head_only = head_only
         self.keep_alive = keep_alive
-        self.status = 0
         self.started = False
         self.finished = False
         self._mode = ""  # "length" | "chunked" | "close" | "none" (204/304)
@@ -247,7 +246,7 @@ class Responder:
         else:
             framing = b"Content-Length: %d\r\n" % len(body)
         head = encode_head(status, _reason(status, reason), headers, framing, self._connection())
-        self._begin(status)
+        self._begin()
         self._conn.write_raw(head if self._head_only or not body else head + body)
         self.finished = True
 
@@ -271,7 +270,7 @@ class Responder:
         else:
             self._mode, framing = "chunked", b"Transfer-Encoding: chunked\r\n"
         head = encode_head(status, _reason(status, reason), headers, framing, self._connection())
-        self._begin(status)
+        self._begin()
         self._conn.write_raw(head)
         await self._conn.drain()
 
@@ -295,13 +294,12 @@ class Responder:
         self.finished = True
         await self._conn.drain()
 
-    def _begin(self, status: int) -> None:
+    def _begin(self) -> None:
         if self.started:
             raise RuntimeError("response already started")
         if self._conn.transport is None or self._conn.transport.is_closing():
             raise ConnectionResetError("client connection lost")
         self.started = True
-        self.status = status
 
 
 def _reason(status: int, reason: str | None) -> str:

@@ -15,37 +15,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol
 from urllib.parse import quote
 
 from ..config import QuotaConfig
 from ..context import R_STORE_UNAVAILABLE
 from ..errors import ConfigError
+from ..memo import remember
 
 # Stands for an id the stage could not determine. `quote()` always escapes "*", so no real id
 # encodes to it and the shared fallback bucket cannot collide with a real one.
 UNIDENTIFIED = "*"
 
 
-# Encoded parts and bucket keys, cached: every request encodes its tenant, parent and quota names,
-# and `quote()` costs ~0.3 us a call while the same few ids repeat across requests. Bounded
-# (emptied when full, long ids never kept) because ids come from token claims: a client minting
-# fresh ids only falls back to `quote()`, it cannot grow memory.
-CACHE_MAX = 4096
-K = TypeVar("K")
-V = TypeVar("V")
+# Encoded parts and bucket keys, cached (``gatekeeper.memo``): every request encodes its tenant,
+# parent and quota names, and `quote()` costs ~0.3 us a call while the same few ids repeat. Ids
+# come from token claims: a client minting fresh ids only falls back to `quote()`.
 _CACHEABLE_LEN = 256
 _encoded: dict[str, str] = {}
 _bucket_keys: dict[tuple[str, str, str | None], str] = {}
-
-
-def cache_put(cache: dict[K, V], key: K, value: V, size: int = 0) -> None:
-    """Remember ``value`` unless ``size`` is too long to keep; empty the cache when it is full."""
-    if size > _CACHEABLE_LEN:
-        return
-    if len(cache) >= CACHE_MAX:
-        cache.clear()
-    cache[key] = value
 
 
 def encode_part(part: str | None) -> str:
@@ -60,7 +48,7 @@ def encode_part(part: str | None) -> str:
     enc = _encoded.get(part)
     if enc is None:
         enc = quote(part, safe="")
-        cache_put(_encoded, part, enc, len(part))
+        remember(_encoded, part, enc, len(part), _CACHEABLE_LEN)
     return enc
 
 
@@ -70,7 +58,7 @@ def bucket_key(quota: str, per: str, ident: str | None) -> str:
     key = _bucket_keys.get(k)
     if key is None:
         key = f"{encode_part(quota)}:{encode_part(per)}:{encode_part(ident)}"
-        cache_put(_bucket_keys, k, key, len(key))
+        remember(_bucket_keys, k, key, len(key), _CACHEABLE_LEN)
     return key
 
 

@@ -57,8 +57,9 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from ..context import R_STORE_UNAVAILABLE
 from ..errors import DependencyError
+from ..memo import remember
 from . import window as W
-from .quota import Bucket, ConsumeResult, Reservation, ReservedAmount, cache_put, encode_group
+from .quota import Bucket, ConsumeResult, Reservation, ReservedAmount, encode_group
 from .resp import RespPipe, encode
 
 CONSUME_LUA = """
@@ -158,6 +159,7 @@ def _bulk(s: str) -> str:
 _SUB_BUCKETS_BULK = _bulk(str(W.SUB_BUCKETS))
 # window_s -> (sub-bucket width, the bulk strings of `width` and `window_s`): policy constants.
 _windows: dict[int, tuple[int, str]] = {}
+_KEY_ARG_LEN = 256  # longer bucket keys (ids from token claims) are encoded every time
 
 
 def _window(window_s: int) -> tuple[int, str]:
@@ -165,7 +167,7 @@ def _window(window_s: int) -> tuple[int, str]:
     if w is None:
         width = W.width_ms(window_s)
         w = (width, _bulk(str(width)) + _bulk(str(window_s)))
-        cache_put(_windows, window_s, w)
+        remember(_windows, window_s, w, 0, 0)
     return w
 
 
@@ -305,7 +307,7 @@ class RedisQuotaStore:
         if head is None:
             # "*<argc>" then EVALSHA, sha, key count; argv is now_ms, S, then 5 per bucket.
             head = b"*%d\r\n" % (3 + n + 2 + 5 * n) + encode(("EVALSHA", _CONSUME_SHA, n))[4:]
-            cache_put(self._heads, n, head)
+            remember(self._heads, n, head, 0, 0)
         parts = [head]
         ts = str(t)
         nums = [_bulk(ts), _SUB_BUCKETS_BULK]
@@ -316,7 +318,7 @@ class RedisQuotaStore:
             if key is None:
                 raw = self.key(group, b.key, b.window_s).encode()
                 key = b"$%d\r\n%b\r\n" % (len(raw), raw)
-                cache_put(self._key_args, k, key, len(raw))
+                remember(self._key_args, k, key, len(raw), _KEY_ARG_LEN)
             parts.append(key)
             width, tail = _window(b.window_s)
             cur = W.slot_of(t, width)

@@ -192,16 +192,15 @@ async def test_every_response_has_a_decision_id_and_audit_record(gate: Gate) -> 
     assert set(ids) <= recorded
 
 
-def test_sigterm_drains_in_flight_requests(gate: Gate) -> None:
-    result: dict[str, object] = {}
+def _in_flight_at_sigterm(gate: Gate, request: bytes) -> tuple[bytes, float]:
+    """Send ``request`` (a slow one), SIGTERM the gate while it is in flight, check the gate
+    exits 0; the raw answer and the seconds until the connection closed."""
+    result: dict[str, tuple[bytes, float]] = {}
 
     def slow_request() -> None:
-        data = raw_request(
-            gate.port,
-            b"GET /slow?delay=1.5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            timeout=10,
-        )
-        result["response"] = data
+        started = time.monotonic()
+        data = raw_request(gate.port, request, timeout=10)
+        result["answer"] = (data, time.monotonic() - started)
 
     t = threading.Thread(target=slow_request)
     t.start()
@@ -209,27 +208,20 @@ def test_sigterm_drains_in_flight_requests(gate: Gate) -> None:
     gate.signal(signal.SIGTERM)
     t.join(15)
     assert gate.proc.wait(15) == 0
-    assert result["response"].startswith(b"HTTP/1.1 200")  # type: ignore[union-attr]
+    return result["answer"]
+
+
+def test_sigterm_drains_in_flight_requests(gate: Gate) -> None:
+    response, _ = _in_flight_at_sigterm(
+        gate, b"GET /slow?delay=1.5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert response.startswith(b"HTTP/1.1 200")
 
 
 def test_a_request_in_hand_at_sigterm_is_answered_with_connection_close(gate: Gate) -> None:
     """A keep-alive client learns from the answer itself that the connection ends with it."""
-    result: dict[str, bytes] = {}
-
-    def slow_request() -> None:
-        started = time.monotonic()
-        result["response"] = raw_request(
-            gate.port, b"GET /slow?delay=1.5 HTTP/1.1\r\nHost: x\r\n\r\n", timeout=10
-        )
-        result["took"] = str(time.monotonic() - started).encode()
-
-    t = threading.Thread(target=slow_request)
-    t.start()
-    time.sleep(0.5)
-    gate.signal(signal.SIGTERM)
-    t.join(15)
-    assert gate.proc.wait(15) == 0
-    head = result["response"].split(b"\r\n\r\n")[0]
+    response, took = _in_flight_at_sigterm(gate, b"GET /slow?delay=1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = response.split(b"\r\n\r\n")[0]
     assert head.startswith(b"HTTP/1.1 200")
     assert b"\r\nConnection: close" in head
-    assert float(result["took"]) < 5  # closed after the answer, not at the read timeout
+    assert took < 5  # closed after the answer, not at the read timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from gatekeeper.memo import MAX_ENTRIES
 from gatekeeper.stores import quota as Q
 from gatekeeper.stores.quota import bucket_key, encode_part
 
@@ -23,11 +24,11 @@ def test_cached_encoding_equals_quote_on_every_call() -> None:
 
 
 def test_caches_are_bounded_and_skip_long_ids() -> None:
-    for n in range(Q.CACHE_MAX * 2 + 10):
+    for n in range(MAX_ENTRIES * 2 + 10):
         assert encode_part(f"fresh-{n}") == f"fresh-{n}"
         assert bucket_key("q", "tenant", f"fresh-{n}") == f"q:tenant:fresh-{n}"
-    assert len(Q._encoded) <= Q.CACHE_MAX
-    assert len(Q._bucket_keys) <= Q.CACHE_MAX
+    assert len(Q._encoded) <= MAX_ENTRIES
+    assert len(Q._bucket_keys) <= MAX_ENTRIES
     long_id = "L" * 1000
     assert encode_part(long_id) == long_id
     assert long_id not in Q._encoded
