@@ -168,7 +168,6 @@ class GateHandler:
             raise BadRequest(
                 "content-encoding",
                 f"Content-Encoding {encoding[:40]!r} is not accepted on a measured route",
-                status=415,
             )
         content = request.content
         request.send_continue()

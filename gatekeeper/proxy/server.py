@@ -28,7 +28,8 @@ needs:
   the request head are held until the handler decides; an allowed upgrade becomes a byte tunnel
   to the upstream (``GateRequest.tunnel``), a refused one is answered and the connection closed.
 * **Bodies are not decompressed** (``Content-Encoding`` is passed through untouched): the
-  measured routes refuse encoded bodies (415) rather than measure one thing and forward another.
+  measured routes refuse encoded bodies (400 ``content-encoding``: CONTRACT §3 answers a submission
+  body the gate cannot measure with 400) rather than measure one thing and forward another.
 """
 
 from __future__ import annotations

@@ -207,7 +207,7 @@ def test_expect_100_continue_on_a_measured_route(sgate: Gate) -> None:
         assert s.recv(65536).startswith(b"HTTP/1.1 200")
 
 
-def test_encoded_body_on_a_measured_route_is_415(sgate: Gate, scripted: ScriptedUpstream) -> None:
+def test_encoded_body_on_a_measured_route_is_400(sgate: Gate, scripted: ScriptedUpstream) -> None:
     ex = exchange(
         sgate.port,
         request_bytes(
@@ -216,7 +216,7 @@ def test_encoded_body_on_a_measured_route_is_415(sgate: Gate, scripted: Scripted
         ),
         expect=1,
     )  # fmt: skip
-    assert ex.statuses == [415]
+    assert ex.statuses == [400]
     assert ex.responses[0].json()["type"] == "urn:gatekeeper:problem:content-encoding"
     assert scripted.requests == []
 
