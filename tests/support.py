@@ -112,15 +112,20 @@ def redis_cluster(masters: int = 3) -> list[RedisServer]:
         stderr=subprocess.DEVNULL,
         timeout=30,
     )
+    # Every node, not just the first: a client may land on one whose view of the cluster is still
+    # forming, and that node answers CLUSTERDOWN (a first test on a fresh cluster flaked so).
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        out = subprocess.run(
-            ["redis-cli", "-p", str(nodes[0].port), "cluster", "info"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout
-        if "cluster_state:ok" in out:
+        infos = [
+            subprocess.run(
+                ["redis-cli", "-p", str(n.port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
+            for n in nodes
+        ]
+        if all("cluster_state:ok" in out for out in infos):
             return nodes
         time.sleep(0.1)
     for n in nodes:
