@@ -120,6 +120,10 @@ class QuotaConfig:
     timeout_s: float = 0.5
     key_prefix: str = "gk"
     batch: bool = True  # coalesce concurrent quota calls into one Redis pipeline
+    # Redis only (stores/lease.py): lease budget for this many requests at a time, far from the
+    # limit; 0 sends every request to Redis.
+    lease_requests: int = 16
+    lease_ttl_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +382,8 @@ _CHECKS: dict[tuple[type, str], Check] = {
     (QuotaConfig, "store"): _store_url,
     (QuotaConfig, "on_store_error"): _choice("deny", "allow"),
     (QuotaConfig, "timeout_s"): _range(0.001, 60),
+    (QuotaConfig, "lease_requests"): _range(0, 10_000),
+    (QuotaConfig, "lease_ttl_s"): _range(0.01, 60),
     (AuditConfig, "durability"): _choice("fsync", "buffered"),
     (AuditConfig, "signing_key"): _path,
     (AuditSinkConfig, "type"): _choice("file", "redis_stream", "stdout"),

@@ -77,6 +77,11 @@ QUOTA_REFUNDED = Counter(
     "Quota given back (upstream answered >= 400 or was unreachable) by quota name and unit.",
     ["quota", "unit"],
 )
+QUOTA_LEASES = Counter(
+    "gatekeeper_quota_leases_total",
+    "Quota leases (stores/lease.py): granted, and returned (unused credit refunded).",
+    ["event"],
+)
 QUOTA_REJECTED = Counter(
     "gatekeeper_quota_rejected_total",
     "Requests refused because a quota bucket was exhausted.",

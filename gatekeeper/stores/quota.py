@@ -6,7 +6,8 @@ process sharing the store. All buckets of one call belong to one *ownership grou
 parent), which is what lets the Redis store keep them under one hash tag (``stores/redis.py``).
 
 Implementations: ``MemoryQuotaStore`` (embedded default, one process) and ``RedisQuotaStore``
-(``redis://``, ``rediss://``, ``redis+cluster://``). Both use the arithmetic of
+(``redis://``, ``rediss://``, ``redis+cluster://``), wrapped by ``LeasedQuotaStore`` unless
+``quota.lease_requests`` is 0 (``stores/lease.py``). Both use the arithmetic of
 ``stores/window.py``; store failures surface as ``DependencyError("store-unavailable")``.
 """
 
@@ -151,10 +152,15 @@ def create_store(cfg: QuotaConfig) -> QuotaStore:
     if cfg.store.startswith(("redis://", "rediss://", "redis+cluster://", "unix://")):
         from .redis import RedisQuotaStore
 
-        return RedisQuotaStore.from_url(
+        redis = RedisQuotaStore.from_url(
             cfg.store,
             timeout_s=cfg.timeout_s,
             prefix=cfg.key_prefix,
             batch=getattr(cfg, "batch", True),
         )
+        if cfg.lease_requests <= 0:
+            return redis
+        from .lease import LeasedQuotaStore
+
+        return LeasedQuotaStore(redis, requests=cfg.lease_requests, ttl_s=cfg.lease_ttl_s)
     raise ConfigError([f"quota.store: unsupported store {cfg.store!r}"])

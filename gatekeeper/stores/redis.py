@@ -64,14 +64,15 @@ from .resp import RespPipe, encode
 
 CONSUME_LUA = """
 -- KEYS: bucket hashes of one group (one hash tag).
--- ARGV: now_ms, S, then per bucket: amount, limit, cur_slot, width_ms, window_s
+-- ARGV: now_ms, S, then per bucket: amount, limit, cur_slot, width_ms, window_s, charge_slot
+-- (charge_slot >= cur_slot: a lease charges the sub-bucket of its expiry, see stores/lease.py)
 local now = tonumber(ARGV[1])
 local S = tonumber(ARGV[2])
 local n = #KEYS
 local totals = {}
 local worst_i, worst_wait = 0, -1
 for i = 1, n do
-  local b = 2 + (i - 1) * 5
+  local b = 2 + (i - 1) * 6
   local amount = tonumber(ARGV[b + 1])
   local limit = tonumber(ARGV[b + 2])
   local cur = tonumber(ARGV[b + 3])
@@ -113,9 +114,11 @@ local out = {0, worst_i, worst_wait}
 if worst_i == 0 then
   out = {1, 0, 0}
   for i = 1, n do
-    local b = 2 + (i - 1) * 5
-    redis.call('HINCRBYFLOAT', KEYS[i], ARGV[b + 3], ARGV[b + 1])
-    redis.call('PEXPIRE', KEYS[i], (S + 2) * tonumber(ARGV[b + 4]))
+    local b = 2 + (i - 1) * 6
+    local width = tonumber(ARGV[b + 4])
+    redis.call('HINCRBYFLOAT', KEYS[i], ARGV[b + 6], ARGV[b + 1])
+    local ttl = (tonumber(ARGV[b + 6]) + S + 2) * width - now
+    redis.call('PEXPIRE', KEYS[i], math.max(ttl, (S + 2) * width))
   end
 end
 for i = 1, n do out[3 + i] = string.format('%.17g', totals[i]) end
@@ -260,21 +263,28 @@ class RedisQuotaStore:
 
     # ----------------------------------------------------------------------------- consume
 
-    async def consume(self, group: str, buckets: Sequence[Bucket], now: float) -> ConsumeResult:
+    async def consume(
+        self, group: str, buckets: Sequence[Bucket], now: float, *, charge_at: float | None = None
+    ) -> ConsumeResult:
+        """``QuotaStore.consume``; ``charge_at`` (>= ``now``) books the amounts in the sub-bucket
+        of that later time, so they stay counted until then plus a window (``stores/lease.py``).
+        """
         if not buckets:
             return ConsumeResult(True, {}, None, None, Reservation(group, ()))
         t = W.now_ms(now)
+        charge_t = t if charge_at is None else max(t, W.now_ms(charge_at))
         if self._pipe is not None:
-            return await self._pipe_consume(group, buckets, t)
+            return await self._pipe_consume(group, buckets, t, charge_t)
         keys: list[str] = []
         argv: list[Any] = [t, W.SUB_BUCKETS]
         slots: list[int] = []
         for b in buckets:
             width = W.width_ms(b.window_s)
             cur = W.slot_of(t, width)
-            slots.append(cur)
+            charge = W.slot_of(charge_t, width)
+            slots.append(charge)
             keys.append(self.key(group, b.key, b.window_s))
-            argv += [repr(float(b.amount)), repr(float(b.limit)), cur, width, b.window_s]
+            argv += [repr(float(b.amount)), repr(float(b.limit)), cur, width, b.window_s, charge]
         args: _Args = (_CONSUME_SHA, len(keys), *keys, *argv)
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -286,8 +296,10 @@ class RedisQuotaStore:
             raise _unavailable(exc) from exc
         return self._result(group, buckets, slots, reply)
 
-    async def _pipe_consume(self, group: str, buckets: Sequence[Bucket], t: int) -> ConsumeResult:
-        command, slots = self._consume_command(group, buckets, t)
+    async def _pipe_consume(
+        self, group: str, buckets: Sequence[Bucket], t: int, charge_t: int
+    ) -> ConsumeResult:
+        command, slots = self._consume_command(group, buckets, t, charge_t)
         try:
             reply = await self._pipe_evalsha(command)
         except Exception as exc:
@@ -295,7 +307,7 @@ class RedisQuotaStore:
         return self._result(group, buckets, slots, reply)
 
     def _consume_command(
-        self, group: str, buckets: Sequence[Bucket], t: int
+        self, group: str, buckets: Sequence[Bucket], t: int, charge_t: int | None = None
     ) -> tuple[bytes, list[int]]:
         """The RESP ``EVALSHA`` of one consume (same bytes as ``resp.encode`` of its arguments).
 
@@ -305,8 +317,8 @@ class RedisQuotaStore:
         n = len(buckets)
         head = self._heads.get(n)
         if head is None:
-            # "*<argc>" then EVALSHA, sha, key count; argv is now_ms, S, then 5 per bucket.
-            head = b"*%d\r\n" % (3 + n + 2 + 5 * n) + encode(("EVALSHA", _CONSUME_SHA, n))[4:]
+            # "*<argc>" then EVALSHA, sha, key count; argv is now_ms, S, then 6 per bucket.
+            head = b"*%d\r\n" % (3 + n + 2 + 6 * n) + encode(("EVALSHA", _CONSUME_SHA, n))[4:]
             remember(self._heads, n, head, 0, 0)
         parts = [head]
         ts = str(t)
@@ -322,9 +334,18 @@ class RedisQuotaStore:
             parts.append(key)
             width, tail = _window(b.window_s)
             cur = W.slot_of(t, width)
-            slots.append(cur)
-            a, lim, c = repr(float(b.amount)), repr(float(b.limit)), str(cur)
-            nums.append(f"${len(a)}\r\n{a}\r\n${len(lim)}\r\n{lim}\r\n${len(c)}\r\n{c}\r\n{tail}")
+            c = str(cur)
+            if charge_t is None or charge_t == t:
+                charge, ch = cur, c
+            else:
+                charge = W.slot_of(charge_t, width)
+                ch = str(charge)
+            slots.append(charge)
+            a, lim = repr(float(b.amount)), repr(float(b.limit))
+            nums.append(
+                f"${len(a)}\r\n{a}\r\n${len(lim)}\r\n{lim}\r\n${len(c)}\r\n{c}\r\n{tail}"
+                f"${len(ch)}\r\n{ch}\r\n"
+            )
         parts.append("".join(nums).encode())
         return b"".join(parts), slots
 

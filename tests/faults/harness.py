@@ -105,6 +105,7 @@ def gate_config(
     issuer_extra: dict[str, Any] | None = None,
     extra_routes: list[dict[str, Any]] | None = None,
     quota_timeout_s: float = 2.0,
+    lease_requests: int | None = None,
 ) -> dict[str, Any]:
     issuer: dict[str, Any] = {
         "issuer": ISSUER,
@@ -124,6 +125,9 @@ def gate_config(
          "upstream": upstream, "adapter": "slurm", "gpu_model": "H100-SXM", "max_hours": 168},
     ]  # fmt: skip
     routes += extra_routes or []
+    quota: dict[str, Any] = {"store": store, "on_store_error": "deny", "timeout_s": quota_timeout_s}
+    if lease_requests is not None:
+        quota["lease_requests"] = lease_requests
     return {
         "listen": {"host": "127.0.0.1", "port": free_port()},
         "admin": {"host": "127.0.0.1", "port": free_port()},
@@ -134,7 +138,7 @@ def gate_config(
         "entities": {"sources": [{"path": str(entities)}]},
         "geoip": geoip or {"country_db": "builtin"},
         "policy": {"files": [str(p) for p in policies], "default_action": "deny"},
-        "quota": {"store": store, "on_store_error": "deny", "timeout_s": quota_timeout_s},
+        "quota": quota,
         "audit": {
             "durability": "fsync",
             "sinks": [{"type": "file", "path": str(audit / "audit.jsonl")}, *(extra_sinks or [])],

@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from gatekeeper.stores.lease import LeasedQuotaStore
 from gatekeeper.stores.memory import MemoryQuotaStore
 from gatekeeper.stores.quota import QuotaStore
 from gatekeeper.stores.redis import RedisQuotaStore
 from tests.support import RedisServer, redis_cluster
 
-STORE_KINDS = ("memory", "redis", "redis-unbatched", "cluster")
+# "leased": the Redis store behind quota leases (stores/lease.py), leasing 4 requests at a time
+# once 8 fit, so the behaviour tests run it both far from and near its limits.
+STORE_KINDS = ("memory", "redis", "redis-unbatched", "cluster", "leased")
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +52,9 @@ def store_url(kind: str, request: pytest.FixtureRequest) -> str | None:
 def make_store(kind: str, url: str | None, *, timeout_s: float = 2.0) -> QuotaStore:
     if kind == "memory" or url is None:
         return MemoryQuotaStore()
+    if kind == "leased":
+        inner = RedisQuotaStore.from_url(url, timeout_s=timeout_s)
+        return LeasedQuotaStore(inner, requests=4, ttl_s=5.0, margin=2)
     return RedisQuotaStore.from_url(url, timeout_s=timeout_s, batch=kind != "redis-unbatched")
 
 

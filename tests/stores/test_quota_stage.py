@@ -78,7 +78,7 @@ def make_ctx(
     return ctx
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(params=["memory", "redis", "cluster", "leased"])
 async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[QuotaStore]:
     s = make_store(request.param, store_url(request.param, request))
     try:
@@ -274,7 +274,7 @@ async def test_refund_exactly_once(any_store: QuotaStore, group: str) -> None:
     assert counter(metrics.QUOTA_REFUNDED, "foreign-monthly", "tpp_hours") == refunded + 40.0
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis", "cluster"])
+@pytest.mark.parametrize("kind", ["memory", "redis", "cluster", "leased"])
 async def test_affiliates_cannot_split_past_the_parent(
     kind: str, request: pytest.FixtureRequest, group: str
 ) -> None:

@@ -182,7 +182,9 @@ async def test_store_on_a_silent_server_fails_within_the_timeout(silent: FakeRed
         await store.close()
 
 
-def _old_command(prefix: str, group: str, buckets: list[Bucket], t: int) -> bytes:
+def _old_command(
+    prefix: str, group: str, buckets: list[Bucket], t: int, charge_t: int | None = None
+) -> bytes:
     """The consume command as ``resp.encode`` of the argument tuple (the reference)."""
     store = RedisQuotaStore.from_url("redis://127.0.0.1:1", prefix=prefix)
     keys: list[str] = []
@@ -196,6 +198,7 @@ def _old_command(prefix: str, group: str, buckets: list[Bucket], t: int) -> byte
             W.slot_of(t, width),
             width,
             b.window_s,
+            W.slot_of(t if charge_t is None else charge_t, width),
         ]
     return encode(("EVALSHA", _CONSUME_SHA, len(keys), *keys, *argv))
 
@@ -223,5 +226,10 @@ async def test_consume_command_is_byte_identical(prefix: str, n: int) -> None:
                     command, slots = store._consume_command(group, buckets, t)
                     assert command == _old_command(prefix, group, buckets, t)
                     assert slots == [W.slot_of(t, W.width_ms(b.window_s)) for b in buckets]
+                    # a lease books its amounts at its end (stores/lease.py)
+                    end = t + 1500
+                    command, slots = store._consume_command(group, buckets, t, end)
+                    assert command == _old_command(prefix, group, buckets, t, end)
+                    assert slots == [W.slot_of(end, W.width_ms(b.window_s)) for b in buckets]
     finally:
         await store.close()

@@ -1,0 +1,294 @@
+"""Quota leases (``stores/lease.py``) on a real redis-server: fewer round trips, never over-admitted.
+
+Each test reads what Redis holds with its own synchronous client (``redis_bucket_total``), so the
+figures are the store's, not the lease's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from gatekeeper import metrics
+from gatekeeper.config import QuotaConfig, load_config
+from gatekeeper.errors import ConfigError
+from gatekeeper.stores import window as W
+from gatekeeper.stores.lease import LeasedQuotaStore
+from gatekeeper.stores.quota import Bucket, bucket_key, create_store
+from gatekeeper.stores.redis import RedisQuotaStore, redis_key
+from tests.stores.race import fire, redis_bucket_total
+from tests.support import RedisServer
+
+WINDOW = 3600
+
+
+def tenant(amount: float, limit: float, t: str = "t1", window_s: int = WINDOW) -> Bucket:
+    return Bucket("tenant-q", bucket_key("tenant-q", "tenant", t), amount, limit, window_s)
+
+
+def parent(amount: float, limit: float, p: str, window_s: int = WINDOW) -> Bucket:
+    return Bucket("parent-q", bucket_key("parent-q", "ultimate_parent", p), amount, limit, window_s)
+
+
+def leased(url: str, *, requests: int = 4, ttl_s: float = 5.0, margin: int = 2) -> LeasedQuotaStore:
+    inner = RedisQuotaStore.from_url(url, timeout_s=2.0)
+    return LeasedQuotaStore(inner, requests=requests, ttl_s=ttl_s, margin=margin)
+
+
+def held(url: str, group: str, b: Bucket) -> float:
+    return float(redis_bucket_total(url, redis_key("gk", group, b.key, b.window_s)))
+
+
+def evalsha_calls(url: str) -> int:
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def lease_events(event: str) -> float:
+    return float(metrics.QUOTA_LEASES.labels(event)._value.get())
+
+
+async def test_far_from_the_limit_one_lease_serves_k_requests(
+    private_redis: RedisServer, group: str
+) -> None:
+    url = private_redis.url
+    store = leased(url, requests=4)
+    b = [tenant(2.0, 1000.0)]
+    now = time.time()
+    try:
+        first = await store.consume(group, b, now)  # alone: learns the headroom
+        assert first.admitted and held(url, group, b[0]) == 2.0
+        calls = evalsha_calls(url)
+        results = [await store.consume(group, b, now) for _ in range(4)]
+        # one lease of 4 x 2.0 in one script call, then requests from the credit; half used, the
+        # next lease goes out in the background
+        assert evalsha_calls(url) == calls + 1
+        assert held(url, group, b[0]) == 2.0 + 8.0
+        await store.settle()
+        assert evalsha_calls(url) == calls + 2
+        assert held(url, group, b[0]) == 2.0 + 8.0 + 8.0
+        assert all(r.admitted for r in results)
+        # one process sees exact figures: the limit minus what requests used
+        assert [r.remaining["tenant-q"] for r in [first, *results]] == [998, 996, 994, 992, 990]
+        nxt = await store.consume(group, b, now)  # from the lease taken ahead: no call
+        assert nxt.admitted and nxt.remaining["tenant-q"] == 988
+        assert evalsha_calls(url) == calls + 2
+    finally:
+        await store.close()
+    # closing refunds the three unused requests' worth: Redis holds exactly what was admitted
+    assert held(url, group, b[0]) == 6 * 2.0
+
+
+async def test_exact_at_the_limit_with_leases(private_redis: RedisServer, group: str) -> None:
+    url = private_redis.url
+    store = leased(url, requests=4, margin=2)
+    b = [tenant(1.0, 100.0), parent(1.0, 100.0, group)]
+    now = time.time()
+    try:
+        results = [await store.consume(group, b, now) for _ in range(110)]
+    finally:
+        await store.close()
+    admitted = [r.admitted for r in results]
+    # every one of the 100 units was handed out, in order, and nothing after
+    assert admitted == [True] * 100 + [False] * 10
+    assert [r.remaining["tenant-q"] for r in results[:100]] == [99 - i for i in range(100)]
+    assert results[100].exhausted in ("tenant-q", "parent-q")
+    assert held(url, group, b[0]) == 100.0 and held(url, group, b[1]) == 100.0
+
+
+async def test_many_processes_never_over_admit(private_redis: RedisServer, group: str) -> None:
+    """Three gate processes' stores (two leasing, one not) race for one parent's budget."""
+    url = private_redis.url
+    stores = [leased(url, requests=8, margin=2), leased(url, requests=3, margin=1)]
+    plain = RedisQuotaStore.from_url(url, timeout_s=2.0)
+    limit = 500.0
+    now = time.time()
+    try:
+
+        async def one(i: int) -> bool:
+            b = [tenant(1.0, 10_000.0, t=f"t{i % 7}"), parent(1.0, limit, group)]
+            store = (stores[0], stores[1], plain)[i % 3]
+            return (await store.consume(group, b, now)).admitted
+
+        # warm up: every store learns the headroom, then a burst far larger than the budget
+        warm = [await one(i) for i in range(21)]
+        burst = await fire(1200, one)
+    finally:
+        for s in stores:
+            await s.close()
+        await plain.close()
+    assert all(isinstance(x, bool) for x in burst)
+    admitted = sum(warm) + sum(bool(x) for x in burst)
+    assert admitted <= limit
+    # unused credit went back: Redis holds exactly the admitted requests, no more, no less
+    assert held(url, group, parent(1.0, limit, group)) == admitted
+    # ... and leases can only have cost the credit parked at the end: one lease per tenant, store
+    assert admitted >= limit - 7 * (8 + 3)
+
+
+async def test_unused_credit_goes_back_when_the_lease_expires(
+    private_redis: RedisServer, group: str
+) -> None:
+    url = private_redis.url
+    store = leased(url, requests=10, ttl_s=0.3)
+    b = [tenant(1.0, 1000.0)]
+    returned = lease_events("returned")
+    try:
+        await store.consume(group, b, time.time())
+        await store.consume(group, b, time.time())  # takes a lease of 10, uses 1, leases ahead
+        await store.settle()
+        assert held(url, group, b[0]) == 1.0 + 10.0 + 10.0
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if held(url, group, b[0]) == 2.0:
+                break
+        # both leases expired and their 9 + 10 unused requests' worth went back
+        assert held(url, group, b[0]) == 2.0
+        assert lease_events("returned") == returned + 2
+    finally:
+        await store.close()
+
+
+async def test_a_lease_is_booked_at_its_expiry_and_not_used_after_it(
+    private_redis: RedisServer, group: str
+) -> None:
+    """Booked in the sub-bucket of its end, a lease stays counted a full window after its last use."""
+    url = private_redis.url
+    ttl = 3.0
+    store = leased(url, requests=4, ttl_s=ttl)
+    window = 60  # sub-buckets of one second: the lease's end lies three sub-buckets ahead
+    b = [tenant(1.0, 1000.0, window_s=window)]
+    now = 1_800_000_000.5
+    width = W.width_ms(window)
+    key = redis_key("gk", group, b[0].key, window)
+    try:
+        await store.consume(group, b, now)
+        lease = await store.consume(group, b, now)
+        await store.settle()  # the lease taken ahead lands too
+        fields = {int(k): float(v) for k, v in redis.Redis.from_url(url).hgetall(key).items()}
+        cur, end = W.slot_of(W.now_ms(now), width), W.slot_of(W.now_ms(now + ttl), width)
+        assert fields == {cur: 1.0, end: 4.0 + 4.0}
+        assert lease.reservation is not None and lease.reservation.items[0].slot == end
+        # at their end neither lease's credit is handed out: a fresh lease, booked at its own end
+        late = await store.consume(group, b, now + ttl)
+        assert late.admitted and late.reservation is not None
+        assert late.reservation.items[0].slot == W.slot_of(W.now_ms(now + 2 * ttl), width)
+    finally:
+        await store.close()
+
+
+async def test_refunding_a_leased_request_gives_back_exactly_once(
+    private_redis: RedisServer, group: str
+) -> None:
+    url = private_redis.url
+    store = leased(url, requests=4)
+    b = [tenant(3.0, 1000.0)]
+    now = time.time()
+    try:
+        await store.consume(group, b, now)
+        r = await store.consume(group, b, now)  # from a fresh lease; the next one goes out ahead
+        await store.settle()
+        assert r.reservation is not None and held(url, group, b[0]) == 3.0 + 12.0 + 12.0
+        await store.refund(r.reservation)  # the upstream failed
+        assert held(url, group, b[0]) == 3.0 + 9.0 + 12.0
+    finally:
+        await store.close()  # the unused 3 + 4 requests' worth goes back too
+    assert held(url, group, b[0]) == 3.0
+
+
+async def test_concurrent_requests_share_one_lease(private_redis: RedisServer, group: str) -> None:
+    url = private_redis.url
+    store = leased(url, requests=16)
+    b = [tenant(1.0, 100_000.0)]
+    now = time.time()
+    try:
+        await store.consume(group, b, now)
+        calls = evalsha_calls(url)
+        results = await fire(64, lambda i: store.consume(group, b, now))
+        assert all(r.admitted for r in results)
+        # 64 requests from leases of 16: four script calls (one or two more taken ahead), not 64
+        assert 4 <= evalsha_calls(url) - calls <= 6
+    finally:
+        await store.close()
+    assert held(url, group, b[0]) == 65.0
+
+
+async def test_near_the_limit_every_request_goes_to_redis(
+    private_redis: RedisServer, group: str
+) -> None:
+    url = private_redis.url
+    store = leased(url, requests=4, margin=8)  # a lease needs room for 8 x 4 = 32 requests
+    b = [tenant(1.0, 40.0)]
+    now = time.time()
+    try:
+        calls = evalsha_calls(url)
+        results = [await store.consume(group, b, now) for _ in range(12)]
+        assert all(r.admitted for r in results)
+        # 1 alone (39 left), a lease (35 left), the next one ahead (31 left), then one call per
+        # request: below 32 no lease is taken
+        assert evalsha_calls(url) - calls == 1 + 1 + 1 + 3
+        assert held(url, group, b[0]) == 12.0
+        before = evalsha_calls(url)
+        for _ in range(5):
+            await store.consume(group, b, now)
+        assert evalsha_calls(url) - before == 5
+    finally:
+        await store.close()
+    assert held(url, group, b[0]) == 17.0
+
+
+async def test_a_lost_store_costs_unused_credit_but_no_crash(group: str) -> None:
+    server = RedisServer().start()
+    store = leased(server.url, requests=8, ttl_s=0.2)
+    b = [tenant(1.0, 1000.0)]
+    errors = metrics.STORE_ERRORS._value.get()
+    try:
+        await store.consume(group, b, time.time())
+        assert (await store.consume(group, b, time.time())).admitted
+        server.stop()
+        # credit already charged is still handed out: no over-admission is possible
+        assert (await store.consume(group, b, time.time())).admitted
+        await asyncio.sleep(0.4)  # the lease expires; its refund fails and is counted
+        assert metrics.STORE_ERRORS._value.get() > errors
+    finally:
+        await asyncio.wait_for(store.close(), 10)
+        server.stop()
+
+
+async def test_configuration() -> None:
+    assert QuotaConfig().lease_requests == 16
+    store = create_store(QuotaConfig(store="redis://127.0.0.1:1/0"))
+    off = create_store(QuotaConfig(store="redis://127.0.0.1:1/0", lease_requests=0))
+    try:
+        assert isinstance(store, LeasedQuotaStore) and store.requests == 16
+        assert isinstance(off, RedisQuotaStore)
+        assert not isinstance(create_store(QuotaConfig()), LeasedQuotaStore)  # memory: no lease
+        with pytest.raises(ValueError):
+            LeasedQuotaStore(off, requests=0, ttl_s=1)
+    finally:
+        await store.close()
+        await off.close()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("lease_requests", "-1", "between 0 and 10000"),
+        ("lease_requests", "1000000000", "between 0 and 10000"),
+        ("lease_requests", "1.5", "must be an integer"),
+        ("lease_ttl_s", "0", "between 0.01 and 60"),
+        ("lease_ttl_s", "yes", "quota.lease_ttl_s"),
+    ],
+)
+def test_bad_lease_settings_are_config_errors(
+    tmp_path: Path, key: str, value: str, message: str
+) -> None:
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_text(f"quota:\n  store: redis://127.0.0.1:6390/0\n  {key}: {value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert message in str(err.value)
