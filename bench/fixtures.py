@@ -13,7 +13,9 @@ The gate runs the full allow path of the shipped US policy pack:
 * audit: file sink, ``durability: fsync`` (group commit), Ed25519 seals per batch.
 
 The pack is copied with the quota limit raised to 1e15 TPP-hours so a benchmark never runs out
-of budget (every request still runs the full quota script); nothing else is changed.
+of budget; nothing else is changed. So the default quota leases apply (``stores/lease.py``: one
+quota script per 16 admitted requests per process); ``quota.lease_requests=0`` through the
+benchmarks' ``--set`` runs the script for every request.
 """
 
 from __future__ import annotations
@@ -304,6 +306,27 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process and its threads, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def apply_sets(cfg: dict[str, Any], sets: list[str]) -> None:
+    """Override gate config keys for an experiment: ``["quota.lease_requests=0", ...]`` (YAML)."""
+    for item in sets:
+        key, _, value = item.partition("=")
+        *parents, leaf = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        node[leaf] = yaml.safe_load(value)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent not idle (all processes, kernel threads, interrupts).
+
+    On a saturated machine throughput follows this per request, including what the proxy makes
+    others do: Redis, the kernel's journal and extent-conversion workers after an fsync, ...
+    """
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu(pid: int) -> dict[str, float]:

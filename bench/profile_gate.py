@@ -29,8 +29,10 @@ from fixtures import (
     READ_PATH,
     SUBMIT_PATH,
     Stack,
+    apply_sets,
     cpu_seconds,
     job_body,
+    machine_busy_seconds,
     request_headers,
     thread_cpu,
     tree_pids,
@@ -89,13 +91,7 @@ def main() -> int:
             redis_url = stack.start_redis()
             inputs = stack.prepare_gate_inputs(args.registry_size)
             path, cfg = stack.gate_config("gate", inputs, workers=args.workers, redis_url=redis_url)
-            for item in args.set:
-                key, _, value = item.partition("=")
-                *parents, leaf = key.split(".")
-                node = cfg
-                for part in parents:
-                    node = node[part]
-                node[leaf] = yaml.safe_load(value)
+            apply_sets(cfg, args.set)
             path.write_text(yaml.safe_dump(cfg, sort_keys=False))
             proc = stack.start_gate("gate", path, cfg)
             headers = request_headers(stack.token())
@@ -108,7 +104,7 @@ def main() -> int:
             spy = None if args.no_spy else subprocess.Popen(
                 [pyspy, "record", "--pid", str(proc.pid), "--format", "speedscope",
                  "--duration", str(args.duration), "--rate", "250", "--nonblocking",
-                 "--output", str(args.out)],
+                 "--output", str(args.out)] + (["--subprocesses"] if args.workers > 1 else []),
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )  # fmt: skip
             time.sleep(0.5)
@@ -117,11 +113,13 @@ def main() -> int:
             before = {pid: cpu_seconds(pid) for pid in pids}
             threads_before = {pid: thread_cpu(pid) for pid in pids}
             redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
+            machine_before = machine_busy_seconds()
             out = subprocess.run(
                 ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "-s", str(script),
                  url],
                 capture_output=True, text=True, check=True,
             ).stdout  # fmt: skip
+            machine_cpu = machine_busy_seconds() - machine_before
             gate_cpu = sum(cpu_seconds(pid) - before[pid] for pid in pids)
             per_thread: dict[str, float] = {}
             for pid in pids:
@@ -133,7 +131,8 @@ def main() -> int:
             done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
             print(
                 f"gate CPU {gate_cpu:.2f} s = {1e6 * gate_cpu / done:.0f} µs/request; "
-                f"redis {1e6 * redis_cpu / done:.0f} µs/request"
+                f"redis {1e6 * redis_cpu / done:.0f} µs/request; "
+                f"whole machine {1e6 * machine_cpu / done:.0f} µs/request"
             )
             print(
                 "  by thread: "
@@ -143,6 +142,18 @@ def main() -> int:
                     if secs > 0
                 )
             )
+            records = seals = 0
+            for audit_file in tmp.glob("audit-gate*.jsonl"):
+                with audit_file.open("rb") as f:
+                    for line in f:
+                        if b'"type":"seal"' in line:
+                            seals += 1
+                        else:
+                            records += 1
+            if seals:
+                print(
+                    f"  audit: {records} lines in {seals} group commits ({records / seals:.1f} per commit)"
+                )
             if spy is not None:
                 spy.wait(args.duration + 30)
                 print(summarise(args.out, args.top))
