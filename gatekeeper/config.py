@@ -36,6 +36,7 @@ class AdminConfig:
 class LimitsConfig:
     max_body_bytes: int = 1_048_576
     header_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 75.0  # idle time between requests on a kept-alive connection
     body_timeout_s: float = 30.0  # reading a body the gate must measure (408 when exceeded)
     upstream_timeout_s: float = 60.0
     upstream_connect_timeout_s: float = 5.0
@@ -352,6 +353,7 @@ _CHECKS: dict[tuple[type, str], Check] = {
     (Config, "trusted_proxies"): _each(_cidr),
     (LimitsConfig, "max_body_bytes"): _range(0),
     (LimitsConfig, "header_timeout_s"): _range(0.001),
+    (LimitsConfig, "keepalive_timeout_s"): _range(0.001, 3600),
     (LimitsConfig, "body_timeout_s"): _range(0.001),
     (LimitsConfig, "upstream_timeout_s"): _range(0.001),
     (LimitsConfig, "upstream_connect_timeout_s"): _range(0.001),

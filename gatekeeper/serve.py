@@ -77,6 +77,7 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     server = GateServer(
         handler,
         header_timeout_s=cfg.limits.header_timeout_s,
+        keepalive_timeout_s=cfg.limits.keepalive_timeout_s,
         max_line_size=cfg.limits.max_header_bytes,
         max_field_size=cfg.limits.max_header_bytes,
     )

@@ -12,10 +12,13 @@ needs:
 * **Requests in order.** Pipelined requests queue and are answered one after another; reading
   pauses while ``MAX_QUEUED`` wait. A request's body streams through its ``StreamReader``
   (reading pauses at the reader's high-water mark), so a 200 MB upload never sits in memory.
-* **Header deadline.** ``limits.header_timeout_s`` is armed when a connection opens and whenever
-  it goes idle after a response; a request head not complete by then (slowloris) or an idle
-  keep-alive connection is closed. It is not armed while a request is being handled (the body
-  has its own deadline, ``limits.body_timeout_s``, and the upstream its own).
+* **Header deadline.** ``limits.header_timeout_s`` is armed when a connection opens and when the
+  first byte of a further request arrives on a kept-alive one; a request head not complete by
+  then (slowloris), or a new connection that sends nothing, is closed. Between requests a
+  kept-alive connection may idle for ``limits.keepalive_timeout_s`` (75 s, as nginx): a client
+  pool whose idle connections outlive the server's is the one that races the close, and a
+  submission is a POST no client retries by itself. No deadline runs while a request is being
+  handled (the body has its own, ``limits.body_timeout_s``, and the upstream its own).
 * **Malformed HTTP** gets problem+json (400, or 431 for a line, field or header count over the
   limit) with a fresh decision id, one INFO log line, a ``gatekeeper_denials_total{route="-"}``
   count, and the connection is closed: after a framing error the rest of the stream cannot be
@@ -342,6 +345,7 @@ class GateProtocol(BaseProtocol):
         self._responder: Responder | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._idle = False  # the timer is the keep-alive idle timer (no request byte yet)
         self._held = bytearray()  # bytes after an upgrade request, until the handler decides
         self._tunnel: Tunnel | None = None
         self._stopping = False  # no further requests: answer what is queued, then close
@@ -382,6 +386,9 @@ class GateProtocol(BaseProtocol):
             return
         if self._stopping or self._parser is None:
             return
+        if self._idle:
+            # The first byte of the next request: its head must now complete in time.
+            self._arm_header_deadline()
         if self.upgraded_message is not None:
             # Held until the handler accepts (tunnel) or refuses (close) the upgrade.
             self._held += data
@@ -444,7 +451,11 @@ class GateProtocol(BaseProtocol):
         finally:
             self._task = None
         if self.transport is not None and not self._queue:
-            self._arm_header_deadline()
+            self._cancel_timer()
+            self._timer = self.loop.call_later(
+                self.server.keepalive_timeout_s, self._header_deadline
+            )
+            self._idle = True
 
     async def _one(self, msg: RawRequestMessage, payload: StreamReader) -> bool:
         """Handle one request; False when the connection is to be closed afterwards."""
@@ -541,12 +552,14 @@ class GateProtocol(BaseProtocol):
         self._timer = self.loop.call_later(self.server.header_timeout_s, self._header_deadline)
 
     def _cancel_timer(self) -> None:
+        self._idle = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _header_deadline(self) -> None:
         self._timer = None
+        self._idle = False
         if self._task is None and not self._queue and self.transport is not None:
             self.transport.close()
 
@@ -567,11 +580,13 @@ class GateServer:
         handler: Handler,
         *,
         header_timeout_s: float,
+        keepalive_timeout_s: float,
         max_line_size: int,
         max_field_size: int,
     ) -> None:
         self.handler = handler
         self.header_timeout_s = header_timeout_s
+        self.keepalive_timeout_s = keepalive_timeout_s
         self.max_line_size = max_line_size
         self.max_field_size = max_field_size
         self.loop = asyncio.get_running_loop()

@@ -27,6 +27,7 @@ US_IP = "8.8.8.8"  # builtin GeoLite2: US
 NO_IP = "84.208.20.110"  # Norway
 GATE_HEADERS = {"x-gatekeeper-decision-id", "x-gatekeeper-tenant", "x-gatekeeper-entity"}
 HEADER_TIMEOUT_S = 1.5
+KEEPALIVE_TIMEOUT_S = 4.0
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
@@ -41,6 +42,7 @@ def gate_config(tmp: Path, keys: DemoKeys, upstream: str) -> dict[str, Any]:
         "limits": {
             "max_body_bytes": 65536,
             "header_timeout_s": HEADER_TIMEOUT_S,
+            "keepalive_timeout_s": KEEPALIVE_TIMEOUT_S,
             "body_timeout_s": HEADER_TIMEOUT_S,
             "upstream_timeout_s": 5,
             "max_header_bytes": 8192,

@@ -20,6 +20,7 @@ from gatekeeper.proxy.routing import Router
 from tests.security.harness import (
     HEADER_TIMEOUT_S,
     K8S_JOBS,
+    KEEPALIVE_TIMEOUT_S,
     NO_IP,
     SUBMIT,
     US_IP,
@@ -371,6 +372,23 @@ def test_slowloris_on_a_kept_alive_connection(secgate: SecGate) -> None:
         s.sendall(b"GET /open/second HTTP/1.1\r\n")
         took = _closed_after(s, start, b"X", 0.2, HEADER_TIMEOUT_S + 3)
     assert took < HEADER_TIMEOUT_S + 1.0
+
+
+def test_kept_alive_connection_idles_past_the_header_timeout(secgate: SecGate) -> None:
+    """Between requests the keep-alive timeout applies, not the header deadline."""
+    with socket.create_connection(("127.0.0.1", secgate.port)) as s:
+        s.settimeout(5)
+        s.sendall(request_bytes("GET", "/open/first", headers=[("X-Forwarded-For", US_IP)]))
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(HEADER_TIMEOUT_S + 0.7)
+        s.sendall(request_bytes("GET", "/open/again", headers=[("X-Forwarded-For", US_IP)]))
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        # ... and is closed once idle for the keep-alive timeout
+        start = time.monotonic()
+        s.settimeout(KEEPALIVE_TIMEOUT_S + 3)
+        assert s.recv(10) == b""
+        idle = time.monotonic() - start
+    assert KEEPALIVE_TIMEOUT_S - 0.5 < idle < KEEPALIVE_TIMEOUT_S + 1.0
 
 
 def test_idle_connection_is_closed(secgate: SecGate) -> None:
