@@ -20,7 +20,9 @@ the script): a body ``time_limit`` overrides ``--time``, a body ``tres_per_node`
 ``--gpus-per-node``/``--gres``, ``nodes`` overrides ``-N``, ``array`` overrides ``--array``.
 ``#SBATCH`` lines are read anywhere in the script, and a repeated option counts with its largest
 value, so whether the scheduler reads the first, the last or only the header lines, we never count
-less than it does.
+less than it does. A script with more than ``MAX_DIRECTIVES`` ``#SBATCH`` lines is refused
+(``bad-script``): real scripts carry dozens, and reading a megabyte of them cost 170 ms of CPU per
+request, which one authenticated client could repeat to tie up the gate.
 
 Nodes: the maximum of a range (``2-4`` -> 4). Arrays multiply the job by their task count (the
 ``%N`` concurrency limit does not reduce total compute); ``gpus`` is then the GPUs of all array
@@ -64,6 +66,7 @@ from .common import (
 
 ASSUMED_SOCKETS = 2
 MAX_SCRIPT_LINES = 100_000
+MAX_DIRECTIVES = 500  # #SBATCH lines per script (module docstring)
 MAX_JOBS = 1000
 
 # Which per-unit bucket a GPU source belongs to.
@@ -486,6 +489,8 @@ def _shape_from_script(script: str) -> JobShape | None:
         if not line.startswith("#SBATCH"):
             continue
         read += 1
+        if read > MAX_DIRECTIVES:
+            raise BadRequest("bad-script", f"more than {MAX_DIRECTIVES} #SBATCH lines")
         text = line[len("#SBATCH") :]
         if read > _CACHED_LINES or len(text) > _MEMO_TEXT:
             _apply_uncached(text, shape, candidates, times)

@@ -318,6 +318,13 @@ BAD: list[tuple[str, Any, str]] = [
         "bad-script",
     ),
     ("script-too-long-early-error", job(script="#SBATCH -t 1:x\n" + "x\n" * 100_001), "bad-time"),
+    # Directive count: a megabyte of #SBATCH lines is refused, not read line by line (CPU).
+    ("too-many-directives", job(script="#SBATCH -N 1\n" * 501), "bad-script"),
+    (
+        "too-many-distinct-directives",
+        job(script="".join(f"#SBATCH --gres=gpu:h100:{i % 8 + 1} -t {i}:00\n" for i in range(600))),
+        "bad-script",
+    ),
 ]
 
 
