@@ -200,6 +200,26 @@ async def test_refunding_a_leased_request_gives_back_exactly_once(
     assert held(url, group, b[0]) == 3.0
 
 
+async def test_a_refund_after_the_lease_expired_is_still_exact(
+    private_redis: RedisServer, group: str
+) -> None:
+    url = private_redis.url
+    store = leased(url, requests=4, ttl_s=0.2)
+    b = [tenant(1.0, 1000.0)]
+    try:
+        await store.consume(group, b, time.time())
+        r = await store.consume(group, b, time.time())
+        await asyncio.sleep(0.5)  # both leases expire; their unused credit goes back
+        await store.settle()
+        assert held(url, group, b[0]) == 2.0
+        assert r.reservation is not None
+        await store.refund(r.reservation)  # the upstream failed after all
+        assert held(url, group, b[0]) == 1.0
+    finally:
+        await store.close()
+    assert held(url, group, b[0]) == 1.0
+
+
 async def test_concurrent_requests_share_one_lease(private_redis: RedisServer, group: str) -> None:
     url = private_redis.url
     store = leased(url, requests=16)
