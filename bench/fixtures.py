@@ -308,6 +308,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def result_stem(out: Path, stem: str) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``, ...: a second run the same day keeps the first's file."""
+    n, name = 1, stem
+    while (out / f"{name}.md").exists() or (out / f"{name}.json").exists():
+        n += 1
+        name = f"{stem}-{n}"
+    return name
+
+
 def apply_sets(cfg: dict[str, Any], sets: list[str]) -> None:
     """Override gate config keys for an experiment: ``["quota.lease_requests=0", ...]`` (YAML)."""
     for item in sets:

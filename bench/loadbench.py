@@ -46,6 +46,7 @@ from fixtures import (
     machine,
     machine_busy_seconds,
     request_headers,
+    result_stem,
     tree_pids,
 )
 
@@ -228,7 +229,7 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
     if not args.no_write:
         out = ROOT / "bench" / "results"
         out.mkdir(exist_ok=True)
-        stem = f"{datetime.date.today().isoformat()}-{result['machine']['host']}"
+        stem = result_stem(out, f"{datetime.date.today().isoformat()}-{result['machine']['host']}")
         (out / f"{stem}.md").write_text(report)
         (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
         print(f"bench: wrote bench/results/{stem}.md and .json")

@@ -28,7 +28,7 @@ from typing import Any
 
 import openloop
 import uvloop
-from fixtures import ROOT, SUBMIT_PATH, Stack, job_body, machine, request_headers
+from fixtures import ROOT, SUBMIT_PATH, Stack, job_body, machine, request_headers, result_stem
 
 
 def rss_kib(pid: int) -> int:
@@ -156,6 +156,7 @@ def _run(args: argparse.Namespace, stack: Stack) -> int:
         stem = f"{datetime.date.today().isoformat()}-{result['machine']['host']}-soak"
         if args.duration < 600:
             stem += f"-{int(args.duration)}s"
+        stem = result_stem(out, stem)
         (out / f"{stem}.md").write_text(report)
         (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
         print(f"soak: wrote bench/results/{stem}.md and .json")
