@@ -106,6 +106,7 @@ class GateRequest:
     __slots__ = (
         "_conn",
         "_continued",
+        "_length",
         "content",
         "headers",
         "method",
@@ -127,12 +128,17 @@ class GateRequest:
         self.upgrade = conn.upgraded_message is msg
         self._conn = conn
         self._continued = False
+        self._length: int | None = -1  # -1: not looked up yet
 
     @property
     def content_length(self) -> int | None:
-        value = self.headers.get("Content-Length")
-        # The parser has already refused a malformed or repeated Content-Length.
-        return int(value) if value is not None else None
+        length = self._length
+        if length == -1:
+            # Read several times per request; the header lookup is case-insensitive, so once.
+            value = self.headers.get("Content-Length")
+            # The parser has already refused a malformed or repeated Content-Length.
+            length = self._length = int(value) if value is not None else None
+        return length
 
     @property
     def body_exists(self) -> bool:
