@@ -5,6 +5,10 @@ moment as one batch (group commit): it numbers and chains the records, adds a se
 key is configured, and hands the batch to every sink (file sinks first). The file sink does one
 ``write`` + one ``fsync`` per batch on its own thread, so while one batch is on its way to the disk
 the next one collects: concurrent requests share an fsync and the event loop never blocks.
+Outcome lines (``append_nowait``, nobody waits for them) do not start a commit of their own: they
+go with the next record's commit, or after ``LAZY_COMMIT_S`` (5 ms) if none comes. At 500 req/s
+that halves the fsyncs and keeps a decision record from queueing behind an outcome line's fsync
+(the gate's p50 fell by 0.07–0.3 ms in six paired runs).
 
 Failure: if a *required* sink fails, every append in the batch raises
 ``DependencyError("audit-unavailable")`` (the gate answers 503 and does not forward), the batch is
@@ -59,6 +63,9 @@ from gatekeeper.errors import ConfigError, DependencyError, Problem
 log = logging.getLogger("gatekeeper.audit")
 
 _PROBE_EVERY_S = 1.0
+# Outcome lines (``append_nowait``) wait at most this long for a decision record to share a
+# commit with, instead of paying an fsync of their own.
+LAZY_COMMIT_S = 0.005
 
 
 _ts_sec = -1
@@ -142,6 +149,9 @@ class AuditLog:
         self.max_batch = max_batch
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
+        # Commit now (a waiting record, a full batch, the timer) or let outcome lines wait.
+        self._due = False
+        self._lazy_timer: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._healthy = True
@@ -220,6 +230,7 @@ class AuditLog:
             raise DependencyError(R_AUDIT_UNAVAILABLE, "audit backlog full")
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending.append((body, utc_ts(), fut))
+        self._due = True
         self._wake.set()
         # A cancelled caller cancels only its own future; the record stays queued and is written.
         return await fut
@@ -236,14 +247,28 @@ class AuditLog:
             metrics.AUDIT_ERRORS.labels(sink="queue").inc()
             raise DependencyError(R_AUDIT_UNAVAILABLE, "audit backlog full")
         self._pending.append((body, utc_ts(), None))
+        if len(self._pending) >= self.max_batch:
+            self._due = True
+            self._wake.set()
+        elif not self._due and self._lazy_timer is None:
+            self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_COMMIT_S, self._lazy_due)
+
+    def _lazy_due(self) -> None:
+        self._lazy_timer = None
+        self._due = True
         self._wake.set()
 
     # ------------------------------------------------------------------ writer
     async def _run(self) -> None:
         while True:
-            if not self._pending:
+            if not (self._pending and (self._due or self._closing)):
                 if self._closing:
                     return
+                if self._pending and self._lazy_timer is None:
+                    # Lines queued during the last commit wait for a record to commit with.
+                    self._lazy_timer = asyncio.get_running_loop().call_later(
+                        LAZY_COMMIT_S, self._lazy_due
+                    )
                 try:
                     timeout = None if self._healthy else _PROBE_EVERY_S
                     await asyncio.wait_for(self._wake.wait(), timeout)
@@ -251,14 +276,18 @@ class AuditLog:
                     await self._probe()
                     continue
                 self._wake.clear()
-            while self._pending:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                try:
-                    await self._commit(batch)
-                except Exception as exc:  # never let the writer die with requests waiting
-                    log.exception("audit: unexpected error in group commit")
-                    self._fail(batch, f"internal error: {type(exc).__name__}")
+                continue
+            if self._lazy_timer is not None:
+                self._lazy_timer.cancel()
+                self._lazy_timer = None
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            self._due = bool(self._pending)  # more than a batch queued: the rest goes next
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # never let the writer die with requests waiting
+                log.exception("audit: unexpected error in group commit")
+                self._fail(batch, f"internal error: {type(exc).__name__}")
 
     def _chain(self, batch: list[_Pending]) -> tuple[list[bytes], list[dict[str, Any]], int, str]:
         seq, head = self.seq, self.head

@@ -25,6 +25,37 @@ def records_of(path: Path) -> list[dict]:
     return [r for r in out if r.get("type") != "seal"]
 
 
+async def test_outcome_lines_ride_with_the_next_record_or_go_after_a_few_ms(
+    tmp_path: Path,
+) -> None:
+    """An outcome line pays no fsync of its own: it waits (LAZY_COMMIT_S) for a record to share one."""
+    from gatekeeper.audit.log import LAZY_COMMIT_S
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(file_cfg(path), replica="gk-0")
+    await log.start()
+    sink = log.sinks[0]
+    assert isinstance(sink, FileSink)
+    await log.append(body(1))
+    assert sink.batches == 1
+    log.append_nowait({"type": "outcome", "decision_id": "d1"})
+    await asyncio.sleep(0)
+    rec = await log.append(body(2))  # the outcome line goes in the same commit as this record
+    assert sink.batches == 2 and rec["seq"] == 3
+    log.append_nowait({"type": "outcome", "decision_id": "d2"})  # alone: written after the wait
+    await asyncio.sleep(0)
+    assert sink.batches == 2 and len(records_of(path)) == 3
+    start = time.monotonic()
+    while sink.batches == 2 and time.monotonic() - start < 2:
+        await asyncio.sleep(0.001)
+    assert sink.batches == 3 and time.monotonic() - start >= LAZY_COMMIT_S * 0.5
+    assert [r.get("decision_id") for r in records_of(path)][-1] == "d2"
+    log.append_nowait({"type": "outcome", "decision_id": "d3"})
+    await log.close()  # closing writes what waits
+    assert [r.get("decision_id") for r in records_of(path)][-1] == "d3"
+    assert verify_files([str(path)]).records == 5
+
+
 async def test_records_carry_chain_fields_and_the_file_verifies(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(file_cfg(path), replica="gk-0")
