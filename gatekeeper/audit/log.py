@@ -251,7 +251,10 @@ class AuditLog:
             self._due = True
             self._wake.set()
         elif not self._due and self._lazy_timer is None:
-            self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_COMMIT_S, self._lazy_due)
+            self._arm_lazy()
+
+    def _arm_lazy(self) -> None:
+        self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_COMMIT_S, self._lazy_due)
 
     def _lazy_due(self) -> None:
         self._lazy_timer = None
@@ -265,10 +268,7 @@ class AuditLog:
                 if self._closing:
                     return
                 if self._pending and self._lazy_timer is None:
-                    # Lines queued during the last commit wait for a record to commit with.
-                    self._lazy_timer = asyncio.get_running_loop().call_later(
-                        LAZY_COMMIT_S, self._lazy_due
-                    )
+                    self._arm_lazy()  # lines queued during the last commit wait for a record
                 try:
                     timeout = None if self._healthy else _PROBE_EVERY_S
                     await asyncio.wait_for(self._wake.wait(), timeout)

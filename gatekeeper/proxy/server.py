@@ -457,11 +457,7 @@ class GateProtocol(BaseProtocol):
         finally:
             self._task = None
         if self.transport is not None and not self._queue:
-            self._cancel_timer()
-            self._timer = self.loop.call_later(
-                self.server.keepalive_timeout_s, self._header_deadline
-            )
-            self._idle = True
+            self._arm_idle()
 
     async def _one(self, msg: RawRequestMessage, payload: StreamReader) -> bool:
         """Handle one request; False when the connection is to be closed afterwards."""
@@ -556,6 +552,12 @@ class GateProtocol(BaseProtocol):
     def _arm_header_deadline(self) -> None:
         self._cancel_timer()
         self._timer = self.loop.call_later(self.server.header_timeout_s, self._header_deadline)
+
+    def _arm_idle(self) -> None:
+        """Between requests: the keep-alive timeout, until the next request's first byte."""
+        self._cancel_timer()
+        self._timer = self.loop.call_later(self.server.keepalive_timeout_s, self._header_deadline)
+        self._idle = True
 
     def _cancel_timer(self) -> None:
         self._idle = False

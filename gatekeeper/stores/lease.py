@@ -306,6 +306,5 @@ class LeasedQuotaStore:
                     self._give_back(bs, lease)
             bs.current = bs.next = None
         self._sets.clear()
-        if self._refunds:
-            await asyncio.wait(set(self._refunds), timeout=self.inner.timeout_s * 2)
+        await self.settle(self.inner.timeout_s * 2)
         await self.inner.close()
