@@ -6,6 +6,7 @@ keeps a keep-alive pool of asyncio streams per upstream address, writes the requ
 (already buffered) body in one ``write``, and parses the response head itself. It handles
 ``Content-Length``, ``chunked`` and read-until-close bodies and 1xx interim responses; anything
 it does not take (WebSockets, streamed request bodies, ``https``) stays on aiohttp's client.
+Each pooled connection keeps its read deadline in one ``LazyDeadline`` (no timer per exchange).
 
 Strictness matches aiohttp's parser where it matters for safety: a response with both
 ``Transfer-Encoding`` and ``Content-Length``, a non-chunked transfer coding, a malformed
@@ -18,6 +19,8 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .deadline import LazyDeadline
 
 HEAD_LIMIT = 64 * 1024  # bytes of response status line + headers (aiohttp: 8190 per line)
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -41,9 +44,18 @@ class Conn:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     idle_since: float = 0.0
+    # The read deadline of the exchange in progress (pooled connections; see ``send``).
+    deadline: LazyDeadline | None = None
+    expired: bool = False  # the deadline passed: the connection was aborted
 
     def close(self) -> None:
         self.writer.close()
+        if self.deadline is not None:
+            self.deadline.close()
+
+    def expire(self) -> None:
+        self.expired = True
+        self.writer.transport.abort()  # wakes the waiting read with an error
 
 
 @dataclass(slots=True)
@@ -117,7 +129,9 @@ class LeanPool:
                 return conn
         async with asyncio.timeout(self.connect_timeout_s):
             reader, writer = await asyncio.open_connection(host, port, limit=HEAD_LIMIT)
-        return Conn((host, port), reader, writer)
+        conn = Conn((host, port), reader, writer)
+        conn.deadline = LazyDeadline(asyncio.get_running_loop(), self.read_timeout_s, conn.expire)
+        return conn
 
     def release(self, resp: Response) -> None:
         """Back to the pool when the body was read to its end and both sides keep it alive."""
@@ -152,26 +166,33 @@ async def send(
     (``Response.body``).
 
     Raises ``OSError``/``ConnectionError`` (unreachable), ``TimeoutError`` or ``BadUpstream``;
-    the connection is closed on any failure.
+    the connection is closed on any failure. The deadline is the connection's own
+    (``LazyDeadline``: no timer per request); when it passes, the connection is aborted and the
+    read that was waiting fails as ``TimeoutError``.
     """
     conn = await pool.acquire(host, port)
+    deadline = conn.deadline
+    assert deadline is not None  # every pooled connection has one
     try:
+        deadline.set(pool.read_timeout_s)
         conn.writer.write(head + body if body else head)
-        async with asyncio.timeout(pool.read_timeout_s):
-            await conn.writer.drain()
-            while True:
-                resp = _parse_head(await _read_head(conn.reader), conn, method)
-                if resp is None:
-                    continue
-                if resp.length is not None and resp.length <= small and not resp.no_body:
-                    try:
-                        resp.body = await conn.reader.readexactly(resp.length)
-                    except asyncio.IncompleteReadError:
-                        raise BadUpstream("response body cut short") from None
-                    resp.done = True
-                return resp
-    except BaseException:
+        await conn.writer.drain()
+        while True:
+            resp = _parse_head(await _read_head(conn.reader), conn, method)
+            if resp is None:
+                continue
+            if resp.length is not None and resp.length <= small and not resp.no_body:
+                try:
+                    resp.body = await conn.reader.readexactly(resp.length)
+                except asyncio.IncompleteReadError:
+                    raise BadUpstream("response body cut short") from None
+                resp.done = True
+            deadline.clear()
+            return resp
+    except BaseException as exc:
         conn.close()
+        if conn.expired and not isinstance(exc, asyncio.CancelledError):
+            raise TimeoutError(f"no response within {pool.read_timeout_s:g}s") from None
         raise
 
 

@@ -18,7 +18,9 @@ needs:
   kept-alive connection may idle for ``limits.keepalive_timeout_s`` (75 s, as nginx): a client
   pool whose idle connections outlive the server's is the one that races the close, and a
   submission is a POST no client retries by itself. No deadline runs while a request is being
-  handled (the body has its own, ``limits.body_timeout_s``, and the upstream its own).
+  handled (the body has its own, ``limits.body_timeout_s``, and the upstream its own). These
+  deadlines move several times per request; one lazily re-armed timer per connection keeps them
+  (``deadline.LazyDeadline``) rather than a timer per move.
 * **Malformed HTTP** gets problem+json (400, or 431 for a line, field or header count over the
   limit) with a fresh decision id, one INFO log line, a ``gatekeeper_denials_total{route="-"}``
   count, and the connection is closed: after a framing error the rest of the stream cannot be
@@ -53,6 +55,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 
 from .. import metrics
+from .deadline import LazyDeadline
 from .ids import new_decision_id
 from .problem import problem_reply
 
@@ -350,8 +353,8 @@ class GateProtocol(BaseProtocol):
         self._current: GateRequest | None = None
         self._responder: Responder | None = None
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._idle = False  # the timer is the keep-alive idle timer (no request byte yet)
+        self._deadline = LazyDeadline(loop, server.deadline_tick_s, self._header_deadline)
+        self._idle = False  # the deadline is the keep-alive idle one (no request byte yet)
         self._held = bytearray()  # bytes after an upgrade request, until the handler decides
         self._tunnel: Tunnel | None = None
         self._stopping = False  # no further requests: answer what is queued, then close
@@ -369,7 +372,8 @@ class GateProtocol(BaseProtocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.server.connections.discard(self)
         super().connection_lost(exc)
-        self._cancel_timer()
+        self._idle = False
+        self._deadline.close()
         lost = exc if exc is not None else ConnectionResetError("Connection lost")
         if self._current is not None:
             self._current.content.set_exception(lost)
@@ -410,7 +414,7 @@ class GateProtocol(BaseProtocol):
             return
         if not messages:
             return
-        self._cancel_timer()  # a complete head arrived: the header deadline is met
+        self._clear_deadline()  # a complete head arrived: the header deadline is met
         for item in messages:
             self._queue.append(item)
         if upgraded:
@@ -550,23 +554,19 @@ class GateProtocol(BaseProtocol):
 
     # -- deadlines and shutdown
     def _arm_header_deadline(self) -> None:
-        self._cancel_timer()
-        self._timer = self.loop.call_later(self.server.header_timeout_s, self._header_deadline)
+        self._idle = False
+        self._deadline.set(self.server.header_timeout_s)
 
     def _arm_idle(self) -> None:
         """Between requests: the keep-alive timeout, until the next request's first byte."""
-        self._cancel_timer()
-        self._timer = self.loop.call_later(self.server.keepalive_timeout_s, self._header_deadline)
+        self._deadline.set(self.server.keepalive_timeout_s)
         self._idle = True
 
-    def _cancel_timer(self) -> None:
+    def _clear_deadline(self) -> None:
         self._idle = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline.clear()
 
     def _header_deadline(self) -> None:
-        self._timer = None
         self._idle = False
         if self._task is None and not self._queue and self.transport is not None:
             self.transport.close()
@@ -595,6 +595,8 @@ class GateServer:
         self.handler = handler
         self.header_timeout_s = header_timeout_s
         self.keepalive_timeout_s = keepalive_timeout_s
+        # Connection deadlines re-arm their timer at most this far ahead (deadline.py).
+        self.deadline_tick_s = min(header_timeout_s, keepalive_timeout_s)
         self.max_line_size = max_line_size
         self.max_field_size = max_field_size
         self.loop = asyncio.get_running_loop()
