@@ -93,10 +93,15 @@ def machine() -> dict[str, str]:
 
 
 class Stack:
-    """Starts and stops the benchmark's processes; one temp folder holds every file."""
+    """Starts and stops the benchmark's processes; one temp folder holds every file.
 
-    def __init__(self, tmp: Path) -> None:
+    ``remove_folder``: ``close`` also deletes the folder (a full run leaves over a GB of audit
+    files in it); callers that made the folder with ``TemporaryDirectory`` leave it False.
+    """
+
+    def __init__(self, tmp: Path, *, remove_folder: bool = False) -> None:
         self.tmp = tmp
+        self.remove_folder = remove_folder
         self.procs: list[subprocess.Popen[bytes]] = []
         self.redis: RedisServer | None = None
         self.keys: DemoKeys | None = None
@@ -300,6 +305,8 @@ http {{
             self.stop(proc)
         if self.redis is not None:
             self.redis.stop()
+        if self.remove_folder:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -101,6 +101,9 @@ def main() -> int:
     ap.add_argument("--registry-size", type=int, default=100_000)
     ap.add_argument("--only", default="", help="comma-separated target names")
     ap.add_argument("--quick", action="store_true", help="1 round of 3 s, 3 s fixed-rate")
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the working folder (audit files, logs)"
+    )
     ap.add_argument("--no-write", action="store_true", help="print only, write no results file")
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=YAML",
@@ -111,7 +114,7 @@ def main() -> int:
         args.duration, args.runs, args.rate_duration = 3.0, 1, 3.0
 
     tmp = Path(tempfile.mkdtemp(prefix="gk-bench-"))
-    stack = Stack(tmp)
+    stack = Stack(tmp, remove_folder=not args.keep)
     # SIGTERM must run the finally below, or nginx, Redis and the gates outlive the benchmark.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.time()
@@ -124,7 +127,8 @@ def main() -> int:
 def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> int:
     only = {t for t in args.only.split(",") if t}
     want = lambda name: not only or name in only  # noqa: E731
-    print(f"bench: working folder {tmp}", flush=True)
+    kept = "kept" if args.keep else "removed at the end; --keep keeps it"
+    print(f"bench: working folder {tmp} ({kept})", flush=True)
     stack.start_nginx(workers=2)
     redis_url = stack.start_redis()
     print(f"bench: generating inputs (registry {args.registry_size} entities)", flush=True)

@@ -62,10 +62,13 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=60.0, help="seconds not judged for flatness")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--registry-size", type=int, default=100_000)
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the working folder (audit files, logs)"
+    )
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gk-soak-"))
-    stack = Stack(tmp)
+    stack = Stack(tmp, remove_folder=not args.keep)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return _run(args, stack)
