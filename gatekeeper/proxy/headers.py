@@ -40,7 +40,9 @@ CLIENT_ADDRESS_HEADERS = frozenset(
 _REQUEST_DROP = (
     HOP_BY_HOP | CLIENT_ADDRESS_HEADERS | {"host", "content-length", "x-forwarded-for", "forwarded"}
 )
-_RESPONSE_DROP = HOP_BY_HOP | {"content-length", "x-gatekeeper-decision-id"}
+# The gate writes its own Date on every response (Responder): a forwarded one would make two, and
+# Date is a singleton field (RFC 9110 §6.6.1). nginx's proxy_pass replaces it the same way.
+_RESPONSE_DROP = HOP_BY_HOP | {"content-length", "x-gatekeeper-decision-id", "date"}
 GATE_PREFIX = "x-gatekeeper-"
 # SECURITY: CGI/WSGI-style upstreams map "-" and "_" in header names to the same variable
 # (HTTP_X_GATEKEEPER_TENANT), so every spelling of the prefix is the gate's.

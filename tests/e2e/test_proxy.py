@@ -225,3 +225,13 @@ def test_a_request_in_hand_at_sigterm_is_answered_with_connection_close(gate: Ga
     assert head.startswith(b"HTTP/1.1 200")
     assert b"\r\nConnection: close" in head
     assert took < 5  # closed after the answer, not at the read timeout
+
+
+def test_forwarded_response_carries_one_date_header(gate: Gate, upstream: Upstream) -> None:
+    # The upstream (aiohttp) sends its own Date; the gate writes one on every response.
+    raw = raw_request(gate.port, b"GET /date HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert head.startswith("HTTP/1.1 200")
+    dates = [line for line in head.split("\r\n")[1:] if line.lower().startswith("date:")]
+    assert len(dates) == 1, head
+    assert dates[0].endswith(" GMT")
