@@ -346,15 +346,19 @@ def machine_busy_seconds() -> float:
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of a process's main thread ("main") and of its other threads ("others")."""
-    out = {"main": 0.0, "others": 0.0}
+    """CPU seconds of a process's main thread ("main") and of its other threads ("others"), and
+    of all of them in user space ("user") and in the kernel ("system")."""
+    out = {"main": 0.0, "others": 0.0, "user": 0.0, "system": 0.0}
+    hz = os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        ticks = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        out["main" if task.name == str(pid) else "others"] += ticks
+        user, system = int(fields[11]) / hz, int(fields[12]) / hz
+        out["main" if task.name == str(pid) else "others"] += user + system
+        out["user"] += user
+        out["system"] += system
     return out
 
 

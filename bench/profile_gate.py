@@ -6,7 +6,8 @@ seconds while ``py-spy record`` samples the gate, then prints the functions with
 (self and cumulative) and writes the raw profile (speedscope JSON) next to it. Needs ``py-spy``
 (``pip install py-spy``; not a project dependency: ptrace may be refused in some containers).
 
-Run: ``.venv/bin/python bench/profile_gate.py [--read] [--duration 15] [--top 40]``.
+Run: ``.venv/bin/python bench/profile_gate.py [--read] [--duration 15] [--top 40]``;
+``--bare`` measures ``bench/bare_proxy.py`` the same way (the baseline, for paired rounds).
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--registry-size", type=int, default=0)
     ap.add_argument("--read", action="store_true", help="profile the read route (GET)")
+    ap.add_argument(
+        "--bare", action="store_true",
+        help="measure bench/bare_proxy.py instead (same request, same --workers): the baseline",
+    )  # fmt: skip
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--no-spy", action="store_true", help="only measure, do not profile")
@@ -90,17 +95,24 @@ def main() -> int:
             stack.start_nginx()
             redis_url = stack.start_redis()
             inputs = stack.prepare_gate_inputs(args.registry_size)
-            path, cfg = stack.gate_config("gate", inputs, workers=args.workers, redis_url=redis_url)
-            apply_sets(cfg, args.set)
-            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-            proc = stack.start_gate("gate", path, cfg)
+            if args.bare:
+                port = stack.start_bare(args.workers)
+                proc = stack.procs[-1]
+            else:
+                path, cfg = stack.gate_config(
+                    "gate", inputs, workers=args.workers, redis_url=redis_url
+                )
+                apply_sets(cfg, args.set)
+                path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+                proc = stack.start_gate("gate", path, cfg)
+                port = int(cfg["listen"]["port"])
             headers = request_headers(stack.token())
             if args.read:
                 script = lua_script(tmp, "get", "GET", headers[:2], b"")
-                url = f"http://127.0.0.1:{cfg['listen']['port']}{READ_PATH}"
+                url = f"http://127.0.0.1:{port}{READ_PATH}"
             else:
                 script = lua_script(tmp, "post", "POST", headers, job_body())
-                url = f"http://127.0.0.1:{cfg['listen']['port']}{SUBMIT_PATH}"
+                url = f"http://127.0.0.1:{port}{SUBMIT_PATH}"
             spy = None if args.no_spy else subprocess.Popen(
                 [pyspy, "record", "--pid", str(proc.pid), "--format", "speedscope",
                  "--duration", str(args.duration), "--rate", "250", "--nonblocking",
@@ -129,18 +141,16 @@ def main() -> int:
             redis_cpu = (cpu_seconds(redis_pid) - redis_before) if redis_pid else 0.0
             print(out)
             done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+            us = {name: 1e6 * secs / done for name, secs in per_thread.items()}
             print(
-                f"gate CPU {gate_cpu:.2f} s = {1e6 * gate_cpu / done:.0f} µs/request; "
+                f"{'bare' if args.bare else 'gate'} CPU {gate_cpu:.2f} s = "
+                f"{1e6 * gate_cpu / done:.0f} µs/request; "
                 f"redis {1e6 * redis_cpu / done:.0f} µs/request; "
                 f"whole machine {1e6 * machine_cpu / done:.0f} µs/request"
             )
             print(
-                "  by thread: "
-                + ", ".join(
-                    f"{name} {1e6 * secs / done:.0f} µs"
-                    for name, secs in sorted(per_thread.items(), key=lambda kv: -kv[1])
-                    if secs > 0
-                )
+                f"  by thread: main {us['main']:.0f} µs, others {us['others']:.0f} µs; "
+                f"user {us['user']:.0f} µs, system {us['system']:.0f} µs"
             )
             records = seals = 0
             for audit_file in tmp.glob("audit-gate*.jsonl"):
