@@ -27,6 +27,11 @@ class Expiries:
     def __call__(self) -> None:
         self.at.append(asyncio.get_running_loop().time())
 
+    def once_after(self, t0: float, delay: float) -> None:
+        """Expired exactly once, ``delay`` after ``t0`` (never early; late by at most SLACK)."""
+        assert len(self.at) == 1, self.at
+        assert delay <= self.at[0] - t0 < delay + SLACK
+
 
 def _deadline(tick: float) -> tuple[LazyDeadline, Expiries, float]:
     loop = asyncio.get_running_loop()
@@ -38,8 +43,7 @@ async def test_expires_once_at_its_deadline() -> None:
     d, seen, t0 = _deadline(0.2)
     d.set(0.2)
     await asyncio.sleep(0.2 + SLACK + 0.2)
-    assert len(seen.at) == 1
-    assert 0.2 <= seen.at[0] - t0 < 0.2 + SLACK
+    seen.once_after(t0, 0.2)
     assert d.when is None
 
 
@@ -51,8 +55,7 @@ async def test_a_moved_deadline_replaces_the_earlier_one() -> None:
     await asyncio.sleep(0.15)
     assert seen.at == []
     await asyncio.sleep(0.1 + SLACK)
-    assert len(seen.at) == 1
-    assert 0.3 <= seen.at[0] - t0 < 0.3 + SLACK
+    seen.once_after(t0, 0.3)
 
 
 async def test_long_deadline_with_a_short_tick_is_exact() -> None:
@@ -62,8 +65,7 @@ async def test_long_deadline_with_a_short_tick_is_exact() -> None:
     await asyncio.sleep(0.25)
     assert seen.at == []
     await asyncio.sleep(0.05 + SLACK)
-    assert len(seen.at) == 1
-    assert 0.3 <= seen.at[0] - t0 < 0.3 + SLACK
+    seen.once_after(t0, 0.3)
 
 
 async def test_clear_and_close_stop_expiry() -> None:
