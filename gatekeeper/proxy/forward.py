@@ -380,13 +380,12 @@ async def forward_websocket(
 async def _pump(request: GateRequest, conn: lean.Conn) -> None:
     """Copy bytes both ways until either side closes (with back-pressure both ways)."""
     tunnel = request.tunnel()
-    writer, reader = conn.writer, conn.reader
     loop = asyncio.get_running_loop()
     draining: list[asyncio.Task[None]] = []
 
     async def resume_after_drain() -> None:
         try:
-            await writer.drain()
+            await conn.drain()
         except ConnectionError:
             return
         finally:
@@ -394,10 +393,10 @@ async def _pump(request: GateRequest, conn: lean.Conn) -> None:
         tunnel.resume_client()
 
     def to_upstream(data: bytes) -> None:
-        if writer.is_closing():
+        if conn.is_closing():
             return
-        writer.write(data)
-        if writer.transport.get_write_buffer_size() > CHUNK and not draining:
+        conn.write(data)
+        if conn.write_buffer_size() > CHUNK and not draining:
             tunnel.pause_client()
             draining.append(loop.create_task(resume_after_drain()))
 
@@ -405,7 +404,7 @@ async def _pump(request: GateRequest, conn: lean.Conn) -> None:
 
     async def to_client() -> None:
         while True:
-            data = await reader.read(CHUNK)
+            data = await conn.read(CHUNK)
             if not data:
                 return
             tunnel.write(data)

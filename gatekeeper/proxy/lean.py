@@ -2,7 +2,8 @@
 
 aiohttp's client spends ~20% of the gate's CPU per request on layers a proxy does not need
 (URL objects, payload registry, per-request timers, trace hooks, cookie handling). This client
-keeps a keep-alive pool of asyncio streams per upstream address, writes the request head and the
+keeps a keep-alive pool of connections per upstream address (``Conn``: an asyncio protocol
+that buffers for its one reader, no streams), writes the request head and the
 (already buffered) body in one ``write``, and parses the response head itself. It handles
 ``Content-Length``, ``chunked`` and read-until-close bodies and 1xx interim responses; anything
 it does not take (WebSockets, streamed request bodies, ``https``) stays on aiohttp's client.
@@ -26,6 +27,7 @@ HEAD_LIMIT = 64 * 1024  # bytes of response status line + headers (aiohttp: 8190
 _NO_BODY_STATUS = frozenset({204, 304})
 # aiohttp's client sends "Content-Length: 0" for a body-less request outside these methods.
 _GET_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_HEAD_END = b"\r\n\r\n"
 
 
 class BadUpstream(Exception):
@@ -36,26 +38,174 @@ class Unsendable(Exception):
     """The request cannot be written by the lean client (the caller uses aiohttp's)."""
 
 
-@dataclass(slots=True)
-class Conn:
-    """One pooled keep-alive connection."""
+class Conn(asyncio.Protocol):
+    """One upstream connection: the protocol itself buffers what arrives and wakes one reader.
 
-    key: tuple[str, int]
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    idle_since: float = 0.0
-    # The read deadline of the exchange in progress (pooled connections; see ``send``).
-    deadline: LazyDeadline | None = None
-    expired: bool = False  # the deadline passed: the connection was aborted
+    asyncio's streams cost a ``StreamReaderProtocol``, a ``StreamReader`` and a ``StreamWriter``
+    per connection and a dozen Python calls per exchange (``feed_data``, ``readuntil``'s wait
+    loop, ``readexactly``, ``drain``); here ``data_received`` appends to one buffer and resolves
+    the waiting read's future, and a read that finds its bytes already buffered does not wait.
+    Reading pauses while more than ``2 * HEAD_LIMIT`` bytes sit unread (as ``StreamReader``).
+    """
+
+    def __init__(self, key: tuple[str, int], loop: asyncio.AbstractEventLoop) -> None:
+        self.key = key
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.eof = False
+        self.error: BaseException | None = None  # why the connection was lost, if not a clean EOF
+        self._waiter: asyncio.Future[None] | None = None
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self.idle_since = 0.0
+        # The read deadline of the exchange in progress (pooled connections; see ``send``).
+        self.deadline: LazyDeadline | None = None
+        self.expired = False  # the deadline passed: the connection was aborted
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) > 2 * HEAD_LIMIT and not self._read_paused and self.transport:
+            self._read_paused = True
+            self.transport.pause_reading()
+        _resolve(self._waiter)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        _resolve(self._waiter)
+        return None  # close the transport: an upstream that stopped sending is done with us
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.eof = True
+        if exc is not None:
+            self.error = exc
+        _resolve(self._waiter)
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("upstream connection lost"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        _resolve(self._drain_waiter)
+
+    # -- writing
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("upstream connection closed")
+        transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is over its high-water mark."""
+        if self._write_paused and not self.eof:
+            waiter = self._drain_waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._drain_waiter = None
+
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def write_buffer_size(self) -> int:
+        return 0 if self.transport is None else self.transport.get_write_buffer_size()
+
+    # -- reading
+    async def _wait(self) -> None:
+        """Until more bytes, EOF or loss (raises the loss's error, as a stream would)."""
+        if self.error is not None:
+            raise self.error
+        if self.eof:
+            return
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        waiter = self._waiter = self.loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+        if self.error is not None:
+            raise self.error
+
+    def _take(self, n: int) -> bytes:
+        buf = self.buf
+        data = bytes(buf[:n])
+        del buf[:n]
+        if self._read_paused and len(buf) <= HEAD_LIMIT and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def read_until(self, sep: bytes, what: str) -> bytes:
+        """Bytes up to and including ``sep`` (within ``HEAD_LIMIT``).
+
+        ``ConnectionResetError`` at EOF before any byte, ``BadUpstream`` when cut short or over
+        the limit.
+        """
+        start = 0
+        while True:
+            i = self.buf.find(sep, start)
+            if i >= 0:
+                end = i + len(sep)
+                if end > HEAD_LIMIT:
+                    raise BadUpstream(f"{what} too large")
+                return self._take(end)
+            if len(self.buf) > HEAD_LIMIT:
+                raise BadUpstream(f"{what} too large")
+            if self.eof:
+                if not self.buf:
+                    raise ConnectionResetError("upstream closed the connection")
+                raise BadUpstream(f"{what} cut short")
+            start = max(0, len(self.buf) - len(sep) + 1)
+            await self._wait()
+
+    async def read_exactly(self, n: int, what: str) -> bytes:
+        """Exactly ``n`` bytes; ``BadUpstream`` when the connection ends first."""
+        while len(self.buf) < n:
+            if self.eof:
+                raise BadUpstream(what)
+            await self._wait()
+        return self._take(n)
+
+    async def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes as soon as any are there; ``b""`` at a clean EOF.
+
+        A connection lost to an error raises it instead: a reset must not pass for the end of a
+        body delimited by the close.
+        """
+        while not self.buf:
+            if self.error is not None:
+                raise self.error
+            if self.eof:
+                return b""
+            await self._wait()
+        return self._take(n)
 
     def close(self) -> None:
-        self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
         if self.deadline is not None:
             self.deadline.close()
 
     def expire(self) -> None:
         self.expired = True
-        self.writer.transport.abort()  # wakes the waiting read with an error
+        if self.transport is not None:
+            self.transport.abort()  # wakes the waiting read with an error
+
+
+def _resolve(waiter: asyncio.Future[None] | None) -> None:
+    """Wake whoever awaits ``waiter`` (a read or a drain), if anyone still does."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 @dataclass(slots=True)
@@ -116,27 +266,19 @@ class LeanPool:
             now = asyncio.get_running_loop().time()
             while idle:
                 conn = idle.pop()
-                reader = conn.reader
                 # The upstream closed it (EOF seen), sent something unasked, or it sat too long.
-                if (
-                    now - conn.idle_since > self.keepalive_s
-                    or reader.at_eof()
-                    or reader._buffer  # type: ignore[attr-defined]
-                    or conn.writer.is_closing()
-                ):
+                if now - conn.idle_since > self.keepalive_s or conn.eof or conn.buf:
                     conn.close()
                     continue
                 return conn
-        async with asyncio.timeout(self.connect_timeout_s):
-            reader, writer = await asyncio.open_connection(host, port, limit=HEAD_LIMIT)
-        conn = Conn((host, port), reader, writer)
-        conn.deadline = LazyDeadline(asyncio.get_running_loop(), self.read_timeout_s, conn.expire)
+        conn = await connect(host, port, self.connect_timeout_s)
+        conn.deadline = LazyDeadline(conn.loop, self.read_timeout_s, conn.expire)
         return conn
 
     def release(self, resp: Response) -> None:
         """Back to the pool when the body was read to its end and both sides keep it alive."""
         conn = resp.conn
-        if self._closed or not (resp.done and resp.keep_alive) or conn.writer.is_closing():
+        if self._closed or not (resp.done and resp.keep_alive) or conn.is_closing():
             conn.close()
             return
         conn.idle_since = asyncio.get_running_loop().time()
@@ -175,17 +317,14 @@ async def send(
     assert deadline is not None  # every pooled connection has one
     try:
         deadline.set(pool.read_timeout_s)
-        conn.writer.write(head + body if body else head)
-        await conn.writer.drain()
+        conn.write(head + body if body else head)
+        await conn.drain()
         while True:
-            resp = _parse_head(await _read_head(conn.reader), conn, method)
+            resp = _parse_head(await conn.read_until(_HEAD_END, "response head"), conn, method)
             if resp is None:
                 continue
             if resp.length is not None and resp.length <= small and not resp.no_body:
-                try:
-                    resp.body = await conn.reader.readexactly(resp.length)
-                except asyncio.IncompleteReadError:
-                    raise BadUpstream("response body cut short") from None
+                resp.body = await conn.read_exactly(resp.length, "response body cut short")
                 resp.done = True
             deadline.clear()
             return resp
@@ -210,14 +349,13 @@ async def open_upgrade(
     A ``101`` comes back with ``no_body`` set and the connection left open for the tunnel; any
     other status is an ordinary response whose body ``iter_body`` reads. Errors as ``send``.
     """
-    async with asyncio.timeout(connect_timeout_s):
-        reader, writer = await asyncio.open_connection(host, port, limit=HEAD_LIMIT, ssl=ssl)
-    conn = Conn((host, port), reader, writer)
+    conn = await connect(host, port, connect_timeout_s, ssl=ssl)
     try:
-        writer.write(head)
+        conn.write(head)
         async with asyncio.timeout(read_timeout_s):
             while True:
-                resp = _parse_head(await _read_head(reader), conn, "GET", allow_switch=True)
+                raw = await conn.read_until(_HEAD_END, "response head")
+                resp = _parse_head(raw, conn, "GET", allow_switch=True)
                 if resp is not None:
                     resp.keep_alive = False
                     return resp
@@ -226,15 +364,14 @@ async def open_upgrade(
         raise
 
 
-async def _read_head(reader: asyncio.StreamReader) -> bytes:
-    try:
-        return await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            raise ConnectionResetError("upstream closed the connection") from None
-        raise BadUpstream("response head cut short") from None
-    except asyncio.LimitOverrunError:
-        raise BadUpstream("response head too large") from None
+async def connect(host: str, port: int, timeout: float, *, ssl: Any = None) -> Conn:
+    """A new connection to ``host:port`` (TLS when ``ssl`` is a context), within ``timeout``."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        _, conn = await loop.create_connection(
+            lambda: Conn((host, port), loop), host, port, ssl=ssl
+        )
+    return conn
 
 
 def _parse_head(
@@ -304,7 +441,7 @@ def _parse_head(
 
 async def iter_body(resp: Response, chunk: int, timeout: float) -> AsyncIterator[bytes]:
     """The body in pieces of at most ``chunk`` bytes; each read has its own ``timeout``."""
-    reader = resp.conn.reader
+    conn = resp.conn
     if resp.no_body:
         resp.done = True
         return
@@ -312,7 +449,7 @@ async def iter_body(resp: Response, chunk: int, timeout: float) -> AsyncIterator
         left = resp.length
         while left:
             async with asyncio.timeout(timeout):
-                data = await reader.read(min(chunk, left))
+                data = await conn.read(min(chunk, left))
             if not data:
                 raise BadUpstream("response body cut short")
             left -= len(data)
@@ -320,10 +457,7 @@ async def iter_body(resp: Response, chunk: int, timeout: float) -> AsyncIterator
     elif resp.chunked:
         while True:
             async with asyncio.timeout(timeout):
-                try:
-                    line = await reader.readuntil(b"\r\n")
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-                    raise BadUpstream("bad chunk size line") from None
+                line = await conn.read_until(b"\r\n", "chunk size line")
             size_text = line[:-2].split(b";", 1)[0].strip(b" \t")
             if not size_text or len(size_text) > 16:
                 raise BadUpstream("bad chunk size")
@@ -337,31 +471,25 @@ async def iter_body(resp: Response, chunk: int, timeout: float) -> AsyncIterator
                 # Trailers (dropped, as aiohttp does) up to the empty line.
                 while True:
                     async with asyncio.timeout(timeout):
-                        try:
-                            trailer = await reader.readuntil(b"\r\n")
-                        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-                            raise BadUpstream("bad chunked trailer") from None
+                        trailer = await conn.read_until(b"\r\n", "chunked trailer")
                     if trailer == b"\r\n":
                         break
                 break
             while size:
                 async with asyncio.timeout(timeout):
-                    data = await reader.read(min(chunk, size))
+                    data = await conn.read(min(chunk, size))
                 if not data:
                     raise BadUpstream("response body cut short")
                 size -= len(data)
                 yield data
             async with asyncio.timeout(timeout):
-                try:
-                    end = await reader.readexactly(2)
-                except asyncio.IncompleteReadError:
-                    raise BadUpstream("chunk not terminated") from None
+                end = await conn.read_exactly(2, "chunk not terminated")
             if end != b"\r\n":
                 raise BadUpstream("chunk not terminated")
     else:
         while True:
             async with asyncio.timeout(timeout):
-                data = await reader.read(chunk)
+                data = await conn.read(chunk)
             if not data:
                 break
             yield data

@@ -324,7 +324,7 @@ def test_lean_head_parse_keeps_every_header_byte(pairs: list[tuple[bytes, bytes]
     """Names and values come back as each line's bytes decoded on their own (undecodable
     bytes kept by surrogateescape), in order: one decode of the block changes nothing."""
     raw = b"HTTP/1.1 200 OK\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in pairs) + b"\r\n"
-    resp = lean._parse_head(raw, lean.Conn(("h", 1), None, None), "GET")  # type: ignore[arg-type]
+    resp = lean._parse_head(raw, lean.Conn(("h", 1), None), "GET")  # type: ignore[arg-type]
     assert resp is not None
     assert resp.headers == [
         (n.decode("utf-8", "surrogateescape"), v.strip(b" \t").decode("utf-8", "surrogateescape"))
