@@ -30,7 +30,8 @@ How (``quota.lease_requests`` = *k*, ``quota.lease_ttl_s`` = *ttl*):
   processes, which needs the group to burn through ``MARGIN`` leases of headroom within ``ttl``.
   Unused credit is refunded when the lease expires (or is replaced, or the gate stops); a crash
   loses it, charged but never used (the safe side, like a lost script reply). ``usage()`` counts
-  leased credit as used.
+  leased credit as used. A refusal while a lease on the bucket has not ended advises a retry
+  when it ends (``Retry-After`` at most ``ttl``; Redis keeps each bucket's latest lease end).
 
 Refunds of locally admitted requests (upstream failure) go to Redis directly, from the lease's
 sub-bucket; the credit is not given back, so each amount is returned exactly once.

@@ -17,6 +17,9 @@ Key layout (a contract, asserted by ``tests/stores/test_key_layout.py``)::
   ``(60 + 2) * width_ms`` so idle buckets vanish.
 * ``<window_s>`` is in the key so a policy that changes a window starts a fresh bucket instead of
   misreading sub-buckets of another width.
+* One more field, ``LEASE_END``, holds the latest end (ms) of a lease taken on the bucket
+  (``stores/lease.py``). A refusal's ``Retry-After`` is then at most the time until it: credit a
+  gate process leased and did not use returns by then, perhaps long before the window frees any.
 
 Time comes from the gate (the ``now`` argument), so replicas need NTP-synced clocks; a skew of
 ``s`` seconds shifts a request by at most ``s`` between sub-buckets (newer-than-now sub-buckets
@@ -64,15 +67,18 @@ from .resp import RespPipe, encode
 
 CONSUME_LUA = """
 -- KEYS: bucket hashes of one group (one hash tag).
--- ARGV: now_ms, S, then per bucket: amount, limit, cur_slot, width_ms, window_s, charge_slot
--- (charge_slot >= cur_slot: a lease charges the sub-bucket of its expiry, see stores/lease.py)
+-- ARGV: now_ms, S, lease_end_ms, then per bucket: amount, limit, cur_slot, width_ms, window_s,
+-- charge_slot. A lease (stores/lease.py) passes lease_end_ms > 0 and charges the sub-bucket of
+-- its end (charge_slot >= cur_slot); each bucket then keeps the latest lease end in its field
+-- LEASE_END, so that a refusal can advise a retry when leased credit comes back.
 local now = tonumber(ARGV[1])
 local S = tonumber(ARGV[2])
+local lease_end = tonumber(ARGV[3])
 local n = #KEYS
-local totals = {}
+local totals, ends = {}, {}
 local worst_i, worst_wait = 0, -1
 for i = 1, n do
-  local b = 2 + (i - 1) * 6
+  local b = 3 + (i - 1) * 6
   local amount = tonumber(ARGV[b + 1])
   local limit = tonumber(ARGV[b + 2])
   local cur = tonumber(ARGV[b + 3])
@@ -81,9 +87,12 @@ for i = 1, n do
   local oldest = cur - S
   local flat = redis.call('HGETALL', KEYS[i])
   local live, stale = {}, {}
+  ends[i] = 0
   for j = 1, #flat, 2 do
     local s = tonumber(flat[j])
-    if s == nil or s < oldest then
+    if flat[j] == 'LEASE_END' then
+      ends[i] = tonumber(flat[j + 1]) or 0
+    elseif s == nil or s < oldest then
       stale[#stale + 1] = flat[j]
     else
       live[#live + 1] = {s, tonumber(flat[j + 1])}
@@ -107,6 +116,12 @@ for i = 1, n do
         end
       end
     end
+    if ends[i] > now then
+      -- Credit leased to gate processes and not used by them comes back when their leases end:
+      -- by then, perhaps long before the window frees anything. Advice: the retry is decided
+      -- afresh.
+      wait = math.min(wait, math.max(1, math.ceil((ends[i] - now) / 1000)))
+    end
     if wait > worst_wait then worst_wait = wait; worst_i = i end
   end
 end
@@ -114,9 +129,10 @@ local out = {0, worst_i, worst_wait}
 if worst_i == 0 then
   out = {1, 0, 0}
   for i = 1, n do
-    local b = 2 + (i - 1) * 6
+    local b = 3 + (i - 1) * 6
     local width = tonumber(ARGV[b + 4])
     redis.call('HINCRBYFLOAT', KEYS[i], ARGV[b + 6], ARGV[b + 1])
+    if lease_end > ends[i] then redis.call('HSET', KEYS[i], 'LEASE_END', ARGV[3]) end
     local ttl = (tonumber(ARGV[b + 6]) + S + 2) * width - now
     redis.call('PEXPIRE', KEYS[i], math.max(ttl, (S + 2) * width))
   end
@@ -149,6 +165,10 @@ _MAX_BATCH = 256
 _Args = tuple[Any, ...]
 
 
+# The bucket hash's one field that is not a sub-bucket: the latest end of a lease on the bucket.
+LEASE_END = b"LEASE_END"
+
+
 def redis_key(prefix: str, group: str, bucket_key: str, window_s: int) -> str:
     """The Redis key of one bucket (layout in the module docstring)."""
     return f"{{{prefix}:{encode_group(group)}}}:q:{bucket_key}:{window_s}"
@@ -160,6 +180,7 @@ def _bulk(s: str) -> str:
 
 
 _SUB_BUCKETS_BULK = _bulk(str(W.SUB_BUCKETS))
+_ZERO_BULK = _bulk("0")
 # window_s -> (sub-bucket width, the bulk strings of `width` and `window_s`): policy constants.
 _windows: dict[int, tuple[int, str]] = {}
 _KEY_ARG_LEN = 256  # longer bucket keys (ids from token claims) are encoded every time
@@ -276,7 +297,7 @@ class RedisQuotaStore:
         if self._pipe is not None:
             return await self._pipe_consume(group, buckets, t, charge_t)
         keys: list[str] = []
-        argv: list[Any] = [t, W.SUB_BUCKETS]
+        argv: list[Any] = [t, W.SUB_BUCKETS, 0 if charge_t == t else charge_t]
         slots: list[int] = []
         for b in buckets:
             width = W.width_ms(b.window_s)
@@ -317,12 +338,15 @@ class RedisQuotaStore:
         n = len(buckets)
         head = self._heads.get(n)
         if head is None:
-            # "*<argc>" then EVALSHA, sha, key count; argv is now_ms, S, then 6 per bucket.
-            head = b"*%d\r\n" % (3 + n + 2 + 6 * n) + encode(("EVALSHA", _CONSUME_SHA, n))[4:]
+            # "*<argc>" then EVALSHA, sha, key count; argv is now_ms, S, lease_end_ms, then 6 per
+            # bucket.
+            head = b"*%d\r\n" % (3 + n + 3 + 6 * n) + encode(("EVALSHA", _CONSUME_SHA, n))[4:]
             remember(self._heads, n, head, 0, 0)
         parts = [head]
         ts = str(t)
-        nums = [_bulk(ts), _SUB_BUCKETS_BULK]
+        # A lease ends after now; charging now is an ordinary request (no lease end recorded).
+        lease_end = _ZERO_BULK if charge_t is None or charge_t == t else _bulk(str(charge_t))
+        nums = [_bulk(ts), _SUB_BUCKETS_BULK, lease_end]
         slots: list[int] = []
         for b in buckets:
             k = (group, b.key, b.window_s)
@@ -510,7 +534,7 @@ class RedisQuotaStore:
                 raw = await self.client.hgetall(self.key(group, key, window_s))
         except Exception as exc:
             raise _unavailable(exc) from exc
-        slots = {int(k): float(v) for k, v in raw.items()}
+        slots = {int(k): float(v) for k, v in raw.items() if k != LEASE_END}
         return W.live_total(slots, W.slot_of(W.now_ms(now), W.width_ms(window_s)))
 
     async def ping(self) -> None:

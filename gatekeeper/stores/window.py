@@ -15,7 +15,8 @@ span reaches back between ``S * w`` and ``(S + 1) * w`` milliseconds, i.e. betwe
   forget it, so a client may be refused for up to ``W/60`` longer than strictly necessary.
 
 ``Retry-After`` is the time until enough of the oldest sub-buckets leave the counted span for the
-request to fit; a request larger than the whole limit gets the window length.
+request to fit; a request larger than the whole limit gets the window length. (The Redis store
+adds one rule for credit leased to gate processes: ``stores/redis.py``, ``LEASE_END``.)
 """
 
 from __future__ import annotations

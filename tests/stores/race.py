@@ -22,7 +22,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from gatekeeper.stores.quota import bucket_key
-from gatekeeper.stores.redis import redis_key
+from gatekeeper.stores.redis import LEASE_END, redis_key
 
 
 async def fire(n: int, call: Callable[[int], Awaitable[Any]]) -> list[Any]:
@@ -86,6 +86,6 @@ def redis_bucket_total(url: str, key: str) -> float:
     client = _sync_client(url)
     try:
         raw: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
-        return sum(float(v) for v in raw.values())
+        return sum(float(v) for k, v in raw.items() if k != LEASE_END)
     finally:
         client.close()

@@ -19,7 +19,7 @@ from gatekeeper.errors import ConfigError
 from gatekeeper.stores import window as W
 from gatekeeper.stores.lease import LeasedQuotaStore
 from gatekeeper.stores.quota import Bucket, bucket_key, create_store
-from gatekeeper.stores.redis import RedisQuotaStore, redis_key
+from gatekeeper.stores.redis import LEASE_END, RedisQuotaStore, redis_key
 from tests.stores.race import fire, redis_bucket_total
 from tests.support import RedisServer
 
@@ -169,7 +169,10 @@ async def test_a_lease_is_booked_at_its_expiry_and_not_used_after_it(
         await store.consume(group, b, now)
         lease = await store.consume(group, b, now)
         await store.settle()  # the lease taken ahead lands too
-        fields = {int(k): float(v) for k, v in redis.Redis.from_url(url).hgetall(key).items()}
+        raw = redis.Redis.from_url(url).hgetall(key)
+        # the bucket remembers when the latest lease on it ends (advice for refusals)
+        assert int(raw.pop(LEASE_END)) == W.now_ms(now + ttl)
+        fields = {int(k): float(v) for k, v in raw.items()}
         cur, end = W.slot_of(W.now_ms(now), width), W.slot_of(W.now_ms(now + ttl), width)
         assert fields == {cur: 1.0, end: 4.0 + 4.0}
         assert lease.reservation is not None and lease.reservation.items[0].slot == end
@@ -179,6 +182,43 @@ async def test_a_lease_is_booked_at_its_expiry_and_not_used_after_it(
         assert late.reservation.items[0].slot == W.slot_of(W.now_ms(now + 2 * ttl), width)
     finally:
         await store.close()
+
+
+async def test_a_refusal_while_credit_is_leased_advises_a_retry_when_the_lease_ends(
+    private_redis: RedisServer, group: str
+) -> None:
+    """Process A leases credit it does not use; process B, refused, is told to retry when A's
+    lease ends (its unused credit returns then), not when the window frees budget an hour later.
+    """
+    url = private_redis.url
+    ttl = 2.0
+    a = leased(url, requests=10, ttl_s=ttl, margin=1)
+    b = leased(url, requests=10, ttl_s=ttl, margin=1)
+    plain = RedisQuotaStore.from_url(url, timeout_s=2.0)
+    bucket = [tenant(1.0, 30.0)]
+    now = time.time()
+    closed = False
+    try:
+        await a.consume(group, bucket, now)  # alone: learns the headroom
+        await a.consume(group, bucket, now)  # a lease of 10, and one more taken ahead
+        await a.settle()
+        assert held(url, group, bucket[0]) == 21.0
+        results = [await b.consume(group, bucket, now) for _ in range(10)]
+        # B is too close to the limit to lease: each request goes to Redis, 9 fit
+        assert [r.admitted for r in results] == [True] * 9 + [False]
+        assert results[-1].retry_after_s == 2  # A's leases end 2 s from now
+        await a.close()  # A's 19 unused requests' worth goes back ...
+        closed = True
+        assert held(url, group, bucket[0]) == 30.0 - 19.0
+        later = now + ttl + 1  # ... and after the leases' end, the window decides the advice
+        fits = [await plain.consume(group, bucket, later) for _ in range(20)]
+        assert [r.admitted for r in fits] == [True] * 19 + [False]
+        assert fits[-1].retry_after_s is not None and fits[-1].retry_after_s > WINDOW - 60
+    finally:
+        if not closed:
+            await a.close()
+        await b.close()
+        await plain.close()
 
 
 async def test_refunding_a_leased_request_gives_back_exactly_once(

@@ -188,7 +188,8 @@ def _old_command(
     """The consume command as ``resp.encode`` of the argument tuple (the reference)."""
     store = RedisQuotaStore.from_url("redis://127.0.0.1:1", prefix=prefix)
     keys: list[str] = []
-    argv: list[Any] = [t, W.SUB_BUCKETS]
+    # a lease passes its end (after now); an ordinary request 0
+    argv: list[Any] = [t, W.SUB_BUCKETS, 0 if charge_t is None or charge_t == t else charge_t]
     for b in buckets:
         width = W.width_ms(b.window_s)
         keys.append(store.key(group, b.key, b.window_s))
