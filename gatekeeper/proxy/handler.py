@@ -32,7 +32,7 @@ from .forward import (
     forward_websocket,
     gate_headers,
 )
-from .headers import refuse_override_headers, strip_client_headers
+from .headers import refuse_override_headers, refuse_override_params, strip_client_headers
 from .ids import new_decision_id
 from .paths import normalize_path, split_target
 from .problem import problem_reply
@@ -129,6 +129,7 @@ class GateHandler:
                 mode=route.mode,
             )
             refuse_override_headers(headers)
+            refuse_override_params(query)
             ctx.headers = strip_client_headers(headers)
             if route.adapter != "none" and request.method in _BODY_METHODS:
                 ctx.body = await self._read_body(request)

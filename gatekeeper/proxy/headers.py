@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import parse_qsl
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -76,6 +77,30 @@ def refuse_override_headers(headers: CIMultiDictProxy[str]) -> None:
             raise BadRequest(
                 "override-header",
                 f"{name} is not accepted: the gate routes and decides on the request line",
+            )
+
+
+# The same override as a query parameter (Symfony reads ``_method`` from the query string, Express's
+# method-override can be set to; Rack and Laravel read it from a form body).
+_OVERRIDE_PARAM = "_method"
+
+
+def refuse_override_params(query: str) -> None:
+    """Raise ``BadRequest('override-param')`` when the query string (``?...``) names ``_method``.
+
+    Names are compared as a framework's query parser sees them: percent-decoded, ``+`` as space,
+    in any case. A form-encoded body can carry ``_method`` too; the gate does not read streamed
+    bodies, so routes whose upstream honours that must not leave writes unmeasured.
+    """
+    if len(query) < 8 or ("method" not in query.lower() and "%" not in query):
+        return  # the common case: no query, or no name that could decode to _method
+    for name, _ in parse_qsl(query[1:], keep_blank_values=True):
+        if name.strip().lower() == _OVERRIDE_PARAM:
+            # SECURITY: refused like the override headers: the gate decided on the request line.
+            raise BadRequest(
+                "override-param",
+                "the _method query parameter is not accepted: the gate routes and decides on "
+                "the request line",
             )
 
 

@@ -272,6 +272,31 @@ def test_method_and_path_override_headers_are_refused(secgate: SecGate, name: st
     assert secgate.seen()[before:] == []
 
 
+@pytest.mark.parametrize(
+    "query", ["?_method=POST", "?a=1&_method=POST", "?%5Fmethod=POST", "?_Method=POST",
+              "?_%6Dethod=POST", "?_method"],
+)  # fmt: skip
+def test_method_override_query_parameter_is_refused(secgate: SecGate, query: str) -> None:
+    """The same override as a query parameter (Symfony reads it there; Express can be set to):
+    refused however it is spelled, and nothing reaches the upstream."""
+    job = json.dumps(slurm_job(gpus=64)).encode()
+    before = len(secgate.seen())
+    raw = request_bytes("GET", "/slurm/v0.0.41/jobs" + query, headers=secgate.auth(), body=job)
+    ex = secgate.exchange(raw, expect=1)
+    _assert_problem(ex, 400, "override-param")
+    time.sleep(0.05)
+    assert secgate.seen()[before:] == []
+
+
+def test_a_query_that_only_looks_like_an_override_is_forwarded(secgate: SecGate) -> None:
+    before = len(secgate.seen())
+    path = "/slurm/v0.0.41/jobs?methods=all&x_method=1&update_time=5%25"
+    ex = secgate.exchange(request_bytes("GET", path, headers=secgate.auth()), expect=1)
+    assert ex.statuses == [200]
+    time.sleep(0.05)
+    assert len(secgate.seen()) == before + 1
+
+
 def test_every_write_method_on_slurm_is_measured(secgate: SecGate) -> None:
     """The decision is about the real method and path: PUT, a trailing slash or a job update path
     reach the measuring route; other methods have no route at all."""
