@@ -427,6 +427,14 @@ class GateProtocol(BaseProtocol):
     def eof_received(self) -> bool | None:
         return None  # close the transport (half-closed clients get nothing more)
 
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        # aiohttp's payload StreamReader calls this whenever its buffer runs low and again at
+        # the body's end, paused or not; the base class then feeds the parser an empty chunk
+        # (a second data_received per request) and wakes the transport twice. Only a pause
+        # (pause_reading: parser and transport) has anything to resume.
+        if self._reading_paused:
+            super().resume_reading(resume_parser)
+
     # -- writing
     def write_raw(self, data: bytes) -> None:
         transport = self.transport
