@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 # Actions, in precedence order (deny beats require_license beats allow).
@@ -316,20 +317,25 @@ class RequestContext:
         self._decision: Decision | None = None
         self._quota: QuotaState | None = None
 
-    def has(self, fact: str) -> bool:
-        if fact not in _FACTS:
-            raise KeyError(fact)
-        return getattr(self, "_" + fact) is not None
+    # Facts are read many times per request: the getters below read their slot directly, and
+    # ``has``/``maybe`` go through one precomputed getter per fact (no attribute-name building).
 
-    def _get(self, fact: str) -> Any:
-        value = getattr(self, "_" + fact)
-        if value is None:
-            raise FactNotSet(f"fact {fact!r} read before any stage set it")
-        return value
+    def has(self, fact: str) -> bool:
+        return _SLOT_OF[fact](self) is not None  # KeyError for an unknown fact
+
+    def maybe(self, fact: str) -> Any:
+        """The fact or ``None``; for the audit and explain paths, which report whatever exists."""
+        try:
+            return _SLOT_OF[fact](self)
+        except KeyError:
+            raise AttributeError(f"no fact {fact!r}") from None
 
     @property
     def principal(self) -> Principal:
-        return self._get("principal")  # type: ignore[no-any-return]
+        value = self._principal
+        if value is None:
+            raise _unset("principal")
+        return value
 
     @principal.setter
     def principal(self, value: Principal) -> None:
@@ -337,7 +343,10 @@ class RequestContext:
 
     @property
     def ownership(self) -> OwnershipProfile:
-        return self._get("ownership")  # type: ignore[no-any-return]
+        value = self._ownership
+        if value is None:
+            raise _unset("ownership")
+        return value
 
     @ownership.setter
     def ownership(self, value: OwnershipProfile) -> None:
@@ -345,7 +354,10 @@ class RequestContext:
 
     @property
     def geo(self) -> GeoInfo:
-        return self._get("geo")  # type: ignore[no-any-return]
+        value = self._geo
+        if value is None:
+            raise _unset("geo")
+        return value
 
     @geo.setter
     def geo(self, value: GeoInfo) -> None:
@@ -353,7 +365,10 @@ class RequestContext:
 
     @property
     def compute(self) -> ComputeRequest:
-        return self._get("compute")  # type: ignore[no-any-return]
+        value = self._compute
+        if value is None:
+            raise _unset("compute")
+        return value
 
     @compute.setter
     def compute(self, value: ComputeRequest) -> None:
@@ -361,7 +376,10 @@ class RequestContext:
 
     @property
     def decision(self) -> Decision:
-        return self._get("decision")  # type: ignore[no-any-return]
+        value = self._decision
+        if value is None:
+            raise _unset("decision")
+        return value
 
     @decision.setter
     def decision(self, value: Decision) -> None:
@@ -369,12 +387,18 @@ class RequestContext:
 
     @property
     def quota(self) -> QuotaState:
-        return self._get("quota")  # type: ignore[no-any-return]
+        value = self._quota
+        if value is None:
+            raise _unset("quota")
+        return value
 
     @quota.setter
     def quota(self, value: QuotaState) -> None:
         self._quota = value
 
-    def maybe(self, fact: str) -> Any:
-        """The fact or ``None``; for the audit and explain paths, which report whatever exists."""
-        return getattr(self, "_" + fact)
+
+def _unset(fact: str) -> FactNotSet:
+    return FactNotSet(f"fact {fact!r} read before any stage set it")
+
+
+_SLOT_OF = {fact: attrgetter("_" + fact) for fact in _FACTS}

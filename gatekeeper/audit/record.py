@@ -140,7 +140,7 @@ def record_body(
     non-finite floats turned into ``null`` when a number is unusual.
     """
     req = ctx.request
-    # The slots directly: ctx.maybe() builds the attribute name on every call (6 per request).
+    # The slots directly: cheaper than six ctx.maybe() calls per request.
     principal = ctx._principal
     ownership = ctx._ownership
     geo = ctx._geo

@@ -43,17 +43,6 @@ def license_quota_name(license_id: str) -> str:
     return f"license:{license_id}"
 
 
-_consumed_children: dict[tuple[str, str], Any] = {}
-
-
-def _consumed(quota: str, unit: str) -> Any:
-    """The ``QUOTA_CONSUMED`` child, looked up once per (quota, unit): ``labels()`` is slow."""
-    child = _consumed_children.get((quota, unit))
-    if child is None:
-        child = _consumed_children[(quota, unit)] = metrics.QUOTA_CONSUMED.labels(quota, unit)
-    return child
-
-
 class QuotaStage:
     """Reserve before forwarding; refund exactly once. Dependencies in, request data per call."""
 
@@ -105,7 +94,9 @@ class QuotaStage:
             self._exhausted(ctx, buckets, units, result)
             return
         for b in buckets:
-            _consumed(_label(b.quota), units[b.quota]).inc(b.amount)
+            # Buffered like the handler's metrics: with workers > 1 a direct inc writes the
+            # shared metrics file under a lock on every admitted request.
+            metrics.buffered(metrics.QUOTA_CONSUMED, _label(b.quota), units[b.quota]).inc(b.amount)
         main = _tightest(buckets, result)
         ctx.quota = QuotaState(
             name=main.quota,
