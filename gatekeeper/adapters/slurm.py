@@ -45,7 +45,7 @@ from ..config import RouteConfig
 from ..context import ComputeRequest
 from ..errors import BadRequest
 from ..gpus import GpuCatalog
-from ..memo import Memo
+from ..memo import Memo, remember
 from .common import (
     MAX_MULTIPLIER,
     Part,
@@ -590,6 +590,75 @@ def _part(shape: JobShape, route: RouteConfig, catalog: GpuCatalog) -> Part:
     return Part(total * array, hours, unique, reasons)
 
 
+# ----------------------------------------------------------------------------- measured jobs
+
+# What a one-job submission measures to, by the job fields that decide it (``_job_key``): clients
+# resubmit the same few shapes (partition, GPUs, nodes, time) under new names, scripts and
+# environments, and reading the fields again costs more than the JSON parse. Bounded like the
+# other caches (``gatekeeper.memo``); a refused job raises before anything is kept.
+_DECIDING_FIELDS = (
+    *(key for key, _, _ in _GPU_FIELD_ORDER),
+    "nodes",
+    "minimum_nodes",
+    "maximum_nodes",
+    "tasks",
+    "ntasks",
+    "tasks_per_node",
+    "sockets_per_node",
+    "time_limit",
+    "array",
+    "partition",
+)
+_KEY_TEXT = 512  # characters of field text a cached key may hold
+_ABSENT: Any = object()
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_measured: dict[tuple[Any, ...], ComputeRequest] = {}
+
+
+def _job_key(job: dict[Any, Any]) -> tuple[Any, ...] | None:
+    """Every field ``_shape_from_body`` reads, each with its type (``1``, ``1.0``, ``True`` and
+    ``"1"`` differ there); ``None`` when a value is not a scalar or a flat mapping of scalars, or
+    the text is too long to keep."""
+    key: list[Any] = []
+    text = 0
+    get = job.get
+    for name in _DECIDING_FIELDS:
+        value = get(name, _ABSENT)
+        kind = type(value)
+        if kind is str:
+            text += len(value)
+        elif kind is dict:
+            items = []
+            for k, v in value.items():
+                if type(v) not in _SCALARS or type(k) is not str:
+                    return None
+                items.append((k, type(v), v))
+            value = tuple(items)
+        elif kind not in _SCALARS and value is not _ABSENT:
+            return None
+        key.append(kind)
+        key.append(value)
+    return tuple(key) if text <= _KEY_TEXT else None
+
+
+def _measure_job(
+    job: dict[Any, Any], script: JobShape | None, route: RouteConfig, catalog: GpuCatalog
+) -> ComputeRequest:
+    """A one-job submission, from ``_measured`` when its deciding fields were measured before."""
+    key = None if script is not None else _job_key(job)
+    if key is None:
+        shape = _merge(_shape_from_body(job), script)
+        return combine([_part(shape, route, catalog)], route, catalog)
+    # The route's fields that measuring reads, and the catalog itself (held by the key, so a
+    # reloaded catalog is a different key, never a reused id).
+    full = (route.max_hours, route.gpu_model, route.unknown_gpu, catalog, *key)
+    hit = _measured.get(full)
+    if hit is None:
+        hit = combine([_part(_shape_from_body(job), route, catalog)], route, catalog)
+        remember(_measured, full, hit, 0, 0)
+    return hit
+
+
 def measure_slurm(
     route: RouteConfig, method: str, path: str, headers: Any, body: bytes, catalog: GpuCatalog
 ) -> ComputeRequest:
@@ -616,6 +685,8 @@ def measure_slurm(
         if own is not None and not isinstance(own, str):
             raise BadRequest("bad-value", "job.script: expected a string")
         script_shape = _shape_from_script(own) if own else (top_script if index == 0 else None)
+        if len(jobs) == 1:
+            return _measure_job(job, script_shape, route, catalog)
         shape = _merge(_shape_from_body(job), script_shape)
         parts.append(_part(shape, route, catalog))
     return combine(parts, route, catalog)
