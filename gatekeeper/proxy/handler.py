@@ -160,7 +160,8 @@ class GateHandler:
     async def _read_body(self, request: GateRequest) -> bytes:
         """Read at most ``max_body_bytes``; more is a 413 before anything is decided."""
         limit = self.max_body
-        if request.content_length is not None and request.content_length > limit:
+        length = request.content_length
+        if length is not None and length > limit:
             raise BadRequest("body-too-large", f"body larger than {limit} bytes", status=413)
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding != "identity":
@@ -172,21 +173,22 @@ class GateHandler:
             )
         content = request.content
         request.send_continue()
-        if request.content_length is not None and content.is_eof():
-            # The whole body already arrived with the headers: no wait, so no timer.
+        if length is not None and content.is_eof():
+            # The whole body already arrived with the headers: taken as it is, no wait, no timer.
             try:
-                return await content.readexactly(request.content_length)
-            except asyncio.IncompleteReadError:
-                raise BadRequest(
-                    "body-incomplete", "the request body ended before it was complete"
-                ) from None
+                data = content.read_nowait(-1)
+            except (ConnectionError, RequestPayloadError):
+                data = b""
+            if len(data) != length:
+                raise BadRequest("body-incomplete", "the request body ended before it was complete")
+            return data
         chunks: list[bytes] = []
         size = 0
         try:
             async with asyncio.timeout(self.body_timeout):
-                if request.content_length is not None:
+                if length is not None:
                     # Known length (checked against the limit above): one read, no iterator.
-                    return await request.content.readexactly(request.content_length)
+                    return await content.readexactly(length)
                 async for chunk in request.content.iter_chunked(65536):
                     size += len(chunk)
                     if size > limit:
