@@ -1,4 +1,7 @@
-"""Header hygiene: what the client may not send us, and what we never forward."""
+"""Header hygiene: what the client may not send us, and what we never forward.
+
+Also the request-line overrides the gate refuses, as headers or as a ``_method`` query parameter.
+"""
 
 from __future__ import annotations
 

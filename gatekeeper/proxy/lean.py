@@ -125,9 +125,7 @@ class Conn(asyncio.Protocol):
             raise self.error
         if self.eof:
             return
-        if self._read_paused and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
+        self._resume_reading()  # a reader that needs more must not wait on a paused transport
         waiter = self._waiter = self.loop.create_future()
         try:
             await waiter
@@ -140,10 +138,14 @@ class Conn(asyncio.Protocol):
         buf = self.buf
         data = bytes(buf[:n])
         del buf[:n]
-        if self._read_paused and len(buf) <= HEAD_LIMIT and self.transport is not None:
+        if len(buf) <= HEAD_LIMIT:
+            self._resume_reading()
+        return data
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
-        return data
 
     async def read_until(self, sep: bytes, what: str) -> bytes:
         """Bytes up to and including ``sep`` (within ``HEAD_LIMIT``).
@@ -169,10 +171,10 @@ class Conn(asyncio.Protocol):
             await self._wait()
 
     async def read_exactly(self, n: int, what: str) -> bytes:
-        """Exactly ``n`` bytes; ``BadUpstream`` when the connection ends first."""
+        """Exactly ``n`` bytes of ``what``; ``BadUpstream`` when the connection ends first."""
         while len(self.buf) < n:
             if self.eof:
-                raise BadUpstream(what)
+                raise BadUpstream(f"{what} cut short")
             await self._wait()
         return self._take(n)
 
@@ -324,7 +326,7 @@ async def send(
             if resp is None:
                 continue
             if resp.length is not None and resp.length <= small and not resp.no_body:
-                resp.body = await conn.read_exactly(resp.length, "response body cut short")
+                resp.body = await conn.read_exactly(resp.length, "response body")
                 resp.done = True
             deadline.clear()
             return resp
@@ -483,7 +485,7 @@ async def iter_body(resp: Response, chunk: int, timeout: float) -> AsyncIterator
                 size -= len(data)
                 yield data
             async with asyncio.timeout(timeout):
-                end = await conn.read_exactly(2, "chunk not terminated")
+                end = await conn.read_exactly(2, "chunk terminator")
             if end != b"\r\n":
                 raise BadUpstream("chunk not terminated")
     else:
