@@ -12,6 +12,8 @@ Targets (every one gets the same request: POST of a Slurm job with a bearer toke
   bare-w1/-w2   wrk -> bench/bare_proxy.py (1 / 2 processes) -> upstream
   gate-w1/-w2   wrk -> gatekeeper, full allow path (bench/fixtures.py), workers 1 / 2
   read-w1/-w2   wrk -> gatekeeper, read route (adapter: none, GET): authn, ownership, geo, policy
+  buffered-w2   wrk -> gatekeeper as gate-w2 with ``audit.durability: buffered`` (no fsync): what
+                the durable group commit costs, measured in the same run
 
 The rounds are interleaved (round 1 of every target, then round 2, ...) so a slow minute of the
 shared machine hits every target alike; each figure is the median of ``--runs`` rounds. Then a
@@ -163,6 +165,17 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
             targets.append((f"gate-w{w}", base + SUBMIT_PATH, post))
         if want(f"read-w{w}"):
             targets.append((f"read-w{w}", base + READ_PATH, get))
+    if want("buffered-w2"):
+        # The same two-worker gate without the durable commit (audit.durability: buffered):
+        # gate-w2 against it is what the fsync group commit costs in this run.
+        print("bench: starting buffered-w2", flush=True)
+        path, cfg = stack.gate_config("buffered-w2", inputs, workers=2, redis_url=redis_url)
+        apply_sets(cfg, [*args.set, "audit.durability=buffered"])
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        pids["buffered-w2"] = stack.start_gate("buffered-w2", path, cfg).pid
+        targets.append(
+            ("buffered-w2", f"http://127.0.0.1:{cfg['listen']['port']}{SUBMIT_PATH}", post)
+        )
     targets = [t for t in targets if want(t[0])]
 
     # Correctness first: every target must answer 200 to the exact request measured.
@@ -248,7 +261,7 @@ def _fixed_rate(
 
     out: dict[str, Any] = {}
     for name, url, script in targets:
-        if name in ("bare-w2", "read-w2"):
+        if name in ("bare-w2", "read-w2", "buffered-w2"):
             continue
         get = script.stem == "get"
         method, b, h = ("GET", b"", headers[:2]) if get else ("POST", body, headers)
@@ -289,6 +302,8 @@ def _ratios(summary: dict[str, dict[str, float]]) -> dict[str, float]:
         ratio(f"gate-w{w}", f"bare-w{w}")
         ratio(f"gate-w{w}", "nginx")
         ratio(f"read-w{w}", f"bare-w{w}")
+    ratio("buffered-w2", "bare-w2")
+    ratio("gate-w2", "buffered-w2")
     ratio("bare-w1", "nginx")
     ratio("bare-w2", "nginx")
     for w in (1, 2):
