@@ -10,6 +10,14 @@ go with the next record's commit, or after ``LAZY_COMMIT_S`` (5 ms) if none come
 that halves the fsyncs and keeps a decision record from queueing behind an outcome line's fsync
 (the gate's p50 fell by 0.07–0.3 ms in six paired runs).
 
+Settling: a due commit first lets the event loop run up to ``SETTLE_ITERATIONS`` more times while
+each of them queues new records (requests whose bytes have already arrived finish deciding and
+join this commit instead of waiting for the next one); the first iteration that adds nothing
+ends the wait. It costs one loop iteration (microseconds) when nothing else is running, and under
+load it made group commits larger (13-14 to 17-18 lines at ``workers: 2``) and the gate cheaper
+(proxy CPU -8 µs per request in three paired rounds): every commit also costs a seal, a thread
+hand-off and a chain pass, whatever its size.
+
 Failure: if a *required* sink fails, every append in the batch raises
 ``DependencyError("audit-unavailable")`` (the gate answers 503 and does not forward), the batch is
 rolled back where possible (the file is cut back to the previous batch), and ``seq``/``prev_hash``
@@ -66,6 +74,8 @@ _PROBE_EVERY_S = 1.0
 # Outcome lines (``append_nowait``) wait at most this long for a decision record to share a
 # commit with, instead of paying an fsync of their own.
 LAZY_COMMIT_S = 0.005
+# At most this many event-loop iterations a due commit waits while records keep arriving.
+SETTLE_ITERATIONS = 3
 
 
 _ts_sec = -1
@@ -280,6 +290,7 @@ class AuditLog:
             if self._lazy_timer is not None:
                 self._lazy_timer.cancel()
                 self._lazy_timer = None
+            await self._settle()
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             self._due = bool(self._pending)  # more than a batch queued: the rest goes next
@@ -288,6 +299,16 @@ class AuditLog:
             except Exception as exc:  # never let the writer die with requests waiting
                 log.exception("audit: unexpected error in group commit")
                 self._fail(batch, f"internal error: {type(exc).__name__}")
+
+    async def _settle(self) -> None:
+        """Let records that are about to arrive join this commit (module docstring)."""
+        for _ in range(SETTLE_ITERATIONS):
+            queued = len(self._pending)
+            if queued >= self.max_batch or self._closing:
+                return
+            await asyncio.sleep(0)
+            if len(self._pending) == queued:
+                return
 
     def _chain(self, batch: list[_Pending]) -> tuple[list[bytes], list[dict[str, Any]], int, str]:
         seq, head = self.seq, self.head

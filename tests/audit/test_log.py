@@ -56,6 +56,34 @@ async def test_outcome_lines_ride_with_the_next_record_or_go_after_a_few_ms(
     assert verify_files([str(path)]).records == 5
 
 
+async def test_records_arriving_in_the_next_loop_iterations_join_the_due_commit(
+    tmp_path: Path,
+) -> None:
+    """A due commit waits while each loop iteration brings a record (at most SETTLE_ITERATIONS)."""
+    from gatekeeper.audit.log import SETTLE_ITERATIONS
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(file_cfg(path), replica="gk-0")
+    await log.start()
+    sink = log.sinks[0]
+    assert isinstance(sink, FileSink)
+
+    async def after(iterations: int, i: int) -> dict:
+        for _ in range(iterations):
+            await asyncio.sleep(0)
+        return await log.append(body(i))
+
+    # One record per loop iteration, as requests finishing their decisions one after the other.
+    recs = await asyncio.gather(*(after(k, k) for k in range(SETTLE_ITERATIONS)))
+    assert sink.batches == 1, sink.batches
+    assert [r["seq"] for r in recs] == list(range(1, SETTLE_ITERATIONS + 1))
+    # A record that comes an iteration after one without arrivals waits for the next commit.
+    recs = await asyncio.gather(after(0, 10), after(4, 11))
+    assert sink.batches == 3, sink.batches
+    await log.close()
+    assert verify_files([str(path)]).records == SETTLE_ITERATIONS + 2
+
+
 async def test_records_carry_chain_fields_and_the_file_verifies(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(file_cfg(path), replica="gk-0")
