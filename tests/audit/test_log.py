@@ -25,6 +25,15 @@ def records_of(path: Path) -> list[dict]:
     return [r for r in out if r.get("type") != "seal"]
 
 
+async def started_file_log(path: Path) -> tuple[AuditLog, FileSink]:
+    """A running AuditLog with one file sink at ``path``, and that sink (it counts batches)."""
+    log = AuditLog(file_cfg(path), replica="gk-0")
+    await log.start()
+    sink = log.sinks[0]
+    assert isinstance(sink, FileSink)
+    return log, sink
+
+
 async def test_outcome_lines_ride_with_the_next_record_or_go_after_a_few_ms(
     tmp_path: Path,
 ) -> None:
@@ -32,10 +41,7 @@ async def test_outcome_lines_ride_with_the_next_record_or_go_after_a_few_ms(
     from gatekeeper.audit.log import LAZY_COMMIT_S
 
     path = tmp_path / "audit.jsonl"
-    log = AuditLog(file_cfg(path), replica="gk-0")
-    await log.start()
-    sink = log.sinks[0]
-    assert isinstance(sink, FileSink)
+    log, sink = await started_file_log(path)
     await log.append(body(1))
     assert sink.batches == 1
     log.append_nowait({"type": "outcome", "decision_id": "d1"})
@@ -63,10 +69,7 @@ async def test_records_arriving_in_the_next_loop_iterations_join_the_due_commit(
     from gatekeeper.audit.log import SETTLE_ITERATIONS
 
     path = tmp_path / "audit.jsonl"
-    log = AuditLog(file_cfg(path), replica="gk-0")
-    await log.start()
-    sink = log.sinks[0]
-    assert isinstance(sink, FileSink)
+    log, sink = await started_file_log(path)
 
     async def after(iterations: int, i: int) -> dict:
         for _ in range(iterations):
@@ -104,10 +107,7 @@ async def test_records_carry_chain_fields_and_the_file_verifies(tmp_path: Path) 
 
 async def test_concurrent_appends_share_one_fsync(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    log = AuditLog(file_cfg(path), replica="gk-0")
-    await log.start()
-    sink = log.sinks[0]
-    assert isinstance(sink, FileSink)
+    log, sink = await started_file_log(path)
     before = metrics.AUDIT_RECORDS.labels(sink="file")._value.get()
     recs = await asyncio.gather(*(log.append(body(i)) for i in range(200)))
     await log.close()
