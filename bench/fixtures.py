@@ -270,7 +270,9 @@ http {{
         deadline = time.monotonic() + 180
         while not all(p.exists() for p in expect):
             if proc.poll() is not None:
-                raise RuntimeError(f"gate {name} exited: see {self.tmp / (name + '.log')}")
+                # The working folder goes with the stack: say why here, not only in its log.
+                tail = (self.tmp / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"gate {name} exited with {proc.returncode}:\n{tail}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"gate {name} did not start")
             time.sleep(0.1)

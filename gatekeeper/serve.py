@@ -19,9 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 from .config import Config, load_config
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .proxy.forward import Upstreams
+    from .runtime import Runtime
 
 log = logging.getLogger("gatekeeper")
 
@@ -85,20 +90,30 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     if cfg.listen.tls is not None:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_ctx.load_cert_chain(cfg.listen.tls.cert, cfg.listen.tls.key)
-    listener = await asyncio.get_running_loop().create_server(
-        server,
-        cfg.listen.host,
-        cfg.listen.port,
-        reuse_port=multi or None,
-        ssl=ssl_ctx,
-        backlog=1024,
-    )
+    try:
+        listener = await asyncio.get_running_loop().create_server(
+            server,
+            cfg.listen.host,
+            cfg.listen.port,
+            reuse_port=multi or None,
+            ssl=ssl_ctx,
+            backlog=1024,
+        )
+    except OSError as exc:
+        await _close_all(upstreams, runtime)
+        return _cannot_listen("listen", cfg.listen.host, cfg.listen.port, exc)
     admin_runner = web.AppRunner(
         build_admin_app(runtime, multi_worker=multi), handle_signals=False, access_log=None
     )
     await admin_runner.setup()
     admin_site = web.TCPSite(admin_runner, cfg.admin.host, cfg.admin.port, reuse_port=multi)
-    await admin_site.start()
+    try:
+        await admin_site.start()
+    except OSError as exc:
+        listener.close()
+        await admin_runner.cleanup()
+        await _close_all(upstreams, runtime)
+        return _cannot_listen("admin", cfg.admin.host, cfg.admin.port, exc)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -134,6 +149,27 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     await upstreams.close()
     await runtime.close()
     return 0
+
+
+def _cannot_listen(key: str, host: str, port: int, exc: OSError) -> int:
+    """A listen address that cannot be bound is a configuration error: one line, exit 2.
+
+    Exit 2 also tells the supervisor not to restart the worker (it would fail the same way).
+    """
+    why = exc.strerror or str(exc)
+    if "address already in use" in str(exc).lower():
+        why = "address already in use"
+    print(
+        f"gatekeeper: configuration error:\n{key}: cannot listen on {host}:{port}: {why}",
+        file=sys.stderr,
+    )
+    return 2
+
+
+async def _close_all(upstreams: Upstreams, runtime: Runtime) -> None:
+    """Release what a worker opened before its listeners (connections, the audit chain)."""
+    await upstreams.close()
+    await runtime.close()
 
 
 def _bound_port(site: object) -> object:
