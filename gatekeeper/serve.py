@@ -10,6 +10,7 @@ worker's ``/metrics`` shows the sum. The supervisor forwards SIGHUP (reload) and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -22,7 +23,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .config import Config, load_config
-from .errors import ConfigError
+from .errors import ConfigError, DependencyError
 
 if TYPE_CHECKING:
     from .proxy.forward import Upstreams
@@ -70,6 +71,13 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     except ConfigError as exc:
         print(f"gatekeeper: configuration error:\n{exc}", file=sys.stderr)
         return 2
+    except DependencyError as exc:
+        # E.g. an audit chain that cannot be read: maybe passing (a remount), so exit 1 and let
+        # the supervisor (or the service manager) retry with its backoff.
+        print(f"gatekeeper: cannot start: {exc}", file=sys.stderr)
+        with contextlib.suppress(Exception):
+            await runtime.close()
+        return 1
     heap = HeapKeeper(asyncio.get_running_loop())
     runtime.after_reload = heap.reloaded
     upstreams = Upstreams(
@@ -202,15 +210,33 @@ def serve(config_path: str) -> int:
     return _supervise(cfg, config_path)
 
 
+# A worker that dies is restarted after RESTART_FIRST_S, doubling for each death that follows a
+# short life (under RESTART_STABLE_S), up to RESTART_MAX_S: a worker that cannot start (disk,
+# permissions, a crash at import) is retried like Kubernetes' CrashLoopBackOff, not respawned in a
+# tight loop that floods the log while the other workers serve.
+RESTART_FIRST_S = 0.1
+RESTART_MAX_S = 30.0
+RESTART_STABLE_S = 10.0
+
+
+def restart_delay(quick_deaths: int) -> float:
+    """Seconds before restarting a worker after its ``quick_deaths``-th short life in a row."""
+    return float(min(RESTART_MAX_S, RESTART_FIRST_S * 2 ** max(0, quick_deaths - 1)))
+
+
 def _supervise(cfg: Config, config_path: str) -> int:
     """Start and watch ``cfg.workers`` worker processes; forward signals to them."""
     prom_dir = tempfile.mkdtemp(prefix="gatekeeper-prom-")
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=prom_dir)
     cmd = [sys.executable, "-m", "gatekeeper", "serve", "--config", config_path]
     procs: dict[int, subprocess.Popen[bytes]] = {}
+    started: dict[int, float] = {}
+    quick_deaths: dict[int, int] = {}
+    pending: dict[int, float] = {}  # worker -> monotonic time of its restart
 
     def spawn(i: int) -> None:
         procs[i] = subprocess.Popen(cmd, env=dict(env, **{WORKER_ENV: str(i)}))
+        started[i] = time.monotonic()
 
     for i in range(cfg.workers):
         spawn(i)
@@ -221,6 +247,7 @@ def _supervise(cfg: Config, config_path: str) -> int:
         nonlocal stopping
         if signum in (signal.SIGTERM, signal.SIGINT):
             stopping = True
+            pending.clear()
         for p in procs.values():
             if p.poll() is None:
                 p.send_signal(signum)
@@ -230,7 +257,16 @@ def _supervise(cfg: Config, config_path: str) -> int:
     try:
         while True:
             alive = False
+            now = time.monotonic()
             for i, p in list(procs.items()):
+                if i in pending:
+                    if stopping:
+                        continue
+                    alive = True
+                    if now >= pending[i]:
+                        del pending[i]
+                        spawn(i)
+                    continue
                 code = p.poll()
                 if code is None:
                     alive = True
@@ -240,8 +276,11 @@ def _supervise(cfg: Config, config_path: str) -> int:
                         status = 2
                         forward(signal.SIGTERM, None)
                     else:
-                        log.error("worker %d exited with %s; restarting", i, code)
-                        spawn(i)
+                        short = now - started[i] < RESTART_STABLE_S
+                        quick_deaths[i] = quick_deaths.get(i, 0) + 1 if short else 1
+                        delay = restart_delay(quick_deaths[i])
+                        log.error("worker %d exited with %s; restarting in %.1fs", i, code, delay)
+                        pending[i] = now + delay
                         alive = True
             if not alive:
                 break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -72,5 +73,71 @@ async def test_two_workers_share_the_port(tmp_path: Path, upstream: Upstream) ->
             if line.startswith('gatekeeper_policy_reloads_total{result="success"}')
         )
         assert reloads == 2
+    finally:
+        assert gate.stop() == 0
+
+
+def _workers_of(gate: Gate) -> list[int]:
+    """The supervisor's live worker processes."""
+    with open(f"/proc/{gate.proc.pid}/task/{gate.proc.pid}/children") as fh:
+        return [int(pid) for pid in fh.read().split()]
+
+
+def _restart_delays(stderr: str, worker: int) -> list[float]:
+    prefix = f"worker {worker} exited with "
+    return [
+        float(line.rsplit(" in ", 1)[1].rstrip("s"))
+        for line in stderr.splitlines()
+        if prefix in line and "; restarting in " in line
+    ]
+
+
+async def _get_ok(url: str) -> bool:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        return r.status == 200
+
+
+def test_restart_delay_doubles_up_to_its_cap() -> None:
+    from gatekeeper.serve import RESTART_FIRST_S, RESTART_MAX_S, restart_delay
+
+    assert [restart_delay(n) for n in (1, 2, 3, 4)] == [RESTART_FIRST_S * f for f in (1, 2, 4, 8)]
+    assert restart_delay(40) == RESTART_MAX_S
+
+
+async def test_a_killed_worker_is_restarted(tmp_path: Path, upstream: Upstream) -> None:
+    gate = Gate(tmp_path, base_config(tmp_path, upstream.url, workers=2))
+    try:
+        deadline = time.monotonic() + 30
+        while len(_workers_of(gate)) < 2 or not (tmp_path / "audit.w1.jsonl").exists():
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.1)
+        victim = _workers_of(gate)[0]
+        os.kill(victim, signal.SIGKILL)
+        while victim in _workers_of(gate) or len(_workers_of(gate)) < 2:
+            assert time.monotonic() < deadline + 30, "the killed worker was not replaced"
+            time.sleep(0.1)
+        time.sleep(1.0)  # let the new worker open its listener
+        assert all([await _get_ok(gate.url + f"/after/{i}") for i in range(20)])
+        assert "exited with -9; restarting in 0.1s" in gate.stderr()
+    finally:
+        assert gate.stop() == 0
+
+
+async def test_a_worker_that_cannot_start_is_retried_with_growing_delays(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """Worker 1's audit file is a directory: it fails at every start; worker 0 serves on."""
+    (tmp_path / "audit.w1.jsonl").mkdir()
+    gate = Gate(tmp_path, base_config(tmp_path, upstream.url, workers=2))
+    try:
+        deadline = time.monotonic() + 60
+        while len(_restart_delays(gate.stderr(), 1)) < 4:
+            assert time.monotonic() < deadline, gate.stderr()
+            time.sleep(0.2)
+        delays = _restart_delays(gate.stderr(), 1)
+        assert delays[:4] == [0.1, 0.2, 0.4, 0.8], delays
+        assert await _get_ok(gate.url + "/still-served")
+        assert "gatekeeper: cannot start: cannot resume audit chain" in gate.stderr()
+        assert "Traceback" not in gate.stderr()
     finally:
         assert gate.stop() == 0
