@@ -135,6 +135,8 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
+    if multi:
+        _watch_supervisor(loop, stop, os.getppid())
     log.info(
         "gatekeeper %s listening on %s:%s (admin %s:%s)",
         replica,
@@ -157,6 +159,23 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     await upstreams.close()
     await runtime.close()
     return 0
+
+
+SUPERVISOR_CHECK_S = 1.0
+
+
+def _watch_supervisor(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, parent: int) -> None:
+    """Drain and exit once the supervisor is gone (killed, OOM): an orphaned worker would keep
+    serving with its old config, unsupervised, holding the port and its audit file."""
+
+    def check() -> None:
+        if os.getppid() != parent:
+            log.error("supervisor %d is gone; draining", parent)
+            stop.set()
+            return
+        loop.call_later(SUPERVISOR_CHECK_S, check)
+
+    loop.call_later(SUPERVISOR_CHECK_S, check)
 
 
 def _cannot_listen(key: str, host: str, port: int, exc: OSError) -> int:

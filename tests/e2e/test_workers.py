@@ -6,10 +6,12 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.e2e.gate import Gate, Upstream, base_config
 
@@ -141,3 +143,39 @@ async def test_a_worker_that_cannot_start_is_retried_with_growing_delays(
         assert "Traceback" not in gate.stderr()
     finally:
         assert gate.stop() == 0
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie waiting for its new parent to reap it counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return any(line.startswith("State:\tZ") for line in fh)
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_drain_and_exit_when_the_supervisor_is_killed(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """An orphaned worker would serve on unsupervised with its old config, holding the port."""
+    gate = Gate(tmp_path, base_config(tmp_path, upstream.url, workers=2))
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(_workers_of(gate)) < 2 or not (tmp_path / "audit.w1.jsonl").exists():
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.1)
+        workers = _workers_of(gate)
+        gate.proc.kill()
+        gate.proc.wait(10)
+        deadline = time.monotonic() + 15
+        while not all(_gone(pid) for pid in workers):
+            assert time.monotonic() < deadline, "workers outlived their supervisor"
+            time.sleep(0.1)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", gate.port), timeout=1).close()
+    finally:
+        for pid in workers:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
+        gate.stop()
