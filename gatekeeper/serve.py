@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("gatekeeper")
 
 WORKER_ENV = "GATEKEEPER_WORKER"
+# The supervisor's pid, given to each worker: a worker compares its parent with it, so one started
+# just as its supervisor died knows it too (its parent is already someone else when it looks).
+SUPERVISOR_ENV = "GATEKEEPER_SUPERVISOR"
 
 
 def _worker_audit_paths(cfg: Config, worker: int) -> Config:
@@ -135,8 +138,9 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
-    if multi:
-        _watch_supervisor(loop, stop, os.getppid())
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if multi and supervisor and supervisor.isdigit():
+        _watch_supervisor(loop, stop, int(supervisor))
     log.info(
         "gatekeeper %s listening on %s:%s (admin %s:%s)",
         replica,
@@ -175,7 +179,7 @@ def _watch_supervisor(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, pare
             return
         loop.call_later(SUPERVISOR_CHECK_S, check)
 
-    loop.call_later(SUPERVISOR_CHECK_S, check)
+    check()
 
 
 def _cannot_listen(key: str, host: str, port: int, exc: OSError) -> int:
@@ -246,7 +250,7 @@ def restart_delay(quick_deaths: int) -> float:
 def _supervise(cfg: Config, config_path: str) -> int:
     """Start and watch ``cfg.workers`` worker processes; forward signals to them."""
     prom_dir = tempfile.mkdtemp(prefix="gatekeeper-prom-")
-    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=prom_dir)
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=prom_dir, **{SUPERVISOR_ENV: str(os.getpid())})
     cmd = [sys.executable, "-m", "gatekeeper", "serve", "--config", config_path]
     procs: dict[int, subprocess.Popen[bytes]] = {}
     started: dict[int, float] = {}

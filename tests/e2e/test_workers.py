@@ -162,9 +162,10 @@ def test_workers_drain_and_exit_when_the_supervisor_is_killed(
     workers: list[int] = []
     try:
         deadline = time.monotonic() + 30
-        while len(_workers_of(gate)) < 2 or not (tmp_path / "audit.w1.jsonl").exists():
+        while len(_workers_of(gate)) < 2:
             assert time.monotonic() < deadline, "workers did not start"
-            time.sleep(0.1)
+            time.sleep(0.01)
+        # Killed as soon as both exist: one may still be starting (it must notice all the same).
         workers = _workers_of(gate)
         gate.proc.kill()
         gate.proc.wait(10)
