@@ -187,9 +187,8 @@ def _cannot_listen(key: str, host: str, port: int, exc: OSError) -> int:
 
     Exit 2 also tells the supervisor not to restart the worker (it would fail the same way).
     """
-    why = exc.strerror or str(exc)
-    if "address already in use" in str(exc).lower():
-        why = "address already in use"
+    # uvloop's message repeats the address; the errno's own text is the cause.
+    why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
     print(
         f"gatekeeper: configuration error:\n{key}: cannot listen on {host}:{port}: {why}",
         file=sys.stderr,
@@ -282,9 +281,7 @@ def _supervise(cfg: Config, config_path: str) -> int:
             alive = False
             now = time.monotonic()
             for i, p in list(procs.items()):
-                if i in pending:
-                    if stopping:
-                        continue
+                if i in pending:  # stopping clears pending (forward)
                     alive = True
                     if now >= pending[i]:
                         del pending[i]
