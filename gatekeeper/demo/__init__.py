@@ -29,6 +29,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from gatekeeper.ports import free_port
+
 DATA = Path(__file__).resolve().parent / "data"
 ISSUER = "https://idp.demo.gatekeeper.invalid/"
 AUDIENCE = "gpu-gatekeeper"
@@ -74,12 +76,6 @@ SCENARIO: tuple[Step, ...] = (
         path="/monitor/slurm/v0.0.41/job/submit",
     ),
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_port(
@@ -286,7 +282,7 @@ def run_demo(*, serve: bool = False, out_dir: str = "demo-out") -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     keys = DemoKeys(out)
-    port, admin, sched_port = _free_port(), _free_port(), _free_port()
+    port, admin, sched_port = free_port(), free_port(), free_port()
     scheduler = subprocess.Popen(
         [sys.executable, "-m", "gatekeeper.demo.scheduler", "--port", str(sched_port)]
     )
