@@ -20,6 +20,7 @@ benchmarks' ``--set`` runs the script for every request.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -257,9 +258,19 @@ http {{
         return path, cfg
 
     def start_gate(self, name: str, path: Path, cfg: dict[str, Any]) -> subprocess.Popen[bytes]:
-        proc = self._spawn(
-            [sys.executable, "-m", "gatekeeper", "serve", "--config", str(path)], name
-        )
+        return self.start_gate_with([sys.executable], name, path, cfg)
+
+    def start_gate_with(
+        self,
+        python: list[str],
+        name: str,
+        path: Path,
+        cfg: dict[str, Any],
+        *,
+        timeout_s: float = 180,
+    ) -> subprocess.Popen[bytes]:
+        """The gate started by ``python`` (a command: e.g. valgrind and its options, then Python)."""
+        proc = self._spawn([*python, "-m", "gatekeeper", "serve", "--config", str(path)], name)
         workers = int(cfg["workers"])
         audit = Path(cfg["audit"]["sinks"][0]["path"])
         expect = (
@@ -267,7 +278,7 @@ http {{
             if workers == 1
             else [audit.with_name(f"{audit.stem}.w{i}{audit.suffix}") for i in range(workers)]
         )
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + timeout_s
         while not all(p.exists() for p in expect):
             if proc.poll() is not None:
                 # The working folder goes with the stack: say why here, not only in its log.
@@ -276,7 +287,7 @@ http {{
             if time.monotonic() > deadline:
                 raise TimeoutError(f"gate {name} did not start")
             time.sleep(0.1)
-        wait_port(int(cfg["listen"]["port"]), timeout=60)
+        wait_port(int(cfg["listen"]["port"]), timeout=timeout_s)
         time.sleep(0.5)
         return proc
 
@@ -324,6 +335,14 @@ def result_stem(out: Path, stem: str) -> str:
         n += 1
         name = f"{stem}-{n}"
     return name
+
+
+def add_set_option(ap: argparse.ArgumentParser) -> None:
+    """``--set KEY=YAML`` (repeatable): the gate config overrides ``apply_sets`` applies."""
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=YAML",
+        help="override a key of the gate's config, e.g. quota.lease_requests=0 (recorded)",
+    )  # fmt: skip
 
 
 def apply_sets(cfg: dict[str, Any], sets: list[str]) -> None:

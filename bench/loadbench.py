@@ -42,6 +42,7 @@ from fixtures import (
     ROOT,
     SUBMIT_PATH,
     Stack,
+    add_set_option,
     apply_sets,
     cpu_seconds,
     job_body,
@@ -107,10 +108,7 @@ def main() -> int:
         "--keep", action="store_true", help="keep the working folder (audit files, logs)"
     )
     ap.add_argument("--no-write", action="store_true", help="print only, write no results file")
-    ap.add_argument(
-        "--set", action="append", default=[], metavar="KEY=YAML",
-        help="override a key of the gates' config, e.g. quota.lease_requests=0 (recorded)",
-    )  # fmt: skip
+    add_set_option(ap)
     args = ap.parse_args()
     if args.quick:
         args.duration, args.runs, args.rate_duration = 3.0, 1, 3.0

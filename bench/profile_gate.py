@@ -30,6 +30,7 @@ from fixtures import (
     READ_PATH,
     SUBMIT_PATH,
     Stack,
+    add_set_option,
     apply_sets,
     cpu_seconds,
     job_body,
@@ -78,10 +79,7 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--no-spy", action="store_true", help="only measure, do not profile")
-    ap.add_argument(
-        "--set", action="append", default=[], metavar="KEY=YAML",
-        help="override a gate config key for an experiment, e.g. audit.durability=write",
-    )  # fmt: skip
+    add_set_option(ap)
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "gate.speedscope")
     args = ap.parse_args()
     if shutil.which("py-spy") is None and not Path(sys.executable).with_name("py-spy").exists():
