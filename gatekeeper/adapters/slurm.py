@@ -596,34 +596,39 @@ def _part(shape: JobShape, route: RouteConfig, catalog: GpuCatalog) -> Part:
 # resubmit the same few shapes (partition, GPUs, nodes, time) under new names, scripts and
 # environments, and reading the fields again costs more than the JSON parse. Bounded like the
 # other caches (``gatekeeper.memo``); a refused job raises before anything is kept.
-_DECIDING_FIELDS = (
-    *(key for key, _, _ in _GPU_FIELD_ORDER),
-    "nodes",
-    "minimum_nodes",
-    "maximum_nodes",
-    "tasks",
-    "ntasks",
-    "tasks_per_node",
-    "sockets_per_node",
-    "time_limit",
-    "array",
-    "partition",
+_DECIDING_FIELDS = frozenset(
+    {
+        *(key for key, _, _ in _GPU_FIELD_ORDER),
+        "nodes",
+        "minimum_nodes",
+        "maximum_nodes",
+        "tasks",
+        "ntasks",
+        "tasks_per_node",
+        "sockets_per_node",
+        "time_limit",
+        "array",
+        "partition",
+    }
 )
 _KEY_TEXT = 512  # characters of field text a cached key may hold
-_ABSENT: Any = object()
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _measured: dict[tuple[Any, ...], ComputeRequest] = {}
 
 
 def _job_key(job: dict[Any, Any]) -> tuple[Any, ...] | None:
-    """Every field ``_shape_from_body`` reads, each with its type (``1``, ``1.0``, ``True`` and
-    ``"1"`` differ there); ``None`` when a value is not a scalar or a flat mapping of scalars, or
-    the text is too long to keep."""
+    """Every field ``_shape_from_body`` reads, as (name, type, value) in the body's order (``1``,
+    ``1.0``, ``True`` and ``"1"`` differ there); ``None`` when a value is not a scalar or a flat
+    mapping of scalars, or the text is too long to keep.
+
+    One pass over the job's own fields instead of a lookup per deciding field: a field that is
+    absent is simply not in the key, and the same fields in another order only make another key.
+    """
     key: list[Any] = []
     text = 0
-    get = job.get
-    for name in _DECIDING_FIELDS:
-        value = get(name, _ABSENT)
+    for name, value in job.items():
+        if name not in _DECIDING_FIELDS:
+            continue
         kind = type(value)
         if kind is str:
             text += len(value)
@@ -634,8 +639,9 @@ def _job_key(job: dict[Any, Any]) -> tuple[Any, ...] | None:
                     return None
                 items.append((k, type(v), v))
             value = tuple(items)
-        elif kind not in _SCALARS and value is not _ABSENT:
+        elif kind not in _SCALARS:
             return None
+        key.append(name)
         key.append(kind)
         key.append(value)
     return tuple(key) if text <= _KEY_TEXT else None

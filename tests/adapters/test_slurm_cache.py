@@ -19,7 +19,7 @@ from gatekeeper.errors import BadRequest
 
 from .helpers import CATALOG, route
 
-FIELDS = list(slurm._DECIDING_FIELDS)
+FIELDS = sorted(slurm._DECIDING_FIELDS)
 # Values that are == to each other across types, valid and invalid ones, nested mappings.
 VALUES: list[Any] = [
     None, True, False, 0, 1, 1.0, 2, 8, 8.0, "1", "2", "2-4", "8", "h100", "a100,h100", "nope",
