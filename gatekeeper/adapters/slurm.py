@@ -592,10 +592,11 @@ def _part(shape: JobShape, route: RouteConfig, catalog: GpuCatalog) -> Part:
 
 # ----------------------------------------------------------------------------- measured jobs
 
-# What a one-job submission measures to, by the job fields that decide it (``_job_key``): clients
-# resubmit the same few shapes (partition, GPUs, nodes, time) under new names, scripts and
-# environments, and reading the fields again costs more than the JSON parse. Bounded like the
-# other caches (``gatekeeper.memo``); a refused job raises before anything is kept.
+# What a one-job submission measures to, by the job fields that decide it (``_job_key``) and, when
+# its script has ``#SBATCH`` lines, by the shape they parse to (``_shape_key``): clients resubmit
+# the same few shapes (partition, GPUs, nodes, time) under new names, scripts and environments,
+# and reading the fields again costs more than the JSON parse. Bounded like the other caches
+# (``gatekeeper.memo``); a refused job raises before anything is kept.
 _DECIDING_FIELDS = frozenset(
     {
         *(key for key, _, _ in _GPU_FIELD_ORDER),
@@ -650,19 +651,58 @@ def _job_key(job: dict[Any, Any]) -> tuple[Any, ...] | None:
 def _measure_job(
     job: dict[Any, Any], script: JobShape | None, route: RouteConfig, catalog: GpuCatalog
 ) -> ComputeRequest:
-    """A one-job submission, from ``_measured`` when its deciding fields were measured before."""
-    key = None if script is not None else _job_key(job)
+    """A one-job submission, from ``_measured`` when its deciding fields (and its script's
+    ``#SBATCH`` options) were measured before."""
+    key = _job_key(job)
+    if key is not None and script is not None:
+        script_key = _shape_key(script)
+        key = None if script_key is None else (*key, _SCRIPT, *script_key)
     if key is None:
-        shape = _merge(_shape_from_body(job), script)
-        return combine([_part(shape, route, catalog)], route, catalog)
+        return _measure_afresh(job, script, route, catalog)
     # The route's fields that measuring reads, and the catalog itself (held by the key, so a
     # reloaded catalog is a different key, never a reused id).
     full = (route.max_hours, route.gpu_model, route.unknown_gpu, catalog, *key)
     hit = _measured.get(full)
     if hit is None:
-        hit = combine([_part(_shape_from_body(job), route, catalog)], route, catalog)
+        hit = _measure_afresh(job, script, route, catalog)
         remember(_measured, full, hit, 0, 0)
     return hit
+
+
+def _measure_afresh(
+    job: dict[Any, Any], script: JobShape | None, route: RouteConfig, catalog: GpuCatalog
+) -> ComputeRequest:
+    return combine([_part(_merge(_shape_from_body(job), script), route, catalog)], route, catalog)
+
+
+_SCRIPT: Any = object()  # in a cache key: what follows is the script's shape (never a field name)
+
+
+def _shape_key(shape: JobShape) -> tuple[Any, ...] | None:
+    """A script's shape as a flat tuple of (type, value) pairs: hashable, and exact about types
+    (the parser's ``2`` and ``2.0`` must not share a measurement); ``None`` when it is too big to
+    keep (many GPU options, a long partition list)."""
+    if len(shape.partition or "") > _KEY_TEXT or sum(map(len, shape.gpus.values())) > 8:
+        return None
+    key: list[Any] = []
+    for unit, specs in shape.gpus.items():
+        key.append(unit)
+        key.append(len(specs))
+        for spec in specs:
+            key += (spec.unit, type(spec.count), spec.count, spec.model)
+    for value in (
+        shape.nodes,
+        shape.tasks,
+        shape.tasks_per_node,
+        shape.sockets_per_node,
+        shape.minutes,
+        shape.time_given,
+        shape.array,
+        shape.partition,
+    ):
+        key.append(type(value))
+        key.append(value)
+    return tuple(key)
 
 
 def measure_slurm(

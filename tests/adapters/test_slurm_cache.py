@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,40 @@ VALUES: list[Any] = [
     {"set": True, "number": {"a": 1}},
 ]  # fmt: skip
 JOBS = st.dictionaries(st.sampled_from(FIELDS), st.sampled_from(VALUES), max_size=6)
-SCRIPTS = st.sampled_from([None, "#!/bin/bash\nsrun x\n", "#!/bin/bash\n#SBATCH -N 2\nsrun x\n"])
+# Scripts whose #SBATCH options overlap the body fields and each other (the body wins; the
+# script's shape is part of the cache key), with counts that differ only by type or by unit.
+SCRIPT_TEXTS: list[str | None] = [
+    None,
+    "#!/bin/bash\nsrun x\n",
+    "#!/bin/bash\n#SBATCH -N 2\nsrun x\n",
+    "#!/bin/bash\n#SBATCH -N 4\nsrun x\n",
+    "#SBATCH --gres=gpu:h100:4\n#SBATCH --time=2:00:00\n",
+    "#SBATCH --gres=gpu:h100:4\n#SBATCH --time=120\n",
+    "#SBATCH --gres=gpu:h100:4\n#SBATCH --time=30\n",
+    "#SBATCH --gres=gpu:h100:4\n",
+    "#SBATCH --gres=gpu:h100:2\n",
+    "#SBATCH --gres=gpu:a100:4\n",
+    "#SBATCH --gpus=8\n#SBATCH --partition=h100\n",
+    "#SBATCH --gpus-per-node=8\n#SBATCH --nodes=2\n",
+    "#SBATCH --gpus-per-task=1\n#SBATCH --ntasks=8\n#SBATCH --array=0-3\n",
+    "#SBATCH --gres=gpu:a100:2\n#SBATCH --gres=gpu:h100:2\n",
+    "#SBATCH --time=1-00:00:00\n#SBATCH -p a100\n",
+    "#SBATCH --gres=gpu:8\n#SBATCH --time=nope\n",
+    "#SBATCH --gres=gpu:h100:4\n#SBATCH --time=UNLIMITED\n",
+    "#SBATCH --gres=gpu:h100:4\n#SBATCH -N 2\n",
+    "#SBATCH --gres=gpu:h100:4\n#SBATCH --ntasks-per-node=4\n",
+    "#SBATCH --gpus=8\n#SBATCH --partition=a100\n",
+    "#SBATCH --gpus=8\n",
+    "#SBATCH --gpus-per-task=1\n#SBATCH --ntasks=8\n",
+    "#SBATCH --gpus-per-task=1\n#SBATCH --ntasks=4\n#SBATCH --array=0-3\n",
+    "#SBATCH --gpus-per-task=1\n#SBATCH --ntasks=4\n#SBATCH --array=0-7\n",
+    "#SBATCH --gpus-per-task=1\n#SBATCH --ntasks-per-node=4\n",
+    "#SBATCH --gpus-per-task=1\n#SBATCH --ntasks-per-node=2\n",
+    "#SBATCH --gpus-per-socket=2\n#SBATCH --sockets-per-node=2\n",
+    "#SBATCH --gpus-per-socket=2\n",
+    "#SBATCH --gres=gpu:h100:4\n#SBATCH --time=0\n",
+]
+SCRIPTS = st.sampled_from(SCRIPT_TEXTS)
 ROUTES = [route("slurm"), route("slurm", max_hours=24.0), route("slurm", unknown_gpu="deny")]
 
 
@@ -46,18 +80,27 @@ def _outcome(job: dict[str, Any], script: str | None, r: int) -> Any:
 
 
 @given(
-    first=JOBS, second=JOBS, script=SCRIPTS, r1=st.integers(0, 2), r2=st.integers(0, 2)
+    first=JOBS, second=JOBS, script1=SCRIPTS, script2=SCRIPTS,
+    same_job=st.booleans(), r1=st.integers(0, 2), r2=st.integers(0, 2),
 )  # fmt: skip
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_job_measures_the_same_whatever_was_measured_before(
-    first: dict[str, Any], second: dict[str, Any], script: str | None, r1: int, r2: int
+    first: dict[str, Any],
+    second: dict[str, Any],
+    script1: str | None,
+    script2: str | None,
+    same_job: bool,
+    r1: int,
+    r2: int,
 ) -> None:
+    if same_job:
+        first = second  # only the scripts differ: their shapes must tell the entries apart
     slurm._measured.clear()
-    fresh = _outcome(second, script, r2)  # nothing cached
+    fresh = _outcome(second, script2, r2)  # nothing cached
     slurm._measured.clear()
-    _outcome(first, script, r1)  # whatever this leaves in the cache ...
-    assert _outcome(second, script, r2) == fresh  # ... does not change the second job's answer
-    assert _outcome(second, script, r2) == fresh  # nor does its own entry
+    _outcome(first, script1, r1)  # whatever this leaves in the cache ...
+    assert _outcome(second, script2, r2) == fresh  # ... does not change the second job's answer
+    assert _outcome(second, script2, r2) == fresh  # nor does its own entry
 
 
 _ABSENT = object()
@@ -120,12 +163,47 @@ def test_the_common_shape_is_served_from_the_cache() -> None:
     assert (first.gpus, first.hours, first.gpu_model) == (16.0, 1.0, "H100-SXM")
 
 
+@pytest.mark.parametrize("job", [{}, {"partition": "h100"}, {"nodes": 2, "time_limit": 60}])
+def test_every_pair_of_scripts_is_told_apart(job: dict[str, Any]) -> None:
+    """Each script measured after each other one (same job, every route) measures as afresh."""
+    fresh = {(i, r): _fresh(job, text, r) for i, text in enumerate(SCRIPT_TEXTS) for r in range(3)}
+    for before in SCRIPT_TEXTS:
+        for j, after in enumerate(SCRIPT_TEXTS):
+            for r in range(3):
+                slurm._measured.clear()
+                _outcome(job, before, r)
+                assert _outcome(job, after, r) == fresh[j, r], (before, after, r)
+
+
+def _fresh(job: dict[str, Any], script: str | None, r: int) -> Any:
+    slurm._measured.clear()
+    return _outcome(job, script, r)
+
+
+def test_a_script_shape_is_served_from_the_cache() -> None:
+    """#SBATCH options are part of the key: the same options hit, other options miss."""
+    slurm._measured.clear()
+    job = {"partition": "h100", "name": "a"}
+    four = "#!/bin/bash\n#SBATCH --gres=gpu:h100:4\n#SBATCH --time=2:00:00\nsrun a\n"
+    first = _outcome(job, four, 0)
+    assert len(slurm._measured) == 1 and (first.gpus, first.hours) == (4.0, 2.0)
+    again = _outcome({**job, "name": "b"}, four.replace("srun a", "srun b"), 0)
+    assert again is first and len(slurm._measured) == 1
+    eight = _outcome(job, four.replace("h100:4", "h100:8"), 0)
+    assert eight.gpus == 8.0 and len(slurm._measured) == 2
+    # the body wins over the script for the same option, and the cache keeps that
+    body_time = _outcome({**job, "time_limit": 30}, four, 0)
+    assert (body_time.gpus, body_time.hours) == (4.0, 0.5)
+
+
 def test_uncacheable_jobs_are_measured_every_time() -> None:
-    """#SBATCH lines, hetjobs, long text and nested values take the full path (nothing kept)."""
+    """Hetjobs, long text, nested values and scripts with many GPU options take the full path."""
     slurm._measured.clear()
     job = {"tres_per_node": "gres/gpu:8"}
-    _outcome(job, "#!/bin/bash\n#SBATCH -N 2\nsrun x\n", 0)
     _outcome({**job, "partition": "h100," * 200}, None, 0)
+    _outcome({**job, "comment": "x"}, "#SBATCH --partition=" + "h100," * 200 + "\n", 0)
+    many = "#SBATCH --gres=" + ",".join(f"gpu:t{n}:1" for n in range(10)) + "\n"
+    _outcome({}, many, 0)
     raw = json.dumps({"jobs": [job, job]}).encode()
     assert slurm.measure_slurm(ROUTES[0], "POST", "/", {}, raw, CATALOG).gpus == 16.0
     assert slurm._measured == {}
