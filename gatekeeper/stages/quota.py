@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .. import metrics
@@ -32,11 +33,24 @@ from ..context import (
     RequestContext,
 )
 from ..errors import BadRequest, Deny, DependencyError
+from ..memo import remember
 from ..stores.quota import Bucket, ConsumeResult, QuotaStore, bucket_key
 
 LICENSE_WINDOW_S = 10 * 365 * 86400  # a licence budget is a lifetime budget; 10 years is "forever"
 LICENSE_QUOTA = "license"  # metric label for licence budgets (bounded, unlike licence ids)
 _UNITS = ("tpp_hours", "gpu_hours", "requests")
+
+
+_PLAN_KEY_TEXT = 512  # characters of ids a remembered plan's key may hold
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What an allowed request draws: its buckets, their units, their consumed counters."""
+
+    buckets: tuple[Bucket, ...]
+    units: dict[str, str]
+    consumed: tuple[tuple[Any, float], ...]  # (buffered counter child, amount) per bucket
 
 
 def license_quota_name(license_id: str) -> str:
@@ -70,6 +84,7 @@ class QuotaStage:
         self._own_deadline = not (
             isinstance(store_deadline, int | float) and 0 < store_deadline <= timeout_s
         )
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
 
     # ------------------------------------------------------------------------------- run
 
@@ -78,7 +93,8 @@ class QuotaStage:
         if decision.action != ALLOW:
             return
         group = group_of(ctx)
-        buckets, units = self._buckets(ctx, group)
+        plan = self._plan(ctx, group)
+        buckets = plan.buckets
         if not buckets:
             return
         try:
@@ -91,12 +107,12 @@ class QuotaStage:
             self._store_failed(ctx, exc)
             return
         if not result.admitted:
-            self._exhausted(ctx, buckets, units, result)
+            self._exhausted(ctx, buckets, plan.units, result)
             return
-        for b in buckets:
-            # Buffered like the handler's metrics: with workers > 1 a direct inc writes the
-            # shared metrics file under a lock on every admitted request.
-            metrics.buffered(metrics.QUOTA_CONSUMED, _label(b.quota), units[b.quota]).inc(b.amount)
+        # Buffered like the handler's metrics: with workers > 1 a direct inc writes the shared
+        # metrics file under a lock on every admitted request.
+        for counter, amount in plan.consumed:
+            counter.inc(amount)
         main = _tightest(buckets, result)
         ctx.quota = QuotaState(
             name=main.quota,
@@ -107,7 +123,31 @@ class QuotaStage:
             reservation=result.reservation,
         )
 
-    def _buckets(self, ctx: RequestContext, group: str) -> tuple[list[Bucket], dict[str, str]]:
+    def _plan(self, ctx: RequestContext, group: str) -> _Plan:
+        """The request's buckets, from ``_plans`` when the same inputs were planned before.
+
+        What decides them: the decision's quotas and licence budget, the ownership group, the
+        principal's tenant and entity (``per``) and the compute amounts. Requests repeat these
+        (one tenant, the same few job shapes), and building the buckets, their keys and metric
+        children again costs more than the lookup. Bounded like the other caches
+        (``gatekeeper.memo``; long ids are not kept); the plans belong to this stage, so a reload
+        starts afresh.
+        """
+        principal = ctx.maybe("principal")
+        compute = ctx.maybe("compute")
+        lic = _license_budget(ctx)
+        tenant = principal.tenant if principal is not None else None
+        entity = principal.entity if principal is not None else None
+        amounts = None if compute is None else (compute.tpp_hours, compute.gpu_hours)
+        key = (ctx.decision.quotas, lic, group, tenant, entity, amounts)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._build_plan(ctx, group, lic)
+            size = len(group) + len(tenant or "") + len(entity or "") + len(lic[0] if lic else "")
+            remember(self._plans, key, plan, size, _PLAN_KEY_TEXT)
+        return plan
+
+    def _build_plan(self, ctx: RequestContext, group: str, lic: tuple[str, float] | None) -> _Plan:
         decision = ctx.decision
         compute = ctx.maybe("compute")
         buckets: list[Bucket] = []
@@ -131,7 +171,6 @@ class QuotaStage:
                 )
             )
             units[qname] = qdef.unit
-        lic = _license_budget(ctx)
         if lic is not None and compute is not None:
             lic_id, limit = lic
             amount = _checked(compute.tpp_hours)
@@ -146,12 +185,16 @@ class QuotaStage:
                 )
             )
             units[name] = "tpp_hours"
-        return buckets, units
+        consumed = tuple(
+            (metrics.buffered(metrics.QUOTA_CONSUMED, _label(b.quota), units[b.quota]), b.amount)
+            for b in buckets
+        )
+        return _Plan(tuple(buckets), units, consumed)
 
     def _exhausted(
         self,
         ctx: RequestContext,
-        buckets: list[Bucket],
+        buckets: Sequence[Bucket],
         units: dict[str, str],
         result: ConsumeResult,
     ) -> None:
@@ -320,7 +363,7 @@ def _license_budget(ctx: RequestContext) -> tuple[str, float] | None:
     return None
 
 
-def _tightest(buckets: list[Bucket], result: ConsumeResult) -> Bucket:
+def _tightest(buckets: Sequence[Bucket], result: ConsumeResult) -> Bucket:
     """The bucket closest to exhaustion: the one the audit record and decision report."""
 
     def left(b: Bucket) -> float:

@@ -337,3 +337,47 @@ def test_redis_store_uses_hiredis_and_bounded_timeouts(private_redis: object) ->
     kwargs = store.client.connection_pool.connection_kwargs  # type: ignore[union-attr]
     assert kwargs.get("parser_class", DefaultParser) is _AsyncHiredisParser
     assert kwargs["socket_timeout"] == 0.25 and kwargs["socket_connect_timeout"] == 0.25
+
+
+def _lic(lic_id: str, max_tpp_hours: float) -> License:
+    return License(lic_id, ("3A090.a",), ("SG",), None, max_tpp_hours)
+
+
+# One input of the bucket plan changed at a time, against the same baseline request.
+_PLAN_VARIANTS: list[dict[str, object]] = [
+    {},
+    {"tenant": "other-tenant"},
+    {"entity": "other-entity", "tenant": "acme-sg"},  # the same tenant: only the entity differs
+    {"parent": "other-group"},
+    {"tpp_hours": 30.0},
+    {"gpu_hours": 20.0},
+    {"tpp_hours": None},
+    {"quotas": ("foreign-monthly",)},
+    {"quotas": ("entity-requests", "tenant-daily")},
+    {"license": "LIC-1", "licenses": (_lic("LIC-1", 500.0),)},
+    {"license": "LIC-1", "licenses": (_lic("LIC-1", 900.0),)},
+    {"license": "LIC-2", "licenses": (_lic("LIC-2", 500.0),)},
+]
+
+
+@pytest.mark.parametrize("first", range(len(_PLAN_VARIANTS)))
+async def test_remembered_plans_never_mix_up_requests(first: int) -> None:
+    """Each variant draws what a fresh stage would draw, whatever request came before it."""
+
+    def ctx(variant: dict[str, object]) -> RequestContext:
+        base: dict[str, object] = {"quotas": ("foreign-monthly", "tenant-daily", "entity-requests")}
+        return make_ctx(**{**base, **variant})  # type: ignore[arg-type]
+
+    async def drawn(stage: QuotaStage, variant: dict[str, object]) -> object:
+        c = ctx(variant)
+        await stage.run(c)
+        res = c.quota.reservation
+        assert res is not None
+        return (res.group, sorted((i.quota, i.key, i.amount) for i in res.items))
+
+    for second in _PLAN_VARIANTS:
+        fresh = await drawn(QuotaStage(make_store("memory", None), QUOTAS, clock=Clock()), second)
+        stage = QuotaStage(make_store("memory", None), QUOTAS, clock=Clock())
+        await drawn(stage, _PLAN_VARIANTS[first])
+        assert await drawn(stage, second) == fresh, (_PLAN_VARIANTS[first], second)
+    assert len(stage._plans) == 2 - (_PLAN_VARIANTS[first] == _PLAN_VARIANTS[-1])
