@@ -11,9 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gatekeeper.ports import free_port
-
-__all__ = ["free_port"]
+from gatekeeper.ports import free_port as free_port  # re-exported: tests import it from here
 
 
 def free_cluster_port() -> int:

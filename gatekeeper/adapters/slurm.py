@@ -613,6 +613,8 @@ _DECIDING_FIELDS = frozenset(
     }
 )
 _KEY_TEXT = 512  # characters of field text a cached key may hold
+_KEY_GPU_SPECS = 8  # GPU specs a script's shape may hold and still be cached
+_SCRIPT: Any = object()  # in a cache key: what follows is the script's shape (never a field name)
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _measured: dict[tuple[Any, ...], ComputeRequest] = {}
 
@@ -675,14 +677,12 @@ def _measure_afresh(
     return combine([_part(_merge(_shape_from_body(job), script), route, catalog)], route, catalog)
 
 
-_SCRIPT: Any = object()  # in a cache key: what follows is the script's shape (never a field name)
-
-
 def _shape_key(shape: JobShape) -> tuple[Any, ...] | None:
     """A script's shape as a flat tuple of (type, value) pairs: hashable, and exact about types
     (the parser's ``2`` and ``2.0`` must not share a measurement); ``None`` when it is too big to
     keep (many GPU options, a long partition list)."""
-    if len(shape.partition or "") > _KEY_TEXT or sum(map(len, shape.gpus.values())) > 8:
+    n_specs = sum(map(len, shape.gpus.values()))
+    if len(shape.partition or "") > _KEY_TEXT or n_specs > _KEY_GPU_SPECS:
         return None
     key: list[Any] = []
     for unit, specs in shape.gpus.items():
