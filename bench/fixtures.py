@@ -257,6 +257,25 @@ http {{
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path, cfg
 
+    def bench_gate_config(
+        self,
+        name: str,
+        *,
+        workers: int,
+        registry_size: int,
+        sets: list[str] | None = None,
+        nginx_workers: int = 1,
+    ) -> tuple[Path, dict[str, Any]]:
+        """nginx, a private Redis and the bench inputs started; the gate's config written
+        (with ``--set`` overrides applied), not yet the gate itself."""
+        self.start_nginx(workers=nginx_workers)
+        redis_url = self.start_redis()
+        inputs = self.prepare_gate_inputs(registry_size)
+        path, cfg = self.gate_config(name, inputs, workers=workers, redis_url=redis_url)
+        apply_sets(cfg, sets or [])
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path, cfg
+
     def start_gate(self, name: str, path: Path, cfg: dict[str, Any]) -> subprocess.Popen[bytes]:
         return self.start_gate_with([sys.executable], name, path, cfg)
 

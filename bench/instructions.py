@@ -34,14 +34,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import yaml
 from fixtures import (
     CLIENT_IP,
     READ_PATH,
     SUBMIT_PATH,
     Stack,
     add_set_option,
-    apply_sets,
     job_body,
 )
 
@@ -86,12 +84,7 @@ def main() -> int:
         tmp = Path(tmpdir)
         stack = Stack(tmp)
         try:
-            stack.start_nginx(workers=1)
-            redis_url = stack.start_redis()
-            inputs = stack.prepare_gate_inputs(0)
-            path, cfg = stack.gate_config("gate", inputs, workers=1, redis_url=redis_url)
-            apply_sets(cfg, args.set)
-            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+            path, cfg = stack.bench_gate_config("gate", workers=1, registry_size=0, sets=args.set)
             out = tmp / "callgrind.out"
             # The venv's Python (a symlink to the binary, not a shim script: callgrind measures
             # the first program it starts), so that the venv's site-packages are found.

@@ -74,10 +74,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gk-stage-") as tmp:
         stack = Stack(Path(tmp))
         try:
-            stack.start_nginx(workers=1)
-            redis_url = stack.start_redis()
-            inputs = stack.prepare_gate_inputs(args.registry_size)
-            path, cfg = stack.gate_config("stages", inputs, workers=1, redis_url=redis_url)
+            path, cfg = stack.bench_gate_config(
+                "stages", workers=1, registry_size=args.registry_size
+            )
             stack.start_gate("stages", path, cfg)
             url = f"http://127.0.0.1:{cfg['listen']['port']}"
             admin = f"http://127.0.0.1:{cfg['admin']['port']}"

@@ -32,6 +32,12 @@ verify refuses to start (``ConfigError``) rather than extend a tampered chain. A
 last complete record, and ``audit verify`` lists the torn line. Chains are per replica: with
 ``workers > 1`` each process must get its own file (``files.per_replica_path``) and replica name.
 
+Timing (per group commit, on ``/metrics``): ``gatekeeper_audit_commit_seconds`` from taking the
+batch to every required sink holding it, ``gatekeeper_audit_write_seconds{sink}`` each sink's
+share as the event loop waits for it (for the file sink: thread hand-off, write and fsync: the
+disk's part), and ``gatekeeper_audit_batch_records``, the lines per commit (how well group commit
+works). Every decision record waits for one commit, so a slow disk shows here first.
+
 Memory is bounded: more than ``max_pending`` queued records make ``append`` fail fast with 503.
 """
 
@@ -374,12 +380,16 @@ class AuditLog:
         return lines, records, seq, head
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        clock = time.perf_counter
+        started = clock()
         lines, records, seq, head = self._chain(batch)
         written: list[Sink] = []
         failure: str | None = None
         for sink in self.sinks:
+            t0 = clock()
             try:
                 await sink.write(lines)
+                metrics.buffered(metrics.AUDIT_WRITE_SECONDS, sink.kind).observe(clock() - t0)
             except SinkError as exc:
                 metrics.AUDIT_ERRORS.labels(sink=sink.kind).inc()
                 log.error("audit: %s sink failed: %s", sink.kind, exc)
@@ -395,6 +405,8 @@ class AuditLog:
             return
         for sink in written:
             _records_counter(sink.kind).inc(len(records))
+        metrics.buffered(metrics.AUDIT_COMMIT_SECONDS).observe(clock() - started)
+        metrics.buffered(metrics.AUDIT_BATCH_RECORDS).observe(len(records))
         self.seq, self.head = seq, head
         if not self._healthy:
             log.warning("audit: sinks recovered at seq %d", seq)
