@@ -63,6 +63,32 @@ async def test_two_workers_share_the_port(tmp_path: Path, upstream: Upstream) ->
                 total += float(line.rsplit(" ", 1)[1])
         assert total == 200
 
+        # The audit commit histograms add up too: every line in both files (decision records
+        # and outcome lines) was counted by the commit that wrote it. The last commits (outcome
+        # lines) are flushed to the shared metrics by the workers' periodic flush: poll for it.
+        lines = sum(
+            1
+            for i in (0, 1)
+            for line in (tmp_path / f"audit.w{i}.jsonl").read_text().splitlines()
+            if json.loads(line).get("type") != "seal"
+        )
+        assert lines == 400  # 200 decision records and 200 outcome lines
+        deadline = time.monotonic() + 10
+        while True:
+            async with aiohttp.ClientSession() as s:
+                async with s.get(gate.admin_url + "/metrics") as r:
+                    audit = _samples(await r.text(), "gatekeeper_audit_")
+            if audit.get("gatekeeper_audit_batch_records_sum") == lines:
+                break
+            assert time.monotonic() < deadline, audit
+            time.sleep(0.2)
+        commits = audit["gatekeeper_audit_commit_seconds_count"]
+        assert 2 <= commits <= lines  # at least one commit per worker; grouped when concurrent
+        assert audit["gatekeeper_audit_batch_records_count"] == commits
+        assert audit["gatekeeper_audit_fsync_seconds_count"] == commits
+        assert audit['gatekeeper_audit_write_seconds_count{sink="file"}'] == commits
+        assert audit["gatekeeper_audit_commit_seconds_sum"] > 0
+
         # SIGHUP to the supervisor reloads every worker.
         gate.signal(signal.SIGHUP)
         time.sleep(1.5)
@@ -77,6 +103,16 @@ async def test_two_workers_share_the_port(tmp_path: Path, upstream: Upstream) ->
         assert reloads == 2
     finally:
         assert gate.stop() == 0
+
+
+def _samples(text: str, prefix: str) -> dict[str, float]:
+    """Exposition samples whose name starts with ``prefix``: ``name{labels}`` -> value."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
 
 
 def _workers_of(gate: Gate) -> list[int]:
