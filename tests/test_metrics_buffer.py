@@ -1,12 +1,16 @@
-"""Buffered metric children (``metrics.buffered``) expose exactly what direct updates would."""
+"""Buffered metric children (``metrics.buffered``) expose exactly what direct updates would, and
+``metrics.Flusher`` moves them to the shared metrics on time."""
 
 from __future__ import annotations
+
+import asyncio
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from gatekeeper.metrics import BufferedCounter, BufferedHistogram
+from gatekeeper import metrics
+from gatekeeper.metrics import BufferedCounter, BufferedHistogram, Flusher
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
 # Values on the bounds themselves too: a bound belongs to its own bucket (le = less or equal).
@@ -53,3 +57,54 @@ def test_a_buffered_counter_flushes_its_sum_once() -> None:
     buffered.flush()
     buffered.flush()
     assert registry.get_sample_value("c_total") == 3.5
+
+
+def _counted() -> tuple[BufferedCounter, CollectorRegistry]:
+    """A counter of its own registry, buffered like the gate's (``metrics.flush`` moves it)."""
+    registry = CollectorRegistry()
+    buffered: BufferedCounter = metrics.buffered(Counter("c", "c", registry=registry))
+    return buffered, registry
+
+
+async def test_idle_flushes_at_once_then_at_most_once_per_interval() -> None:
+    buffered, registry = _counted()
+    gauge_sets: list[int] = []
+    flusher = Flusher(lambda: gauge_sets.append(1), every_s=60, idle_every_s=0.2)
+    try:
+        buffered.inc()
+        flusher.idle()  # first idle moment: flushed at once
+        assert registry.get_sample_value("c_total") == 1 and flusher.flushes == 1
+        for _ in range(5):  # idle again and again within the interval: one deferred flush
+            buffered.inc()
+            flusher.idle()
+        assert registry.get_sample_value("c_total") == 1 and flusher.flushes == 1
+        await asyncio.sleep(0.35)
+        assert registry.get_sample_value("c_total") == 6
+        assert flusher.flushes == len(gauge_sets) == 2  # the gauge is set before every flush
+        await asyncio.sleep(0.05)
+        buffered.inc()
+        flusher.idle()  # the interval has passed: at once again
+        assert registry.get_sample_value("c_total") == 7 and flusher.flushes == 3
+    finally:
+        flusher.close()
+
+
+async def test_busy_flushes_periodically_and_close_stops_the_timers() -> None:
+    buffered, registry = _counted()
+    flusher = Flusher(lambda: None, every_s=0.1, idle_every_s=60)
+    try:
+        buffered.inc()
+        flusher.busy()
+        flusher.busy()  # one timer, however many requests start
+        await asyncio.sleep(0.35)
+        assert 2 <= flusher.flushes <= 4
+        assert registry.get_sample_value("c_total") == 1
+        flusher.idle()  # flushed at 0.3 s at the latest, and idle_every_s is long: deferred
+        flusher.close()  # cancels both timers and flushes once
+        after_close = flusher.flushes
+        buffered.inc()
+        await asyncio.sleep(0.25)
+        assert flusher.flushes == after_close  # no timer left running
+        assert registry.get_sample_value("c_total") == 1
+    finally:
+        flusher.close()

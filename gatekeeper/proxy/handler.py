@@ -43,9 +43,10 @@ log = logging.getLogger("gatekeeper.proxy")
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
-# Per-request metric updates go to in-process buffers (``metrics.buffered``), flushed to the real
-# metrics when the handler goes idle and every ``metrics.FLUSH_EVERY_S`` under load: with
-# workers > 1 each direct update would write a shared mmap file (~10% of the CPU per request).
+# Per-request metric updates go to in-process buffers (``metrics.buffered``), moved to the real
+# metrics by ``metrics.Flusher`` (when the handler goes idle, at most once per IDLE_FLUSH_S, and
+# every FLUSH_EVERY_S under load): with workers > 1 each direct update would write a shared mmap
+# file (~10% of the CPU per request).
 _child = metrics.buffered
 
 
@@ -63,35 +64,23 @@ class GateHandler:
         # client dribbling a byte at a time holds the request open forever (slow-body slowloris).
         self.body_timeout = cfg.limits.body_timeout_s
         self.in_flight = 0
-        self._flusher: asyncio.TimerHandle | None = None
+        self.flusher = metrics.Flusher(self._set_in_flight_gauge)
         self._upstream_hosts = {r.name: _host_of(r.upstream) for r in cfg.routes}
 
     # ----------------------------------------------------------------------------------- entry
 
     async def __call__(self, request: GateRequest, responder: Responder) -> None:
         self.in_flight += 1
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().call_later(
-                metrics.FLUSH_EVERY_S, self._periodic_flush
-            )
+        self.flusher.busy()
         try:
             await self._handle(request, responder)
         finally:
             self.in_flight -= 1
             if not self.in_flight:
-                # Idle: this response's metrics are in the shared registry before it is sent.
-                self.flush_metrics()
+                self.flusher.idle()
 
-    def flush_metrics(self) -> None:
-        """Buffered metric updates and the in-flight gauge to the real (shared) metrics."""
+    def _set_in_flight_gauge(self) -> None:
         metrics.IN_FLIGHT.set(self.in_flight)
-        metrics.flush()
-
-    def _periodic_flush(self) -> None:
-        self.flush_metrics()
-        self._flusher = asyncio.get_running_loop().call_later(
-            metrics.FLUSH_EVERY_S, self._periodic_flush
-        )
 
     async def _handle(self, request: GateRequest, responder: Responder) -> None:
         started = time.perf_counter()
@@ -398,10 +387,7 @@ class GateHandler:
         """After the server drained its requests: stop the metric flusher, flush the rest.
 
         (``AuditLog.close()`` writes the queued outcome lines.)"""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
-        self.flush_metrics()
+        self.flusher.close()
 
 
 def _host_of(url: str) -> str:
