@@ -21,6 +21,7 @@ import sys
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -59,25 +60,24 @@ def _labels(text: str) -> dict[str, str]:
 
 
 def histogram(delta: Samples, name: str, **match: str) -> tuple[int, float, float, float]:
-    """Count, mean, p50 and p99 of one histogram series over the round (seconds)."""
+    """Count, mean, p50 and p99 over the round (seconds) of every series of ``name`` whose labels
+    include ``match``, summed as Prometheus' ``sum by (le)`` would (e.g. all routes)."""
     count = total = 0.0
-    buckets: list[tuple[float, float]] = []
+    cumulative: dict[float, float] = {}
     for (sample, text), value in delta.items():
         labels = _labels(text)
         if any(labels.get(k) != v for k, v in match.items()):
             continue
         if sample == f"{name}_count":
-            count = value
+            count += value
         elif sample == f"{name}_sum":
-            total = value
+            total += value
         elif sample == f"{name}_bucket":
-            buckets.append((float(labels["le"]), value))
-    buckets.sort()
-    return (
-        int(count),
-        (total / count if count else 0.0),
-        *(quantile(q, buckets) for q in (0.5, 0.99)),
-    )
+            le = float(labels["le"])
+            cumulative[le] = cumulative.get(le, 0.0) + value
+    buckets = sorted(cumulative.items())
+    p50, p99 = (quantile(q, buckets) for q in (0.5, 0.99))
+    return int(count), (total / count if count else 0.0), p50, p99
 
 
 def quantile(q: float, buckets: list[tuple[float, float]]) -> float:
@@ -98,28 +98,55 @@ def quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return lower_bound
 
 
-def budget(before: Samples, after: Samples) -> str:
+# (title, histogram, labels) of the gate's own time, in the order a request meets them.
+BUDGET_PARTS = (
+    ("decision (authn to durable record)", "gatekeeper_decision_seconds", {}),
+    ("audit group commit", "gatekeeper_audit_commit_seconds", {}),
+    ("audit file write, as the loop waits", "gatekeeper_audit_write_seconds", {"sink": "file"}),
+    ("  of which write + fsync (its thread)", "gatekeeper_audit_fsync_seconds", {}),
+    ("upstream (to the answer's end)", "gatekeeper_upstream_seconds", {}),
+)
+
+
+def budget_figures(before: Samples, after: Samples) -> dict[str, Any]:
+    """The gate's own latency budget between two scrapes: µs per stage and per part, lines/commit."""
     delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
     stages = sorted({_labels(t)["stage"] for (s, t) in delta if s.endswith("stage_seconds_count")})
     us = 1e6
-    parts = []
-    for stage in stages:
-        _, mean, _, _ = histogram(delta, "gatekeeper_stage_seconds", stage=stage)
-        parts.append(f"{stage} {mean * us:.0f}")
-    lines = ["  stages (mean µs): " + ", ".join(parts)]
-    for title, name, match in (
-        ("decision (authn to durable record)", "gatekeeper_decision_seconds", {}),
-        ("audit group commit", "gatekeeper_audit_commit_seconds", {}),
-        ("audit file write, as the loop waits", "gatekeeper_audit_write_seconds", {"sink": "file"}),
-        ("  of which write + fsync (its thread)", "gatekeeper_audit_fsync_seconds", {}),
-        ("upstream (to the answer's end)", "gatekeeper_upstream_seconds", {}),
-    ):
+    out: dict[str, Any] = {
+        "stage_mean_us": {
+            stage: round(histogram(delta, "gatekeeper_stage_seconds", stage=stage)[1] * us, 1)
+            for stage in stages
+        }
+    }
+    for title, name, match in BUDGET_PARTS:
         n, mean, p50, p99 = histogram(delta, name, **match)
-        lines.append(
-            f"  {title:38s} mean {mean * us:6.0f} µs  p50 {p50 * us:6.0f}  p99 {p99 * us:6.0f}  (n={n})"
-        )
+        out[title.strip()] = {
+            "n": n,
+            "mean_us": round(mean * us),
+            "p50_us": round(p50 * us),
+            "p99_us": round(p99 * us),
+        }
     n, mean, _, _ = histogram(delta, "gatekeeper_audit_batch_records")
-    lines.append(f"  lines per group commit: {mean:.2f} ({n} commits)")
+    out["lines_per_commit"] = round(mean, 2)
+    out["commits"] = n
+    return out
+
+
+def budget(before: Samples, after: Samples) -> str:
+    """``budget_figures`` as indented text lines."""
+    fig = budget_figures(before, after)
+    stages = ", ".join(f"{k} {v:.0f}" for k, v in fig["stage_mean_us"].items())
+    lines = [f"  stages (mean µs): {stages}"]
+    for title, _, _ in BUDGET_PARTS:
+        f = fig[title.strip()]
+        lines.append(
+            f"  {title:38s} mean {f['mean_us']:6.0f} µs  p50 {f['p50_us']:6.0f}  "
+            f"p99 {f['p99_us']:6.0f}  (n={f['n']})"
+        )
+    lines.append(
+        f"  lines per group commit: {fig['lines_per_commit']:.2f} ({fig['commits']} commits)"
+    )
     return "\n".join(lines)
 
 

@@ -52,6 +52,7 @@ from fixtures import (
     result_stem,
     tree_pids,
 )
+from latency_budget import BUDGET_PARTS, budget_figures, scrape
 
 LUA_DONE = r"""
 done = function(summary, latency, requests)
@@ -141,6 +142,7 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
 
     targets: list[tuple[str, str, Path]] = []  # name, url, script
     pids: dict[str, int] = {}  # the Python proxy under test, for CPU per request
+    admins: dict[str, int] = {}  # a gate target's admin port: its own latency budget
     targets.append(("direct", f"{stack.upstream_url}{SUBMIT_PATH}", post))
     targets.append(("nginx", f"http://127.0.0.1:{stack.nginx_proxy_port}{SUBMIT_PATH}", post))
     for w in (1, 2):
@@ -158,6 +160,7 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
             apply_sets(cfg, args.set)
             path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         pids[f"gate-w{w}"] = pids[f"read-w{w}"] = stack.start_gate(name, path, cfg).pid
+        admins[f"gate-w{w}"] = admins[f"read-w{w}"] = int(cfg["admin"]["port"])
         base = f"http://127.0.0.1:{cfg['listen']['port']}"
         if want(f"gate-w{w}"):
             targets.append((f"gate-w{w}", base + SUBMIT_PATH, post))
@@ -221,7 +224,7 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
             if values:
                 summary[name][per_request] = med(values)
 
-    fixed = _fixed_rate(args, targets, body, headers)
+    fixed = _fixed_rate(args, targets, body, headers, admins)
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": machine(),
@@ -252,9 +255,14 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
 
 
 def _fixed_rate(
-    args: argparse.Namespace, targets: list[tuple[str, str, Path]], body: bytes, headers: list[str]
+    args: argparse.Namespace,
+    targets: list[tuple[str, str, Path]],
+    body: bytes,
+    headers: list[str],
+    admins: dict[str, int],
 ) -> dict[str, Any]:
-    """Open-loop pass at ``args.rate`` req/s; added latency of every target over direct."""
+    """Open-loop pass at ``args.rate`` req/s; added latency of every target over direct, and
+    each gate's own budget over the measured run (``latency_budget.budget_figures``)."""
     import uvloop
 
     out: dict[str, Any] = {}
@@ -267,12 +275,15 @@ def _fixed_rate(
         uvloop.run(
             openloop.run(url, rate=args.rate, duration_s=1, method=method, body=b, headers=h)
         )
+        before = scrape(admins[name]) if name in admins else None
         res = uvloop.run(
             openloop.run(
                 url, rate=args.rate, duration_s=args.rate_duration, method=method, body=b, headers=h
             )
         )
         out[name] = res.summary()
+        if before is not None:
+            out[name]["gate_budget"] = budget_figures(before, scrape(admins[name]))
         s = out[name]["from_scheduled_ms"]
         print(
             f"fixed {args.rate:g}/s {name:10s} p50 {s['p50']:.3f} ms  p99 {s['p99']:.3f} ms"
@@ -372,6 +383,23 @@ def render(res: dict[str, Any]) -> str:
                 f"| {name} | {p['p50']:.3f} | {p['p99']:.3f} | {p['p99.9']:.3f} | "
                 f"{a.get('p50', 0):.3f} | {a.get('p99', 0):.3f} | {a.get('p99.9', 0):.3f} | "
                 f"{v['errors']} | {v['statuses']} |"
+            )
+    budgets = {name: v["gate_budget"] for name, v in (fixed or {}).items() if "gate_budget" in v}
+    if budgets:
+        lines += [
+            "",
+            "The gates' own time in that pass, from their /metrics (means, µs; "
+            "bench/latency_budget.py explains each part):",
+            "",
+            "| target | stages | decision | audit commit | file write (loop) | write + fsync "
+            "(thread) | upstream | lines/commit |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, b in budgets.items():
+            parts = " | ".join(f"{b[t.strip()]['mean_us']:.0f}" for t, _, _ in BUDGET_PARTS)
+            lines.append(
+                f"| {name} | {sum(b['stage_mean_us'].values()):.0f} | {parts} | "
+                f"{b['lines_per_commit']:.2f} |"
             )
     lines += ["", f"Elapsed: {res['elapsed_s']} s.", ""]
     return "\n".join(lines)
