@@ -34,8 +34,9 @@ last complete record, and ``audit verify`` lists the torn line. Chains are per r
 
 Timing (per group commit, on ``/metrics``): ``gatekeeper_audit_commit_seconds`` from taking the
 batch to every required sink holding it, ``gatekeeper_audit_write_seconds{sink}`` each sink's
-share as the event loop waits for it (for the file sink: thread hand-off, write and fsync: the
-disk's part), and ``gatekeeper_audit_batch_records``, the lines per commit (how well group commit
+share as the event loop waits for it (for the file sink: thread hand-off, write and fsync),
+``gatekeeper_audit_fsync_seconds`` the file's write + fsync timed on its own thread (the disk's
+part), and ``gatekeeper_audit_batch_records``, the lines per commit (how well group commit
 works). Every decision record waits for one commit, so a slow disk shows here first.
 
 Memory is bounded: more than ``max_pending`` queued records make ``append`` fail fast with 503.

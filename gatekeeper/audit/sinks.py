@@ -148,7 +148,6 @@ class FileSink:
         self._prev_size = 0  # ... and of the one before (for rollback)
         self._dirty = False  # bytes after _size may exist (failed or rolled-back write)
         self.batches = 0  # successful write(+fsync) calls: the group-commit count
-        self.last_write_s = 0.0  # the last successful write(+fsync), timed on the sink's thread
         self._worker = _Worker("gk-audit-file")
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -194,16 +193,17 @@ class FileSink:
 
     async def write(self, lines: Sequence[bytes]) -> None:
         try:
-            await self._run(self._timed_write_sync, b"".join(lines))
+            seconds = await self._run(self._timed_write_sync, b"".join(lines))
         except OSError as exc:
             raise SinkError(f"{self.path}: {exc.strerror or exc}") from exc
         # Observed here, on the event loop: the buffered histogram is not for other threads.
-        metrics.buffered(metrics.AUDIT_FSYNC_SECONDS).observe(self.last_write_s)
+        metrics.buffered(metrics.AUDIT_FSYNC_SECONDS).observe(seconds)
 
-    def _timed_write_sync(self, data: bytes) -> None:
+    def _timed_write_sync(self, data: bytes) -> float:
+        """``_write_sync``, and how long it took on this thread (the disk's part of a commit)."""
         started = time.perf_counter()
         self._write_sync(data)
-        self.last_write_s = time.perf_counter() - started
+        return time.perf_counter() - started
 
     def _write_sync(self, data: bytes) -> None:
         self._open_sync()
