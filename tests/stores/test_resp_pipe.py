@@ -169,7 +169,12 @@ async def test_store_on_a_silent_server_fails_within_the_timeout(silent: FakeRed
         )
         for elapsed, exc in results:
             assert isinstance(exc, DependencyError) and exc.reason == "store-unavailable"
-            assert exc.detail == "quota store: TimeoutError"
+            # The first caller to time out resets the shared connection; a caller whose own
+            # timer had not fired yet in that loop iteration fails with the reset instead.
+            assert exc.detail in (
+                "quota store: TimeoutError",
+                "quota store: ConnectionError: quota store call abandoned",
+            ), exc.detail
             assert elapsed < TIMEOUT + SLACK
         # connected now (the connect itself succeeded): the next call takes the timer-less path
         await store._pipe._connect()
