@@ -6,7 +6,8 @@ What a careful naive proxy does and nothing more: uvloop, aiohttp's low-level se
 no access log), one pooled ``ClientSession`` (unlimited keep-alive pool), hop-by-hop headers
 dropped, the request body streamed up, a small response with a known length sent in one write and
 anything else streamed back. ``--workers N`` forks N processes sharing the port (SO_REUSEPORT),
-the same model as gatekeeper's ``workers: N``. ``bench/run`` measures gatekeeper against it.
+the same model as gatekeeper's ``workers: N`` (``--cpu-affinity auto`` pins them as its
+``worker_cpu_affinity: auto`` does). ``bench/run`` measures gatekeeper against it.
 """
 
 from __future__ import annotations
@@ -114,14 +115,22 @@ def main() -> int:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument(
+        "--cpu-affinity", choices=("none", "auto"), default="none",
+        help="auto: process i on the i-th allowed CPU, as gatekeeper's worker_cpu_affinity",
+    )  # fmt: skip
     args = ap.parse_args()
     children: list[int] = []
-    for _ in range(args.workers - 1):
+    index = 0
+    for i in range(1, args.workers):
         pid = os.fork()
         if pid == 0:
-            children = []
+            children, index = [], i
             break
         children.append(pid)
+    if args.cpu_affinity == "auto":
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[index % len(cpus)]})
     sock = _listen(args.port)  # one SO_REUSEPORT socket per process, like gatekeeper's workers
     try:
         uvloop.run(serve(args.port, args.upstream, sock))

@@ -161,11 +161,12 @@ http {{
         return self.redis.url
 
     # ---------------------------------------------------------------- bare proxy
-    def start_bare(self, workers: int) -> int:
+    def start_bare(self, workers: int, *, cpu_affinity: str = "none") -> int:
         port = free_port()
         self._spawn(
             [sys.executable, str(ROOT / "bench" / "bare_proxy.py"), "--port", str(port),
-             "--upstream", self.upstream_url, "--workers", str(workers)],
+             "--upstream", self.upstream_url, "--workers", str(workers),
+             "--cpu-affinity", cpu_affinity],
             f"bare-w{workers}",
         )  # fmt: skip
         wait_port(port)
@@ -385,20 +386,34 @@ def machine_busy_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+SWITCH_KEYS = ("main_voluntary", "main_involuntary", "others_voluntary", "others_involuntary")
+
+
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of a process's main thread ("main") and of its other threads ("others"), and
-    of all of them in user space ("user") and in the kernel ("system")."""
-    out = {"main": 0.0, "others": 0.0, "user": 0.0, "system": 0.0}
+    of all of them in user space ("user") and in the kernel ("system"); their context switches
+    (``SWITCH_KEYS``: a voluntary one is a wait, an involuntary one a preemption) and the seconds
+    they were runnable but waited for a CPU ("runqueue", from schedstat)."""
+    out = dict.fromkeys(("main", "others", "user", "system", "runqueue", *SWITCH_KEYS), 0.0)
     hz = os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (task / "status").read_text()
+            schedstat = (task / "schedstat").read_text().split()
         except OSError:
             continue
         user, system = int(fields[11]) / hz, int(fields[12]) / hz
-        out["main" if task.name == str(pid) else "others"] += user + system
+        who = "main" if task.name == str(pid) else "others"
+        out[who] += user + system
         out["user"] += user
         out["system"] += system
+        out["runqueue"] += int(schedstat[1]) / 1e9
+        for line in status.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                out[f"{who}_voluntary"] += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                out[f"{who}_involuntary"] += int(line.split()[1])
     return out
 
 

@@ -11,6 +11,8 @@ Targets (every one gets the same request: POST of a Slurm job with a bearer toke
   nginx         wrk -> nginx proxy_pass (keep-alive pool) -> upstream
   bare-w1/-w2   wrk -> bench/bare_proxy.py (1 / 2 processes) -> upstream
   gate-w1/-w2   wrk -> gatekeeper, full allow path (bench/fixtures.py), workers 1 / 2
+                (every -w2 target, bare proxy included, pins each process to a CPU of its own:
+                ``worker_cpu_affinity: auto``)
   read-w1/-w2   wrk -> gatekeeper, read route (adapter: none, GET): authn, ownership, geo, policy
   buffered-w2   wrk -> gatekeeper as gate-w2 with ``audit.durability: buffered`` (no fsync): what
                 the durable group commit costs, measured in the same run
@@ -140,6 +142,11 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
     post = lua_script(tmp, "post", "POST", headers, body)
     get = lua_script(tmp, "get", "GET", headers[:2], b"")
 
+    def affinity(workers: int) -> str:
+        # The two-process targets, bare proxy and gates alike, pin each process to a CPU of its
+        # own (worker_cpu_affinity: auto; bare_proxy.py --cpu-affinity auto); one process floats.
+        return "auto" if workers > 1 else "none"
+
     targets: list[tuple[str, str, Path]] = []  # name, url, script
     pids: dict[str, int] = {}  # the Python proxy under test, for CPU per request
     admins: dict[str, int] = {}  # a gate target's admin port: its own latency budget
@@ -147,7 +154,7 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
     targets.append(("nginx", f"http://127.0.0.1:{stack.nginx_proxy_port}{SUBMIT_PATH}", post))
     for w in (1, 2):
         if want(f"bare-w{w}"):
-            port = stack.start_bare(w)
+            port = stack.start_bare(w, cpu_affinity=affinity(w))
             pids[f"bare-w{w}"] = stack.procs[-1].pid
             targets.append((f"bare-w{w}", f"http://127.0.0.1:{port}{SUBMIT_PATH}", post))
     for w in (1, 2):
@@ -156,9 +163,8 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
         name = f"gate-w{w}"
         print(f"bench: starting {name}", flush=True)
         path, cfg = stack.gate_config(name, inputs, workers=w, redis_url=redis_url)
-        if args.set:
-            apply_sets(cfg, args.set)
-            path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        apply_sets(cfg, [f"worker_cpu_affinity={affinity(w)}", *args.set])
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         pids[f"gate-w{w}"] = pids[f"read-w{w}"] = stack.start_gate(name, path, cfg).pid
         admins[f"gate-w{w}"] = admins[f"read-w{w}"] = int(cfg["admin"]["port"])
         base = f"http://127.0.0.1:{cfg['listen']['port']}"
@@ -171,7 +177,7 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
         # gate-w2 against it is what the fsync group commit costs in this run.
         print("bench: starting buffered-w2", flush=True)
         path, cfg = stack.gate_config("buffered-w2", inputs, workers=2, redis_url=redis_url)
-        apply_sets(cfg, [*args.set, "audit.durability=buffered"])
+        apply_sets(cfg, ["worker_cpu_affinity=auto", *args.set, "audit.durability=buffered"])
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         pids["buffered-w2"] = stack.start_gate("buffered-w2", path, cfg).pid
         targets.append(
@@ -341,7 +347,9 @@ def render(res: dict[str, Any]) -> str:
         "entities + the demo registry. Full allow path: RS256 (one token, cached after the first "
         "verification), ownership, geo (X-Forwarded-For from a trusted proxy), Slurm body, US "
         "pack, Redis quota (leases as configured), fsync group-commit audit with seals, "
-        "decision + outcome lines.",
+        "decision + outcome lines. The two-process targets (bare-w2, gate-w2, read-w2, "
+        "buffered-w2) pin each process to a CPU of its own (`worker_cpu_affinity: auto`; the "
+        "bare proxy's `--cpu-affinity auto`); the one-process targets are not pinned.",
         "",
         "Proxy CPU: user + system time of the proxy's processes and threads (not wrk, nginx or "
         "Redis) over the round, per request answered; steadier than req/s on a shared machine. "

@@ -29,6 +29,7 @@ import yaml
 from fixtures import (
     READ_PATH,
     SUBMIT_PATH,
+    SWITCH_KEYS,
     Stack,
     add_set_option,
     apply_sets,
@@ -79,6 +80,10 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--no-spy", action="store_true", help="only measure, do not profile")
+    ap.add_argument(
+        "--cpu-affinity", choices=("none", "auto"), default="none",
+        help="worker_cpu_affinity of the gate (or --cpu-affinity of the bare proxy)",
+    )  # fmt: skip
     add_set_option(ap)
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "gate.speedscope")
     args = ap.parse_args()
@@ -94,13 +99,13 @@ def main() -> int:
             redis_url = stack.start_redis()
             inputs = stack.prepare_gate_inputs(args.registry_size)
             if args.bare:
-                port = stack.start_bare(args.workers)
+                port = stack.start_bare(args.workers, cpu_affinity=args.cpu_affinity)
                 proc = stack.procs[-1]
             else:
                 path, cfg = stack.gate_config(
                     "gate", inputs, workers=args.workers, redis_url=redis_url
                 )
-                apply_sets(cfg, args.set)
+                apply_sets(cfg, [f"worker_cpu_affinity={args.cpu_affinity}", *args.set])
                 path.write_text(yaml.safe_dump(cfg, sort_keys=False))
                 proc = stack.start_gate("gate", path, cfg)
                 port = int(cfg["listen"]["port"])
@@ -149,6 +154,13 @@ def main() -> int:
             print(
                 f"  by thread: main {us['main']:.0f} µs, others {us['others']:.0f} µs; "
                 f"user {us['user']:.0f} µs, system {us['system']:.0f} µs"
+            )
+            sw = {k: per_thread[k] / done for k in SWITCH_KEYS}
+            print(
+                f"  scheduling per request: context switches main {sw['main_voluntary']:.2f} "
+                f"voluntary + {sw['main_involuntary']:.2f} involuntary, other threads "
+                f"{sw['others_voluntary']:.2f} + {sw['others_involuntary']:.2f}; runnable but "
+                f"waiting for a CPU {us['runqueue']:.0f} µs"
             )
             records = seals = 0
             for audit_file in tmp.glob("audit-gate*.jsonl"):

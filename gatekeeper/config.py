@@ -192,6 +192,7 @@ class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     workers: int = 1
+    worker_cpu_affinity: str = "none"  # or "auto": worker i on CPU i (gatekeeper/affinity.py)
     trusted_proxies: tuple[str, ...] = ()
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
@@ -350,6 +351,7 @@ _CHECKS: dict[tuple[type, str], Check] = {
     (TLSConfig, "cert"): _path,
     (TLSConfig, "key"): _path,
     (Config, "workers"): _range(1, 64),
+    (Config, "worker_cpu_affinity"): _choice("none", "auto"),
     (Config, "trusted_proxies"): _each(_cidr),
     (LimitsConfig, "max_body_bytes"): _range(0),
     (LimitsConfig, "header_timeout_s"): _range(0.001),

@@ -22,6 +22,7 @@ import tempfile
 import time
 from typing import TYPE_CHECKING
 
+from .affinity import pin_worker
 from .config import Config, load_config
 from .errors import ConfigError, DependencyError
 
@@ -62,6 +63,10 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     from .runtime import Runtime, default_replica
 
     multi = worker is not None
+    if cfg.worker_cpu_affinity == "auto":
+        # Before the audit thread and the rest start (they inherit it; existing ones move too).
+        cpu = pin_worker(worker or 0)
+        log.info("worker %d on CPU %s (worker_cpu_affinity: auto)", worker or 0, cpu)
     if multi:
         assert worker is not None
         cfg = _worker_audit_paths(cfg, worker)

@@ -216,3 +216,57 @@ def test_workers_drain_and_exit_when_the_supervisor_is_killed(
             if not _gone(pid):
                 os.kill(pid, signal.SIGKILL)
         gate.stop()
+
+
+def _cpus_by_thread(pid: int) -> dict[int, str]:
+    """``Cpus_allowed_list`` of every thread of ``pid``."""
+    out: dict[int, str] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as fh:
+            for line in fh:
+                if line.startswith("Cpus_allowed_list:"):
+                    out[int(tid)] = line.split(":", 1)[1].strip()
+    return out
+
+
+@pytest.mark.parametrize("affinity", ["auto", "none"])
+async def test_worker_cpu_affinity(tmp_path: Path, upstream: Upstream, affinity: str) -> None:
+    """``auto``: worker i and all its threads (the audit file's among them) on the i-th allowed
+    CPU, also after serving; ``none``: every thread may run anywhere it was allowed to."""
+    allowed = sorted(os.sched_getaffinity(0))
+    gate = Gate(
+        tmp_path, base_config(tmp_path, upstream.url, workers=2, worker_cpu_affinity=affinity)
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(_workers_of(gate)) < 2 or not all(
+            (tmp_path / f"audit.w{i}.jsonl").exists() for i in (0, 1)
+        ):
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.1)
+        assert all([await _get_ok(gate.url + f"/pin/{i}") for i in range(20)])
+        cpus_of = {}
+        for pid in _workers_of(gate):
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                env = dict(item.split(b"=", 1) for item in fh.read().split(b"\0") if b"=" in item)
+            cpus_of[int(env[b"GATEKEEPER_WORKER"])] = _cpus_by_thread(pid)
+        assert sorted(cpus_of) == [0, 1]
+        for worker, threads in cpus_of.items():
+            assert len(threads) >= 2  # the event loop and at least the audit file's thread
+            if affinity == "auto":
+                assert set(threads.values()) == {str(allowed[worker % len(allowed)])}, threads
+            else:
+                assert all(len(_expand(v)) == len(allowed) for v in threads.values()), threads
+        supervisor = _cpus_by_thread(gate.proc.pid)
+        assert all(len(_expand(v)) == len(allowed) for v in supervisor.values())
+    finally:
+        assert gate.stop() == 0
+
+
+def _expand(cpu_list: str) -> set[int]:
+    """``0-2,5`` -> {0, 1, 2, 5}."""
+    out: set[int] = set()
+    for part in cpu_list.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
