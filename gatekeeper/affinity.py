@@ -5,12 +5,12 @@ Why. A gate process is an event loop plus the audit file's thread, which takes e
 to the disk and hands it back. Left to the scheduler, the two threads and the process itself move
 between CPUs: the GIL and the commit hand-off then cross cores and each move starts on cold
 caches. Pinned, worker *i* and all its threads stay on one CPU. Measured on the 2-core benchmark
-VM with ``bench/profile_gate.py`` (wrk, nginx and Redis on the same two cores, paired rounds): at
-``workers: 2`` the gate's CPU per request fell from 348/362/385 to 280/313/274 µs and req/s rose
-by 12-38%; at ``workers: 1`` by 8-19%. The bare aiohttp proxy, which has no second thread, gained
-nothing consistent (+11%, -13%, +1%). Below saturation it does not pay: at 500 req/s the pinned
-gate's median latency was 0.1 ms higher (its audit thread can no longer run on the idle CPU), so
-it is a throughput setting.
+VM with ``bench/profile_gate.py --workers 2 --cpu-affinity auto|none`` (wrk, nginx and Redis on
+the same two cores): seven paired rounds, median 5,573 against 4,603 req/s (more in 6 of 7) and
+285 against 337 µs of gate CPU per request; ``workers: 1`` gained 8-19% in three pairs. The bare
+aiohttp proxy, which has no second thread, gained nothing consistent (+11%, -13%, +1%). Below
+saturation it does not pay: at 500 req/s the pinned gate's median latency was 0.1 ms higher (its
+audit thread can no longer run on the idle CPU), so it is a throughput setting.
 
 Which CPU. The CPUs the process may use when it starts (``sched_getaffinity``: a cpuset, a
 ``taskset``), in ascending order; worker *i* takes the (*i* mod *n*)-th. ``workers: 1`` is worker
