@@ -244,6 +244,7 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
         },
         "summary": summary,
         "ratios": _ratios(summary),
+        "paired_ratios": paired_ratios(rounds),
         "rounds": rounds,
         "fixed_rate": fixed,
         "elapsed_s": round(time.time() - started, 1),
@@ -303,6 +304,24 @@ def _fixed_rate(
                 s[f"added_{kind}"] = {
                     p: round(s[kind][p] - base[kind][p], 4) for p in ("p50", "p99", "p99.9")
                 }
+    return out
+
+
+PAIRED = (("gate-w2", "bare-w2"), ("gate-w1", "bare-w1"), ("buffered-w2", "bare-w2"),
+          ("gate-w2", "buffered-w2"))  # fmt: skip
+
+
+def paired_ratios(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Round i of one target over round i of another, for the goal's pairs: the rounds are
+    interleaved, so the two were measured a minute or two apart, and a slow phase of the shared
+    machine hits both. Their median moves less than the ratio of medians when a round of one
+    side lands in such a phase."""
+    out: dict[str, dict[str, Any]] = {}
+    for a, b in PAIRED:
+        pairs = list(zip(rounds.get(a, []), rounds.get(b, []), strict=False))
+        per_round = [round(x["rps"] / y["rps"], 3) for x, y in pairs if y["rps"] > 0]
+        if per_round:
+            out[f"{a}/{b}"] = {"rounds": per_round, "median": round(med(per_round), 3)}
     return out
 
 
@@ -373,6 +392,12 @@ def render(res: dict[str, Any]) -> str:
         )
     lines += ["", "Ratios of medians (same run):", ""]
     lines += [f"- {k}: {v:.3f}" for k, v in res["ratios"].items()]
+    if res.get("paired_ratios"):
+        lines += ["", "Round by round (round i of each; interleaved, so adjacent in time):", ""]
+        lines += [
+            f"- {k}: {', '.join(f'{x:.3f}' for x in v['rounds'])} (median {v['median']:.3f})"
+            for k, v in res["paired_ratios"].items()
+        ]
     fixed = res["fixed_rate"]
     if fixed:
         lines += [
