@@ -129,6 +129,7 @@ def main() -> int:
             break
         children.append(pid)
     if args.cpu_affinity == "auto":
+        # gatekeeper.affinity.cpu_for, written out: the baseline imports nothing of the gate.
         cpus = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpus[index % len(cpus)]})
     sock = _listen(args.port)  # one SO_REUSEPORT socket per process, like gatekeeper's workers

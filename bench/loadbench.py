@@ -177,7 +177,9 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
         # gate-w2 against it is what the fsync group commit costs in this run.
         print("bench: starting buffered-w2", flush=True)
         path, cfg = stack.gate_config("buffered-w2", inputs, workers=2, redis_url=redis_url)
-        apply_sets(cfg, ["worker_cpu_affinity=auto", *args.set, "audit.durability=buffered"])
+        apply_sets(
+            cfg, [f"worker_cpu_affinity={affinity(2)}", *args.set, "audit.durability=buffered"]
+        )
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         pids["buffered-w2"] = stack.start_gate("buffered-w2", path, cfg).pid
         targets.append(
