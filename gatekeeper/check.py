@@ -15,6 +15,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from .context import DENY, Decision, RequestContext, RequestInfo
 from .errors import Deny, DependencyError
+from .pipeline import run_stage
 from .proxy.clientip import ClientIPResolver
 from .proxy.headers import strip_client_headers
 from .proxy.ids import new_decision_id
@@ -99,7 +100,7 @@ async def decide_offline(
             if stage.name == "policy":
                 # Same policy, with the rule trace that live traffic skips for speed.
                 stage = PolicyStage(snapshot.policy, trace=True)
-            await stage.run(ctx)
+            await run_stage(stage, ctx)
     except Deny as deny:
         status = deny.status
         error = deny.reason

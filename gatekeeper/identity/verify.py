@@ -38,6 +38,7 @@ from .. import metrics
 from ..config import IdentityConfig, IssuerConfig
 from ..context import Principal
 from ..errors import DependencyError
+from .extract import is_compact
 from .keys import MAX_KID_CHARS, KeySource
 from .reasons import (
     JWKS_UNAVAILABLE,
@@ -178,7 +179,12 @@ class TokenVerifier:
         self.signature_checks = 0  # jwt.decode calls; observable proof that the cache works
 
     async def verify(self, token: str) -> Principal:
-        """The principal of a well-formed compact token (see ``extract_token``) or raise Deny."""
+        """The principal of ``token`` (from ``extract_token``) or raise Deny.
+
+        The shape is checked only on a cache miss: a hit is a token that passed it before.
+        """
+        if not token.isascii():  # O(1) for str; the cache key needs ASCII bytes
+            raise token_deny(TOKEN_MALFORMED)
         key = hashlib.sha256(token.encode("ascii")).digest()
         entry = self.cache.get(key)
         if entry is not None:
@@ -192,6 +198,8 @@ class TokenVerifier:
                 return entry.principal
             self.cache.discard(key)
         _CACHE_MISS.inc()
+        if not is_compact(token):
+            raise token_deny(TOKEN_MALFORMED)
         principal, issuer, generation = await self._verify(token)
         if principal.expires_at is not None:
             self.cache.put(key, _Entry(principal, principal.expires_at, issuer, generation))

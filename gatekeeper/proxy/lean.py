@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .deadline import LazyDeadline
+from .headers import has_line_break
 
 HEAD_LIMIT = 64 * 1024  # bytes of response status line + headers (aiohttp: 8190 per line)
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -232,20 +233,18 @@ def encode_head(
     method: str, target: str, headers: Iterable[tuple[str, str]], body_len: int | None
 ) -> bytes:
     """The request head; ``Unsendable`` when a name or value holds CR/LF (aiohttp refuses too)."""
-    parts = [f"{method} {target} HTTP/1.1\r\n"]
-    parts += [f"{k}: {v}\r\n" for k, v in headers]
+    lines = [f"{method} {target} HTTP/1.1"]
+    lines += [f"{k}: {v}" for k, v in headers]
     if body_len is not None:
-        parts.append(f"Content-Length: {body_len}\r\n")
+        lines.append(f"Content-Length: {body_len}")
     elif method not in _GET_METHODS:
-        parts.append("Content-Length: 0\r\n")
-    parts.append("\r\n")
-    text = "".join(parts)
-    # SECURITY: header injection. Every CR and LF must be one of the line ends written above.
-    lines = len(parts)
-    if text.count("\r") != lines or text.count("\n") != lines:
+        lines.append("Content-Length: 0")
+    # SECURITY: header injection. No line may hold a CR or LF of its own.
+    if has_line_break("".join(lines)):
         raise Unsendable("CR or LF in the request line or a header")
+    lines.append("\r\n")
     try:
-        return text.encode("utf-8")
+        return "\r\n".join(lines).encode("utf-8")
     except UnicodeEncodeError:
         raise Unsendable("header not encodable") from None
 

@@ -56,6 +56,7 @@ from multidict import CIMultiDictProxy
 
 from .. import metrics
 from .deadline import LazyDeadline
+from .headers import has_line_break
 from .ids import new_decision_id
 from .problem import problem_reply
 
@@ -224,12 +225,13 @@ def encode_head(
     connection: bytes,
 ) -> bytes:
     """Status line, headers, ``Date``, framing (length or chunked) and a ``Connection`` line."""
-    parts = [f"HTTP/1.1 {status} {reason}\r\n"]
-    parts += [f"{k}: {v}\r\n" for k, v in headers]
-    text = "".join(parts)
-    # SECURITY: response splitting. Every CR and LF must be one of the line ends written above.
-    if text.count("\r") != len(parts) or text.count("\n") != len(parts):
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    # SECURITY: response splitting. No line may hold a CR or LF of its own.
+    if has_line_break("".join(lines)):
         raise UnsafeHeader("CR or LF in the status reason or a response header")
+    lines.append("")
+    text = "\r\n".join(lines)
     return text.encode("utf-8", "surrogateescape") + _date() + framing + connection + b"\r\n"
 
 

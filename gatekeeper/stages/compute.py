@@ -15,7 +15,7 @@ class ComputeStage:
     def __init__(self, catalog: GpuCatalog) -> None:
         self.catalog = catalog
 
-    async def run(self, ctx: RequestContext) -> None:
+    def run(self, ctx: RequestContext) -> None:
         c = measure(
             ctx.route_config,
             ctx.request.method,

@@ -14,5 +14,5 @@ class GeoStage:
     def __init__(self, resolver: GeoResolver) -> None:
         self.resolver = resolver
 
-    async def run(self, ctx: RequestContext) -> None:
+    def run(self, ctx: RequestContext) -> None:
         ctx.geo = self.resolver.lookup(ctx.request.client_ip)

@@ -19,7 +19,7 @@ class OwnershipStage:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
-    async def run(self, ctx: RequestContext) -> None:
+    def run(self, ctx: RequestContext) -> None:
         principal = ctx.principal
         entity_id = principal.entity if principal.entity is not None else principal.tenant
         # A principal with neither claim is looked up as "" and is simply unknown.

@@ -46,7 +46,7 @@ class PolicyStage:
             today=self.clock(),
         )
 
-    async def run(self, ctx: RequestContext) -> None:
+    def run(self, ctx: RequestContext) -> None:
         policy = self.policy  # read once: a concurrent swap must not mix two policy versions
         inp = self.build_input(ctx)
         verdict = policy.evaluate(inp, trace=self.trace)

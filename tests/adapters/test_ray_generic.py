@@ -260,7 +260,7 @@ async def test_compute_stage_sets_fact() -> None:
         body=b'{"entrypoint": "x", "entrypoint_num_gpus": 2}',
         route_config=RAY,
     )
-    await ComputeStage(CATALOG).run(ctx)
+    ComputeStage(CATALOG).run(ctx)
     assert ctx.compute.gpus == 2 and ctx.compute.hours == 48
 
 
@@ -271,5 +271,5 @@ async def test_compute_stage_leaves_fact_unset_for_none() -> None:
         headers=CIMultiDict(),
         route_config=route("none"),
     )
-    await ComputeStage(CATALOG).run(ctx)
+    ComputeStage(CATALOG).run(ctx)
     assert not ctx.has("compute")

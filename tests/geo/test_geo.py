@@ -211,5 +211,5 @@ async def test_geo_stage_sets_fact(resolver: GeoResolver) -> None:
         request=RequestInfo(route="r", method="POST", path="/", client_ip="203.0.113.5"),
         headers=CIMultiDict(),
     )
-    await GeoStage(resolver).run(ctx)
+    GeoStage(resolver).run(ctx)
     assert ctx.geo.country == "CN" and ctx.geo.asn == 4134

@@ -325,6 +325,27 @@ async def test_attack_is_refused_with_reason(
                 assert part not in str(deny)
 
 
+async def test_a_cached_token_does_not_vouch_for_a_malformed_variant(
+    auth: Authenticator, ring: Ring
+) -> None:
+    """The shape check runs on a cache miss only: a variant of a cached token is a miss."""
+    good = ring.rsa_a.sign()
+    principal = await auth.authenticate(CIMultiDict(bearer(good)))
+    assert await auth.authenticate(CIMultiDict(bearer(good))) == principal  # a hit
+    checks = auth.verifier.signature_checks
+    for variant in (
+        good + ".x",
+        good.replace(".", "..", 1),
+        good + "!",
+        good[:-1] + "=",
+        good + "\u00e9",
+    ):
+        with pytest.raises(Deny) as info:
+            await auth.authenticate(CIMultiDict(bearer(variant)))
+        assert info.value.reason == "token-malformed", variant[-12:]
+    assert auth.verifier.signature_checks == checks
+
+
 async def test_attacks_never_reach_signature_check_when_refused_early(
     auth: Authenticator, ring: Ring
 ) -> None:

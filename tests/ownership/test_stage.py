@@ -28,17 +28,17 @@ async def test_stage(tmp_path: Path) -> None:
     assert stage.name == "ownership"
 
     ctx = _ctx(Principal(subject="s", issuer="i", tenant="tenant-co", entity="acme"))
-    await stage.run(ctx)
+    stage.run(ctx)
     assert ctx.ownership.id == "acme" and ctx.ownership.affiliated
 
     ctx = _ctx(Principal(subject="s", issuer="i", tenant="tenant-co"))
-    await stage.run(ctx)
+    stage.run(ctx)
     assert ctx.ownership.id == "tenant-co" and ctx.ownership.country == "US"
 
     ctx = _ctx(Principal(subject="s", issuer="i", entity="ghost"))
-    await stage.run(ctx)  # does not raise: the unknown-entity rule decides
+    stage.run(ctx)  # does not raise: the unknown-entity rule decides
     assert ctx.ownership.id == "ghost" and not ctx.ownership.known
 
     ctx = _ctx(Principal(subject="s", issuer="i"))
-    await stage.run(ctx)
+    stage.run(ctx)
     assert not ctx.ownership.known

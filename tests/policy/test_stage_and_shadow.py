@@ -52,7 +52,7 @@ async def test_stage_sets_the_decision_from_present_facts() -> None:
         parent_hq_country="CN",
     )
     ctx = ctx_for(ownership=own, compute=H100, geo=GeoInfo(ip="203.0.113.7", country="SG"))
-    await stage.run(ctx)
+    stage.run(ctx)
     d = ctx.decision
     assert (d.action, d.rule, d.status, d.enforced) == (
         "require_license",
@@ -67,7 +67,7 @@ async def test_stage_monitor_mode_quota_names_and_missing_facts() -> None:
     stage = PolicyStage(load_policy_set([US]), clock=lambda: TODAY, trace=True)
     own = OwnershipProfile(id="acme-sg", known=True, country="SG", ultimate_parent="acme-sg")
     ctx = ctx_for("monitor", ownership=own)  # a read route: no compute, no geo
-    await stage.run(ctx)
+    stage.run(ctx)
     d = ctx.decision
     assert (d.action, d.rule, d.enforced, d.quotas) == (
         "allow",
@@ -81,7 +81,7 @@ async def test_stage_monitor_mode_quota_names_and_missing_facts() -> None:
 async def test_stage_without_any_fact_is_default_deny_and_does_not_raise() -> None:
     stage = PolicyStage(load_policy_set([US]))
     ctx = ctx_for()
-    await stage.run(ctx)
+    stage.run(ctx)
     assert (ctx.decision.action, ctx.decision.rule, ctx.decision.reasons) == (
         "deny",
         None,
@@ -94,7 +94,7 @@ async def test_swap_replaces_the_policy(tmp_path: Path) -> None:
     allow_all = write_policy(tmp_path, "version: 1\nrules: []\n")
     stage.swap(load_policy_set([allow_all], default_action="allow"))
     ctx = ctx_for()
-    await stage.run(ctx)
+    stage.run(ctx)
     assert ctx.decision.action == "allow"
 
 
@@ -114,7 +114,7 @@ async def test_shadow_is_recorded_and_divergence_counted(tmp_path: Path) -> None
     before = divergence("candidate", "allow", "deny")
     own_sg = OwnershipProfile(id="a", known=True, country="SG", ultimate_parent="a")
     ctx = ctx_for(ownership=own_sg)
-    await stage.run(ctx)
+    stage.run(ctx)
     assert ctx.decision.action == "allow"  # the shadow is never enforced
     [entry] = ctx.decision.shadow
     assert {k: entry[k] for k in ("policy", "action", "rule", "differs")} == {
@@ -128,7 +128,7 @@ async def test_shadow_is_recorded_and_divergence_counted(tmp_path: Path) -> None
     # Same action: recorded, not counted.
     same_before = divergence("candidate", "allow", "allow")
     ctx = ctx_for(ownership=OwnershipProfile(id="u", known=True, country="US"))
-    await stage.run(ctx)
+    stage.run(ctx)
     assert ctx.decision.shadow[0]["differs"] is False
     assert ctx.decision.shadow[0]["rule"] == "rest"
     assert divergence("candidate", "allow", "allow") == same_before
