@@ -288,9 +288,12 @@ http {{
         cfg: dict[str, Any],
         *,
         timeout_s: float = 180,
+        cwd: Path | None = None,
     ) -> subprocess.Popen[bytes]:
-        """The gate started by ``python`` (a command: e.g. valgrind and its options, then Python)."""
-        proc = self._spawn([*python, "-m", "gatekeeper", "serve", "--config", str(path)], name)
+        """The gate started by ``python`` (a command: e.g. valgrind and its options, then Python),
+        from ``cwd``'s ``gatekeeper`` package (another work tree, for an A/B) or this one's."""
+        cmd = [*python, "-m", "gatekeeper", "serve", "--config", str(path)]
+        proc = self._spawn(cmd, name, cwd=cwd)
         workers = int(cfg["workers"])
         audit = Path(cfg["audit"]["sinks"][0]["path"])
         expect = (
@@ -316,10 +319,10 @@ http {{
         return self.keys.token(ENTITY, ttl=6 * 3600)
 
     # ---------------------------------------------------------------- lifecycle
-    def _spawn(self, cmd: list[str], name: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, cmd: list[str], name: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=cwd or ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.procs.append(proc)
         return proc

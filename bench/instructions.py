@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -62,6 +63,29 @@ def send(port: int, token: str, n: int, *, read: bool) -> None:
     conn.close()
 
 
+def send_concurrently(port: int, token: str, n: int, *, read: bool, clients: int) -> None:
+    """``n`` requests in all from ``clients`` keep-alive connections at once (as under load)."""
+    if clients <= 1:
+        send(port, token, n, read=read)
+        return
+    errors: list[BaseException] = []
+
+    def one(count: int) -> None:
+        try:
+            send(port, token, count, read=read)
+        except BaseException as exc:  # reported below, from the main thread
+            errors.append(exc)
+
+    share = [n // clients + (1 if i < n % clients else 0) for i in range(clients)]
+    threads = [threading.Thread(target=one, args=(count,)) for count in share]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 def control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
 
@@ -71,6 +95,11 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--read", action="store_true", help="the read route (GET, adapter none)")
+    ap.add_argument(
+        "--clients", type=int, default=1,
+        help="keep-alive connections sending at once (16: one worker's share of bench/run's "
+        "32 connections at -w2; group commits then hold many records, as under load)",
+    )  # fmt: skip
     add_set_option(ap)
     ap.add_argument(
         "--out", type=Path, default=Path(tempfile.gettempdir()) / "gate.callgrind",
@@ -100,7 +129,7 @@ def main() -> int:
             time.sleep(1.0)  # the last outcome line's lazy commit
             control(proc.pid, "-i", "on")
             started = time.monotonic()
-            send(port, token, args.requests, read=args.read)
+            send_concurrently(port, token, args.requests, read=args.read, clients=args.clients)
             time.sleep(1.0)
             control(proc.pid, "-i", "off")
             control(proc.pid, "-d")
@@ -115,7 +144,7 @@ def main() -> int:
     route = "read" if args.read else "submit"
     print(
         f"{route}: {total / args.requests:,.0f} instructions per request "
-        f"({args.requests} requests, {total:,} instructions, {elapsed:.0f} s under callgrind)"
+        f"({args.requests} requests from {args.clients} connection(s), {total:,} instructions, {elapsed:.0f} s under callgrind)"
     )
     print(f"by function: callgrind_annotate {args.out} | head -60")
     return 0
