@@ -46,7 +46,7 @@ async def test_plain_and_async_stages_run_in_order_and_are_timed() -> None:
     assert log == ["a", "b", "c", "d"]
     assert list(ctx.stage_times) == ["a", "b", "c", "d"]
     assert ctx.stage_times["b"] >= 0.009 and ctx.stage_times["d"] >= 0.009
-    assert 0 <= ctx.stage_times["a"] < 0.009
+    assert ctx.stage_times["a"] >= 0 and ctx.stage_times["c"] >= 0
 
 
 async def test_a_plain_stage_that_raises_stops_the_pipeline_and_is_timed() -> None:
