@@ -1,6 +1,6 @@
 """A/B throughput with many short interleaved rounds: a change's effect with an interval.
 
-On the shared 2-core VMs the same target's req/s swings 20-30% from one 10 s round to the next
+On the shared 2-core VMs the same target's req/s swings by up to 60% from one round to the next
 (host noise comes in bursts), so ``bench/run``'s three rounds per target cannot resolve a 10%
 change, and back-to-back ``profile_gate.py`` runs start a new stack between A and B. This keeps
 both targets running on one stack (nginx upstream, private Redis, the ``gate-w*`` inputs) and
@@ -29,12 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from fixtures import (
     READ_PATH,
     SUBMIT_PATH,
     Stack,
-    apply_sets,
     job_body,
     machine_busy_seconds,
     request_headers,
@@ -55,7 +53,7 @@ class Target:
 def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
     """A distribution-free interval for the median: order statistics ``(x[k], x[n-1-k])``
     with the largest ``k`` whose two-sided sign-test tail stays within ``1 - confidence``
-    (n=12: the 3rd and 10th of the sorted values, 96% coverage). Too few values: the range."""
+    (n=12: the 4th and 9th of the sorted values, 96% coverage). Too few values: the range."""
     xs = sorted(values)
     n = len(xs)
     k = 0
@@ -68,16 +66,17 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
     return (xs[k], xs[n - 1 - k]) if n else (math.nan, math.nan)
 
 
-def start(stack: Stack, side: str, args: argparse.Namespace, inputs: dict[str, Any]) -> str:
-    kind = getattr(args, side)
-    if kind == "bare":
+def start(
+    stack: Stack, side: str, args: argparse.Namespace, inputs: dict[str, Any], redis_url: str
+) -> str:
+    """Start side ``a`` or ``b``; its base URL."""
+    if getattr(args, side) == "bare":
         port = stack.start_bare(args.workers, cpu_affinity=args.cpu_affinity)
         return f"http://127.0.0.1:{port}"
-    redis_url = stack.redis.url if stack.redis else stack.start_redis()
-    path, cfg = stack.gate_config(f"gate-{side}", inputs, workers=args.workers, redis_url=redis_url)
     sets = [f"worker_cpu_affinity={args.cpu_affinity}", *getattr(args, f"{side}_set")]
-    apply_sets(cfg, sets)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    path, cfg = stack.gate_config(
+        f"gate-{side}", inputs, workers=args.workers, redis_url=redis_url, sets=sets
+    )
     tree = getattr(args, f"{side}_tree")
     stack.start_gate_with([sys.executable], f"gate-{side}", path, cfg, cwd=tree)
     return f"http://127.0.0.1:{cfg['listen']['port']}"
@@ -117,10 +116,10 @@ def main() -> int:
         stack = Stack(tmp)
         try:
             stack.start_nginx()
-            stack.start_redis()
+            redis_url = stack.start_redis()
             inputs = stack.prepare_gate_inputs(args.registry_size)
-            a = Target(describe("a", args), start(stack, "a", args, inputs))
-            b = Target(describe("b", args), start(stack, "b", args, inputs))
+            a = Target(describe("a", args), start(stack, "a", args, inputs, redis_url))
+            b = Target(describe("b", args), start(stack, "b", args, inputs, redis_url))
             headers = request_headers(stack.token())
             if args.read:
                 script = lua_script(tmp, "get", "GET", headers[:2], b"")
@@ -154,6 +153,8 @@ def main() -> int:
     wins = sum(r > 1 for r in ratios)
     cpu = [y / x for x, y in zip(a.machine_us, b.machine_us, strict=True)]
     clo, chi = median_interval(cpu)
+    if len(ratios) < 6:
+        print("\n(fewer than 6 pairs: the interval below is the range, covering less than 95%)")
     print(
         f"\nreq/s B/A: median {statistics.median(ratios):.3f}, 95% interval {lo:.3f}-{hi:.3f}, "
         f"range {min(ratios):.3f}-{max(ratios):.3f}; B faster in {wins} of {len(ratios)} pairs\n"

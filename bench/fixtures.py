@@ -199,8 +199,15 @@ http {{
         return {"sources": sources, "policy_file": str(pol / "us-remote-access.yaml")}
 
     def gate_config(
-        self, name: str, inputs: dict[str, Any], *, workers: int, redis_url: str
+        self,
+        name: str,
+        inputs: dict[str, Any],
+        *,
+        workers: int,
+        redis_url: str,
+        sets: list[str] | None = None,
     ) -> tuple[Path, dict[str, Any]]:
+        """The bench gate's config (``sets``: ``KEY=YAML`` overrides, applied), written to a file."""
         assert self.keys is not None
         from gatekeeper.demo import AUDIENCE, ISSUER
 
@@ -254,6 +261,7 @@ http {{
                 },
             ],
         }
+        apply_sets(cfg, sets or [])
         path = self.tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path, cfg
@@ -272,10 +280,7 @@ http {{
         self.start_nginx(workers=nginx_workers)
         redis_url = self.start_redis()
         inputs = self.prepare_gate_inputs(registry_size)
-        path, cfg = self.gate_config(name, inputs, workers=workers, redis_url=redis_url)
-        apply_sets(cfg, sets or [])
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        return path, cfg
+        return self.gate_config(name, inputs, workers=workers, redis_url=redis_url, sets=sets)
 
     def start_gate(self, name: str, path: Path, cfg: dict[str, Any]) -> subprocess.Popen[bytes]:
         return self.start_gate_with([sys.executable], name, path, cfg)

@@ -38,14 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import openloop
-import yaml
 from fixtures import (
     READ_PATH,
     ROOT,
     SUBMIT_PATH,
     Stack,
     add_set_option,
-    apply_sets,
     cpu_seconds,
     job_body,
     machine,
@@ -162,9 +160,8 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
             continue
         name = f"gate-w{w}"
         print(f"bench: starting {name}", flush=True)
-        path, cfg = stack.gate_config(name, inputs, workers=w, redis_url=redis_url)
-        apply_sets(cfg, [f"worker_cpu_affinity={affinity(w)}", *args.set])
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        sets = [f"worker_cpu_affinity={affinity(w)}", *args.set]
+        path, cfg = stack.gate_config(name, inputs, workers=w, redis_url=redis_url, sets=sets)
         pids[f"gate-w{w}"] = pids[f"read-w{w}"] = stack.start_gate(name, path, cfg).pid
         admins[f"gate-w{w}"] = admins[f"read-w{w}"] = int(cfg["admin"]["port"])
         base = f"http://127.0.0.1:{cfg['listen']['port']}"
@@ -176,11 +173,10 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
         # The same two-worker gate without the durable commit (audit.durability: buffered):
         # gate-w2 against it is what the fsync group commit costs in this run.
         print("bench: starting buffered-w2", flush=True)
-        path, cfg = stack.gate_config("buffered-w2", inputs, workers=2, redis_url=redis_url)
-        apply_sets(
-            cfg, [f"worker_cpu_affinity={affinity(2)}", *args.set, "audit.durability=buffered"]
+        sets = [f"worker_cpu_affinity={affinity(2)}", *args.set, "audit.durability=buffered"]
+        path, cfg = stack.gate_config(
+            "buffered-w2", inputs, workers=2, redis_url=redis_url, sets=sets
         )
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         pids["buffered-w2"] = stack.start_gate("buffered-w2", path, cfg).pid
         targets.append(
             ("buffered-w2", f"http://127.0.0.1:{cfg['listen']['port']}{SUBMIT_PATH}", post)

@@ -25,14 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import yaml
 from fixtures import (
     READ_PATH,
     SUBMIT_PATH,
     SWITCH_KEYS,
     Stack,
     add_set_option,
-    apply_sets,
     cpu_seconds,
     job_body,
     machine_busy_seconds,
@@ -103,10 +101,9 @@ def main() -> int:
                 proc = stack.procs[-1]
             else:
                 path, cfg = stack.gate_config(
-                    "gate", inputs, workers=args.workers, redis_url=redis_url
-                )
-                apply_sets(cfg, [f"worker_cpu_affinity={args.cpu_affinity}", *args.set])
-                path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+                    "gate", inputs, workers=args.workers, redis_url=redis_url,
+                    sets=[f"worker_cpu_affinity={args.cpu_affinity}", *args.set],
+                )  # fmt: skip
                 proc = stack.start_gate("gate", path, cfg)
                 port = int(cfg["listen"]["port"])
             headers = request_headers(stack.token())

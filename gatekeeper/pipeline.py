@@ -47,7 +47,7 @@ class Pipeline:
         times = ctx.stage_times
         for stage in self.stages:
             t0 = clock()
-            try:
+            try:  # run_stage, inlined: awaiting it would add back a coroutine per stage
                 pending = stage.run(ctx)
                 if pending is not None:
                     await pending

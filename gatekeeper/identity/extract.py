@@ -72,7 +72,7 @@ def extract_token(headers: Any, token_headers: Sequence[str], max_bytes: int) ->
     if not found:
         raise token_deny(TOKEN_MISSING)
     # (Compared, not put in a set: hashing a fresh 1 KB string per request costs more.)
-    if any(other != found[0] for other in found[1:]):
+    if len(found) > 1 and any(other != found[0] for other in found[1:]):
         raise token_deny(TOKEN_DUPLICATE)
     token = found[0]
     if not token:
