@@ -100,6 +100,12 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument(
+        "--peak-connections", default="64,128",
+        help="more wrk connection counts for the goal's pair (bare-w2, gate-w2) in every round; "
+        "their peak over all counts is reported beside the fixed --connections figures "
+        "('' to skip)",
+    )  # fmt: skip
     ap.add_argument("--rate", type=float, default=500.0, help="fixed-rate pass, req/s")
     ap.add_argument("--rate-duration", type=float, default=10.0)
     ap.add_argument("--registry-size", type=int, default=100_000)
@@ -193,6 +199,7 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
             return 1
 
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in targets}
+    peak_conns = [int(c) for c in args.peak_connections.split(",") if c.strip()]
     for i in range(args.runs):
         for name, url, script in targets:
             tree = tree_pids(pids[name]) if name in pids else []
@@ -214,6 +221,16 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
                 f"/{r['socket_errors']}",
                 flush=True,
             )
+            if name in PEAK_TARGETS and peak_conns:
+                r["rps_by_connections"] = {args.connections: r["rps"]}
+                for c in peak_conns:
+                    extra = wrk(url, script, threads=args.threads, conns=c, seconds=args.duration)
+                    r["rps_by_connections"][c] = extra["rps"]
+                print(
+                    f"        {name:10s} "
+                    + "  ".join(f"c{c} {v:.0f}" for c, v in r["rps_by_connections"].items()),
+                    flush=True,
+                )
     summary: dict[str, dict[str, float]] = {}
     for name, rs in rounds.items():
         summary[name] = {
@@ -223,6 +240,9 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
             "p999_ms": med([r["p999"] for r in rs]) / 1000,
             "errors": float(sum(r["status_errors"] + r["socket_errors"] for r in rs)),
         }
+        peaks = [max(r["rps_by_connections"].values()) for r in rs if "rps_by_connections" in r]
+        if peaks:
+            summary[name]["peak_rps"] = med(peaks)
         for per_request in ("cpu_us_per_request", "machine_us_per_request"):
             values = [r[per_request] for r in rs if per_request in r]
             if values:
@@ -234,6 +254,7 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
         "machine": machine(),
         "settings": {
             "wrk": f"-t{args.threads} -c{args.connections} -d{args.duration:g}s",
+            "peak_connections": [args.connections, *peak_conns] if peak_conns else [],
             "runs": args.runs,
             "registry_size": args.registry_size,
             "rate": args.rate,
@@ -305,6 +326,11 @@ def _fixed_rate(
     return out
 
 
+# The goal's pair, also measured at --peak-connections: a gate that waits for a group commit
+# before it forwards needs more requests in flight than a proxy that never waits on the disk
+# to reach its throughput (at 32 connections it is bound by the commit's latency, not the CPU).
+PEAK_TARGETS = ("bare-w2", "gate-w2")
+
 PAIRED = (("gate-w2", "bare-w2"), ("gate-w1", "bare-w1"), ("buffered-w2", "bare-w2"),
           ("gate-w2", "buffered-w2"))  # fmt: skip
 
@@ -320,6 +346,16 @@ def paired_ratios(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str
         per_round = [round(x["rps"] / y["rps"], 3) for x, y in pairs if y["rps"] > 0]
         if per_round:
             out[f"{a}/{b}"] = {"rounds": per_round, "median": round(med(per_round), 3)}
+    peak = [
+        round(max(x["rps_by_connections"].values()) / max(y["rps_by_connections"].values()), 3)
+        for x, y in zip(rounds.get(PEAK_TARGETS[1], []), rounds.get(PEAK_TARGETS[0], []),
+                        strict=False)
+        if "rps_by_connections" in x and "rps_by_connections" in y
+    ]  # fmt: skip
+    if peak:
+        out[f"{PEAK_TARGETS[1]}/{PEAK_TARGETS[0]} (peak)"] = {
+            "rounds": peak, "median": round(med(peak), 3)
+        }  # fmt: skip
     return out
 
 
@@ -330,6 +366,9 @@ def _ratios(summary: dict[str, dict[str, float]]) -> dict[str, float]:
         if a in summary and b in summary and summary[b]["rps"] > 0:
             r[f"{a}/{b}"] = round(summary[a]["rps"] / summary[b]["rps"], 3)
 
+    gate, bare = (summary.get(t, {}).get("peak_rps") for t in PEAK_TARGETS[::-1])
+    if gate and bare:
+        r[f"{PEAK_TARGETS[1]}/{PEAK_TARGETS[0]} (peak over connections)"] = round(gate / bare, 3)
     for w in (1, 2):
         ratio(f"gate-w{w}", f"bare-w{w}")
         ratio(f"gate-w{w}", "nginx")
@@ -388,6 +427,26 @@ def render(res: dict[str, Any]) -> str:
             f"{v['p999_ms']:.2f} | {v['errors']:.0f} | {'-' if cpu is None else f'{cpu:.0f}'} "
             f"| {'-' if mach is None else f'{mach:.0f}'} |"
         )
+    by_conns = {
+        name: rs for name, rs in res["rounds"].items() if any("rps_by_connections" in r for r in rs)
+    }
+    if by_conns:
+        lines += [
+            "",
+            f"Throughput by wrk connections (medians; peak = each round's best, median): "
+            f"{', '.join(map(str, s['peak_connections']))}",
+            "",
+        ]
+        for name, rs in by_conns.items():
+            per_c: dict[str, list[float]] = {}
+            for r in rs:
+                for c, v in r.get("rps_by_connections", {}).items():
+                    per_c.setdefault(str(c), []).append(v)
+            lines.append(
+                f"- {name}: "
+                + ", ".join(f"c{c} {med(v):.0f}" for c, v in per_c.items())
+                + f"; peak {res['summary'][name]['peak_rps']:.0f} req/s"
+            )
     lines += ["", "Ratios of medians (same run):", ""]
     lines += [f"- {k}: {v:.3f}" for k, v in res["ratios"].items()]
     if res.get("paired_ratios"):
