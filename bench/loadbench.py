@@ -225,6 +225,11 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
                 r["rps_by_connections"] = {args.connections: r["rps"]}
                 for c in peak_conns:
                     extra = wrk(url, script, threads=args.threads, conns=c, seconds=args.duration)
+                    errors = extra["status_errors"] + extra["socket_errors"]
+                    if errors:  # answers that are not 200 are no throughput: left out, said
+                        r.setdefault("errors_by_connections", {})[c] = errors
+                        print(f"        {name}: {errors} errors at {c} connections", flush=True)
+                        continue
                     r["rps_by_connections"][c] = extra["rps"]
                 print(
                     f"        {name:10s} "
