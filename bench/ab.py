@@ -21,7 +21,6 @@ Run: ``.venv/bin/python bench/ab.py [--pairs 12] [--seconds 4] [--workers 2]``
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from fixtures import (
     machine_busy_seconds,
     request_headers,
 )
-from loadbench import lua_script, wrk
+from loadbench import lua_script, median_interval, wrk
 
 
 @dataclass
@@ -77,22 +76,6 @@ def report(prefix: str, a: Target, b: Target, conns: int) -> None:
         f"{prefix}medians: A {statistics.median(a.rps[conns]):.0f} req/s, "
         f"B {statistics.median(b.rps[conns]):.0f} req/s"
     )
-
-
-def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
-    """A distribution-free interval for the median: order statistics ``(x[k], x[n-1-k])``
-    with the largest ``k`` whose two-sided sign-test tail stays within ``1 - confidence``
-    (n=12: the 4th and 9th of the sorted values, 96% coverage). Too few values: the range."""
-    xs = sorted(values)
-    n = len(xs)
-    k = 0
-    tail = 0.0
-    while k < n // 2:
-        tail += math.comb(n, k) / 2**n  # P(X = k) for X ~ Binomial(n, 1/2)
-        if 2 * tail > 1 - confidence:
-            break
-        k += 1
-    return (xs[k], xs[n - 1 - k]) if n else (math.nan, math.nan)
 
 
 def start(

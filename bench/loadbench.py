@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import signal
 import statistics
 import subprocess
@@ -94,6 +95,22 @@ def med(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median: order statistics ``(x[k], x[n-1-k])``
+    with the largest ``k`` whose two-sided sign-test tail stays within ``1 - confidence``
+    (n=12: the 4th and 9th of the sorted values, 96% coverage). Too few values: the range."""
+    xs = sorted(values)
+    n = len(xs)
+    k = 0
+    tail = 0.0
+    while k < n // 2:
+        tail += math.comb(n, k) / 2**n  # P(X = k) for X ~ Binomial(n, 1/2)
+        if 2 * tail > 1 - confidence:
+            break
+        k += 1
+    return (xs[k], xs[n - 1 - k]) if n else (math.nan, math.nan)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="gatekeeper end-to-end load benchmark")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk round")
@@ -106,6 +123,12 @@ def main() -> int:
         "their peak over all counts is reported beside the fixed --connections figures "
         "('' to skip)",
     )  # fmt: skip
+    ap.add_argument(
+        "--pairs", type=int, default=8,
+        help="short paired rounds of the goal's pair (bare-w2, gate-w2), alternating, for the "
+        "median ratio with a 95%% interval (0 to skip)",
+    )  # fmt: skip
+    ap.add_argument("--pair-seconds", type=float, default=3.0)
     ap.add_argument("--rate", type=float, default=500.0, help="fixed-rate pass, req/s")
     ap.add_argument("--rate-duration", type=float, default=10.0)
     ap.add_argument("--registry-size", type=int, default=100_000)
@@ -118,7 +141,7 @@ def main() -> int:
     add_set_option(ap)
     args = ap.parse_args()
     if args.quick:
-        args.duration, args.runs, args.rate_duration = 3.0, 1, 3.0
+        args.duration, args.runs, args.rate_duration, args.pairs = 3.0, 1, 3.0, 2
 
     tmp = Path(tempfile.mkdtemp(prefix="gk-bench-"))
     stack = Stack(tmp, remove_folder=not args.keep)
@@ -253,6 +276,7 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
             if values:
                 summary[name][per_request] = med(values)
 
+    short = _paired_short_rounds(args, targets)
     fixed = _fixed_rate(args, targets, body, headers, admins)
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -269,6 +293,7 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
         "summary": summary,
         "ratios": _ratios(summary),
         "paired_ratios": paired_ratios(rounds),
+        "paired_short_rounds": short,
         "rounds": rounds,
         "fixed_rate": fixed,
         "elapsed_s": round(time.time() - started, 1),
@@ -283,6 +308,39 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
         (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
         print(f"bench: wrote bench/results/{stem}.md and .json")
     return 0
+
+
+def _paired_short_rounds(
+    args: argparse.Namespace, targets: list[tuple[str, str, Path]]
+) -> dict[str, Any]:
+    """``--pairs`` short wrk rounds of gate-w2 and bare-w2 back to back (order alternating), so
+    the two rounds of a pair are seconds apart: their median ratio with a distribution-free
+    interval says what three long rounds a minute apart cannot (as ``bench/ab.py`` does)."""
+    by_name = {name: (url, script) for name, url, script in targets}
+    bare, gate = PEAK_TARGETS
+    if args.pairs <= 0 or bare not in by_name or gate not in by_name:
+        return {}
+    ratios: list[float] = []
+    for i in range(args.pairs):
+        rps: dict[str, float] = {}
+        for name in (bare, gate) if i % 2 == 0 else (gate, bare):
+            url, script = by_name[name]
+            r = wrk(url, script, threads=args.threads, conns=args.connections,
+                    seconds=args.pair_seconds)  # fmt: skip
+            if r["status_errors"] or r["socket_errors"] or not r["requests"]:
+                raise RuntimeError(f"{name}: errors in paired round {i + 1}: {r}")
+            rps[name] = r["rps"]
+        ratios.append(round(rps[gate] / rps[bare], 3))
+        print(f"pair {i + 1} {gate}/{bare} {ratios[-1]:.3f}", flush=True)
+    lo, hi = median_interval(ratios)
+    return {
+        "ratio": f"{gate}/{bare}",
+        "pairs": ratios,
+        "seconds": args.pair_seconds,
+        "median": round(med(ratios), 3),
+        "interval_95": [lo, hi] if len(ratios) >= 6 else None,  # fewer: only the range
+        "faster": sum(r > 1 for r in ratios),
+    }
 
 
 def _fixed_rate(
@@ -459,6 +517,22 @@ def render(res: dict[str, Any]) -> str:
         lines += [
             f"- {k}: {', '.join(f'{x:.3f}' for x in v['rounds'])} (median {v['median']:.3f})"
             for k, v in res["paired_ratios"].items()
+        ]
+    short = res.get("paired_short_rounds")
+    if short:
+        ci = short["interval_95"]
+        lines += [
+            "",
+            f"Paired short rounds ({len(short['pairs'])} pairs of {short['seconds']:g} s, the order "
+            f"alternating, each pair seconds apart): {short['ratio']} "
+            + ", ".join(f"{x:.3f}" for x in short["pairs"])
+            + f"; median **{short['median']:.3f}**"
+            + (
+                f", 95% interval {ci[0]:.3f}-{ci[1]:.3f}"
+                if ci
+                else " (too few pairs for an interval)"
+            )
+            + f"; the gate faster in {short['faster']} of {len(short['pairs'])}.",
         ]
     fixed = res["fixed_rate"]
     if fixed:
