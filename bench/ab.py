@@ -36,7 +36,8 @@ from fixtures import (
     machine_busy_seconds,
     request_headers,
 )
-from loadbench import lua_script, median_interval, wrk
+from intervals import median_interval
+from loadbench import lua_script, wrk
 
 
 @dataclass

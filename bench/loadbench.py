@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import signal
 import statistics
 import subprocess
@@ -53,6 +52,7 @@ from fixtures import (
     result_stem,
     tree_pids,
 )
+from intervals import median_interval
 from latency_budget import BUDGET_PARTS, budget_figures, scrape
 
 LUA_DONE = r"""
@@ -93,22 +93,6 @@ def wrk(url: str, script: Path, *, threads: int, conns: int, seconds: float) -> 
 
 def med(values: list[float]) -> float:
     return float(statistics.median(values))
-
-
-def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
-    """A distribution-free interval for the median: order statistics ``(x[k], x[n-1-k])``
-    with the largest ``k`` whose two-sided sign-test tail stays within ``1 - confidence``
-    (n=12: the 4th and 9th of the sorted values, 96% coverage). Too few values: the range."""
-    xs = sorted(values)
-    n = len(xs)
-    k = 0
-    tail = 0.0
-    while k < n // 2:
-        tail += math.comb(n, k) / 2**n  # P(X = k) for X ~ Binomial(n, 1/2)
-        if 2 * tail > 1 - confidence:
-            break
-        k += 1
-    return (xs[k], xs[n - 1 - k]) if n else (math.nan, math.nan)
 
 
 def main() -> int:
