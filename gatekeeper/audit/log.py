@@ -18,10 +18,26 @@ load it made group commits larger (13-14 to 17-18 lines at ``workers: 2``) and t
 (proxy CPU -8 µs per request in three paired rounds): every commit also costs a seal, a thread
 hand-off and a chain pass, whatever its size.
 
+Two commits in flight: while one batch is on its way to the disk, the next one is chained and
+queued behind it on the file's thread, which starts it the moment the fsync returns (instead of
+after a hand-back to the event loop and another loop pass). A commit finishes, i.e. writes to
+the other sinks and answers its appends, only after the commit before it has finished, so
+records are acknowledged and reach the stream in chain order. Measured with ``bench/ab.py``
+(gate against gate on one stack, 2026-11-27): this code against its parent, 8 pairs, req/s
++5.2% at 16 connections (95% interval -0.6..+16.4%, faster in 7 of 8) and +3.4% at 32
+(-6.1..+11.0%), machine CPU per request -9.1% (-17.6..-3.4%) and -4.6%; a prototype, 12
+pairs: +8.6% and +6.7%, CPU -10.5% and -7.5%. The loop no longer sits idle between an fsync's
+end and the next batch's start, which matters most when few requests are in flight. Only
+when the one required sink is a file (the common case): a second required
+sink (a stream, stdout, another file) would need a rollback across two batches, so such logs
+keep one commit in flight.
+
 Failure: if a *required* sink fails, every append in the batch raises
 ``DependencyError("audit-unavailable")`` (the gate answers 503 and does not forward), the batch is
 rolled back where possible (the file is cut back to the previous batch), and ``seq``/``prev_hash``
-stay where they were, so the chain on disk is unbroken. ``gatekeeper_audit_errors_total{sink}``
+stay where they were, so the chain on disk is unbroken. A batch chained behind a failed one
+fails with it (the file sink refuses it, ``FileSink.recover``), and the next batch is chained
+from the last durable record again. ``gatekeeper_audit_errors_total{sink}``
 counts it, ``healthy()`` turns false and the writer probes the sinks every second; the next
 append, or a successful probe, brings it back. A non-required sink only counts its errors.
 
@@ -49,6 +65,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,6 +100,8 @@ _PROBE_EVERY_S = 1.0
 LAZY_COMMIT_S = 0.005
 # At most this many event-loop iterations a due commit waits while records keep arriving.
 SETTLE_ITERATIONS = 3
+# Commits in flight at once when every required sink is a file (module docstring).
+PIPELINE_DEPTH = 2
 
 
 _ts_sec = -1
@@ -172,8 +191,15 @@ class AuditLog:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._healthy = True
-        self.seq = 0
+        self.seq = 0  # the last durable record (every required sink has it)
         self.head = ZERO_HASH
+        self._tip_seq = 0  # the last record chained, maybe still on its way
+        self._tip_head = ZERO_HASH
+        self._rewind = False  # a commit failed: chain the next batch from seq/head again
+        self._inflight: deque[asyncio.Task[bool]] = deque()
+        required = [s for s in self.sinks if s.required]
+        one_file = len(required) == 1 and isinstance(required[0], FileSink)
+        self.depth = PIPELINE_DEPTH if one_file else 1
         self.resumed: ChainTail | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -203,6 +229,7 @@ class AuditLog:
         if self._sealer and tail.unsealed:
             log.warning("audit: %d record(s) at the end of the chain are not sealed", tail.unsealed)
         self.seq, self.head, self.resumed = tail.seq, tail.head, tail
+        self._tip_seq, self._tip_head = tail.seq, tail.head
         for sink in self.sinks:
             try:
                 await sink.open()
@@ -283,6 +310,7 @@ class AuditLog:
         while True:
             if not (self._pending and (self._due or self._closing)):
                 if self._closing:
+                    await self._drain()
                     return
                 if self._pending and self._lazy_timer is None:
                     self._arm_lazy()  # lines queued during the last commit wait for a record
@@ -294,6 +322,11 @@ class AuditLog:
                     continue
                 self._wake.clear()
                 continue
+            if len(self._inflight) >= self.depth:
+                await asyncio.wait((self._inflight[0],))
+                continue
+            if self._rewind:
+                await self._restart_chain()
             if self._lazy_timer is not None:
                 self._lazy_timer.cancel()
                 self._lazy_timer = None
@@ -301,11 +334,45 @@ class AuditLog:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             self._due = bool(self._pending)  # more than a batch queued: the rest goes next
-            try:
-                await self._commit(batch)
-            except Exception as exc:  # never let the writer die with requests waiting
-                log.exception("audit: unexpected error in group commit")
-                self._fail(batch, f"internal error: {type(exc).__name__}")
+            previous = self._inflight[-1] if self._inflight else None
+            task = asyncio.create_task(self._commit_task(batch, previous))
+            self._inflight.append(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[bool]) -> None:
+        # Commits finish in order (each waits for the one before it).
+        if self._inflight and self._inflight[0] is task:
+            self._inflight.popleft()
+        else:  # pragma: no cover - defensive: keep the deque consistent whatever happened
+            with contextlib.suppress(ValueError):
+                self._inflight.remove(task)
+        self._wake.set()
+
+    async def _drain(self) -> None:
+        while self._inflight:
+            await asyncio.wait((self._inflight[-1],))
+
+    async def _restart_chain(self) -> None:
+        """After a failed commit: let the commits in flight finish (those chained behind the
+        failed one fail too), then chain from the last durable record and let the file sinks
+        take batches again."""
+        await self._drain()
+        self._tip_seq, self._tip_head = self.seq, self.head
+        self._rewind = False
+        for sink in self.sinks:
+            if isinstance(sink, FileSink):
+                with contextlib.suppress(OSError):
+                    await sink.recover()
+
+    async def _commit_task(
+        self, batch: list[_Pending], previous: asyncio.Task[bool] | None
+    ) -> bool:
+        try:
+            return await self._commit(batch, previous)
+        except Exception as exc:  # never let the writer die with requests waiting
+            log.exception("audit: unexpected error in group commit")
+            self._fail(batch, f"internal error: {type(exc).__name__}")
+            return False
 
     async def _settle(self) -> None:
         """Let records that are about to arrive join this commit (module docstring)."""
@@ -318,7 +385,7 @@ class AuditLog:
                 return
 
     def _chain(self, batch: list[_Pending]) -> tuple[list[bytes], list[dict[str, Any]], int, str]:
-        seq, head = self.seq, self.head
+        seq, head = self._tip_seq, self._tip_head
         prev = head.encode("ascii")
         replica = self.replica
         lines: list[bytes] = []
@@ -380,13 +447,25 @@ class AuditLog:
             lines.append(canonical(self._sealer.seal(seq, head, utc_ts())) + b"\n")
         return lines, records, seq, head
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[_Pending], previous: asyncio.Task[bool] | None) -> bool:
+        """Chain ``batch`` behind the tip, store it, and answer its appends once ``previous``
+        (the commit before it, if still in flight) has finished; True if it was stored."""
         clock = time.perf_counter
         started = clock()
         lines, records, seq, head = self._chain(batch)
+        self._tip_seq, self._tip_head = seq, head
         written: list[Sink] = []
         failure: str | None = None
         for sink in self.sinks:
+            if previous is not None and sink.kind != "file":
+                # The other sinks and the answers follow chain order: wait for the commit
+                # before this one; if it failed, this batch is chained on a record that is not
+                # stored, and fails too (the file sink has already refused it).
+                before = await asyncio.shield(previous)
+                previous = None
+                if not before:
+                    failure = "an earlier batch failed"
+                    break
             t0 = clock()
             try:
                 await sink.write(lines)
@@ -399,11 +478,14 @@ class AuditLog:
                     break
                 continue
             written.append(sink)
+        # Finish after the commit before this one, failed or not, so commits end in chain order.
+        if previous is not None and not await asyncio.shield(previous) and failure is None:
+            failure = "an earlier batch failed"
         if failure is not None:
             for sink in written:
                 await sink.rollback()
             self._fail(batch, failure)
-            return
+            return False
         for sink in written:
             _records_counter(sink.kind).inc(len(records))
         metrics.buffered(metrics.AUDIT_COMMIT_SECONDS).observe(clock() - started)
@@ -415,9 +497,11 @@ class AuditLog:
         for (_, _, fut), rec in zip(batch, records, strict=True):
             if fut is not None and not fut.done():
                 fut.set_result(rec)
+        return True
 
     def _fail(self, batch: list[_Pending], why: str) -> None:
         self._healthy = False
+        self._rewind = True
         for body, _, fut in batch:
             if fut is None:
                 log.warning(

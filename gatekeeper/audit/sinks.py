@@ -10,7 +10,10 @@ by one ``fsync``; ``buffered`` skips the fsync, which survives a crash of the ga
 machine. If a write or fsync fails (disk full, permission, I/O error) the file is cut back to the
 end of the last good batch before anything else is written: the failed batch never joins the
 chain. That is the only truncation there is; rotation renames (``files.next_segment``), it never
-truncates or deletes. The live file and its directory are fsynced after a rotation.
+truncates or deletes. The live file and its directory are fsynced after a rotation. After a failed
+write a required file sink refuses every batch until ``recover()``: ``AuditLog`` may already
+have queued the next batch, chained on the one that failed, and writing it would break the
+chain on disk.
 
 Redis stream sink. ``XADD <stream> MAXLEN ~ <maxlen> * data <line>`` for records and seals alike
 (the seals are an off-host anchor), in one MULTI/EXEC per batch. Delivery to the stream is
@@ -147,6 +150,7 @@ class FileSink:
         self._size = 0  # end of the last good batch in the live file
         self._prev_size = 0  # ... and of the one before (for rollback)
         self._dirty = False  # bytes after _size may exist (failed or rolled-back write)
+        self._broken = False  # a write failed: refuse batches until recover()
         self.batches = 0  # successful write(+fsync) calls: the group-commit count
         self._worker = _Worker("gk-audit-file")
 
@@ -206,6 +210,16 @@ class FileSink:
         return time.perf_counter() - started
 
     def _write_sync(self, data: bytes) -> None:
+        if self._broken:
+            raise OSError(errno.EIO, "an earlier batch failed (not written)")
+        try:
+            self._append_sync(data)
+        except OSError:
+            # Only a required sink fails the batch (and so the batches chained behind it).
+            self._broken = self.required
+            raise
+
+    def _append_sync(self, data: bytes) -> None:
         self._open_sync()
         fd = self._fd
         assert fd is not None
@@ -257,6 +271,14 @@ class FileSink:
             os.ftruncate(self._fd, self._size)
             os.fsync(self._fd)
             self._dirty = False
+
+    async def recover(self) -> None:
+        """Take batches again after a failed write (the log has re-chained from its last durable
+        record); what the failed batch left behind is cut before the next write."""
+        await self._run(self._recover_sync)
+
+    def _recover_sync(self) -> None:
+        self._broken = False
 
     async def probe(self) -> bool:
         """Can the next batch be written? (file open, leftovers cut, some space free)"""
