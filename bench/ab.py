@@ -132,9 +132,7 @@ def main() -> int:
         tmp = Path(tmpdir)
         stack = Stack(tmp)
         try:
-            stack.start_nginx()
-            redis_url = stack.start_redis()
-            inputs = stack.prepare_gate_inputs(args.registry_size)
+            redis_url, inputs = stack.start_backends(args.registry_size)
             a = Target(describe("a", args), start(stack, "a", args, inputs, redis_url))
             b = Target(describe("b", args), start(stack, "b", args, inputs, redis_url))
             headers = request_headers(stack.token())

@@ -266,6 +266,14 @@ http {{
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path, cfg
 
+    def start_backends(
+        self, registry_size: int, *, nginx_workers: int = 2
+    ) -> tuple[str, dict[str, Any]]:
+        """nginx (the upstream), a private Redis and the gate inputs: (Redis URL, inputs)."""
+        self.start_nginx(workers=nginx_workers)
+        redis_url = self.start_redis()
+        return redis_url, self.prepare_gate_inputs(registry_size)
+
     def bench_gate_config(
         self,
         name: str,
@@ -277,9 +285,7 @@ http {{
     ) -> tuple[Path, dict[str, Any]]:
         """nginx, a private Redis and the bench inputs started; the gate's config written
         (with ``--set`` overrides applied), not yet the gate itself."""
-        self.start_nginx(workers=nginx_workers)
-        redis_url = self.start_redis()
-        inputs = self.prepare_gate_inputs(registry_size)
+        redis_url, inputs = self.start_backends(registry_size, nginx_workers=nginx_workers)
         return self.gate_config(name, inputs, workers=workers, redis_url=redis_url, sets=sets)
 
     def start_gate(self, name: str, path: Path, cfg: dict[str, Any]) -> subprocess.Popen[bytes]:

@@ -143,10 +143,8 @@ def _run(args: argparse.Namespace, stack: Stack, tmp: Path, started: float) -> i
     want = lambda name: not only or name in only  # noqa: E731
     kept = "kept" if args.keep else "removed at the end; --keep keeps it"
     print(f"bench: working folder {tmp} ({kept})", flush=True)
-    stack.start_nginx(workers=2)
-    redis_url = stack.start_redis()
-    print(f"bench: generating inputs (registry {args.registry_size} entities)", flush=True)
-    inputs = stack.prepare_gate_inputs(args.registry_size)
+    print(f"bench: upstream, Redis, inputs (registry {args.registry_size} entities)", flush=True)
+    redis_url, inputs = stack.start_backends(args.registry_size)
     token = stack.token()
     body = job_body()
     headers = request_headers(token)

@@ -93,9 +93,7 @@ def main() -> int:
         tmp = Path(tmpdir)
         stack = Stack(tmp)
         try:
-            stack.start_nginx()
-            redis_url = stack.start_redis()
-            inputs = stack.prepare_gate_inputs(args.registry_size)
+            redis_url, inputs = stack.start_backends(args.registry_size)
             if args.bare:
                 port = stack.start_bare(args.workers, cpu_affinity=args.cpu_affinity)
                 proc = stack.procs[-1]

@@ -77,9 +77,7 @@ def main() -> int:
 
 
 def _run(args: argparse.Namespace, stack: Stack) -> int:
-    stack.start_nginx(workers=1)
-    redis_url = stack.start_redis()
-    inputs = stack.prepare_gate_inputs(args.registry_size)
+    redis_url, inputs = stack.start_backends(args.registry_size, nginx_workers=1)
     path, cfg = stack.gate_config("soak", inputs, workers=args.workers, redis_url=redis_url)
     gate = stack.start_gate("soak", path, cfg)
     url = f"http://127.0.0.1:{cfg['listen']['port']}{SUBMIT_PATH}"

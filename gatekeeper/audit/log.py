@@ -178,6 +178,8 @@ class AuditLog:
         built = sinks if sinks is not None else [build_sink(s, fsync=fsync) for s in cfg.sinks]
         # File sinks first: a record reaches the stream or stdout only once it is on disk.
         self.sinks: list[Sink] = sorted(built, key=lambda s: s.kind != "file")
+        self._file_sinks = [s for s in self.sinks if s.kind == "file"]
+        self._other_sinks = [s for s in self.sinks if s.kind != "file"]
         self._sealer = (
             Sealer(load_private_key(cfg.signing_key), replica) if cfg.signing_key else None
         )
@@ -455,32 +457,14 @@ class AuditLog:
         lines, records, seq, head = self._chain(batch)
         self._tip_seq, self._tip_head = seq, head
         written: list[Sink] = []
-        failure: str | None = None
-        for sink in self.sinks:
-            if previous is not None and sink.kind != "file":
-                # The other sinks and the answers follow chain order: wait for the commit
-                # before this one; if it failed, this batch is chained on a record that is not
-                # stored, and fails too (the file sink has already refused it).
-                before = await asyncio.shield(previous)
-                previous = None
-                if not before:
-                    failure = "an earlier batch failed"
-                    break
-            t0 = clock()
-            try:
-                await sink.write(lines)
-                metrics.buffered(metrics.AUDIT_WRITE_SECONDS, sink.kind).observe(clock() - t0)
-            except SinkError as exc:
-                metrics.AUDIT_ERRORS.labels(sink=sink.kind).inc()
-                log.error("audit: %s sink failed: %s", sink.kind, exc)
-                if sink.required:
-                    failure = str(exc)
-                    break
-                continue
-            written.append(sink)
-        # Finish after the commit before this one, failed or not, so commits end in chain order.
+        failure = await self._store(lines, self._file_sinks, written)
+        # The other sinks and the answers follow chain order: this commit goes on once the one
+        # before it has finished. If that one failed, this batch is chained on a record that
+        # is not stored and fails too (the file sink has already refused it).
         if previous is not None and not await asyncio.shield(previous) and failure is None:
             failure = "an earlier batch failed"
+        if failure is None:
+            failure = await self._store(lines, self._other_sinks, written)
         if failure is not None:
             for sink in written:
                 await sink.rollback()
@@ -498,6 +482,26 @@ class AuditLog:
             if fut is not None and not fut.done():
                 fut.set_result(rec)
         return True
+
+    async def _store(
+        self, lines: list[bytes], sinks: list[Sink], written: list[Sink]
+    ) -> str | None:
+        """Hand ``lines`` to ``sinks`` in turn; what stops at a required sink's failure (None if
+        none failed). Sinks that took the lines are appended to ``written``."""
+        clock = time.perf_counter
+        for sink in sinks:
+            t0 = clock()
+            try:
+                await sink.write(lines)
+                metrics.buffered(metrics.AUDIT_WRITE_SECONDS, sink.kind).observe(clock() - t0)
+            except SinkError as exc:
+                metrics.AUDIT_ERRORS.labels(sink=sink.kind).inc()
+                log.error("audit: %s sink failed: %s", sink.kind, exc)
+                if sink.required:
+                    return str(exc)
+                continue
+            written.append(sink)
+        return None
 
     def _fail(self, batch: list[_Pending], why: str) -> None:
         self._healthy = False
