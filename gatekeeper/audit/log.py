@@ -3,8 +3,9 @@
 ``append(body)`` queues the record and waits. A single writer task takes *everything* queued at that
 moment as one batch (group commit): it numbers and chains the records, adds a seal when a signing
 key is configured, and hands the batch to every sink (file sinks first). The file sink does one
-``write`` + one ``fsync`` per batch on its own thread, so while one batch is on its way to the disk
-the next one collects: concurrent requests share an fsync and the event loop never blocks.
+``write`` + one ``fsync`` per batch, the fsync in a process of its own (``syncer.py``), so while one
+batch is on its way to the disk the next one collects: concurrent requests share an fsync and the
+event loop never waits for the disk.
 Outcome lines (``append_nowait``, nobody waits for them) do not start a commit of their own: they
 go with the next record's commit, or after ``LAZY_COMMIT_S`` (5 ms) if none comes. At 500 req/s
 that halves the fsyncs and keeps a decision record from queueing behind an outcome line's fsync
@@ -18,9 +19,10 @@ load it made group commits larger (13-14 to 17-18 lines at ``workers: 2``) and t
 (proxy CPU -8 µs per request in three paired rounds): every commit also costs a seal, a thread
 hand-off and a chain pass, whatever its size.
 
-Two commits in flight: while one batch is on its way to the disk, the next one is chained and
-queued behind it on the file's thread, which starts it the moment the fsync returns (instead of
-after a hand-back to the event loop and another loop pass). A commit finishes, i.e. writes to
+Two commits in flight: while one batch is on its way to the disk, the next one is chained,
+written, and its fsync request queued behind the first's in the fsync process, which starts it
+the moment the first fsync returns (instead of after a hand-back to the event loop and another
+loop pass). A commit finishes, i.e. writes to
 the other sinks and answers its appends, only after the commit before it has finished, so
 records are acknowledged and reach the stream in chain order. Measured with ``bench/ab.py``
 (gate against gate on one stack, 2026-11-27): this code against its parent, 8 pairs, req/s
@@ -51,7 +53,7 @@ last complete record, and ``audit verify`` lists the torn line. Chains are per r
 Timing (per group commit, on ``/metrics``): ``gatekeeper_audit_commit_seconds`` from taking the
 batch to every required sink holding it, ``gatekeeper_audit_write_seconds{sink}`` each sink's
 share as the event loop waits for it (for the file sink: thread hand-off, write and fsync),
-``gatekeeper_audit_fsync_seconds`` the file's write + fsync timed on its own thread (the disk's
+``gatekeeper_audit_fsync_seconds`` the file's fsync timed by its fsync process (the disk's
 part), and ``gatekeeper_audit_batch_records``, the lines per commit (how well group commit
 works). Every decision record waits for one commit, so a slow disk shows here first.
 

@@ -4,16 +4,21 @@ Every sink receives whole group-commit batches (``list[bytes]``, each line endin
 either stores all of them or raises ``SinkError``. ``AuditLog`` writes to the file sinks first,
 so a record reaches Redis or stdout only once it is on disk.
 
-File sink. Blocking I/O runs on one dedicated thread per file (the event loop never waits on the
-disk). A batch is one ``write`` (looped over short writes) followed, with ``durability: fsync``,
-by one ``fsync``; ``buffered`` skips the fsync, which survives a crash of the gate but not of the
-machine. If a write or fsync fails (disk full, permission, I/O error) the file is cut back to the
-end of the last good batch before anything else is written: the failed batch never joins the
-chain. That is the only truncation there is; rotation renames (``files.next_segment``), it never
-truncates or deletes. The live file and its directory are fsynced after a rotation. After a failed
-write a required file sink refuses every batch until ``recover()``: ``AuditLog`` may already
-have queued the next batch, chained on the one that failed, and writing it would break the
-chain on disk.
+File sink. A batch is one ``write`` (looped over short writes) followed, with ``durability:
+fsync``, by one ``fsync``; ``buffered`` skips the fsync, which survives a crash of the gate but
+not of the machine. With ``fsync`` the event loop writes the batch into the page cache itself
+(microseconds) and the fsync runs in a small process of its own (``syncer.py``: one byte to ask,
+a few to answer, no GIL shared with the loop); batches are written in chain order and a batch
+counts as stored only when its fsync has answered. Everything else that may block (opening,
+rotation, cutting back, ``buffered`` writes, the final fsync at close) runs on one dedicated
+thread per file, so the loop never waits on the disk's latency. If a write or fsync fails (disk
+full, permission, I/O error) the file is cut back to the end of the last good batch before
+anything else is written: the failed batch never joins the chain, nor does any batch written
+after it. That is the only truncation there is; rotation renames (``files.next_segment``), it
+never truncates or deletes. The live file and its directory are fsynced after a rotation. After
+a failed write a required file sink refuses every batch until ``recover()``: ``AuditLog`` may
+already have queued the next batch, chained on the one that failed, and writing it would break
+the chain on disk.
 
 Redis stream sink. ``XADD <stream> MAXLEN ~ <maxlen> * data <line>`` for records and seals alike
 (the seals are an off-host anchor), in one MULTI/EXEC per batch. Delivery to the stream is
@@ -43,6 +48,7 @@ from redis.exceptions import RedisError
 from gatekeeper import metrics
 from gatekeeper.audit import files
 from gatekeeper.audit.record import ZERO_HASH, canonical, chain_hash
+from gatekeeper.audit.syncer import Syncer
 from gatekeeper.audit.verify import ChainTail, TailError, read_tail
 
 
@@ -153,6 +159,14 @@ class FileSink:
         self._broken = False  # a write failed: refuse batches until recover()
         self.batches = 0  # successful write(+fsync) calls: the group-commit count
         self._worker = _Worker("gk-audit-file")
+        # durability: fsync. The fsync process; the live file's generation (one per open) and
+        # the one the process has open; failures so far (a batch written before a failure
+        # was answered is cut back with it); batches are written in chain order under _order.
+        self.syncer = Syncer(path) if fsync else None
+        self._generation = 0
+        self._synced_generation = 0
+        self._failures = 0
+        self._order = asyncio.Lock()
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await self._worker.run(fn, *args)
@@ -164,6 +178,9 @@ class FileSink:
 
     async def open(self) -> None:
         await self._run(self._open_sync)
+        if self.syncer is not None:
+            self.syncer.start()
+            self._synced_generation = self._generation
 
     def _open_sync(self) -> None:
         if self._fd is not None:
@@ -194,14 +211,76 @@ class FileSink:
             os.close(fd)
             raise
         self._fd, self._size, self._prev_size, self._dirty = fd, size, size, False
+        self._generation += 1
 
     async def write(self, lines: Sequence[bytes]) -> None:
+        if self.syncer is not None:
+            await self._write_synced(self.syncer, b"".join(lines))
+            return
         try:
             seconds = await self._run(self._timed_write_sync, b"".join(lines))
         except OSError as exc:
             raise SinkError(f"{self.path}: {exc.strerror or exc}") from exc
         # Observed here, on the event loop: the buffered histogram is not for other threads.
         metrics.buffered(metrics.AUDIT_FSYNC_SECONDS).observe(seconds)
+
+    async def _write_synced(self, syncer: Syncer, data: bytes) -> None:
+        """``durability: fsync``: write on the loop, in chain order, then wait for the fsync
+        process (module docstring)."""
+        async with self._order:
+            if self._broken:
+                raise SinkError(f"{self.path}: an earlier batch failed (not written)")
+            try:
+                if self._fd is None or self._dirty or self._rotation_due(len(data)):
+                    await self._run(self._prepare_sync, len(data))
+                start = self._size
+                self._write_all(data)
+            except OSError as exc:
+                self._failed(self._generation, None)
+                raise SinkError(f"{self.path}: {exc.strerror or exc}") from exc
+            self._prev_size, self._size = start, start + len(data)
+            generation, failures = self._generation, self._failures
+            answer = syncer.request(reopen=generation != self._synced_generation)
+            self._synced_generation = generation
+        try:
+            seconds = await answer
+        except OSError as exc:
+            async with self._order:
+                self._failed(generation, start)
+            raise SinkError(f"{self.path}: fsync: {exc.strerror or exc}") from exc
+        if failures != self._failures:  # an earlier batch failed: this one was cut with it
+            raise SinkError(f"{self.path}: an earlier batch failed (cut back)")
+        self.batches += 1
+        metrics.buffered(metrics.AUDIT_FSYNC_SECONDS).observe(seconds)
+
+    def _rotation_due(self, size: int) -> bool:
+        return self._size > 0 and self._size + size > self.rotate_bytes
+
+    def _prepare_sync(self, size: int) -> None:
+        """Open the file, cut what a failed batch left, rotate when due (on the thread)."""
+        self._open_sync()
+        self._cut_sync()
+        if self._rotation_due(size):
+            self._rotate_sync()
+
+    def _write_all(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            if n <= 0:  # pragma: no cover - write(2) reports errors by raising
+                raise OSError(errno.EIO, "short write")
+            view = view[n:]
+
+    def _failed(self, generation: int, start: int | None) -> None:
+        """A batch (written from ``start``, if it was) did not become durable: it and every
+        batch after it are cut before the next write; a required sink refuses batches until
+        ``recover()``."""
+        self._failures += 1
+        self._broken = self.required
+        self._dirty = True
+        if start is not None and generation == self._generation:
+            self._size = min(self._size, start)
 
     def _timed_write_sync(self, data: bytes) -> float:
         """``_write_sync``, and how long it took on this thread (the disk's part of a commit)."""
@@ -220,26 +299,9 @@ class FileSink:
             raise
 
     def _append_sync(self, data: bytes) -> None:
-        self._open_sync()
-        fd = self._fd
-        assert fd is not None
-        if self._dirty:
-            os.ftruncate(fd, self._size)  # drop what a failed batch left behind
-            os.fsync(fd)
-            self._dirty = False
-        if self._size > 0 and self._size + len(data) > self.rotate_bytes:
-            self._rotate_sync()
-            fd = self._fd
-            assert fd is not None
+        self._prepare_sync(len(data))
         self._dirty = True
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            if n <= 0:  # pragma: no cover - write(2) reports errors by raising
-                raise OSError(errno.EIO, "short write")
-            view = view[n:]
-        if self.fsync:
-            os.fsync(fd)
+        self._write_all(data)  # buffered: no fsync (with fsync, _write_synced writes instead)
         self._prev_size, self._size, self._dirty = self._size, self._size + len(data), False
         self.batches += 1
 
@@ -262,9 +324,10 @@ class FileSink:
 
         After a rotation the batch is alone in the fresh live file and ``_prev_size`` is 0.
         """
-        self._size, self._dirty = self._prev_size, True
-        with contextlib.suppress(OSError):
-            await self._run(self._cut_sync)
+        async with self._order:
+            self._size, self._dirty = self._prev_size, True
+            with contextlib.suppress(OSError):
+                await self._run(self._cut_sync)
 
     def _cut_sync(self) -> None:
         if self._fd is not None and self._dirty:
@@ -275,7 +338,8 @@ class FileSink:
     async def recover(self) -> None:
         """Take batches again after a failed write (the log has re-chained from its last durable
         record); what the failed batch left behind is cut before the next write."""
-        await self._run(self._recover_sync)
+        async with self._order:
+            await self._run(self._recover_sync)
 
     def _recover_sync(self) -> None:
         self._broken = False
@@ -283,7 +347,8 @@ class FileSink:
     async def probe(self) -> bool:
         """Can the next batch be written? (file open, leftovers cut, some space free)"""
         try:
-            return bool(await self._run(self._probe_sync))
+            async with self._order:
+                return bool(await self._run(self._probe_sync))
         except OSError:
             return False
 
@@ -304,6 +369,8 @@ class FileSink:
                 os.close(self._fd)
                 self._fd = None
 
+        if self.syncer is not None:
+            await self.syncer.close()
         await self._run(_close)
         self._worker.stop()
 

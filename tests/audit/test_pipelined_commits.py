@@ -1,16 +1,18 @@
-"""Two group commits in flight: the next batch waits on the file's thread, not on the event loop.
+"""Two group commits in flight: the next batch is written and waits for its fsync while the
+first one's fsync is still running.
 
-The disk is a real ``FileSink`` on a real file whose first write is held on the sink's thread
-until the test lets it go (and, for the failure cases, then fails as a full disk would): that is
-the moment a second batch must already be chained and queued behind it.
+The disk is a real ``FileSink`` on a real file whose fsync process is stopped (SIGSTOP) until
+the test lets it go: that is the moment a second batch must already be chained and queued
+behind the first. For the failure case the stopped fsync process is killed, as if it (or the
+disk under it) failed with both batches waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
-import threading
+import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,28 +28,28 @@ from tests.audit.helpers import body, file_cfg, read_lines
 
 
 class HeldDiskFileSink(FileSink):
-    """A file sink whose first write waits for ``release`` (and fails if ``fail_first``)."""
+    """A file sink whose fsync process can be stopped, let go, or killed by the test."""
 
-    def __init__(self, path: str, *, fail_first: bool = False) -> None:
+    def __init__(self, path: str) -> None:
         super().__init__(path)
-        self.fail_first = fail_first
-        self.held = threading.Event()  # the first write is waiting on the thread
-        self.release = threading.Event()
         self.handed = 0  # batches handed to the sink by the log
-        self._first = True
 
     async def write(self, lines: Sequence[bytes]) -> None:
         self.handed += 1
         await super().write(lines)
 
-    def _append_sync(self, data: bytes) -> None:
-        if self._first:
-            self._first = False
-            self.held.set()
-            assert self.release.wait(10)
-            if self.fail_first:
-                raise OSError(errno.ENOSPC, "No space left on device")
-        super()._append_sync(data)
+    def _signal(self, sig: signal.Signals) -> None:
+        assert self.syncer is not None and self.syncer.pid is not None
+        os.kill(self.syncer.pid, sig)
+
+    def hold(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def release(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def crash(self) -> None:
+        self._signal(signal.SIGKILL)
 
 
 async def wait_for(predicate: Any, timeout_s: float = 5.0) -> None:
@@ -80,8 +82,9 @@ async def test_the_next_batch_is_queued_while_the_first_is_on_the_disk(tmp_path:
         answered.append(i)
         return rec
 
+    sink.hold()
     first = asyncio.create_task(append(1))
-    await asyncio.to_thread(sink.held.wait, 5)
+    await wait_for(lambda: sink.handed == 1)
     second = asyncio.create_task(append(2))
     # The second batch is chained and handed to the sink while the first is still held.
     await wait_for(lambda: sink.handed == 2)
@@ -90,7 +93,7 @@ async def test_the_next_batch_is_queued_while_the_first_is_on_the_disk(tmp_path:
     for _ in range(20):
         await asyncio.sleep(0)
     assert sink.handed == 2
-    sink.release.set()
+    sink.release()
     recs = await asyncio.wait_for(asyncio.gather(first, second, third), 10)
     await log.close()
     assert [r["seq"] for r in recs] == [1, 2, 3]
@@ -106,17 +109,16 @@ async def test_a_batch_queued_behind_a_failed_one_fails_too_and_the_chain_stays_
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "audit.jsonl"
-    sink = HeldDiskFileSink(str(path), fail_first=True)
-    sink._first = False  # the first record goes through
+    sink = HeldDiskFileSink(str(path))
     log = await started(path, sink)
     kept = await log.append(body(0))
-    sink._first = True  # the next write is held, then fails (disk full)
+    sink.hold()  # the next fsync does not come back: the fsync process dies with two waiting
     errors_before = metrics.AUDIT_ERRORS.labels(sink="file")._value.get()
     doomed = asyncio.create_task(log.append(body(1)))
-    await asyncio.to_thread(sink.held.wait, 5)
+    await wait_for(lambda: sink.handed == 2)
     behind = asyncio.create_task(log.append(body(2)))  # chained on the doomed record
     await wait_for(lambda: sink.handed == 3)
-    sink.release.set()
+    sink.crash()
     for task in (doomed, behind):
         with pytest.raises(DependencyError) as err:
             await task
@@ -124,7 +126,8 @@ async def test_a_batch_queued_behind_a_failed_one_fails_too_and_the_chain_stays_
     assert not log.healthy()
     assert metrics.AUDIT_ERRORS.labels(sink="file")._value.get() - errors_before == 2
     assert (log.seq, log.head) == (1, kept["hash"])
-    # The next record links to the last stored one: no fork, no gap, nothing of the two.
+    # The next record links to the last stored one: no fork, no gap, nothing of the two (they
+    # were written before the fsync failed, and are cut); a new fsync process makes it durable.
     after = await asyncio.wait_for(log.append(body(3)), 10)
     await log.close()
     assert (after["seq"], after["prev_hash"]) == (2, kept["hash"])
