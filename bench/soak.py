@@ -6,7 +6,8 @@ Run through ``bench/soak`` (defaults: 500 req/s for 600 s, workers 1) or directl
 
 Same processes and request as ``bench/run``'s gate-w1 target (bench/fixtures.py). The load is
 open-loop (bench/openloop.py) in back-to-back slices of ``--interval`` seconds; after each slice
-the gate's resident set (the process and, with workers > 1, its worker processes) is sampled.
+the gate's resident set (the process and every process under it: workers, audit fsync processes)
+is sampled.
 The first minute is warm-up (caches, allocator arenas, the audit file's page cache): flatness is
 judged on the samples after it, against their first, and against their median.
 Writes ``bench/results/<date>-<host>-soak.md`` and ``.json``.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import signal
 import statistics
 import sys
@@ -28,20 +28,21 @@ from typing import Any
 
 import openloop
 import uvloop
-from fixtures import ROOT, SUBMIT_PATH, Stack, job_body, machine, request_headers, result_stem
+from fixtures import (
+    ROOT,
+    SUBMIT_PATH,
+    Stack,
+    job_body,
+    machine,
+    request_headers,
+    result_stem,
+    tree_pids,
+)
 
 
 def rss_kib(pid: int) -> int:
-    """VmRSS of ``pid`` plus its direct children (the workers), in KiB."""
-    pids = [pid]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        pids.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
+    """VmRSS of ``pid`` plus every process under it (workers, audit fsync processes), in KiB."""
+    pids = tree_pids(pid)
     total = 0
     for p in pids:
         try:

@@ -122,8 +122,9 @@ class QuotaConfig:
     key_prefix: str = "gk"
     batch: bool = True  # coalesce concurrent quota calls into one Redis pipeline
     # Redis only (stores/lease.py): lease budget for this many requests at a time, far from the
-    # limit; 0 sends every request to Redis.
+    # limit; 0 sends every request to Redis. Leases used up fast grow, up to lease_requests_max.
     lease_requests: int = 16
+    lease_requests_max: int = 256
     lease_ttl_s: float = 1.0
 
 
@@ -387,6 +388,7 @@ _CHECKS: dict[tuple[type, str], Check] = {
     (QuotaConfig, "on_store_error"): _choice("deny", "allow"),
     (QuotaConfig, "timeout_s"): _range(0.001, 60),
     (QuotaConfig, "lease_requests"): _range(0, 10_000),
+    (QuotaConfig, "lease_requests_max"): _range(0, 100_000),
     (QuotaConfig, "lease_ttl_s"): _range(0.01, 60),
     (AuditConfig, "durability"): _choice("fsync", "buffered"),
     (AuditConfig, "signing_key"): _path,

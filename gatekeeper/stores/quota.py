@@ -162,5 +162,10 @@ def create_store(cfg: QuotaConfig) -> QuotaStore:
             return redis
         from .lease import LeasedQuotaStore
 
-        return LeasedQuotaStore(redis, requests=cfg.lease_requests, ttl_s=cfg.lease_ttl_s)
+        return LeasedQuotaStore(
+            redis,
+            requests=cfg.lease_requests,
+            ttl_s=cfg.lease_ttl_s,
+            max_requests=cfg.lease_requests_max,
+        )
     raise ConfigError([f"quota.store: unsupported store {cfg.store!r}"])

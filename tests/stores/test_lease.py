@@ -34,9 +34,13 @@ def parent(amount: float, limit: float, p: str, window_s: int = WINDOW) -> Bucke
     return Bucket("parent-q", bucket_key("parent-q", "ultimate_parent", p), amount, limit, window_s)
 
 
-def leased(url: str, *, requests: int = 4, ttl_s: float = 5.0, margin: int = 2) -> LeasedQuotaStore:
+def leased(
+    url: str, *, requests: int = 4, ttl_s: float = 5.0, margin: int = 2, max_requests: int = 0
+) -> LeasedQuotaStore:
     inner = RedisQuotaStore.from_url(url, timeout_s=2.0)
-    return LeasedQuotaStore(inner, requests=requests, ttl_s=ttl_s, margin=margin)
+    return LeasedQuotaStore(
+        inner, requests=requests, ttl_s=ttl_s, margin=margin, max_requests=max_requests
+    )
 
 
 def held(url: str, group: str, b: Bucket) -> float:
@@ -83,9 +87,12 @@ async def test_far_from_the_limit_one_lease_serves_k_requests(
     assert held(url, group, b[0]) == 6 * 2.0
 
 
-async def test_exact_at_the_limit_with_leases(private_redis: RedisServer, group: str) -> None:
+@pytest.mark.parametrize("max_requests", [0, 64])  # fixed leases; leases that grow
+async def test_exact_at_the_limit_with_leases(
+    private_redis: RedisServer, group: str, max_requests: int
+) -> None:
     url = private_redis.url
-    store = leased(url, requests=4, margin=2)
+    store = leased(url, requests=4, margin=2, max_requests=max_requests)
     b = [tenant(1.0, 100.0), parent(1.0, 100.0, group)]
     now = time.time()
     try:
@@ -128,6 +135,54 @@ async def test_many_processes_never_over_admit(private_redis: RedisServer, group
     assert held(url, group, parent(1.0, limit, group)) == admitted
     # ... and leases can only have cost the credit parked at the end: one lease per tenant, store
     assert admitted >= limit - 7 * (8 + 3)
+
+
+async def test_leases_used_up_fast_grow_up_to_the_max(
+    private_redis: RedisServer, group: str
+) -> None:
+    url = private_redis.url
+    fixed, growing = leased(url, requests=4), leased(url, requests=4, max_requests=32)
+    calls: dict[str, int] = {}
+    try:
+        for name, store in (("fixed", fixed), ("growing", growing)):
+            b = [tenant(1.0, 1e6, t=name)]
+            now = time.time()
+            before = evalsha_calls(url)
+            results = [await store.consume(group, b, now) for _ in range(400)]
+            await store.settle()
+            calls[name] = evalsha_calls(url) - before
+            assert all(r.admitted for r in results)
+            # the lease in use now is of the largest size: Redis holds 400 plus two leases' worth
+            assert held(url, group, b[0]) <= 400 + 2 * (32 if name == "growing" else 4)
+    finally:
+        await fixed.close()
+        await growing.close()
+    assert calls["fixed"] >= 100  # one script call per 4 requests
+    assert calls["growing"] <= 25  # 4, 8, 16, then 32 requests per call
+    for name in calls:  # closing gave the unused credit back: exactly what was admitted
+        assert held(url, group, tenant(1.0, 1e6, t=name)) == 400
+
+
+async def test_a_lease_that_expires_half_unused_makes_the_next_one_smaller(
+    private_redis: RedisServer, group: str
+) -> None:
+    url = private_redis.url
+    store = leased(url, requests=4, ttl_s=0.3, max_requests=64)
+    b = [tenant(1.0, 1e6)]
+    try:
+        for _ in range(300):  # used up fast: the leases grow to 64
+            await store.consume(group, b, time.time())
+        await store.settle()
+        grown = held(url, group, b[0]) - 300  # the two leases held now
+        assert grown >= 64
+        await asyncio.sleep(0.5)  # both expire; the one taken ahead was never used: 64 -> 32
+        await store.settle()
+        assert held(url, group, b[0]) == 300  # their credit went back
+        await store.consume(group, b, time.time())  # a new lease (the next one not yet taken)
+        assert held(url, group, b[0]) - 300 == 32
+    finally:
+        await store.close()
+    assert held(url, group, b[0]) == 301
 
 
 async def test_unused_credit_goes_back_when_the_lease_expires(
@@ -325,6 +380,7 @@ async def test_configuration() -> None:
     off = create_store(QuotaConfig(store="redis://127.0.0.1:1/0", lease_requests=0))
     try:
         assert isinstance(store, LeasedQuotaStore) and store.requests == 16
+        assert store.max_requests == QuotaConfig().lease_requests_max == 256
         assert isinstance(off, RedisQuotaStore)
         assert not isinstance(create_store(QuotaConfig()), LeasedQuotaStore)  # memory: no lease
         with pytest.raises(ValueError):
@@ -340,6 +396,8 @@ async def test_configuration() -> None:
         ("lease_requests", "-1", "between 0 and 10000"),
         ("lease_requests", "1000000000", "between 0 and 10000"),
         ("lease_requests", "1.5", "must be an integer"),
+        ("lease_requests_max", "-1", "between 0 and 100000"),
+        ("lease_requests_max", "many", "quota.lease_requests_max"),
         ("lease_ttl_s", "0", "between 0.01 and 60"),
         ("lease_ttl_s", "yes", "quota.lease_ttl_s"),
     ],
