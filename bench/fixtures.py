@@ -14,8 +14,8 @@ The gate runs the full allow path of the shipped US policy pack:
 
 The pack is copied with the quota limit raised to 1e15 TPP-hours so a benchmark never runs out
 of budget; nothing else is changed. So the default quota leases apply (``stores/lease.py``: one
-quota script per 16 admitted requests per process); ``quota.lease_requests=0`` through the
-benchmarks' ``--set`` runs the script for every request.
+quota script per 16 admitted requests per process, growing to one per 256 under load);
+``quota.lease_requests=0`` through the benchmarks' ``--set`` runs the script for every request.
 """
 
 from __future__ import annotations
