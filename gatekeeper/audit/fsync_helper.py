@@ -32,13 +32,18 @@ SYNC = b"s"[0]
 REOPEN = b"r"[0]
 
 
+def _code(exc: OSError) -> int:
+    """The errno to answer (one byte, never 0: 0 means durable)."""
+    return (exc.errno or 5) & 0xFF or 5
+
+
 def _fsync(fd: int) -> tuple[int, int]:
     started = time.perf_counter()
     try:
         os.fsync(fd)
         code = 0
     except OSError as exc:
-        code = (exc.errno or 5) & 0xFF or 5
+        code = _code(exc)
     micros = min(int((time.perf_counter() - started) * 1e6), 0xFFFFFFFF)
     return code, micros
 
@@ -57,7 +62,7 @@ def serve(path: str, inp: int = 0, out: int = 1) -> None:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             opened = None
         except OSError as exc:
-            opened = (exc.errno or 5) & 0xFF or 5
+            opened = _code(exc)
 
     def answer(waiting: int, reply: bytearray) -> None:
         code, micros = (opened, 0) if opened is not None else _fsync(fd)

@@ -16,8 +16,8 @@ each of them queues new records (requests whose bytes have already arrived finis
 join this commit instead of waiting for the next one); the first iteration that adds nothing
 ends the wait. It costs one loop iteration (microseconds) when nothing else is running, and under
 load it made group commits larger (13-14 to 17-18 lines at ``workers: 2``) and the gate cheaper
-(proxy CPU -8 µs per request in three paired rounds): every commit also costs a seal, a thread
-hand-off and a chain pass, whatever its size.
+(proxy CPU -8 µs per request in three paired rounds): every commit also costs a seal, a hand-off
+to the disk and a chain pass, whatever its size.
 
 Two commits in flight: while one batch is on its way to the disk, the next one is chained,
 written, and its fsync request queued behind the first's in the fsync process, which starts it
@@ -52,7 +52,7 @@ last complete record, and ``audit verify`` lists the torn line. Chains are per r
 
 Timing (per group commit, on ``/metrics``): ``gatekeeper_audit_commit_seconds`` from taking the
 batch to every required sink holding it, ``gatekeeper_audit_write_seconds{sink}`` each sink's
-share as the event loop waits for it (for the file sink: thread hand-off, write and fsync),
+share as the event loop waits for it (for the file sink: the write and the wait for its fsync),
 ``gatekeeper_audit_fsync_seconds`` the file's fsync timed by its fsync process (the disk's
 part), and ``gatekeeper_audit_batch_records``, the lines per commit (how well group commit
 works). Every decision record waits for one commit, so a slow disk shows here first.

@@ -298,9 +298,11 @@ class LeasedQuotaStore:
             lease.handle = None
         items = tuple(
             ReservedAmount(b.quota, b.key, b.window_s, slot, credit)
-            for b, slot, credit in zip(bs.buckets, lease.slots, lease.credit, strict=True)
+            for b, slot, credit, full in zip(
+                bs.buckets, lease.slots, lease.credit, lease.full, strict=True
+            )
             # What k subtractions leave of a used-up credit is rounding, not budget: no call.
-            if credit > _ROUNDING * b.amount * lease.k
+            if credit > _ROUNDING * full
         )
         lease.credit = [0.0] * len(lease.credit)
         if items:
