@@ -184,6 +184,39 @@ class RouteConfig:
     generic: GenericAdapterConfig | None = None
     # kubernetes: GPUs per pod assumed when a PATCH/scale changes a count without a pod template
     assume_gpus_per_pod: float = 8.0
+    # the inventory entry (``inventory[].name``) that bounds this route's requests when the request
+    # itself names no partition / node pool the inventory knows
+    inventory: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryAccelerators:
+    """The accelerators of one node: ``count`` devices of catalog model ``model``."""
+
+    model: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryNode:
+    """One node of a pool; shares (Slurm shards, MPS, time-slicing) are slices of its devices."""
+
+    accelerators: InventoryAccelerators
+    shards_per_gpu: int = 0
+    mps_per_gpu: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryEntry:
+    """What one partition / node pool / Ray cluster behind the gate can physically grant."""
+
+    name: str
+    scheduler: str  # slurm | kubernetes | ray
+    nodes: int
+    node: InventoryNode
+    partitions: tuple[str, ...] = ()  # slurm partitions this entry covers
+    node_selector: dict[str, str] = field(default_factory=dict)  # kubernetes node labels
+    max_hours: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +236,7 @@ class Config:
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     routes: tuple[RouteConfig, ...] = ()
+    inventory: tuple[InventoryEntry, ...] = ()
 
 
 # -------------------------------------------------------------------------------------- loader
@@ -406,6 +440,15 @@ _CHECKS: dict[tuple[type, str], Check] = {
     (RouteConfig, "token_headers"): _header_names,
     (RouteConfig, "strip_prefix"): _prefix,
     (RouteConfig, "assume_gpus_per_pod"): _range(0),
+    (RouteConfig, "inventory"): _nonempty,
+    (InventoryEntry, "name"): _nonempty,
+    (InventoryEntry, "scheduler"): _choice("slurm", "kubernetes", "ray"),
+    (InventoryEntry, "nodes"): _range(1, 10_000_000),
+    (InventoryEntry, "max_hours"): _range(0.001),
+    (InventoryAccelerators, "model"): _nonempty,
+    (InventoryAccelerators, "count"): _range(0, 1024),
+    (InventoryNode, "shards_per_gpu"): _range(0, 1_000_000),
+    (InventoryNode, "mps_per_gpu"): _range(0, 1_000_000),
     (RouteMatch, "path_prefix"): _prefix,
     (RouteMatch, "path_regex"): _regex,
     (RouteMatch, "methods"): _methods,
@@ -444,6 +487,18 @@ def _convert(tp: Any, raw: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
         if raw is None:
             return None
         return _convert(args[0], raw, ctx, line, path)
+    if origin is dict:
+        if not isinstance(raw, dict):
+            ctx.err(line, path, f"must be a mapping (got {type(raw).__name__})")
+            return None
+        out_map: dict[str, str] = {}
+        for key, item in raw.items():
+            item_path = f"{path}.{key}"
+            if not isinstance(key, str) or isinstance(item, bool) or not isinstance(item, str):
+                ctx.err(line_of(raw, key, line), item_path, "must map strings to strings")
+                continue
+            out_map[key] = _substitute_env(item, ctx, line_of(raw, key, line), item_path)
+        return out_map
     if origin is tuple:
         (item_tp, _ellipsis) = typing.get_args(tp)
         if isinstance(raw, str | int | float) and not isinstance(raw, bool) and item_tp is str:
@@ -562,12 +617,53 @@ def _cross_checks(cfg: Config, raw: LocDict, ctx: _Ctx) -> None:
             ctx.err(line, f"audit.sinks[{i}].path", "a file sink needs a path")
         if sink.type == "redis_stream" and sink.url is None:
             ctx.err(line, f"audit.sinks[{i}].url", "a redis_stream sink needs a url")
+    _check_inventory(cfg, raw, ctx)
     if (
         cfg.listen.port != 0
         and cfg.listen.port == cfg.admin.port
         and (cfg.listen.host == cfg.admin.host)
     ):
         ctx.err(raw.line_of("admin"), "admin.port", "the admin listener needs its own port")
+
+
+def _check_inventory(cfg: Config, raw: LocDict, ctx: _Ctx) -> None:
+    """Inventory names are unique, a Slurm partition belongs to one entry, routes name entries
+    of their own scheduler."""
+    raw_inv = raw.get("inventory") if isinstance(raw.get("inventory"), list) else LocList()
+    by_name: dict[str, InventoryEntry] = {}
+    partitions: dict[str, str] = {}
+    for i, entry in enumerate(cfg.inventory):
+        line = line_of(raw_inv, i, raw.line)
+        if entry.name in by_name:
+            ctx.err(line, f"inventory[{i}].name", f"duplicate inventory name {entry.name!r}")
+        by_name[entry.name] = entry
+        if entry.scheduler != "slurm" and entry.partitions:
+            ctx.err(line, f"inventory[{i}].partitions", "only slurm entries have partitions")
+        if entry.scheduler != "kubernetes" and entry.node_selector:
+            ctx.err(line, f"inventory[{i}].node_selector", "only kubernetes entries select nodes")
+        for name in entry.partitions:
+            if name in partitions and partitions[name] != entry.name:
+                ctx.err(
+                    line,
+                    f"inventory[{i}].partitions",
+                    f"partition {name!r} is already in inventory entry {partitions[name]!r}",
+                )
+            partitions.setdefault(name, entry.name)
+    raw_routes = raw.get("routes") if isinstance(raw.get("routes"), list) else LocList()
+    for i, route in enumerate(cfg.routes):
+        if route.inventory is None:
+            continue
+        line = line_of(raw_routes, i, raw.line)
+        target = by_name.get(route.inventory)
+        if target is None:
+            ctx.err(line, f"routes[{i}].inventory", f"no inventory entry {route.inventory!r}")
+        elif route.adapter in ("slurm", "kubernetes", "ray") and target.scheduler != route.adapter:
+            ctx.err(
+                line,
+                f"routes[{i}].inventory",
+                f"inventory entry {route.inventory!r} is for {target.scheduler}, "
+                f"the route's adapter is {route.adapter}",
+            )
 
 
 def _check_pointers(generic: GenericAdapterConfig, ctx: _Ctx, line: int | None, path: str) -> None:

@@ -179,7 +179,11 @@ class ComputeRequest:
     tpp_hours: float
     eccn: str | None
     controlled: bool
-    reasons: tuple[str, ...] = ()
+    # what the bound rests on (e.g. ``unknown-gpu-model``, ``gpus-per-node-from-inventory``,
+    # ``hours-from-route-max``): kebab-case, sorted; shown in ``check`` and the audit record
+    assumptions: tuple[str, ...] = ()
+    # False when a model the request may land on is outside the catalog (priced as its top part)
+    model_known: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -191,6 +195,8 @@ class ComputeRequest:
             "tpp_hours": self.tpp_hours,
             "eccn": self.eccn,
             "controlled": self.controlled,
+            "model_known": self.model_known,
+            "assumptions": list(self.assumptions),
         }
 
 

@@ -31,6 +31,7 @@ from .errors import ConfigError, Deny
 from .geo import GeoResolver
 from .gpus import GpuCatalog, load_gpu_catalog
 from .identity import Authenticator
+from .inventory import Inventory, build_inventory
 from .ownership import Registry, load_registry
 from .pipeline import Pipeline, Stage
 from .policy import PolicySet, load_policy_set
@@ -75,6 +76,7 @@ class Snapshot:
     registry: Registry
     geo: GeoResolver
     catalog: GpuCatalog
+    inventory: Inventory
     policy: PolicySet
     authenticated: Pipeline
     anonymous: Pipeline
@@ -140,6 +142,11 @@ class Runtime:
                 parts[name] = load()
             except ConfigError as exc:  # collect every component's problems, then fail once
                 problems.extend(exc.problems)
+        if "catalog" in parts:
+            try:
+                parts["inventory"] = build_inventory(cfg.inventory, parts["catalog"], cfg.source)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
         if problems:
             if "geo" in parts:
                 parts["geo"].close()
@@ -155,6 +162,7 @@ class Runtime:
             registry=parts["registry"],
             geo=parts["geo"],
             catalog=parts["catalog"],
+            inventory=parts["inventory"],
             policy=parts["policy"],
             authenticated=authenticated,
             anonymous=anonymous,
@@ -165,7 +173,7 @@ class Runtime:
         """The stage order, literally. Routes with ``authenticate: false`` have no principal,
         hence no ownership either; the policy sees those facts as absent."""
         geo = GeoStage(parts["geo"])
-        compute = ComputeStage(parts["catalog"])
+        compute = ComputeStage(parts["catalog"], parts["inventory"])
         policy = PolicyStage(parts["policy"])
         enforce = EnforceStage()
         authenticated: tuple[Stage, ...] = (

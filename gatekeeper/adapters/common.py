@@ -455,13 +455,13 @@ class Part:
     """A homogeneous piece of a request: ``gpus`` of one of ``models`` for ``hours``.
 
     ``models`` lists every model the piece may land on (empty: the route default); the most
-    capable one counts. ``reasons`` carry assumptions the adapter had to make.
+    capable one counts. ``assumptions`` are what the adapter had to assume (kebab-case).
     """
 
     gpus: float
     hours: float
     models: tuple[str, ...] = ()
-    reasons: tuple[str, ...] = ()
+    assumptions: tuple[str, ...] = ()
 
 
 _ECCN_RANK = {None: 0, ECCN_B: 1, ECCN_A: 2}
@@ -517,8 +517,8 @@ def combine(parts: Iterable[Part], route: RouteConfig, catalog: GpuCatalog) -> C
         if part_gpus <= 0:
             zero_hours = max(zero_hours, part_hours)
             continue
-        if part.reasons:
-            reasons.update(part.reasons)
+        if part.assumptions:
+            reasons.update(part.assumptions)
         name, model = _pick_model(part.models, route, catalog, reasons)
         gpus += part_gpus
         hours = max(hours, part_hours)
@@ -541,7 +541,8 @@ def combine(parts: Iterable[Part], route: RouteConfig, catalog: GpuCatalog) -> C
         tpp_hours,
         eccn,
         eccn is not None,  # controlled
-        tuple(sorted(reasons)) if reasons else (),
+        tuple(sorted(reasons)) if reasons else (),  # assumptions
+        R_UNKNOWN_GPU_MODEL not in reasons,  # model_known
     )
 
 

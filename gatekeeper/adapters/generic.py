@@ -15,6 +15,7 @@ from ..config import GenericAdapterConfig, RouteConfig
 from ..context import ComputeRequest
 from ..errors import BadRequest, DependencyError
 from ..gpus import GpuCatalog
+from ..inventory import EMPTY_INVENTORY, Inventory
 from .common import Part, combine, header, load_json, number, zero
 
 _MISSING = object()
@@ -74,7 +75,13 @@ def _source(headers: Any, doc_loader: Any, header_name: str | None, pointer: str
 
 
 def measure_generic(
-    route: RouteConfig, method: str, path: str, headers: Any, body: bytes, catalog: GpuCatalog
+    route: RouteConfig,
+    method: str,
+    path: str,
+    headers: Any,
+    body: bytes,
+    catalog: GpuCatalog,
+    inventory: Inventory = EMPTY_INVENTORY,
 ) -> ComputeRequest:
     """Measure a request with the route's ``generic`` settings (see the module docstring)."""
     cfg: GenericAdapterConfig | None = route.generic

@@ -40,6 +40,7 @@ from ..config import RouteConfig
 from ..context import ComputeRequest
 from ..errors import BadRequest
 from ..gpus import GpuCatalog
+from ..inventory import EMPTY_INVENTORY, Inventory
 from .common import (
     MAX_MULTIPLIER,
     Part,
@@ -360,7 +361,13 @@ def _mentions_gpu(doc: Any) -> bool:
 
 
 def measure_kubernetes(
-    route: RouteConfig, method: str, path: str, headers: Any, body: bytes, catalog: GpuCatalog
+    route: RouteConfig,
+    method: str,
+    path: str,
+    headers: Any,
+    body: bytes,
+    catalog: GpuCatalog,
+    inventory: Inventory = EMPTY_INVENTORY,
 ) -> ComputeRequest:
     """Measure a Kubernetes write (see the module docstring, including the patch rule)."""
     method = method.upper()
@@ -404,5 +411,5 @@ def measure_kubernetes(
             reasons = (R_GPUS_ASSUMED,)
     count = 1 if work.count is None else work.count
     hours = route.max_hours if work.hours is None else work.hours
-    part = Part(gpus=count * (gpus_per_pod or 0.0), hours=hours, models=models, reasons=reasons)
+    part = Part(gpus=count * (gpus_per_pod or 0.0), hours=hours, models=models, assumptions=reasons)
     return combine([part], route, catalog)

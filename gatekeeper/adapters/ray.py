@@ -19,6 +19,7 @@ from ..config import RouteConfig
 from ..context import ComputeRequest
 from ..errors import BadRequest
 from ..gpus import GpuCatalog
+from ..inventory import EMPTY_INVENTORY, Inventory
 from .common import Part, as_mapping, combine, load_json, number, sanitize, zero
 
 ACCELERATOR_PREFIX = "accelerator_type:"
@@ -29,7 +30,13 @@ def _is_submit(method: str, path: str) -> bool:
 
 
 def measure_ray(
-    route: RouteConfig, method: str, path: str, headers: Any, body: bytes, catalog: GpuCatalog
+    route: RouteConfig,
+    method: str,
+    path: str,
+    headers: Any,
+    body: bytes,
+    catalog: GpuCatalog,
+    inventory: Inventory = EMPTY_INVENTORY,
 ) -> ComputeRequest:
     """Measure a Ray job submission (see the module docstring)."""
     if not _is_submit(method, path):

@@ -45,6 +45,7 @@ from ..config import RouteConfig
 from ..context import ComputeRequest
 from ..errors import BadRequest
 from ..gpus import GpuCatalog
+from ..inventory import EMPTY_INVENTORY, Inventory
 from ..memo import Memo, remember
 from .common import (
     MAX_MULTIPLIER,
@@ -706,7 +707,13 @@ def _shape_key(shape: JobShape) -> tuple[Any, ...] | None:
 
 
 def measure_slurm(
-    route: RouteConfig, method: str, path: str, headers: Any, body: bytes, catalog: GpuCatalog
+    route: RouteConfig,
+    method: str,
+    path: str,
+    headers: Any,
+    body: bytes,
+    catalog: GpuCatalog,
+    inventory: Inventory = EMPTY_INVENTORY,
 ) -> ComputeRequest:
     """Measure a Slurm REST submission (see the module docstring for the rules)."""
     doc = load_json(body) if body.strip() else {}

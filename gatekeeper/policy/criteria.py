@@ -111,7 +111,9 @@ _SPEC: tuple[tuple[str, str, str, str], ...] = (
     ("compute.tpp_hours", NUM, "compute", "tpp_hours"),
     ("compute.eccn", STR, "compute", "eccn"),
     ("compute.controlled", BOOL, "compute", "controlled"),
-    ("compute.reasons", SET, "compute", "reasons"),
+    ("compute.reasons", SET, "compute", "assumptions"),  # older name of compute.assumptions
+    ("compute.assumptions", SET, "compute", "assumptions"),
+    ("compute.model_known", BOOL, "compute", "model_known"),
     ("request.route", STR, "request", "route"),
     ("request.method", STR, "request", "method"),
 )

@@ -175,7 +175,8 @@ def input_from_attributes(
             tpp_hours=float(v("compute.tpp_hours", gpu_hours * tpp)),
             eccn=v("compute.eccn"),
             controlled=v("compute.controlled", False),
-            reasons=tuple(v("compute.reasons", ())),
+            assumptions=tuple(v("compute.assumptions", v("compute.reasons", ()))),
+            model_known=bool(v("compute.model_known", True)),
         )
     request = None
     if given("request."):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..adapters import measure
 from ..context import RequestContext
 from ..gpus import GpuCatalog
+from ..inventory import EMPTY_INVENTORY, Inventory
 
 
 class ComputeStage:
@@ -12,8 +13,9 @@ class ComputeStage:
 
     name = "compute"
 
-    def __init__(self, catalog: GpuCatalog) -> None:
+    def __init__(self, catalog: GpuCatalog, inventory: Inventory = EMPTY_INVENTORY) -> None:
         self.catalog = catalog
+        self.inventory = inventory
 
     def run(self, ctx: RequestContext) -> None:
         c = measure(
@@ -23,6 +25,7 @@ class ComputeStage:
             ctx.headers,
             ctx.body,
             self.catalog,
+            self.inventory,
         )
         if c is not None:
             ctx.compute = c

@@ -439,7 +439,7 @@ def test_kubernetes_table(
     c = run(R, body, method=method, path=path, headers=headers)
     if model is None and gpus:
         # Route has no default model: unknown -> highest TPP, flagged.
-        assert c.tpp == CATALOG.highest.tpp and "unknown-gpu-model" in c.reasons
+        assert c.tpp == CATALOG.highest.tpp and "unknown-gpu-model" in c.assumptions
         assert (c.gpus, c.hours, c.gpu_hours) == (gpus, hours, gpus * hours)
         assert c.tpp_hours == gpus * hours * CATALOG.highest.tpp
     else:
@@ -449,7 +449,7 @@ def test_kubernetes_table(
 def test_domain_example_exact_figures() -> None:
     c = run(R, CASES[0][4], path=JOBS, headers=JSON)
     assert (c.gpus, c.hours, c.gpu_hours, c.tpp_hours) == (32, 12, 384, 384 * 15_832)
-    assert c.eccn == "3A090.a" and c.controlled and c.reasons == ()
+    assert c.eccn == "3A090.a" and c.controlled and c.assumptions == ()
 
 
 def test_patch_assumption_is_flagged_and_configurable() -> None:
@@ -460,7 +460,7 @@ def test_patch_assumption_is_flagged_and_configurable() -> None:
         path=JOB,
         headers=MERGE,
     )
-    assert c.gpus == 40 and c.gpu_model == "H100-SXM" and "gpus-per-pod-assumed" in c.reasons
+    assert c.gpus == 40 and c.gpu_model == "H100-SXM" and "gpus-per-pod-assumed" in c.assumptions
 
 
 YAML_JOB = b"""

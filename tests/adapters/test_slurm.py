@@ -272,7 +272,7 @@ def test_hetjob_different_hours() -> None:
 def test_unknown_type_is_highest_tpp_controlled() -> None:
     c = run(R, job(tres_per_job="gres/gpu:h100pcie:2", time_limit=60), path=PATH)
     assert c.controlled and c.tpp == CATALOG.highest.tpp
-    assert c.gpu_model == "h100pcie" and "unknown-gpu-model" in c.reasons
+    assert c.gpu_model == "h100pcie" and "unknown-gpu-model" in c.assumptions and not c.model_known
 
 
 def test_unknown_type_denied_when_route_says_so() -> None:
@@ -285,12 +285,17 @@ def test_no_model_anywhere_is_unknown() -> None:
     c = run(
         route("slurm", gpu_model=None), job(tres_per_job="gres/gpu:1", time_limit=60), path=PATH
     )
-    assert c.gpu_model is None and c.tpp == CATALOG.highest.tpp and "unknown-gpu-model" in c.reasons
+    assert (
+        c.gpu_model is None
+        and c.tpp == CATALOG.highest.tpp
+        and "unknown-gpu-model" in c.assumptions
+        and not c.model_known
+    )
 
 
 def test_socket_count_assumed() -> None:
     c = run(R, job(tres_per_socket="gres/gpu:2", time_limit=60), path=PATH)
-    assert c.gpus == 4 and "slurm-sockets-assumed" in c.reasons
+    assert c.gpus == 4 and "slurm-sockets-assumed" in c.assumptions
 
 
 BAD: list[tuple[str, Any, str]] = [
