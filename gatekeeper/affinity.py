@@ -2,17 +2,13 @@
 ``worker_cpu_affinity auto``).
 
 Why. A gate process is an event loop plus helpers that take every group commit to the disk and
-hand it back (the audit file's fsync process, which inherits the worker's CPU, and its thread).
-Left to the scheduler, they move between CPUs: the commit hand-off then crosses cores and each
-move starts on cold caches. Pinned, worker *i*, all its threads and its fsync process stay on
-one CPU (on 2026-11-27 the audit thread of the time, left free to move, measured 7.5% fewer
-req/s at 32 connections in eight paired rounds). Measured on the 2-core benchmark
-VM with ``bench/profile_gate.py --workers 2 --cpu-affinity auto|none`` (wrk, nginx and Redis on
-the same two cores): seven paired rounds, median 5,573 against 4,603 req/s (more in 6 of 7) and
-285 against 337 µs of gate CPU per request; ``workers: 1`` gained 8-19% in three pairs. The bare
-aiohttp proxy, which has no second thread, gained nothing consistent (+11%, -13%, +1%). Below
-saturation it does not pay: at 500 req/s the pinned gate's median latency was 0.1 ms higher (its
-audit thread can no longer run on the idle CPU), so it is a throughput setting.
+hand it back (the audit file's thread). Left to the scheduler, they move between CPUs: the commit
+hand-off then crosses cores and each move starts on cold caches. Pinned, worker *i* and all its
+threads stay on one CPU. On a machine the gate saturates, paired rounds of
+``bench/profile_gate.py --workers 2 --cpu-affinity auto|none`` show more requests per second and
+less CPU per request pinned; the bare aiohttp proxy, which has no second thread, gains nothing
+consistent. Below saturation it does not pay (the audit thread can no longer run on an idle CPU,
+so median latency rises slightly): it is a throughput setting.
 
 Which CPU. The CPUs the process may use when it starts (``sched_getaffinity``: a cpuset, a
 ``taskset``), in ascending order; worker *i* takes the (*i* mod *n*)-th. ``workers: 1`` is worker
