@@ -256,6 +256,7 @@ from typing import Any  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 from .errors import ConfigError, Problem  # noqa: E402
+from .jsonpointer import PointerError, parse_pointer  # noqa: E402
 from .yamlsrc import LocDict, LocList, line_of, load_located, parse_located  # noqa: E402
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -667,8 +668,6 @@ def _check_inventory(cfg: Config, raw: LocDict, ctx: _Ctx) -> None:
 
 
 def _check_pointers(generic: GenericAdapterConfig, ctx: _Ctx, line: int | None, path: str) -> None:
-    from .adapters.generic import PointerError, parse_pointer
-
     for name in ("gpus_pointer", "model_pointer", "hours_pointer"):
         pointer = getattr(generic, name)
         if pointer is None:
