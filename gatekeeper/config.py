@@ -241,144 +241,34 @@ class Config:
 
 # -------------------------------------------------------------------------------------- loader
 #
-# The loader is driven by the dataclasses above: every field is a key, its annotation is the type
-# to check, its default makes it optional. Extra checks (ranges, choices, URLs, CIDRs, paths) are
-# declared per (class, field) in _CHECKS below, so a new setting needs one line, not a new parser.
+# The loader is driven by the dataclasses above (the walker is in ``configload.py``): every field is
+# a key, its annotation is the type to check, its default makes it optional. Extra checks (ranges,
+# choices, URLs, CIDRs, paths) are declared per (class, field) in _CHECKS below, so a new setting
+# needs one line, not a new parser.
 
-import ipaddress  # noqa: E402
 import os  # noqa: E402
-import re  # noqa: E402
-import types  # noqa: E402
-import typing  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import MISSING, fields, is_dataclass  # noqa: E402
 from typing import Any  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
 
+# The walker's names under the aliases the table below was written with.
+from .configload import Check  # noqa: E402
+from .configload import Ctx as _Ctx  # noqa: E402
+from .configload import build as _build  # noqa: E402
+from .configload import choice as _choice  # noqa: E402
+from .configload import cidr as _cidr  # noqa: E402
+from .configload import db_path as _db_path  # noqa: E402
+from .configload import each as _each  # noqa: E402
+from .configload import file_path as _path  # noqa: E402
+from .configload import header_names as _header_names  # noqa: E402
+from .configload import http_methods as _methods  # noqa: E402
+from .configload import nonempty as _nonempty  # noqa: E402
+from .configload import path_prefix as _prefix  # noqa: E402
+from .configload import regex as _regex  # noqa: E402
+from .configload import store_url as _store_url  # noqa: E402
+from .configload import url_of as _url  # noqa: E402
+from .configload import value_range as _range  # noqa: E402
 from .errors import ConfigError, Problem  # noqa: E402
+from .jsonpointer import PointerError, parse_pointer  # noqa: E402
 from .yamlsrc import LocDict, LocList, line_of, load_located, parse_located  # noqa: E402
-
-_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-
-
-class _Ctx:
-    """Collects problems while walking one file."""
-
-    def __init__(self, filename: str, base_dir: str) -> None:
-        self.filename = filename
-        self.base_dir = base_dir
-        self.problems: list[Problem] = []
-
-    def err(self, line: int | None, path: str, message: str) -> None:
-        self.problems.append(Problem(self.filename, line, path, message))
-
-
-Check = Callable[[Any, _Ctx, int | None, str], Any]
-
-
-def _choice(*allowed: str) -> Check:
-    def check(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
-        if value not in allowed:
-            ctx.err(line, path, f"must be one of {', '.join(allowed)} (got {value!r})")
-        return value
-
-    return check
-
-
-def _range(lo: float | None = None, hi: float | None = None) -> Check:
-    def check(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-            ctx.err(line, path, f"must be {bounds} (got {value!r})")
-        return value
-
-    return check
-
-
-def _cidr(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
-    try:
-        return str(ipaddress.ip_network(value, strict=False))
-    except ValueError:
-        ctx.err(line, path, f"not an IP network in CIDR form: {value!r}")
-        return value
-
-
-def _url(*schemes: str) -> Check:
-    def check(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
-        try:
-            parts = urlsplit(value)
-            ok = parts.scheme in schemes and bool(parts.hostname)
-            if ok:
-                _ = parts.port  # raises ValueError on a bad port
-        except ValueError:
-            ok = False
-        if not ok:
-            ctx.err(line, path, f"not a valid {'/'.join(schemes)} URL: {value!r}")
-        return value
-
-    return check
-
-
-def _store_url(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
-    if value == "memory":
-        return value
-    return _url("redis", "rediss", "redis+cluster")(value, ctx, line, path)
-
-
-def _path(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
-    if not value:
-        ctx.err(line, path, "must not be empty")
-        return value
-    return os.path.normpath(os.path.join(ctx.base_dir, value))
-
-
-def _db_path(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
-    return value if value == "builtin" else _path(value, ctx, line, path)
-
-
-def _regex(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        ctx.err(line, path, f"invalid regular expression: {exc}")
-    return value
-
-
-def _prefix(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
-    if not value.startswith("/"):
-        ctx.err(line, path, f"must start with '/' (got {value!r})")
-    return value
-
-
-def _methods(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
-    out = []
-    for m in value:
-        if not _TOKEN_RE.match(m):
-            ctx.err(line, path, f"not an HTTP method: {m!r}")
-        out.append(m.upper())
-    return tuple(out)
-
-
-def _header_names(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
-    for h in value:
-        if not _TOKEN_RE.match(h):
-            ctx.err(line, path, f"not a header name: {h!r}")
-    return value
-
-
-def _nonempty(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
-    if not value:
-        ctx.err(line, path, "must not be empty")
-    return value
-
-
-def _each(check: Check) -> Check:
-    def run(value: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
-        return tuple(check(v, ctx, line, f"{path}[{i}]") for i, v in enumerate(value))
-
-    return run
-
 
 _CHECKS: dict[tuple[type, str], Check] = {
     (ListenConfig, "port"): _range(0, 65535),
@@ -453,129 +343,6 @@ _CHECKS: dict[tuple[type, str], Check] = {
     (RouteMatch, "path_regex"): _regex,
     (RouteMatch, "methods"): _methods,
 }
-
-
-def _type_name(tp: Any) -> str:
-    if isinstance(tp, type):
-        if is_dataclass(tp):
-            return "a mapping"
-        return {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean"}[
-            tp.__name__
-        ]
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        return "a list"
-    return str(tp)
-
-
-def _substitute_env(value: str, ctx: _Ctx, line: int | None, path: str) -> str:
-    def repl(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if name not in os.environ:
-            ctx.err(line, path, f"environment variable {name} is not set")
-            return ""
-        return os.environ[name]
-
-    return _ENV_RE.sub(repl, value)
-
-
-def _convert(tp: Any, raw: Any, ctx: _Ctx, line: int | None, path: str) -> Any:
-    """Check ``raw`` against annotation ``tp``; returns the converted value (or None on error)."""
-    origin = typing.get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if raw is None:
-            return None
-        return _convert(args[0], raw, ctx, line, path)
-    if origin is dict:
-        if not isinstance(raw, dict):
-            ctx.err(line, path, f"must be a mapping (got {type(raw).__name__})")
-            return None
-        out_map: dict[str, str] = {}
-        for key, item in raw.items():
-            item_path = f"{path}.{key}"
-            if not isinstance(key, str) or isinstance(item, bool) or not isinstance(item, str):
-                ctx.err(line_of(raw, key, line), item_path, "must map strings to strings")
-                continue
-            out_map[key] = _substitute_env(item, ctx, line_of(raw, key, line), item_path)
-        return out_map
-    if origin is tuple:
-        (item_tp, _ellipsis) = typing.get_args(tp)
-        if isinstance(raw, str | int | float) and not isinstance(raw, bool) and item_tp is str:
-            raw = [raw]  # a single value where a list is expected is a common, harmless shorthand
-        if not isinstance(raw, list):
-            ctx.err(line, path, f"must be a list (got {type(raw).__name__})")
-            return None
-        out = []
-        for i, item in enumerate(raw):
-            item_line = line_of(raw, i, line)
-            out.append(_convert(item_tp, item, ctx, item_line, f"{path}[{i}]"))
-        return tuple(out)
-    if is_dataclass(tp):
-        if not isinstance(raw, dict):
-            ctx.err(line, path, f"must be a mapping (got {type(raw).__name__})")
-            return None
-        return _build(tp, raw, ctx, path)
-    if tp is bool:
-        if not isinstance(raw, bool):
-            ctx.err(line, path, f"must be a boolean (got {raw!r})")
-            return None
-        return raw
-    if tp is int:
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            ctx.err(line, path, f"must be an integer (got {raw!r})")
-            return None
-        return raw
-    if tp is float:
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
-            ctx.err(line, path, f"must be a number (got {raw!r})")
-            return None
-        return float(raw)
-    if tp is str:
-        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
-            ctx.err(line, path, f"must be a string (got {type(raw).__name__})")
-            return None
-        return _substitute_env(str(raw), ctx, line, path)
-    raise TypeError(f"unsupported config type {tp!r}")  # a programming error, not a user one
-
-
-def _build(cls: Any, raw: dict[str, Any], ctx: _Ctx, path: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls) if f.name not in ("source", "base_dir")}
-    kwargs: dict[str, Any] = {}
-    own_line = line_of(raw)
-    ok = True
-    for key in raw:
-        if key not in known:
-            ctx.err(line_of(raw, key, own_line), _join(path, key), "unknown key")
-    for name, f in known.items():
-        key_path = _join(path, name)
-        if name not in raw:
-            if f.default is MISSING and f.default_factory is MISSING:
-                ctx.err(own_line, key_path, "required key is missing")
-                ok = False
-            continue
-        line = line_of(raw, name, own_line)
-        before = len(ctx.problems)
-        value = _convert(hints[name], raw[name], ctx, line, key_path)
-        if len(ctx.problems) > before:
-            ok = False
-            continue
-        check = _CHECKS.get((cls, name))
-        if check is not None and value is not None:
-            value = check(value, ctx, line, key_path)
-        kwargs[name] = value
-    if not ok:
-        return None
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # pragma: no cover - guarded by the checks above
-        ctx.err(own_line, path, str(exc))
-        return None
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 def _cross_checks(cfg: Config, raw: LocDict, ctx: _Ctx) -> None:
@@ -667,8 +434,6 @@ def _check_inventory(cfg: Config, raw: LocDict, ctx: _Ctx) -> None:
 
 
 def _check_pointers(generic: GenericAdapterConfig, ctx: _Ctx, line: int | None, path: str) -> None:
-    from .adapters.generic import PointerError, parse_pointer
-
     for name in ("gpus_pointer", "model_pointer", "hours_pointer"):
         pointer = getattr(generic, name)
         if pointer is None:
@@ -681,7 +446,7 @@ def _check_pointers(generic: GenericAdapterConfig, ctx: _Ctx, line: int | None, 
 
 def config_from_yaml(data: Any, filename: str, base_dir: str) -> Config:
     """Validate already-parsed YAML; raises ``ConfigError`` with every problem."""
-    ctx = _Ctx(filename, base_dir)
+    ctx = _Ctx(filename, base_dir, _CHECKS)
     if data is None:
         data = LocDict()
         data.line, data.key_lines = 1, {}

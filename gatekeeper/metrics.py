@@ -11,7 +11,6 @@ import asyncio
 import math
 import os
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -173,7 +172,10 @@ IN_FLIGHT = Gauge(
 # 10% of a worker's CPU at ~10 updates per request. The hot path instead adds to plain Python
 # numbers here, and ``flush()`` moves them to the real metrics: whenever the handler goes idle
 # (at most once per IDLE_FLUSH_S: ``Flusher``), every FLUSH_EVERY_S under load, before
-# ``render()`` and at shutdown.
+# ``render()`` and at shutdown. Counters are summed until then (one ``inc`` per flush);
+# histograms keep their observations and replay them with the public ``observe()`` (a histogram
+# bucket cannot be raised by more than one through prometheus-client's public API), which moves
+# that cost off the request's path but does not shrink it.
 
 FLUSH_EVERY_S = 0.5
 # When the gate goes idle it flushes at most once per this long (``Flusher.idle``).
@@ -199,40 +201,36 @@ class BufferedCounter:
 
 
 class BufferedHistogram:
-    """A histogram child whose observations are bucketed locally until ``flush()``.
+    """A histogram child whose observations are kept locally until ``flush()``.
 
-    The pending counts are sparse (bucket index -> count): between two flushes at low load a
-    histogram sees one or two observations, and a flush then touches only their buckets
-    (a dense list cost a loop over every bucket and a new list per flush: ~3 µs, per request
-    when the gate idles after each one).
+    ``flush()`` replays them in order through the child's public ``observe()``, so buckets,
+    count and sum are exactly what direct observations give (also when prometheus-client writes
+    per-process files for ``workers > 1``). At most ``MAX_PENDING`` are kept: the one that
+    reaches it flushes at once, so memory stays bounded under any load.
     """
 
-    __slots__ = ("bounds", "child", "counts", "total")
+    __slots__ = ("child", "pending")
+
+    MAX_PENDING = 4096
 
     def __init__(self, child: Any) -> None:
         self.child = child
-        # prometheus-client's own bucket bounds (the last one is +Inf) and value cells.
-        self.bounds: list[float] = list(child._upper_bounds)
-        self.counts: dict[int, int] = {}
-        self.total = 0.0
+        self.pending: list[float] = []
 
     def observe(self, amount: float) -> None:
-        # The first bound >= amount: the bucket prometheus-client's observe() would pick.
-        i = bisect_left(self.bounds, amount)
-        counts = self.counts
-        counts[i] = counts.get(i, 0) + 1
-        self.total += amount
+        pending = self.pending
+        pending.append(amount)
+        if len(pending) >= self.MAX_PENDING:
+            self.flush()
 
     def flush(self) -> None:
-        counts = self.counts
-        if not counts:
+        pending = self.pending
+        if not pending:
             return
-        cells = self.child._buckets
-        for i, n in counts.items():
-            cells[i].inc(n)
-        counts.clear()
-        total, self.total = self.total, 0.0
-        self.child._sum.inc(total)
+        self.pending = []
+        observe = self.child.observe
+        for amount in pending:
+            observe(amount)
 
 
 _buffers: dict[tuple[Any, tuple[str, ...]], BufferedCounter | BufferedHistogram] = {}

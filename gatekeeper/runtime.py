@@ -41,7 +41,8 @@ from .stages.geo import GeoStage
 from .stages.ownership import OwnershipStage
 from .stages.policy import PolicyStage
 from .stages.quota import QuotaStage
-from .stores.quota import QuotaStore, create_store
+from .stores.factory import create_store
+from .stores.quota import QuotaStore
 
 log = logging.getLogger("gatekeeper")
 

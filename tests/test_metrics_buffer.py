@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gatekeeper import metrics
 from gatekeeper.metrics import BufferedCounter, BufferedHistogram, Flusher
@@ -122,3 +127,50 @@ async def test_busy_flushes_periodically_and_close_stops_the_timers() -> None:
         assert registry.get_sample_value("c_total") == 1
     finally:
         flusher.close()
+
+
+_WORKER = """
+import sys
+from prometheus_client import Histogram
+from gatekeeper.metrics import BufferedHistogram
+
+h = Histogram("h", "h", ["route"], buckets=BUCKETS)
+buffered = BufferedHistogram(h.labels("r"))
+for i, value in enumerate(VALUES):
+    buffered.observe(value)
+    if i % 3 == 2:
+        buffered.flush()
+buffered.flush()
+"""
+
+
+def test_buffered_observations_reach_the_multiprocess_files(tmp_path: Path) -> None:
+    """With ``workers > 1`` each process writes its own files; the aggregate over two worker
+    processes equals one process observing every value directly."""
+    per_worker = [[0.0005, 0.001, 0.001, 0.05, 7.0, 99.0, 0.3], [0.01, 0.1, 1.0, 10.0, 10.5]]
+    for values in per_worker:
+        code = f"BUCKETS = {BUCKETS!r}\nVALUES = {values!r}\n" + _WORKER
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    aggregated = CollectorRegistry()
+    MultiProcessCollector(aggregated, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    direct_registry = CollectorRegistry()
+    direct = Histogram("h", "h", ["route"], buckets=BUCKETS, registry=direct_registry)
+    for values in per_worker:
+        for value in values:
+            direct.labels("r").observe(value)
+    # The worker imported gatekeeper.metrics, whose own metrics are in the files too.
+    ours = {k: v for k, v in samples(aggregated).items() if k[0].startswith("h_")}
+    assert same(ours, samples(direct_registry))
+    assert aggregated.get_sample_value("h_count", {"route": "r"}) == 12
+
+
+def test_a_full_buffer_flushes_by_itself() -> None:
+    registry = CollectorRegistry()
+    buffered = BufferedHistogram(Histogram("h", "h", buckets=BUCKETS, registry=registry))
+    for _ in range(BufferedHistogram.MAX_PENDING - 1):
+        buffered.observe(0.5)
+    assert registry.get_sample_value("h_count") == 0
+    buffered.observe(0.5)
+    assert registry.get_sample_value("h_count") == BufferedHistogram.MAX_PENDING
+    assert not buffered.pending

@@ -16,48 +16,11 @@ from ..context import ComputeRequest
 from ..errors import BadRequest, DependencyError
 from ..gpus import GpuCatalog
 from ..inventory import EMPTY_INVENTORY, Inventory
+from ..jsonpointer import MISSING as _MISSING
+from ..jsonpointer import PointerError, parse_pointer, resolve_pointer
 from .common import Part, combine, header, load_json, number, zero
 
-_MISSING = object()
-
-
-class PointerError(ValueError):
-    """A JSON pointer that is not valid RFC 6901 syntax (a configuration error)."""
-
-
-def parse_pointer(pointer: str) -> tuple[str, ...]:
-    """RFC 6901 reference tokens of ``pointer`` (``""`` is the whole document)."""
-    if pointer == "":
-        return ()
-    if not pointer.startswith("/"):
-        raise PointerError(f"JSON pointer {pointer!r} must be empty or start with '/'")
-    tokens = pointer[1:].split("/")
-    for tok in tokens:
-        rest = tok.replace("~0", "").replace("~1", "")
-        if "~" in rest:
-            raise PointerError(f"JSON pointer {pointer!r}: '~' must be followed by 0 or 1")
-    # ~1 first, then ~0 (RFC 6901 §4), so "~01" becomes "~1", not "/".
-    return tuple(t.replace("~1", "/").replace("~0", "~") for t in tokens)
-
-
-def resolve_pointer(doc: Any, tokens: tuple[str, ...]) -> Any:
-    """The value at ``tokens`` in ``doc``, or ``_MISSING``."""
-    node = doc
-    for tok in tokens:
-        if isinstance(node, dict):
-            if tok not in node:
-                return _MISSING
-            node = node[tok]
-        elif isinstance(node, list):
-            if not tok.isdigit() or (len(tok) > 1 and tok[0] == "0") or not tok.isascii():
-                return _MISSING
-            idx = int(tok)
-            if idx >= len(node):
-                return _MISSING
-            node = node[idx]
-        else:
-            return _MISSING
-    return node
+__all__ = ["PointerError", "measure_generic", "parse_pointer", "resolve_pointer"]
 
 
 def _source(headers: Any, doc_loader: Any, header_name: str | None, pointer: str | None) -> Any:

@@ -21,7 +21,7 @@ class MemoryQuotaStore:
     """Rolling-window counters in a dict: ``(group, key, window_s) -> {slot: amount}``."""
 
     def __init__(self) -> None:
-        self._buckets: dict[tuple[str, str, int], dict[int, float]] = {}
+        self._counters: dict[tuple[str, str, int], dict[int, float]] = {}
         self._lock = threading.Lock()
         self._ops = 0
 
@@ -38,7 +38,7 @@ class MemoryQuotaStore:
             for b in buckets:
                 width = W.width_ms(b.window_s)
                 cur = W.slot_of(t, width)
-                slots = self._buckets.setdefault((g, b.key, b.window_s), {})
+                slots = self._counters.setdefault((g, b.key, b.window_s), {})
                 self._prune(slots, cur)
                 total = W.live_total(slots, cur)
                 plan.append((b, slots, cur, total))
@@ -62,7 +62,7 @@ class MemoryQuotaStore:
         g = encode_group(reservation.group)
         with self._lock:
             for it in reservation.items:
-                slots = self._buckets.get((g, it.key, it.window_s))
+                slots = self._counters.get((g, it.key, it.window_s))
                 if slots is None or it.slot not in slots:
                     continue  # the sub-bucket expired: nothing left to give back
                 left = slots[it.slot] - it.amount
@@ -73,7 +73,7 @@ class MemoryQuotaStore:
 
     async def usage(self, group: str, key: str, window_s: int, now: float) -> float:
         with self._lock:
-            slots = self._buckets.get((encode_group(group), key, window_s))
+            slots = self._counters.get((encode_group(group), key, window_s))
             if not slots:
                 return 0.0
             return W.live_total(slots, W.slot_of(W.now_ms(now), W.width_ms(window_s)))
@@ -83,7 +83,7 @@ class MemoryQuotaStore:
 
     async def close(self) -> None:
         with self._lock:
-            self._buckets.clear()
+            self._counters.clear()
 
     @staticmethod
     def _prune(slots: dict[int, float], cur: int) -> None:
@@ -93,8 +93,8 @@ class MemoryQuotaStore:
 
     def _sweep(self, t: int) -> None:
         """Drop buckets with nothing live, so idle tenants do not hold memory forever."""
-        for k in list(self._buckets):
-            slots = self._buckets[k]
+        for k in list(self._counters):
+            slots = self._counters[k]
             self._prune(slots, W.slot_of(t, W.width_ms(k[2])))
             if not slots:
-                del self._buckets[k]
+                del self._counters[k]

@@ -9,6 +9,7 @@ Implementations: ``MemoryQuotaStore`` (embedded default, one process) and ``Redi
 (``redis://``, ``rediss://``, ``redis+cluster://``), wrapped by ``LeasedQuotaStore`` unless
 ``quota.lease_requests`` is 0 (``stores/lease.py``). Both use the arithmetic of
 ``stores/window.py``; store failures surface as ``DependencyError("store-unavailable")``.
+``stores/factory.py`` builds the configured one.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import quote
 
-from ..config import QuotaConfig
-from ..context import R_STORE_UNAVAILABLE
-from ..errors import ConfigError
 from ..memo import remember
 
 # Stands for an id the stage could not determine. `quote()` always escapes "*", so no real id
@@ -136,36 +134,3 @@ class QuotaStore(Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
-
-
-STORE_ERROR = R_STORE_UNAVAILABLE
-
-
-def create_store(cfg: QuotaConfig) -> QuotaStore:
-    """``memory`` or a Redis URL (``redis://``, ``rediss://``, ``redis+cluster://h:p[,h:p]``)."""
-    if "{" in cfg.key_prefix or "}" in cfg.key_prefix or not cfg.key_prefix:
-        raise ConfigError([f"quota.key_prefix: {cfg.key_prefix!r} must be non-empty, no braces"])
-    if cfg.store == "memory":
-        from .memory import MemoryQuotaStore
-
-        return MemoryQuotaStore()
-    if cfg.store.startswith(("redis://", "rediss://", "redis+cluster://", "unix://")):
-        from .redis import RedisQuotaStore
-
-        redis = RedisQuotaStore.from_url(
-            cfg.store,
-            timeout_s=cfg.timeout_s,
-            prefix=cfg.key_prefix,
-            batch=getattr(cfg, "batch", True),
-        )
-        if cfg.lease_requests <= 0:
-            return redis
-        from .lease import LeasedQuotaStore
-
-        return LeasedQuotaStore(
-            redis,
-            requests=cfg.lease_requests,
-            ttl_s=cfg.lease_ttl_s,
-            max_requests=cfg.lease_requests_max,
-        )
-    raise ConfigError([f"quota.store: unsupported store {cfg.store!r}"])

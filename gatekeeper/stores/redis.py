@@ -34,36 +34,31 @@ itself once Redis is back; a restarted server has lost its script cache, so ``NO
 the script and resends (safe: ``NOSCRIPT`` means it did not run).
 
 Coalescing (``batch=True``): concurrent ``consume`` calls on one store queue up while a round trip
-is in flight and go out together as one pipeline (one write, one read); a lone call goes out
-directly, so an idle gate adds no latency. See ``bench/quota_bench.py`` for the effect. On a
-plain-TCP ``redis://`` server, ``consume`` instead uses one lean pipelined RESP connection
-(``resp.py``: hiredis reader, the commands of one event-loop turn in one write), which pipelines
-concurrent calls by itself at a fraction of redis-py's per-call cost; refunds, reads, clusters,
-TLS and unix sockets stay on redis-py.
+is in flight and go out together as one redis-py pipeline (one write, one read); a lone call goes
+out directly, so an idle gate adds no latency. With quota leases (``stores/lease.py``) a busy
+tenant costs one script call per 16 to 256 requests, so redis-py's per-call cost stays small.
+Everything goes through redis-py's public API (``register_script``, pipelines, its connection
+pool), with hiredis as its reply parser.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, ResponseError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from ..context import R_STORE_UNAVAILABLE
 from ..errors import DependencyError
-from ..memo import remember
 from . import window as W
 from .quota import Bucket, ConsumeResult, Reservation, ReservedAmount, encode_group
-from .resp import RespPipe, encode
 
 CONSUME_LUA = """
 -- KEYS: bucket hashes of one group (one hash tag).
@@ -158,11 +153,10 @@ end
 return 1
 """
 
-_CONSUME_SHA = hashlib.sha1(CONSUME_LUA.encode()).hexdigest()
-_REFUND_SHA = hashlib.sha1(REFUND_LUA.encode()).hexdigest()
 _MAX_BATCH = 256
 
-_Args = tuple[Any, ...]
+# One script call: its keys and its arguments.
+_Args = tuple[list[str], list[Any]]
 
 
 # The bucket hash's one field that is not a sub-bucket: the latest end of a lease on the bucket.
@@ -172,27 +166,6 @@ LEASE_END = b"LEASE_END"
 def redis_key(prefix: str, group: str, bucket_key: str, window_s: int) -> str:
     """The Redis key of one bucket (layout in the module docstring)."""
     return f"{{{prefix}:{encode_group(group)}}}:q:{bucket_key}:{window_s}"
-
-
-def _bulk(s: str) -> str:
-    """One RESP bulk string of an ASCII argument (length in characters == length in bytes)."""
-    return f"${len(s)}\r\n{s}\r\n"
-
-
-_SUB_BUCKETS_BULK = _bulk(str(W.SUB_BUCKETS))
-_ZERO_BULK = _bulk("0")
-# window_s -> (sub-bucket width, the bulk strings of `width` and `window_s`): policy constants.
-_windows: dict[int, tuple[int, str]] = {}
-_KEY_ARG_LEN = 256  # longer bucket keys (ids from token claims) are encoded every time
-
-
-def _window(window_s: int) -> tuple[int, str]:
-    w = _windows.get(window_s)
-    if w is None:
-        width = W.width_ms(window_s)
-        w = (width, _bulk(str(width)) + _bulk(str(window_s)))
-        remember(_windows, window_s, w, 0, 0)
-    return w
 
 
 def _unavailable(exc: BaseException) -> DependencyError:
@@ -227,29 +200,15 @@ class RedisQuotaStore:
         self.timeout_s = timeout_s
         self.prefix = prefix
         self.batch = batch
+        # redis-py's script objects: EVALSHA, and on NOSCRIPT (a fresh or restarted server, so
+        # the script did not run) SCRIPT LOAD and the call again.
+        self._consume_script: AsyncScript = client.register_script(CONSUME_LUA)
+        self._refund_script: AsyncScript = client.register_script(REFUND_LUA)
         self._queue: list[_Pending] = []
         self._drainer: asyncio.Task[None] | None = None
         self._inflight = False
         self._init_lock = asyncio.Lock()
         self._initialized = not isinstance(client, RedisCluster)
-        # Plain-TCP Redis, batched: consume goes through a lean pipelined connection (resp.py).
-        self._pipe: RespPipe | None = None
-        if batch and isinstance(client, Redis):
-            pool = client.connection_pool
-            kw = pool.connection_kwargs
-            if pool.connection_class is Connection and "host" in kw:
-                self._pipe = RespPipe(
-                    kw["host"],
-                    int(kw.get("port", 6379)),
-                    db=int(kw.get("db", 0) or 0),
-                    username=kw.get("username"),
-                    password=kw.get("password"),
-                    connect_timeout_s=timeout_s,
-                    timeout_s=timeout_s,
-                )
-        # The lean path's encoded command prefixes (per bucket count) and key arguments.
-        self._heads: dict[int, bytes] = {}
-        self._key_args: dict[tuple[str, str, int], bytes] = {}
 
     @classmethod
     def from_url(
@@ -294,9 +253,8 @@ class RedisQuotaStore:
             return ConsumeResult(True, {}, None, None, Reservation(group, ()))
         t = W.now_ms(now)
         charge_t = t if charge_at is None else max(t, W.now_ms(charge_at))
-        if self._pipe is not None:
-            return await self._pipe_consume(group, buckets, t, charge_t)
         keys: list[str] = []
+        # A lease ends after now; charging now is an ordinary request (no lease end recorded).
         argv: list[Any] = [t, W.SUB_BUCKETS, 0 if charge_t == t else charge_t]
         slots: list[int] = []
         for b in buckets:
@@ -306,72 +264,15 @@ class RedisQuotaStore:
             slots.append(charge)
             keys.append(self.key(group, b.key, b.window_s))
             argv += [repr(float(b.amount)), repr(float(b.limit)), cur, width, b.window_s, charge]
-        args: _Args = (_CONSUME_SHA, len(keys), *keys, *argv)
         try:
             async with asyncio.timeout(self.timeout_s):
                 if self.batch:
-                    reply = await self._submit(args)
+                    reply = await self._submit((keys, argv))
                 else:
-                    reply = await self._evalsha(CONSUME_LUA, args)
+                    reply = await self._run(self._consume_script, keys, argv)
         except Exception as exc:
             raise _unavailable(exc) from exc
         return self._result(group, buckets, slots, reply)
-
-    async def _pipe_consume(
-        self, group: str, buckets: Sequence[Bucket], t: int, charge_t: int
-    ) -> ConsumeResult:
-        command, slots = self._consume_command(group, buckets, t, charge_t)
-        try:
-            reply = await self._pipe_evalsha(command)
-        except Exception as exc:
-            raise _unavailable(exc) from exc
-        return self._result(group, buckets, slots, reply)
-
-    def _consume_command(
-        self, group: str, buckets: Sequence[Bucket], t: int, charge_t: int | None = None
-    ) -> tuple[bytes, list[int]]:
-        """The RESP ``EVALSHA`` of one consume (same bytes as ``resp.encode`` of its arguments).
-
-        The command prefix and every key argument are cached (they repeat across requests), the
-        numbers are formatted into one ASCII string: a third of ``resp.encode``'s cost.
-        """
-        n = len(buckets)
-        head = self._heads.get(n)
-        if head is None:
-            # "*<argc>" then EVALSHA, sha, key count; argv is now_ms, S, lease_end_ms, then 6 per
-            # bucket.
-            head = b"*%d\r\n" % (3 + n + 3 + 6 * n) + encode(("EVALSHA", _CONSUME_SHA, n))[4:]
-            remember(self._heads, n, head, 0, 0)
-        parts = [head]
-        ts = str(t)
-        # A lease ends after now; charging now is an ordinary request (no lease end recorded).
-        lease_end = _ZERO_BULK if charge_t is None or charge_t == t else _bulk(str(charge_t))
-        nums = [_bulk(ts), _SUB_BUCKETS_BULK, lease_end]
-        slots: list[int] = []
-        for b in buckets:
-            k = (group, b.key, b.window_s)
-            key = self._key_args.get(k)
-            if key is None:
-                raw = self.key(group, b.key, b.window_s).encode()
-                key = b"$%d\r\n%b\r\n" % (len(raw), raw)
-                remember(self._key_args, k, key, len(raw), _KEY_ARG_LEN)
-            parts.append(key)
-            width, tail = _window(b.window_s)
-            cur = W.slot_of(t, width)
-            c = str(cur)
-            if charge_t is None or charge_t == t:
-                charge, ch = cur, c
-            else:
-                charge = W.slot_of(charge_t, width)
-                ch = str(charge)
-            slots.append(charge)
-            a, lim = repr(float(b.amount)), repr(float(b.limit))
-            nums.append(
-                f"${len(a)}\r\n{a}\r\n${len(lim)}\r\n{lim}\r\n${len(c)}\r\n{c}\r\n{tail}"
-                f"${len(ch)}\r\n{ch}\r\n"
-            )
-        parts.append("".join(nums).encode())
-        return b"".join(parts), slots
 
     @staticmethod
     def _result(
@@ -381,7 +282,6 @@ class RedisQuotaStore:
         totals = [float(x) for x in reply[3:]]
         remaining: dict[str, float] = {}
         if admitted:
-            # One loop, no generator frames: this runs once per admitted request.
             items = []
             for b, tot, s in zip(buckets, totals, slots, strict=True):
                 remaining[b.quota] = b.limit - (tot + b.amount)
@@ -405,46 +305,11 @@ class RedisQuotaStore:
                 await self.client.initialize()
                 self._initialized = True
 
-    async def _evalsha(self, script: str, args: _Args) -> Any:
+    async def _run(self, script: AsyncScript, keys: list[str], argv: list[Any]) -> Any:
+        """One script call (redis-py reloads the script on NOSCRIPT, which means it did not run)."""
         await self._ready()
         async with self._slots:
-            try:
-                return await self.client.execute_command("EVALSHA", *args)
-            except NoScriptError:
-                # A fresh or restarted server: load and resend (NOSCRIPT means it did not run).
-                await self.client.script_load(script)
-                return await self.client.execute_command("EVALSHA", *args)
-
-    async def _pipe_evalsha(self, command: bytes) -> Any:
-        """One consume on the lean connection, failing within ``timeout_s``.
-
-        The common case (connected, script cached) needs no timer of its own: the connection's
-        watchdog fails the call within ``timeout_s``. Connecting first or reloading the script
-        takes several round trips, bounded together by one ``asyncio.timeout``.
-        """
-        pipe = self._pipe
-        assert pipe is not None
-        deadline = asyncio.get_running_loop().time() + self.timeout_s
-        reply: Any = None
-        sent = pipe.connected
-        if sent:
-            reply = await pipe.send(command)
-            if not isinstance(reply, hiredis.ReplyError):
-                return reply
-        async with asyncio.timeout_at(deadline):
-            if not sent:
-                reply = await pipe.send(command)
-            if isinstance(reply, hiredis.ReplyError):
-                if not str(reply).startswith("NOSCRIPT"):
-                    raise ResponseError(str(reply))
-                # A fresh or restarted server: load and resend (NOSCRIPT means it did not run).
-                loaded = await pipe.call(("SCRIPT", "LOAD", CONSUME_LUA))
-                if isinstance(loaded, hiredis.ReplyError):
-                    raise ResponseError(str(loaded))
-                reply = await pipe.send(command)
-                if isinstance(reply, hiredis.ReplyError):
-                    raise ResponseError(str(reply))
-        return reply
+            return await script(keys=keys, args=argv)
 
     async def _submit(self, args: _Args) -> Any:
         """Coalesce: go direct when idle; otherwise queue behind the in-flight round trip.
@@ -454,7 +319,7 @@ class RedisQuotaStore:
         if not self._inflight and not self._queue:
             self._inflight = True
             try:
-                return await self._evalsha(CONSUME_LUA, args)
+                return await self._run(self._consume_script, *args)
             finally:
                 self._inflight = False
                 self._kick()
@@ -498,6 +363,7 @@ class RedisQuotaStore:
         replies = await self._send_pipeline(batch)
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if missing:
+            # NOSCRIPT means those calls did not run: load the script and send them again.
             await self.client.script_load(CONSUME_LUA)
             again = await self._send_pipeline([batch[i] for i in missing])
             for i, r in zip(missing, again, strict=True):
@@ -505,11 +371,17 @@ class RedisQuotaStore:
         return replies
 
     async def _send_pipeline(self, batch: list[_Args]) -> list[Any]:
+        """One pipeline of consume calls; errors come back as values, one per call.
+
+        ``EVALSHA`` is queued as a plain pipeline command rather than through the script object,
+        which would ask ``SCRIPT EXISTS`` before every pipeline (one more round trip each time).
+        """
         await self._ready()
+        sha = self._consume_script.sha
         async with asyncio.timeout(self.timeout_s), self._slots:
             pipe = self.client.pipeline(transaction=False)
-            for args in batch:
-                pipe.execute_command("EVALSHA", *args)
+            for keys, argv in batch:
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *argv)
             return list(await pipe.execute(raise_on_error=False))
 
     # ------------------------------------------------------------------------- the rest
@@ -523,7 +395,7 @@ class RedisQuotaStore:
             argv += [it.slot, repr(float(it.amount))]
         try:
             async with asyncio.timeout(self.timeout_s):
-                await self._evalsha(REFUND_LUA, (_REFUND_SHA, len(keys), *keys, *argv))
+                await self._run(self._refund_script, keys, argv)
         except Exception as exc:
             raise _unavailable(exc) from exc
 
@@ -546,8 +418,6 @@ class RedisQuotaStore:
             raise _unavailable(exc) from exc
 
     async def close(self) -> None:
-        if self._pipe is not None:
-            await self._pipe.close()
         if self._drainer is not None and not self._drainer.done():
             self._drainer.cancel()
         await self.client.aclose()

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from prometheus_client import Counter
 
 from gatekeeper.stores.lease import LeasedQuotaStore
 from gatekeeper.stores.memory import MemoryQuotaStore
@@ -20,6 +21,15 @@ from tests.support import RedisServer, redis_cluster
 # "leased": the Redis store behind quota leases (stores/lease.py), leasing 4 requests at a time
 # once 8 fit, so the behaviour tests run it both far from and near its limits.
 STORE_KINDS = ("memory", "redis", "redis-unbatched", "cluster", "leased")
+
+
+def counter(c: Counter, *labels: str) -> float:
+    """A counter's value for ``labels`` (in label-name order), read through its public samples."""
+    for metric in c.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and tuple(sample.labels.values()) == labels:
+                return float(sample.value)
+    return 0.0
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import signal
 import time
 import uuid
 
+import hiredis
 import pytest
 
 from gatekeeper.errors import DependencyError
@@ -106,3 +107,72 @@ async def test_hung_redis_times_out_within_the_bound() -> None:
     finally:
         await store.close()
         server.stop()
+
+
+class _SilentOnScripts:
+    """A TCP server speaking just enough RESP: a reply to the client's connection set-up, no
+    reply ever to a script call (a reply lost after the script may have run). Records every
+    command it received."""
+
+    def __init__(self) -> None:
+        self.commands: list[list[bytes]] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> _SilentOnScripts:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = hiredis.Reader()
+        try:
+            while data := await reader.read(65536):
+                parser.feed(data)
+                while (cmd := parser.gets()) is not False:
+                    self.commands.append(cmd)
+                    name = cmd[0].upper()
+                    if name == b"HELLO":  # redis-py speaks RESP3: a map with the protocol
+                        writer.write(b"%1\r\n$5\r\nproto\r\n:3\r\n")
+                    elif name not in (b"EVALSHA", b"EVAL"):
+                        writer.write(b"+OK\r\n")
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    def scripts(self) -> int:
+        return sum(1 for c in self.commands if c[0].upper() in (b"EVALSHA", b"EVAL"))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("batch", [True, False], ids=["batched", "unbatched"])
+async def test_lost_replies_fail_within_the_timeout_and_nothing_is_resent(batch: bool) -> None:
+    server = await _SilentOnScripts().start()
+    store = RedisQuotaStore.from_url(
+        f"redis://127.0.0.1:{server.port}", timeout_s=TIMEOUT, batch=batch
+    )
+    calls = 8
+    try:
+        t0 = time.monotonic()
+        results = await asyncio.gather(
+            *(store.consume("g", [bucket()], time.time()) for _ in range(calls)),
+            return_exceptions=True,
+        )
+        elapsed = time.monotonic() - t0
+        for r in results:
+            assert isinstance(r, DependencyError) and r.reason == "store-unavailable", r
+            assert r.detail == "quota store: TimeoutError", r.detail
+        assert elapsed < TIMEOUT + SLACK
+        # A script whose reply was lost may have run: it is never sent a second time. Batched
+        # callers still queued when their time ran out are dropped before they are sent.
+        assert 1 <= server.scripts() <= calls
+        if not batch:
+            assert server.scripts() == calls
+    finally:
+        await store.close()
+        await server.stop()

@@ -17,9 +17,11 @@ from gatekeeper import metrics
 from gatekeeper.config import QuotaConfig, load_config
 from gatekeeper.errors import ConfigError
 from gatekeeper.stores import window as W
+from gatekeeper.stores.factory import create_store
 from gatekeeper.stores.lease import LeasedQuotaStore
-from gatekeeper.stores.quota import Bucket, bucket_key, create_store
+from gatekeeper.stores.quota import Bucket, bucket_key
 from gatekeeper.stores.redis import LEASE_END, RedisQuotaStore, redis_key
+from tests.stores.conftest import counter
 from tests.stores.race import fire, redis_bucket_total
 from tests.support import RedisServer
 
@@ -53,7 +55,7 @@ def evalsha_calls(url: str) -> int:
 
 
 def lease_events(event: str) -> float:
-    return float(metrics.QUOTA_LEASES.labels(event)._value.get())
+    return counter(metrics.QUOTA_LEASES, event)
 
 
 async def test_far_from_the_limit_one_lease_serves_k_requests(
@@ -360,7 +362,7 @@ async def test_a_lost_store_costs_unused_credit_but_no_crash(group: str) -> None
     server = RedisServer().start()
     store = leased(server.url, requests=8, ttl_s=0.2)
     b = [tenant(1.0, 1000.0)]
-    errors = metrics.STORE_ERRORS._value.get()
+    errors = counter(metrics.STORE_ERRORS)
     try:
         await store.consume(group, b, time.time())
         assert (await store.consume(group, b, time.time())).admitted
@@ -368,7 +370,7 @@ async def test_a_lost_store_costs_unused_credit_but_no_crash(group: str) -> None
         # credit already charged is still handed out: no over-admission is possible
         assert (await store.consume(group, b, time.time())).admitted
         await asyncio.sleep(0.4)  # the lease expires; its refund fails and is counted
-        assert metrics.STORE_ERRORS._value.get() > errors
+        assert counter(metrics.STORE_ERRORS) > errors
     finally:
         await asyncio.wait_for(store.close(), 10)
         server.stop()

@@ -22,7 +22,7 @@ from gatekeeper.errors import BadRequest, Deny, DependencyError
 from gatekeeper.stages.quota import LICENSE_WINDOW_S, QuotaStage
 from gatekeeper.stores.quota import QuotaStore, bucket_key
 from gatekeeper.stores.redis import RedisQuotaStore
-from tests.stores.conftest import make_store, store_url
+from tests.stores.conftest import counter, make_store, store_url
 from tests.stores.race import fire
 from tests.support import free_port
 
@@ -85,10 +85,6 @@ async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[QuotaStore]
         yield s
     finally:
         await s.close()
-
-
-def counter(c: object, *labels: str) -> float:
-    return float(c.labels(*labels)._value.get()) if labels else float(c._value.get())  # type: ignore[attr-defined]
 
 
 async def test_allow_consumes_and_reports(any_store: QuotaStore, group: str) -> None:
