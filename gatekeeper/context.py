@@ -265,6 +265,7 @@ class Decision:
     policy_version: str | None = None
     license: str | None = None
     quotas: tuple[str, ...] = ()
+    data_version: str | None = None  # the entity data and inventory the decision used
     trace: list[dict[str, Any]] = field(default_factory=list)
     shadow: list[dict[str, Any]] = field(default_factory=list)
 
@@ -276,6 +277,7 @@ class Decision:
             "status": self.status,
             "enforced": self.enforced,
             "policy_version": self.policy_version,
+            "data_version": self.data_version,
             "license": self.license,
             "shadow": list(self.shadow),
         }
