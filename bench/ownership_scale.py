@@ -10,6 +10,14 @@ cross-holdings between groups (which make cycles) top the edges up to 1.5 per en
 entities carry a listing topic, and percentages are free text in every shape the parser accepts.
 Goal at 1M entities / 1.5M edges: < 60 s, < 3 GB, lookup < 5 us. The baseline is the smallest size;
 the ratios show how time and memory grow.
+
+The data carries what published data carries: 2% of the holdings have no percentage (a holding of
+unknown size), 10% a ``startDate``, 3% an ``endDate`` in the past (they no longer count), and each
+entity a ``datasets`` list. Then a *reload* is measured the way the gate does it: a second version
+of the file (0.1% of the companies with a listing toggled, 0.1% of the holdings ended) is loaded
+while the first registry is still alive, and the two are compared for re-screening
+(``screening.diff``). ``reload_peak_rss_mb`` is the process's peak with both registries at once —
+what a replica needs as headroom for a reload.
 """
 
 from __future__ import annotations
@@ -30,6 +38,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import orjson
 
 GROUP = 16
+DATASETS = (
+    ["ext_gleif"],
+    ["ext_ru_egrul"],
+    ["us_ofac_sdn", "us_trade_csl"],
+    ["eu_fsf", "gb_fcdo_sanctions", "ch_seco_sanctions"],
+    ["ext_cy_companies"],
+    ["permid", "ext_gleif"],
+)
 PCT_FORMATS = ("{:g}%", "{:g}", "{:g} %", "{:g}".replace(".", ","))
 
 
@@ -63,21 +79,22 @@ def generate(path: str, n: int, seed: int = 7) -> tuple[int, int]:
                     "nationality": [rng.choice(countries).lower()],
                     "topics": topics,
                 },
+                "datasets": rng.choice(DATASETS),
             }
             w(orjson.dumps(rec) + b"\n")
 
         def edge(owner: str, asset: int, share: int) -> None:
             nonlocal edges
             room[asset] -= share
-            rec = {
-                "id": f"O{edges}",
-                "schema": "Ownership",
-                "properties": {
-                    "owner": [owner],
-                    "asset": [f"C{asset}"],
-                    "percentage": [_pct(rng, share)],
-                },
-            }
+            props: dict[str, list[str]] = {"owner": [owner], "asset": [f"C{asset}"]}
+            r = rng.random()
+            if r >= 0.02:
+                props["percentage"] = [_pct(rng, share)]  # else: a holding of unknown size
+            if r < 0.10:
+                props["startDate"] = [f"{rng.randint(1995, 2020)}-{rng.randint(1, 12):02d}"]
+            if 0.10 <= r < 0.13:
+                props["endDate"] = [str(rng.randint(2000, 2019))]
+            rec = {"id": f"O{edges}", "schema": "Ownership", "properties": props}
             w(orjson.dumps(rec) + b"\n")
             edges += 1
 
@@ -94,6 +111,7 @@ def generate(path: str, n: int, seed: int = 7) -> tuple[int, int]:
                     "mainCountry": [rng.choice((country, rng.choice(countries).lower()))],
                     "topics": topics,
                 },
+                "datasets": rng.choice(DATASETS),
             }
             w(orjson.dumps(rec) + b"\n")
             k = c % GROUP
@@ -123,10 +141,34 @@ def generate(path: str, n: int, seed: int = 7) -> tuple[int, int]:
     return n, edges
 
 
+def next_version(path: str, out: str, every: int = 1000) -> None:
+    """A next list version: every ``every``-th company's listing toggled, every ``every``-th
+    holding ended."""
+    companies = holdings = 0
+    with open(path, "rb") as src, open(out, "wb") as dst:
+        for line in src:
+            if b'"schema":"Ownership"' in line:
+                holdings += 1
+                if holdings % every == 0:
+                    rec = orjson.loads(line)
+                    rec["properties"]["endDate"] = ["2021-01-01"]
+                    line = orjson.dumps(rec) + b"\n"
+            elif b'"id":"C' in line:
+                companies += 1
+                if companies % every == 0:
+                    rec = orjson.loads(line)
+                    props = rec["properties"]
+                    props["topics"] = [] if props.get("topics") else ["sanction"]
+                    line = orjson.dumps(rec) + b"\n"
+            dst.write(line)
+
+
 def run_one(n: int, path: str) -> dict[str, float]:
-    """Load and resolve ``path`` in this process; measure time, peak RSS and lookup cost."""
+    """Load and resolve ``path`` in this process; measure time, peak RSS and lookup cost, then
+    a reload (the next version loaded beside the first) and its re-screening diff."""
     from gatekeeper.config import EntitiesConfig, EntitySource
     from gatekeeper.ownership import load_registry
+    from gatekeeper.ownership.screening import diff
 
     cfg = EntitiesConfig(sources=(EntitySource(path=path, format="ftm"),))
     t0 = time.perf_counter()
@@ -148,6 +190,14 @@ def run_one(n: int, path: str) -> dict[str, float]:
         profile(i)
     unknown_us = (time.perf_counter() - t) / len(unknown) * 1e6
     s = reg.stats
+    cfg2 = EntitiesConfig(sources=(EntitySource(path=path + ".v2", format="ftm"),))
+    t = time.perf_counter()
+    reg2 = load_registry(cfg2)  # the old registry is still alive, as during a reload
+    reload_s = time.perf_counter() - t
+    reload_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t = time.perf_counter()
+    changes = diff(reg, reg2)
+    diff_s = time.perf_counter() - t
     return {
         "entities": len(reg),
         "edges": s["edges"],
@@ -160,6 +210,12 @@ def run_one(n: int, path: str) -> dict[str, float]:
         "peak_rss_mb": rss_mb,
         "lookup_us": statistics.median(batches),
         "unknown_lookup_us": unknown_us,
+        "possibly_affiliated": s["possibly_affiliated"],
+        "reload_seconds": reload_s,
+        "reload_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "reload_load_peak_rss_mb": reload_rss_mb,
+        "diff_seconds": diff_s,
+        "screening_changes": len(changes),
     }
 
 
@@ -179,6 +235,7 @@ def main() -> None:
         path = os.path.join(tmp, f"ftm-{n}.jsonl")
         t = time.perf_counter()
         _, edges = generate(path, n)
+        next_version(path, path + ".v2")
         size_mb = os.path.getsize(path) / 1e6
         print(
             f"generated {n:,} entities, {edges:,} edges, {size_mb:.0f} MB in "
@@ -202,10 +259,18 @@ def main() -> None:
             f"(load {med['load_seconds']:.1f} s, resolve {med['resolve_seconds']:.1f} s)  "
             f"peak RSS {med['peak_rss_mb']:.0f} MB  lookup {med['lookup_us']:.2f} us  "
             f"unknown {med['unknown_lookup_us']:.2f} us  affiliated {med['affiliated']:.0f}  "
-            f"bad rows {med['bad_rows']:.0f}  bo truncated {med['bo_truncated']:.0f}",
+            f"bad rows {med['bad_rows']:.0f}  bo truncated {med['bo_truncated']:.0f}  "
+            f"possibly affiliated {med['possibly_affiliated']:.0f}",
+            flush=True,
+        )
+        print(
+            f"  reload: second version loaded beside the first in {med['reload_seconds']:.1f} s, "
+            f"peak RSS with both {med['reload_peak_rss_mb']:.0f} MB; re-screening diff "
+            f"{med['diff_seconds']:.1f} s, {med['screening_changes']:.0f} entities changed",
             flush=True,
         )
         os.unlink(path)
+        os.unlink(path + ".v2")
     sizes = sorted(results)
     base = results[sizes[0]]
     for n in sizes[1:]:

@@ -142,6 +142,13 @@ def cmd_entities_show(args: argparse.Namespace) -> int:
     return 0 if profile.known else 1
 
 
+def cmd_entities_diff(args: argparse.Namespace) -> int:
+    """Re-screening offline: the changes the configured entity data brings over ``--before``."""
+    from .ownership.diffcli import run_diff
+
+    return run_diff(_config_path(args), args.before, as_of=args.as_of)
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from .audit.verify import verify_files
 
@@ -238,6 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(entities.add_parser("show", help="print an entity's ownership profile"))
     p.add_argument("id")
     p.set_defaults(func=cmd_entities_show)
+    p = with_config(
+        entities.add_parser(
+            "diff", help="print the entities the configured data changes over an older version"
+        )
+    )
+    p.add_argument(
+        "--before",
+        nargs="+",
+        required=True,
+        help="the older data: a directory holding files named like the configured sources, "
+        "or one file per source (matched by file name, else in order)",
+    )
+    p.add_argument("--as-of", help="judge holdings on this day (YYYY-MM-DD; default today)")
+    p.set_defaults(func=cmd_entities_diff)
 
     audit = sub.add_parser("audit", help="verify and follow the audit trail").add_subparsers(
         dest="audit_command", required=True

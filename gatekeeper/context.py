@@ -108,6 +108,12 @@ class OwnershipProfile:
     # Listing flags whose own 50% rule reaches the entity (one fixpoint per flag, so one
     # jurisdiction's lists never aggregate with another's); ``affiliated`` is the US rule.
     affiliated_flags: frozenset[str] = frozenset()
+    # Not affiliated on the stated shares, but would be if the holdings of unknown size (owners
+    # in ``unknown_share_edges``) were as large as the known ones leave room for.
+    possibly_affiliated: bool = False
+    unknown_share_edges: tuple[str, ...] = ()  # owners whose holding has no stated size
+    datasets: tuple[str, ...] = ()  # provenance: the publisher's datasets naming the entity
+    alt_names: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The shape printed by ``gatekeeper entities show`` and embedded in decisions."""
@@ -123,6 +129,8 @@ class OwnershipProfile:
             "listed_share": self.listed_share,
             "listed_via": list(self.listed_via),
             "affiliated_flags": sorted(self.affiliated_flags),
+            "possibly_affiliated": self.possibly_affiliated,
+            "unknown_share_edges": [{"owner": o} for o in self.unknown_share_edges],
             "ultimate_parent": self.ultimate_parent,
             "parent_hq_country": self.parent_hq_country,
             "beneficial_owners": [{"id": i, "share": s} for i, s in self.beneficial_owners],
@@ -131,6 +139,8 @@ class OwnershipProfile:
                 "affiliated": [list(p) for p in self.affiliated_paths],
             },
             "licenses": [lic.to_json() for lic in self.licenses],
+            "alt_names": list(self.alt_names),
+            "datasets": list(self.datasets),
         }
 
 
@@ -261,6 +271,7 @@ class Decision:
     policy_version: str | None = None
     license: str | None = None
     quotas: tuple[str, ...] = ()
+    data_version: str | None = None  # the entity data and inventory the decision used
     trace: list[dict[str, Any]] = field(default_factory=list)
     shadow: list[dict[str, Any]] = field(default_factory=list)
 
@@ -272,6 +283,7 @@ class Decision:
             "status": self.status,
             "enforced": self.enforced,
             "policy_version": self.policy_version,
+            "data_version": self.data_version,
             "license": self.license,
             "shadow": list(self.shadow),
         }

@@ -138,6 +138,13 @@ POLICY_RELOADS = Counter(
     "Reloads of policy, entities, keys and GeoIP databases, by result.",
     ["result"],
 )
+SCREENING_CHANGES = Counter(
+    "gatekeeper_screening_changes_total",
+    "Entities a reload of entity data changed (one screening audit record each), by what "
+    "changed: added, removed, listed, affiliated, possibly_affiliated, ultimate_parent, "
+    "parent_hq_country, flags.",
+    ["change"],
+)
 SHADOW_DIVERGENCE = Counter(
     "gatekeeper_shadow_divergence_total",
     "Requests where a shadow policy's action differs from the enforced one.",

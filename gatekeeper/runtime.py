@@ -16,6 +16,7 @@ The stage order is the literal tuple in ``_pipelines`` below.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import socket
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import metrics
-from .audit.log import AuditLog
+from .audit.log import AuditLog, utc_ts
 from .config import Config, RouteConfig
 from .context import ALLOW, RequestContext
 from .errors import ConfigError, Deny
@@ -33,6 +34,7 @@ from .gpus import GpuCatalog, load_gpu_catalog
 from .identity import Authenticator
 from .inventory import Inventory, build_inventory
 from .ownership import Registry, load_registry
+from .ownership.rescreen import Rescreener
 from .pipeline import Pipeline, Stage
 from .policy import PolicySet, load_policy_set
 from .stages.authn import AuthnStage
@@ -82,6 +84,8 @@ class Snapshot:
     authenticated: Pipeline
     anonymous: Pipeline
     quota_stage: QuotaStage
+    # The entity data and GPU inventory decisions are made with (``decision.data_version``).
+    data_version: str = ""
 
     def pipeline_for(self, route: RouteConfig) -> Pipeline:
         return self.authenticated if route.authenticate else self.anonymous
@@ -106,6 +110,8 @@ class Runtime:
         # Called after a successful swap (``serve`` re-settles the heap, see heap.py).
         self.after_reload: Callable[[], None] | None = None
         self._audit_started = False
+        # Re-screening on every reload of entity data; ``serve`` lets only worker 0 write.
+        self.rescreener = Rescreener()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -158,7 +164,8 @@ class Runtime:
             on_store_error=cfg.quota.on_store_error,
             timeout_s=cfg.quota.timeout_s,
         )
-        authenticated, anonymous = self._pipelines(parts, quota_stage)
+        data_version = data_version_of(parts["registry"], parts["catalog"], parts["inventory"])
+        authenticated, anonymous = self._pipelines(parts, quota_stage, data_version)
         return Snapshot(
             registry=parts["registry"],
             geo=parts["geo"],
@@ -168,14 +175,17 @@ class Runtime:
             authenticated=authenticated,
             anonymous=anonymous,
             quota_stage=quota_stage,
+            data_version=data_version,
         )
 
-    def _pipelines(self, parts: dict[str, Any], quota: QuotaStage) -> tuple[Pipeline, Pipeline]:
+    def _pipelines(
+        self, parts: dict[str, Any], quota: QuotaStage, data_version: str = ""
+    ) -> tuple[Pipeline, Pipeline]:
         """The stage order, literally. Routes with ``authenticate: false`` have no principal,
         hence no ownership either; the policy sees those facts as absent."""
         geo = GeoStage(parts["geo"])
         compute = ComputeStage(parts["catalog"], parts["inventory"])
-        policy = PolicyStage(parts["policy"])
+        policy = PolicyStage(parts["policy"], data_version=data_version or None)
         enforce = EnforceStage()
         authenticated: tuple[Stage, ...] = (
             AuthnStage(self.authenticator),
@@ -209,6 +219,9 @@ class Runtime:
             log.info("reloaded: policy %s", new.policy.version)
             if self.after_reload is not None:
                 self.after_reload()
+            if old is not None:
+                audit = self.audit if self._audit_started else None
+                await self.rescreener.run(old.registry, new.registry, audit, at=utc_ts())
             return True
 
     async def readiness(self) -> dict[str, Any]:
@@ -230,6 +243,19 @@ class Runtime:
         await self.authenticator.close()
         if self._snapshot is not None:
             self._snapshot.geo.close()
+
+
+def data_version_of(
+    registry: Registry, catalog: GpuCatalog, inventory: Inventory | None = None
+) -> str:
+    """One digest naming the entity data, the GPU catalog and the inventory a decision used."""
+    h = hashlib.sha256(registry.version.encode())
+    h.update(b"\0")
+    h.update((catalog.digest or catalog.version).encode())
+    if inventory is not None:
+        h.update(b"\0")
+        h.update(inventory.digest.encode())
+    return "sha256:" + h.hexdigest()
 
 
 def ensure_dir_for(path: str) -> None:

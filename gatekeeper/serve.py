@@ -74,6 +74,8 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     if cfg.audit.replica and multi:
         replica = f"{cfg.audit.replica}-w{worker}"
     runtime = Runtime(cfg, replica=replica)
+    # Re-screening records and their metric come from one worker (each change counted once).
+    runtime.rescreener.writes = not multi or worker == 0
     try:
         await runtime.start()
     except ConfigError as exc:

@@ -201,6 +201,7 @@ def record_body(
             "reasons": list(decision.reasons),
             "enforced": decision.enforced,
             "policy_version": decision.policy_version,
+            "data_version": decision.data_version,
             "shadow": list(decision.shadow),
             "license": decision.license,
         },

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from array import array
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 
 from ..context import License
@@ -28,14 +29,23 @@ from ..errors import Problem
 SCALE = 10_000  # share units per percentage point
 FULL = 100 * SCALE
 HALF = 50 * SCALE
+#: Share units of a holding whose size the source does not state (an FtM ``Ownership`` without a
+#: percentage). Never counted as 0: the resolver bounds it from above (``possibly_affiliated``).
+UNKNOWN_SHARE = -1
 
 #: Flags that make an entity *listed* for the US 50% rule (DOMAIN §4), read by the policy as
 #: ``ownership.affiliated`` / ``listed_share`` / ``listed_via``: ``entity_list`` (BIS Entity List)
 #: and ``meu`` (BIS Military End-User List) are the lists the BIS Affiliates Rule extends to
 #: 50%-owned affiliates; ``sdn`` is OFAC's 50% rule. They aggregate with each other (30% SDN + 20%
 #: Entity List is a US affiliate) but never with another jurisdiction's designations.
+#: ``sdn_affiliate`` / ``entity_list_affiliate`` are the publisher's own 50%-rule findings
+#: (OpenSanctions ``sanction.control`` / ``export.control.linked``): an entity found to be owned
+#: or controlled by a listed party is treated as listed, so its holdings carry the rule further
+#: even when the edges that made it an affiliate are not in our data.
 #: ``entities.listing_flags`` overrides the set.
-LISTING_FLAGS: frozenset[str] = frozenset({"entity_list", "sdn", "meu"})
+LISTING_FLAGS: frozenset[str] = frozenset(
+    {"entity_list", "sdn", "meu", "sdn_affiliate", "entity_list_affiliate"}
+)
 
 #: Flags that each get a 50% rule of their own, seeded only by entities carrying that flag, read as
 #: ``ownership.affiliated_flags``. ``military_end_user`` is the Chinese MOFCOM designation (No. 1
@@ -93,6 +103,8 @@ class Entity:
     licenses: tuple[License, ...] = ()
     source: int = 0  # index of the SourceReport
     line: int | None = None
+    alt_names: tuple[str, ...] = ()  # other names the source gives (CSL ``alt_names``)
+    datasets: tuple[str, ...] = ()  # provenance: the publisher's datasets (FtM ``datasets``)
 
 
 @dataclass(slots=True)
@@ -102,6 +114,8 @@ class SourceReport:
     path: str
     format: str
     strict: bool  # native files are hand-written config: any problem fails the load
+    # CSL: bad rows are reported and skipped; only a file with more bad rows than good fails
+    lenient: bool = False
     entities: int = 0
     edges: int = 0
     bad_rows: int = 0
@@ -143,7 +157,9 @@ class Collector:
     that was only ever referenced.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, as_of: date | None = None) -> None:
+        # The day holdings are judged on (FtM ``startDate``/``endDate``); today (UTC) by default.
+        self.as_of: date = as_of or datetime.now(UTC).date()
         self.index: dict[str, int] = {}
         self.ids: list[str] = []
         self.entities: list[Entity | None] = []
@@ -158,8 +174,10 @@ class Collector:
         self.alias_of: dict[int, int] = {}  # alias id -> canonical (native) id
         self.alias_line: dict[int, tuple[int, int]] = {}  # alias id -> (source, line)
 
-    def add_report(self, path: str, fmt: str, *, strict: bool) -> SourceReport:
-        self.reports.append(SourceReport(path, fmt, strict))
+    def add_report(
+        self, path: str, fmt: str, *, strict: bool, lenient: bool = False
+    ) -> SourceReport:
+        self.reports.append(SourceReport(path, fmt, strict, lenient))
         return self.reports[-1]
 
     def intern(self, entity_id: str) -> int:

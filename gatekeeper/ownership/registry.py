@@ -5,16 +5,26 @@
 a broken source leaves the running registry in place.
 
 Bad-row rule: the native file is strict (any problem fails the load). FtM and CSL files are bulk
-data: each bad row is reported with ``file:line`` and loading continues; a source with more than
-``entities.max_bad_rows`` bad rows fails the load, with every kept problem in the ``ConfigError``.
-Either way the counts are in ``stats['sources']`` — nothing is dropped silently.
+data: each bad row is reported with ``file:line`` and loading continues; an FtM source with more
+than ``entities.max_bad_rows`` bad rows fails the load, with every kept problem in the
+``ConfigError``. A CSL file is published weekly by a third party, so one unreadable row must not
+stop the gate: its bad rows fail the load only when they also outnumber the rows read (then the
+file is not the CSL as published). Either way the counts are in ``stats['sources']`` and every
+kept problem is logged — nothing is dropped silently.
+
+Holdings are judged on a day (``as_of``, the load date unless given): FtM ownership dates decide
+whether a holding counts, so the same files can resolve differently on another day, and the day
+is part of ``Registry.version``.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 import time
+from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import orjson
@@ -25,6 +35,8 @@ from ..errors import ConfigError, Problem
 from .model import AFFILIATION_FLAGS, LISTING_FLAGS, Collector
 from .resolve import BoLimits, build_graph, resolve
 from .sources import LOADERS
+
+log = logging.getLogger("gatekeeper.entities")
 
 
 class Registry:
@@ -45,6 +57,12 @@ class Registry:
         p = self._profiles.get(entity_id)
         return p if p is not None else OwnershipProfile(id=entity_id, known=False)
 
+    def profiles(self) -> Iterator[tuple[str, OwnershipProfile]]:
+        """Every entity's (id, profile), aliases left out (they answer with their target)."""
+        for entity_id, p in self._profiles.items():
+            if p.id == entity_id:
+                yield entity_id, p
+
     def __contains__(self, entity_id: object) -> bool:
         return entity_id in self._profiles
 
@@ -52,21 +70,27 @@ class Registry:
         return self._count
 
 
-def load_registry(cfg: EntitiesConfig, *, limits: BoLimits | None = None) -> Registry:
-    """Load and resolve every source of ``cfg``; ``ConfigError`` lists every problem found."""
+def load_registry(
+    cfg: EntitiesConfig, *, limits: BoLimits | None = None, as_of: date | None = None
+) -> Registry:
+    """Load and resolve every source of ``cfg``; ``ConfigError`` lists every problem found.
+
+    ``as_of``: the day holdings are judged on (default: today, UTC).
+    """
     # The load allocates millions of acyclic containers; generational GC passes over an ever
     # larger heap would make it superlinear, and there are no cycles to collect.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load(cfg, limits)
+        return _load(cfg, limits, as_of)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _load(cfg: EntitiesConfig, limits: BoLimits | None) -> Registry:
+def _load(cfg: EntitiesConfig, limits: BoLimits | None, as_of: date | None) -> Registry:
     t0 = time.perf_counter()
+    col = Collector(as_of)
     listing = cfg.listing_flags
     listing_flags = LISTING_FLAGS if listing is None else frozenset(listing)
     per_flag = cfg.affiliation_flags
@@ -79,13 +103,15 @@ def _load(cfg: EntitiesConfig, limits: BoLimits | None) -> Registry:
                 "listing": sorted(listing_flags),
                 "affiliation": sorted(affiliation_flags),
                 "sources": [[s.format, s.path] for s in cfg.sources],
+                "as_of": col.as_of.isoformat(),
             }
         )
     )
-    col = Collector()
     fatal: list[str] = []
     for i, src in enumerate(cfg.sources):
-        col.add_report(src.path, src.format, strict=src.format == "native")
+        col.add_report(
+            src.path, src.format, strict=src.format == "native", lenient=src.format == "csl"
+        )
         loader = LOADERS.get(src.format)
         if loader is None:
             fatal.append(str(Problem(src.path, None, "format", f"unknown format {src.format!r}")))
@@ -101,6 +127,9 @@ def _load(cfg: EntitiesConfig, limits: BoLimits | None) -> Registry:
     for rep in col.reports:
         if rep.strict and rep.bad_rows:
             problems.extend(str(p) for p in rep.problems)
+        elif rep.lenient and rep.bad_rows <= max(cfg.max_bad_rows, rep.entities):
+            for p in rep.problems:
+                log.warning("entities: skipped %s", p)
         elif rep.bad_rows > cfg.max_bad_rows:
             problems.extend(str(p) for p in rep.problems)
             if rep.bad_rows > len(rep.problems):
@@ -108,6 +137,7 @@ def _load(cfg: EntitiesConfig, limits: BoLimits | None) -> Registry:
             problems.append(
                 f"{rep.path}: {rep.bad_rows} bad rows, more than entities.max_bad_rows="
                 f"{cfg.max_bad_rows}"
+                + (f" and more than the {rep.entities} rows read" if rep.lenient else "")
             )
     if problems:
         raise ConfigError(problems)

@@ -31,185 +31,16 @@ reported as ``duplicate_edges``. Assets whose shares add up to more than 100% ar
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from itertools import compress
 from typing import Any
 
 from ..context import License, OwnershipProfile
-from .model import FULL, HALF, SCALE, Collector, Entity
+from .graph import EXACT, BoLimits, Graph, build_graph
+from .model import FULL, HALF, SCALE
+
+__all__ = ["EXACT", "MAX_PATHS", "BoLimits", "Graph", "build_graph", "resolve"]
 
 MAX_PATHS = 16  # affiliated paths kept per profile (listed_via itself is complete)
-
-
-@dataclass(frozen=True, slots=True)
-class BoLimits:
-    """Bounds on the look-through search, so one pathological group cannot stall a load."""
-
-    max_depth: int = 32
-    max_expansions: int = 5_000  # path steps per entity
-    min_product: float = 1e-3  # fraction (0.1 points); thinner paths are not followed
-
-
-EXACT = BoLimits(max_depth=1_000, max_expansions=10**9, min_product=0.0)
-
-
-@dataclass(slots=True)
-class Graph:
-    """Entities (canonical only) and deduplicated edges in compressed-row form, both directions."""
-
-    ids: list[str]
-    entities: list[Entity | None]  # None for aliases and never-defined ids
-    canon: list[int]
-    in_start: list[int]
-    in_owner: list[int]
-    in_units: list[int]
-    in_control: bytearray
-    out_start: list[int]
-    out_asset: list[int]
-    out_units: list[int]
-    notes: dict[str, int]
-
-
-def _csr(n: int, keys: Iterable[int]) -> tuple[list[int], list[int]]:
-    """Counting-sort helper: (start offsets, position of each item in key order)."""
-    keys = list(keys)
-    start = [0] * (n + 1)
-    for k in keys:
-        start[k + 1] += 1
-    for i in range(n):
-        start[i + 1] += start[i]
-    fill = start[:-1].copy()
-    pos = [0] * len(keys)
-    for j, k in enumerate(keys):
-        pos[j] = fill[k]
-        fill[k] += 1
-    return start, pos
-
-
-def build_graph(col: Collector) -> Graph:
-    """Validate edge endpoints (problems go to the edge's source report) and build adjacency."""
-    n = len(col.ids)
-    canon = list(range(n))
-    for alias, target in col.alias_of.items():
-        canon[alias] = target
-    ents: list[Entity | None] = list(col.entities)
-    notes: dict[str, int] = {}
-    # Merge alias records into their canonical entity: flags union; the native record wins the
-    # rest (it is the operator's own KYC file).
-    for alias, target in col.alias_of.items():
-        a_ent = ents[alias]
-        t_ent = ents[target]
-        if a_ent is not None and t_ent is not None:
-            if not a_ent.flags <= t_ent.flags:
-                t_ent.flags = t_ent.flags | a_ent.flags
-            notes["aliases_merged"] = notes.get("aliases_merged", 0) + 1
-        elif a_ent is None:
-            notes["aliases_unmatched"] = notes.get("aliases_unmatched", 0) + 1
-        ents[alias] = None
-
-    owners: list[int] = []
-    assets: list[int] = []
-    units: list[int] = []
-    ctrl = bytearray()
-    ids = col.ids
-    for j in range(len(col.e_owner)):
-        o = canon[col.e_owner[j]]
-        a = canon[col.e_asset[j]]
-        missing = [ids[x] for x in (o, a) if ents[x] is None]
-        if missing:
-            rep = col.reports[col.e_source[j]]
-            line = col.e_line[j] or None
-            which = "owner" if ents[o] is None else "asset"
-            rep.bad(line, "", f"{which} {missing[0]!r} is not defined in any source")
-            continue
-        if o == a:
-            rep = col.reports[col.e_source[j]]
-            if col.e_owner[j] == col.e_asset[j]:
-                rep.bad(col.e_line[j] or None, "", f"entity {ids[o]!r} cannot own itself")
-            else:  # two records the native file declared the same entity
-                notes["self_edges_merged"] = notes.get("self_edges_merged", 0) + 1
-            continue
-        owners.append(o)
-        assets.append(a)
-        units.append(col.e_units[j])
-        ctrl.append(col.e_control[j])
-
-    # In-edges, grouped by asset, duplicates merged.
-    start, pos = _csr(n, assets)
-    m = len(assets)
-    s_owner = [0] * m
-    s_units = [0] * m
-    s_ctrl = bytearray(m)
-    for j in range(m):
-        p = pos[j]
-        s_owner[p] = owners[j]
-        s_units[p] = units[j]
-        s_ctrl[p] = ctrl[j]
-    del owners, assets, units, ctrl, pos
-    in_start = [0] * (n + 1)
-    in_owner: list[int] = []
-    in_units: list[int] = []
-    in_control = bytearray()
-    dups = overowned = multi_control = 0
-    for a in range(n):
-        lo, hi = start[a], start[a + 1]
-        if hi - lo == 1:
-            in_owner.append(s_owner[lo])
-            in_units.append(s_units[lo])
-            in_control.append(s_ctrl[lo])
-        elif hi > lo:
-            merged: dict[int, list[int]] = {}
-            for k in range(lo, hi):
-                cur = merged.get(s_owner[k])
-                if cur is None:
-                    merged[s_owner[k]] = [s_units[k], s_ctrl[k]]
-                else:
-                    dups += 1
-                    cur[0] = max(cur[0], s_units[k])
-                    cur[1] |= s_ctrl[k]
-            total = 0
-            nctrl = 0
-            for o, (u, c) in merged.items():
-                in_owner.append(o)
-                in_units.append(u)
-                in_control.append(c)
-                total += u
-                nctrl += c
-            overowned += total > FULL
-            multi_control += nctrl > 1
-        in_start[a + 1] = len(in_owner)
-    for key, val in (
-        ("duplicate_edges", dups),
-        ("overowned", overowned),
-        ("multiple_control", multi_control),
-    ):
-        if val:
-            notes[key] = val
-
-    # Out-edges (owner -> asset), for the affiliation worklist.
-    in_asset = [0] * len(in_owner)
-    for a in range(n):
-        for k in range(in_start[a], in_start[a + 1]):
-            in_asset[k] = a
-    out_start, pos = _csr(n, in_owner)
-    out_asset = [0] * len(in_owner)
-    out_units = [0] * len(in_owner)
-    for k, p in enumerate(pos):
-        out_asset[p] = in_asset[k]
-        out_units[p] = in_units[k]
-    return Graph(
-        ids=ids,
-        entities=ents,
-        canon=canon,
-        in_start=in_start,
-        in_owner=in_owner,
-        in_units=in_units,
-        in_control=in_control,
-        out_start=out_start,
-        out_asset=out_asset,
-        out_units=out_units,
-        notes=notes,
-    )
 
 
 # ------------------------------------------------------------------------------ the computations
@@ -225,12 +56,56 @@ def affiliation(g: Graph, listed: bytearray) -> tuple[bytearray, list[int]]:
     while stack:
         o = stack.pop()
         for k in range(out_start[o], out_start[o + 1]):
+            u = out_units[k]
+            if u <= 0:
+                continue  # no share, or one of unknown size (``possible_affiliation``)
             a = out_asset[k]
-            acc[a] += out_units[k]
+            acc[a] += u
             if not aff[a] and acc[a] >= HALF:
                 aff[a] = 1
                 stack.append(a)
     return aff, acc
+
+
+def possible_affiliation(g: Graph, aff: bytearray, acc: list[int]) -> bytearray | None:
+    """The 50% rule bounded from above: each holding of unknown size may be the rest of its asset.
+
+    Least fixpoint of "affiliated, or the known shares held by possibly affiliated owners plus,
+    when one of them holds a share of unknown size, everything the known holdings leave (100 minus
+    the known shares of all owners) reach 50". The unknown holdings of one asset together can
+    never exceed that rest, so it is added once per asset. None when no holding is of unknown size.
+    """
+    out_start, out_asset, out_units = g.out_start, g.out_asset, g.out_units
+    if not any(u < 0 for u in out_units):
+        return None
+    in_start, in_units = g.in_start, g.in_units
+    n = len(g.ids)
+    hi = bytearray(aff)
+    hacc = list(acc)
+    rest_added = bytearray(n)
+    stack = [i for i in range(n) if aff[i]]
+    while stack:
+        o = stack.pop()
+        fresh = not aff[o]  # its known shares are not in ``acc`` yet
+        for k in range(out_start[o], out_start[o + 1]):
+            a = out_asset[k]
+            u = out_units[k]
+            if hi[a]:
+                continue
+            if u >= 0:
+                if not fresh or u == 0:
+                    continue
+                hacc[a] += u
+            else:
+                if rest_added[a]:
+                    continue
+                rest_added[a] = 1
+                known = sum(x for x in in_units[in_start[a] : in_start[a + 1]] if x > 0)
+                hacc[a] += max(0, FULL - known)
+            if hacc[a] >= HALF:
+                hi[a] = 1
+                stack.append(a)
+    return hi
 
 
 def affiliated_set(g: Graph, seeds: Iterable[int], bound: bytearray | None = None) -> set[int]:
@@ -249,9 +124,10 @@ def affiliated_set(g: Graph, seeds: Iterable[int], bound: bytearray | None = Non
         o = stack.pop()
         for k in range(out_start[o], out_start[o + 1]):
             a = out_asset[k]
-            if a in aff or (bound is not None and not bound[a]):
+            u = out_units[k]
+            if u <= 0 or a in aff or (bound is not None and not bound[a]):
                 continue
-            total = get(a, 0) + out_units[k]
+            total = get(a, 0) + u
             acc[a] = total
             if total >= HALF:
                 aff.add(a)
@@ -458,9 +334,10 @@ def resolve(
     listing_flags: frozenset[str],
     affiliation_flags: frozenset[str] = frozenset(),
     bo_threshold: float,
-    limits: BoLimits = BoLimits(),
+    limits: BoLimits | None = None,
 ) -> tuple[dict[str, OwnershipProfile], dict[str, Any]]:
     """Every profile, keyed by id (aliases map to their canonical profile), and resolve stats."""
+    limits = limits or BoLimits()
     n = len(g.ids)
     ids, ents = g.ids, g.entities
     listed = bytearray(n)
@@ -478,6 +355,7 @@ def resolve(
             if ent.kind == "person":
                 is_person[i] = 1
     aff, acc = affiliation(g, listed)
+    maybe = possible_affiliation(g, aff, acc)
     # Only flags some entity carries get a fixpoint; the rest reach nobody.
     flags_reaching, flag_counts, flag_runs = flag_affiliation(g, seeds_by_flag, listed, aff)
     no_flags: frozenset[str] = frozenset()
@@ -485,12 +363,18 @@ def resolve(
     ppaths, tops = parent_paths(g, ctrl)
 
     threshold = bo_threshold / 100.0
-    in_start, in_units = g.in_start, g.in_units
+    in_start, in_units, in_owner = g.in_start, g.in_units, g.in_owner
     out: dict[str, OwnershipProfile] = {}
     frozen_cache: dict[frozenset[str], frozenset[str]] = {}
     empty_lic: tuple[License, ...] = ()
     bo_truncated = 0
-    counts = {"entities": 0, "listed": 0, "affiliated": 0, "with_parent": 0}
+    counts = {
+        "entities": 0,
+        "listed": 0,
+        "affiliated": 0,
+        "possibly_affiliated": 0,
+        "with_parent": 0,
+    }
     for i in range(n):
         ent = ents[i]
         if ent is None:
@@ -531,6 +415,17 @@ def resolve(
         counts["listed"] += listed_n
         counts["affiliated"] += aff[i]
         counts["with_parent"] += len(path) > 1
+        unknown: tuple[str, ...] = ()
+        if in_start[i + 1] > in_start[i] and any(
+            in_units[k] < 0 for k in range(in_start[i], in_start[i + 1])
+        ):
+            unknown = tuple(
+                sorted(
+                    ids[in_owner[k]] for k in range(in_start[i], in_start[i + 1]) if in_units[k] < 0
+                )
+            )
+        possibly = maybe is not None and bool(maybe[i]) and not aff[i]
+        counts["possibly_affiliated"] += possibly
         out[ids[i]] = OwnershipProfile(
             id=ids[i],
             known=True,
@@ -549,6 +444,10 @@ def resolve(
             affiliated_paths=apaths,
             licenses=ent.licenses or empty_lic,
             affiliated_flags=flags_reaching.get(i, no_flags),
+            possibly_affiliated=possibly,
+            unknown_share_edges=unknown,
+            datasets=ent.datasets,
+            alt_names=ent.alt_names,
         )
     for i, c in enumerate(g.canon):
         if c != i and ids[c] in out:

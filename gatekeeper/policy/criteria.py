@@ -88,6 +88,7 @@ _SPEC: tuple[tuple[str, str, str, str], ...] = (
     ("entity.hq_country", STR, "ownership", "hq_country"),
     ("entity.flags", SET, "ownership", "flags"),
     ("ownership.affiliated", BOOL, "ownership", "affiliated"),
+    ("ownership.possibly_affiliated", BOOL, "ownership", "possibly_affiliated"),
     ("ownership.listed_share", NUM, "ownership", "listed_share"),
     ("ownership.listed_via", SET, "ownership", "listed_via"),
     ("ownership.affiliated_flags", SET, "ownership", "affiliated_flags"),

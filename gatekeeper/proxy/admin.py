@@ -1,4 +1,5 @@
-"""The admin listener: health, readiness, metrics, explain, reload, quota inspection."""
+"""The admin listener: health, readiness, metrics, explain, reload, quota inspection, and the
+entities the last reloads of entity data changed (``/v1/screening``)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,15 @@ async def quota_handler(request: web.Request) -> web.Response:
     return _json(info)
 
 
+async def screening_handler(request: web.Request) -> web.Response:
+    """The entities the last reloads of entity data changed (re-screening), newest last."""
+    runtime = request.app[RUNTIME]
+    body = runtime.rescreener.to_json()
+    body["data_version"] = runtime.snapshot.data_version
+    body["entities_version"] = runtime.snapshot.registry.version
+    return _json(body)
+
+
 def build_admin_app(runtime: Runtime, *, multi_worker: bool) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[RUNTIME] = runtime
@@ -98,4 +108,5 @@ def build_admin_app(runtime: Runtime, *, multi_worker: bool) -> web.Application:
     app.router.add_post("/v1/reload", reload_handler)
     app.router.add_post("/v1/explain", explain_handler)
     app.router.add_get("/v1/quotas/{per}/{id}", quota_handler)
+    app.router.add_get("/v1/screening", screening_handler)
     return app

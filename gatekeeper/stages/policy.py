@@ -28,8 +28,10 @@ class PolicyStage:
         *,
         clock: Callable[[], datetime.date] = datetime.date.today,
         trace: bool = False,
+        data_version: str | None = None,
     ) -> None:
         self.policy = policy
+        self.data_version = data_version  # entity data + inventory (runtime.data_version_of)
         self.clock = clock
         self.trace = trace  # explain every rule (check, /v1/explain); off on the hot path
 
@@ -58,6 +60,7 @@ class PolicyStage:
             status=verdict.status,
             enforced=ctx.request.mode == "enforce",
             policy_version=policy.version,
+            data_version=self.data_version,
             license=verdict.license.id if verdict.license is not None else None,
             quotas=tuple(q.name for q in verdict.quotas),
             trace=verdict.trace,

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import orjson
 import pytest
 
 from gatekeeper.errors import ConfigError
+from gatekeeper.ownership.countries import normalise_name
 from gatekeeper.ownership.sources.csl import source_flag
 
 from .helpers import registry, write_csv
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(normalise_name(name).encode()).hexdigest()[:16]
+
 
 HEADER = [
     "_id",
@@ -92,14 +100,19 @@ def test_malformed_csv_rows(tmp_path: Path) -> None:
         + b"b5,SDN,1,,,Caf\xe9,,,\n"
         + b'b6,SDN,1,,,"unterminated,,,\n'
     )
+    # more bad rows than good: with max_bad_rows 0 the file is not the CSL as published
+    msg = "7 bad rows, more than entities.max_bad_rows=0 and more than the 2 rows read"
+    with pytest.raises(ConfigError, match=re.escape(msg)):
+        registry((str(path), "csl"))
     reg = registry((str(path), "csl"), max_bad_rows=10)
     src = reg.stats["sources"][0]
-    assert src["entities"] == 1 and src["bad_rows"] == 8
+    # a row whose _id cell is empty gets a derived id (its OFAC number), like the older export
+    assert src["entities"] == 2 and src["bad_rows"] == 7
+    assert reg.profile("csl:ofac-1").flags == {"sdn"}
     got = [p.replace(str(path), "F") for p in src["problems"]]
     assert got == [
         "F:3: row has 10 fields, the header has 9",
         "F:4: row has 3 fields, the header has 9",
-        "F:5: missing _id",
         "F:6: missing source",
         "F:7: missing name",
         "F:8: duplicate id 'g1' (first at line 2)",
@@ -132,7 +145,8 @@ def test_csv_field_and_line_limits(tmp_path: Path) -> None:
     ("content", "message"),
     [
         (b"_id,name\n1,x\n", "header lacks column(s): source"),
-        (b"source,name\n", "header lacks column(s): _id"),
+        (b"_id,source\n", "header lacks column(s): name"),
+        (b"id;source;name\n1;SDN;x\n", "header lacks column(s): source, name"),
         (b"", "empty file: no CSV header"),
         (b"\xff\xfe_id,source,name\n", "header is not UTF-8"),
     ],
@@ -166,14 +180,14 @@ def test_json_export(tmp_path: Path) -> None:
         {"source": SDN, "name": "no id"},
     ]
     path.write_bytes(orjson.dumps({"total": 5, "results": rows}))
-    reg = registry((str(path), "csl"), max_bad_rows=3)
+    reg = registry((str(path), "csl"))
     assert reg.profile("csl:j1").country == "CN"
     assert reg.profile("csl:j2").country == "IR"
+    assert reg.profile("csl:sdn-" + _digest("no id")).known  # no id: derived from list and name
     src = reg.stats["sources"][0]
     assert [p.replace(str(path), "F") for p in src["problems"]] == [
         "F: results[2]: missing name",
         "F: results[3]: not an object",
-        "F: results[4]: missing _id",
     ]
 
 

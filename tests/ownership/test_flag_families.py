@@ -143,8 +143,10 @@ def test_family_table(
 
 
 def test_defaults() -> None:
-    assert fs("entity_list", "sdn", "meu") == LISTING_FLAGS
-    assert LISTING_FLAGS | {"military_end_user"} == AFFILIATION_FLAGS
+    # the publisher's own 50%-rule findings (FtM sanction.control, export.control.linked) list
+    affiliates = fs("sdn_affiliate", "entity_list_affiliate")
+    assert fs("entity_list", "sdn", "meu") | affiliates == LISTING_FLAGS
+    assert (LISTING_FLAGS - affiliates) | {"military_end_user"} == AFFILIATION_FLAGS
     cfg = EntitiesConfig()
     assert cfg.listing_flags is None and cfg.affiliation_flags is None
 

@@ -273,7 +273,13 @@ def test_listing_flags_can_be_overridden(tmp_path: Path) -> None:
     ents.append(ent("b", ("q", 60)))
     default = native(tmp_path, ents)
     assert not default.profile("a").affiliated and default.profile("b").affiliated
-    assert default.stats["listing_flags"] == ["entity_list", "meu", "sdn"]
+    assert default.stats["listing_flags"] == [
+        "entity_list",
+        "entity_list_affiliate",
+        "meu",
+        "sdn",
+        "sdn_affiliate",
+    ]
     reg = native(tmp_path, ents, listing_flags=("entity_list", "sdn", "military_end_user"))
     assert reg.profile("a").affiliated and not reg.profile("b").affiliated
     assert reg.stats["listing_flags"] == ["entity_list", "military_end_user", "sdn"]

@@ -1,26 +1,48 @@
-"""The US Consolidated Screening List (trade.gov), CSV or JSON export, as bulk external data.
+"""The US Consolidated Screening List (trade.gov) as published: two CSV layouts and the JSON API.
 
-Every row is one listed party and becomes an entity ``csl:<_id>`` flagged by its ``source`` list
-(``SOURCE_FLAGS``, matched on the abbreviation in parentheses, e.g. "Entity List (EL) - Bureau of
-Industry and Security" -> ``entity_list``). A source we do not know keeps a flag ``csl:<slug>`` and
-is counted under ``notes.unknown_sources``. The CSL carries no ownership edges; link a CSL record
-to a native entity with ``same_as`` or name it as an owner in the native file.
+Forms read (the format is taken from the file name: ``.json`` -> JSON, else CSV):
 
-The format is taken from the file name (``.json`` -> JSON, else CSV). CSV: the header must have
-``_id`` (or ``id``), ``source`` and ``name``; ``type`` ``Individual`` -> person, ``Vessel`` /
-``Aircraft`` kept as such, anything else -> organization; country = the last comma-separated part
-of the first address when it is an ISO alpha-2 code (JSON: ``addresses[0].country``); persons take
-``nationalities`` / ``citizenships``. JSON: ``{"results": [...]}`` or a bare list of row objects.
+- the current CSV export, whose first column is ``_id`` (a stable row id);
+- the older CSV export without ``_id`` (``source,entity_number,type,programs,name,...``);
+- the JSON API form ``{"results": [...]}`` (or a bare list of row objects), rows with or without
+  ``id``.
 
-Bad rows (``file:line``, or ``results[i]`` for JSON; loading continues up to
-``entities.max_bad_rows``): wrong field count, missing id, name or source, duplicate id, invalid
-UTF-8, fields over the CSV field limit, lines over ``MAX_LINE_BYTES``. A missing header column or an
-unparseable JSON document fails the source outright.
+Every row is one listed party and becomes an entity flagged by its ``source`` list
+(``list_flag``: every list the CSL has carried, by its abbreviation in parentheses, e.g.
+"Entity List (EL) - Bureau of Industry and Security" -> ``entity_list``, or by its name). A list
+we do not know keeps a flag ``csl:<slug>`` (never a listing) and is counted under
+``notes.unknown_sources``.
+
+Ids: ``csl:<_id>`` / ``csl:<id>`` when the row has one. Otherwise the id is derived from what
+identifies the party across list versions: ``csl:ofac-<entity_number>`` for Treasury rows (OFAC's
+own number), else ``csl:<flag>-<digest of the normalised name>``; rows that derive the same id are
+one party listed twice and are merged (flags, names and countries united, ``notes.rows_merged``).
+
+Kind: ``type`` Individual/Person -> person, Vessel/Aircraft kept, Entity/Organization ->
+organization. BIS and State rows often have no type: such a row is a person when it carries fields
+only persons have (dates or places of birth, nationalities, citizenships) or its name follows the
+lists' convention for individuals, "SURNAME, Given Names" (surname in capitals, no digits, no
+corporate word such as Inc or Ltd); else an organization, which also takes the row's country as
+its headquarters (the stricter reading for a headquarters rule).
+
+Country, from every place the row gives one, first found wins: the row's own ``country``; for
+persons their nationalities, then citizenships; then each address in order (CSV: addresses are
+separated by ``;`` and the country is the last comma-separated part; JSON:
+``addresses[i].country``).
+Codes, alpha-3 codes and names ("China", "Russian Federation", "Burma") are all read
+(``countries.py``). Organisations take the same country as headquarters; persons have none.
+
+Bad rows (``file:line``, or ``results[i]`` for JSON) are reported and skipped; they never fail the
+registry unless they outnumber the rows read (then the file is not the CSL as published):
+wrong field count, missing name or source, a duplicate explicit id, invalid UTF-8, fields over the
+CSV field limit, lines over ``MAX_LINE_BYTES``. A header without ``source`` and ``name``, or an
+unparseable JSON document, fails the source outright.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from collections.abc import Iterator
 from typing import IO, Any
@@ -28,38 +50,103 @@ from typing import IO, Any
 import orjson
 
 from ...errors import ConfigError, Problem
-from ..model import ID_RE, Collector, Entity, SourceReport, country_code
+from ..countries import country_from_text, normalise_name
+from ..model import ID_RE, Collector, Entity, SourceReport
 from .ftm import read_lines
 
 MAX_LINE_BYTES = 1 << 20
 MAX_JSON_BYTES = 256 << 20
+MAX_ALT_NAMES = 64  # alternative names kept per party (a hostile row must not blow up memory)
+MAX_NAME_CHARS = 512
 
-#: CSL list abbreviation -> flag. Only the first three count as listings (model.LISTING_FLAGS).
+#: CSL list abbreviation (as in "... (EL) - Bureau ...") -> flag. Only ``entity_list``, ``sdn``
+#: and ``meu`` are listings for the US 50% rule (model.LISTING_FLAGS); docs/entities.md has the
+#: table with every list's full name.
 SOURCE_FLAGS = {
     "EL": "entity_list",  # Entity List - BIS
-    "SDN": "sdn",  # Specially Designated Nationals - Treasury
+    "SDN": "sdn",  # Specially Designated Nationals - Treasury (OFAC)
     "MEU": "meu",  # Military End User List - BIS
     "UVL": "unverified_list",  # Unverified List - BIS
     "DPL": "denied_persons",  # Denied Persons List - BIS
     "ISN": "nonproliferation",  # Nonproliferation Sanctions - State
-    "DTC": "itar_debarred",  # ITAR Debarred - State
+    "DTC": "itar_debarred",  # ITAR / AECA Debarred - State (DDTC)
     "SSI": "ssi",  # Sectoral Sanctions Identifications - Treasury
     "FSE": "fse",  # Foreign Sanctions Evaders - Treasury
     "CMIC": "cmic",  # Non-SDN Chinese Military-Industrial Complex Companies - Treasury
+    "NS-CMIC": "cmic",
     "NS-MBS": "ns_mbs",  # Non-SDN Menu-Based Sanctions - Treasury
-    "PLC": "plc",  # Palestinian Legislative Council - Treasury
+    "MBS": "ns_mbs",
+    "PLC": "plc",  # (Non-SDN) Palestinian Legislative Council - Treasury
+    "NS-PLC": "plc",
     "CAPTA": "capta",  # Correspondent Account or Payable-Through Account Sanctions - Treasury
+    "CAP": "capta",
+    "561": "part_561",  # Part 561 List (foreign financial institutions) - Treasury
+    "13599": "eo13599",  # Persons blocked solely under Executive Order 13599 (Non-SDN Iran)
+    "NS-ISA": "ns_isa",  # Non-SDN Iranian Sanctions Act List - Treasury
+    "ISA": "ns_isa",
 }
-_ABBR = re.compile(r"\(([A-Z][A-Z-]*)(?: List)?\)")
+
+#: List names as some exports write them, without an abbreviation in parentheses (normalised).
+SOURCE_NAMES = {
+    "entity list": "entity_list",
+    "specially designated nationals": "sdn",
+    "special designated nationals": "sdn",
+    "military end user list": "meu",
+    "military end user": "meu",
+    "unverified list": "unverified_list",
+    "denied persons list": "denied_persons",
+    "nonproliferation sanctions": "nonproliferation",
+    "itar debarred": "itar_debarred",
+    "aeca debarred list": "itar_debarred",
+    "sectoral sanctions identifications list": "ssi",
+    "foreign sanctions evaders": "fse",
+    "palestinian legislative council list": "plc",
+    "non sdn palestinian legislative council list": "plc",
+    "part 561 list": "part_561",
+    "non sdn iranian sanctions act list": "ns_isa",
+    "non sdn menu based sanctions list": "ns_mbs",
+    "non sdn chinese military industrial complex companies list": "cmic",
+}
+
+_ABBR = re.compile(r"\(([A-Z0-9][A-Z0-9-]*)(?: List)?\)")
 _SLUG = re.compile(r"[^a-z0-9]+")
-_KINDS = {"individual": "person", "vessel": "vessel", "aircraft": "aircraft"}
+_KINDS = {
+    "individual": "person",
+    "person": "person",
+    "vessel": "vessel",
+    "aircraft": "aircraft",
+    "entity": "organization",
+    "organization": "organization",
+    "company": "organization",
+}
+_PERSON_FIELDS = ("dates_of_birth", "places_of_birth", "nationalities", "citizenships")
+# "SURNAME, Given Names": how OFAC and BIS write an individual (surname in capitals).
+_PERSON_NAME = re.compile(r"^[A-Z][A-Z'-]*(?: [A-Z][A-Z'-]*){0,2}, [^\W\d_][^\d,]*$")
+_CORPORATE = frozenset(
+    """inc ltd llc co corp corporation company limited gmbh sa ag plc bv nv oao ooo zao jsc pjsc
+    pte srl spa kg ab as oy group holding holdings trading industries international intl
+    enterprises""".split()  # noqa: SIM905
+)
+
+
+def list_flag(source: str) -> str | None:
+    """The flag of a CSL ``source`` value, or None when it names no list we know."""
+    m = _ABBR.search(source)
+    if m:
+        flag = SOURCE_FLAGS.get(m.group(1))
+        if flag is not None:
+            return flag
+    text = source.strip()
+    flag = SOURCE_FLAGS.get(text.upper())
+    if flag is not None:
+        return flag
+    # "Unverified List - Bureau of Industry and Security": the list's name before the agency.
+    return SOURCE_NAMES.get(normalise_name(_ABBR.sub("", text.split(" - ")[0])))
 
 
 def source_flag(source: str, rep: SourceReport | None = None) -> str:
-    """The flag for a CSL ``source`` column value."""
-    m = _ABBR.search(source)
-    key = m.group(1) if m else source.strip().upper()
-    flag = SOURCE_FLAGS.get(key)
+    """The flag for a CSL ``source`` column value; an unknown list keeps ``csl:<slug>``."""
+    flag = list_flag(source)
     if flag is None:
         if rep is not None:
             rep.note("unknown_sources")
@@ -67,74 +154,127 @@ def source_flag(source: str, rep: SourceReport | None = None) -> str:
     return flag
 
 
-def _country_from_address(text: str) -> str | None:
-    first = text.split(";")[0]
-    return country_code(first.rsplit(",", 1)[-1].strip()) if first else None
+def _values(value: Any, sep: str = ";") -> list[str]:
+    """A CSV cell split on ``sep``, or a JSON list of strings, as stripped non-empty strings."""
+    if isinstance(value, str):
+        parts = value.split(sep)
+    elif isinstance(value, list):
+        parts = [v for v in value if isinstance(v, str)]
+    else:
+        return []
+    return [p.strip() for p in parts if p.strip()]
 
 
-def _first_code(text: str) -> str | None:
-    for part in re.split(r"[;,]", text):
-        code = country_code(part.strip())
-        if code:
-            return code
-    return None
+def _address_countries(addresses: Any) -> Iterator[str | None]:
+    if isinstance(addresses, str):
+        for addr in _values(addresses):
+            yield country_from_text(addr.rsplit(",", 1)[-1])
+    elif isinstance(addresses, list):
+        for addr in addresses:
+            if isinstance(addr, dict):
+                yield country_from_text(addr.get("country"))
+
+
+def _countries(row: dict[str, Any], person: bool) -> list[str]:
+    """Every country the row gives, in the order of precedence (module docstring)."""
+    found: list[str | None] = [country_from_text(row.get("country"))]
+    if person:
+        for key in ("nationalities", "citizenships"):
+            found.extend(country_from_text(v) for v in _values(row.get(key), ";"))
+    found.extend(_address_countries(row.get("addresses")))
+    out: list[str] = []
+    for code in found:
+        if code is not None and code not in out:
+            out.append(code)
+    return out
+
+
+def _kind(row: dict[str, Any]) -> str:
+    typ = row.get("type")
+    if isinstance(typ, str) and typ.strip():
+        return _KINDS.get(typ.strip().lower(), "organization")
+    if any(_values(row.get(k)) for k in _PERSON_FIELDS):
+        return "person"
+    name = row.get("name")
+    if isinstance(name, str) and _PERSON_NAME.match(name.strip()):
+        words = {w.strip(".()").lower() for w in name.replace(",", " ").split()}
+        if words.isdisjoint(_CORPORATE):
+            return "person"
+    return "organization"
+
+
+def _row_id(row: dict[str, Any], flag: str, name: str) -> tuple[str | None, bool]:
+    """(id without prefix, derived?); None when the row's own id is unusable."""
+    rid = row.get("_id", row.get("id"))
+    if isinstance(rid, int) and not isinstance(rid, bool):
+        rid = str(rid)
+    if isinstance(rid, str) and rid.strip():
+        rid = rid.strip()
+        return (rid if ID_RE.match(rid) and len(rid) <= 250 else None), False
+    number = row.get("entity_number")
+    if isinstance(number, int) and not isinstance(number, bool):
+        number = str(number)
+    if isinstance(number, str) and number.strip().isdigit() and len(number.strip()) <= 20:
+        return f"ofac-{number.strip()}", True
+    digest = hashlib.sha256(normalise_name(name).encode()).hexdigest()[:16]
+    return f"{flag.replace('csl:', 'csl-')}-{digest}", True
 
 
 def _row_entity(
     row: dict[str, Any], where: tuple[int | None, str], rep: SourceReport, src: int
-) -> Entity | None:
+) -> tuple[Entity, bool] | None:
     line, path = where
-    rid = row.get("_id") or row.get("id")
-    if not isinstance(rid, str) or not rid.strip():
-        rep.bad(line, path, "missing _id")
-        return None
-    rid = rid.strip()
-    if not ID_RE.match(rid) or len(rid) > 250:
-        rep.bad(line, path, f"invalid _id {rid[:40]!r}")
-        return None
     name = row.get("name")
     if not isinstance(name, str) or not name.strip():
         rep.bad(line, path, "missing name")
         return None
+    name = name.strip()[:MAX_NAME_CHARS]
     source = row.get("source")
     if not isinstance(source, str) or not source.strip():
         rep.bad(line, path, "missing source")
         return None
-    typ = row.get("type")
-    kind = (
-        _KINDS.get(typ.strip().lower(), "organization") if isinstance(typ, str) else "organization"
-    )
-    country: str | None = None
-    addresses = row.get("addresses")
-    if isinstance(addresses, str):
-        country = _country_from_address(addresses)
-    elif isinstance(addresses, list) and addresses and isinstance(addresses[0], dict):
-        country = country_code(addresses[0].get("country"))
-    if kind == "person":
-        for key in ("nationalities", "citizenships"):
-            val = row.get(key)
-            if isinstance(val, list):
-                val = ";".join(v for v in val if isinstance(v, str))
-            if isinstance(val, str) and (code := _first_code(val)):
-                country = code
-                break
-    return Entity(
+    flag = source_flag(source, rep)
+    rid, derived = _row_id(row, flag, name)
+    if rid is None:
+        shown = str(row.get("_id", row.get("id")))[:40]
+        rep.bad(line, path, f"invalid _id {shown!r}")
+        return None
+    kind = _kind(row)
+    countries = _countries(row, kind == "person")
+    country = countries[0] if countries else None
+    alt = tuple(a[:MAX_NAME_CHARS] for a in _values(row.get("alt_names"))[:MAX_ALT_NAMES])
+    ent = Entity(
         id="csl:" + rid,
-        name=name.strip(),
+        name=name,
         kind=kind,
         country=country,
         hq_country=None if kind == "person" else country,
-        flags=frozenset({source_flag(source, rep)}),
+        flags=frozenset({flag}),
         source=src,
         line=line,
+        alt_names=alt,
     )
+    return ent, derived
 
 
-def _add(col: Collector, ent: Entity, rep: SourceReport, line: int | None, path: str) -> None:
+def _add(
+    col: Collector, got: tuple[Entity, bool], rep: SourceReport, line: int | None, path: str
+) -> None:
+    ent, derived = got
     prior = col.add_entity(ent)
-    if prior is not None:
-        first = f"line {prior.line}" if prior.line else "an earlier row"
-        rep.bad(line, path, f"duplicate id {ent.id[4:]!r} (first at {first})")
+    if prior is None:
+        return
+    if derived:
+        # The same party on a second row (or a second list): one entity, everything united.
+        prior.flags = prior.flags | ent.flags
+        prior.alt_names = tuple(dict.fromkeys(prior.alt_names + ent.alt_names))[:MAX_ALT_NAMES]
+        if prior.country is None and ent.country is not None:
+            prior.country = ent.country
+            prior.hq_country = ent.hq_country
+        rep.note("rows_merged")
+        return
+    first = f"line {prior.line}" if prior.line else "an earlier row"
+    rep.bad(line, path, f"duplicate id {ent.id[4:]!r} (first at {first})")
 
 
 def _decoded_lines(
@@ -152,14 +292,17 @@ def _decoded_lines(
         yield text
 
 
-def load_csv(path: str, col: Collector, src: int, hasher: Any) -> None:
-    rep = col.reports[src]
+def _open(path: str) -> IO[bytes]:
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below
+        return open(path, "rb")  # the caller closes it
     except OSError as exc:
         raise ConfigError([Problem(path, None, "", f"cannot read: {exc.strerror}")]) from None
+
+
+def load_csv(path: str, col: Collector, src: int, hasher: Any) -> None:
+    rep = col.reports[src]
     state: dict[str, int] = {"bad_utf8": 0}
-    with fh:
+    with _open(path) as fh:
         reader = csv.reader(_decoded_lines(fh, rep, hasher, state), strict=True)
         header: list[str] | None = None
         while True:
@@ -182,30 +325,27 @@ def load_csv(path: str, col: Collector, src: int, hasher: Any) -> None:
             if header is None:
                 header = [h.strip() for h in row]
                 missing = [c for c in ("source", "name") if c not in header]
-                if "_id" not in header and "id" not in header:
-                    missing.insert(0, "_id")
                 if missing:
                     raise ConfigError(
                         [Problem(path, line, "", f"header lacks column(s): {', '.join(missing)}")]
                     )
+                if "_id" not in header and "id" not in header:
+                    rep.note("rows_without_id")  # the older export: ids are derived
                 continue
             if len(row) != len(header):
                 rep.bad(line, "", f"row has {len(row)} fields, the header has {len(header)}")
                 continue
-            ent = _row_entity(dict(zip(header, row, strict=True)), (line, ""), rep, src)
-            if ent is not None:
-                _add(col, ent, rep, line, "")
+            got = _row_entity(dict(zip(header, row, strict=True)), (line, ""), rep, src)
+            if got is not None:
+                _add(col, got, rep, line, "")
         if header is None:
             raise ConfigError([Problem(path, None, "", "empty file: no CSV header")])
 
 
 def load_json(path: str, col: Collector, src: int, hasher: Any) -> None:
     rep = col.reports[src]
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_JSON_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError([Problem(path, None, "", f"cannot read: {exc.strerror}")]) from None
+    with _open(path) as fh:
+        raw = fh.read(MAX_JSON_BYTES + 1)
     hasher.update(raw)
     if len(raw) > MAX_JSON_BYTES:
         raise ConfigError([Problem(path, None, "", f"file larger than {MAX_JSON_BYTES} bytes")])
@@ -221,9 +361,9 @@ def load_json(path: str, col: Collector, src: int, hasher: Any) -> None:
         if not isinstance(row, dict):
             rep.bad(None, where, "not an object")
             continue
-        ent = _row_entity(row, (None, where), rep, src)
-        if ent is not None:
-            _add(col, ent, rep, None, where)
+        got = _row_entity(row, (None, where), rep, src)
+        if got is not None:
+            _add(col, got, rep, None, where)
 
 
 def load_csl(path: str, col: Collector, src: int, hasher: Any) -> None:

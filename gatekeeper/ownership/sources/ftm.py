@@ -1,14 +1,31 @@
-"""OpenSanctions / FollowTheMoney entity files (JSON lines), as bulk external data.
+"""OpenSanctions / FollowTheMoney entity files (JSON lines), as published, as bulk external data.
 
 One JSON object per line. ``Company``, ``Organization``, ``LegalEntity`` and ``Person`` become
-entities with the id ``ftm:<id>``; ``Ownership`` becomes an edge ``owner -> asset`` whose
-``percentage`` is free text (``parse_percentage``). Other schemata (Address, Sanction, ...) are
-well-formed but unused: they are counted under ``skipped``, by schema.
+entities with the id ``ftm:<id>``, each keeping its ``datasets`` as provenance; ``Ownership``
+becomes an edge ``owner -> asset`` whose ``percentage`` is free text (``parse_percentage``). Other
+schemata (Address, Sanction, ...) are well-formed but unused: they are counted under ``skipped``.
 
-Topics become flags (``TOPIC_FLAGS``): ``sanction`` -> ``sdn`` (OpenSanctions uses it for every
-sanctions programme, not only OFAC's, which errs on the side of caution) and ``export.control`` ->
-``entity_list``; ``debarment`` -> ``debarred``; every other topic (``sanction.linked``,
-``role.pep``, ``mil``, ``gov.soe``, ...) is kept verbatim as a flag that is not a listing.
+Ownership dates (``startDate``/``endDate``, judged on the collector's ``as_of`` day, the load date
+unless injected): a holding that has ended, or not yet begun, does not count (``notes.
+holdings_ended`` / ``holdings_not_started``). Partial dates are read conservatively, so that a
+holding counts whenever it might: an end known only to a year ("2019") or a month ("2019-03") runs
+to the last day of that year or month, a start to the first. Several values: the earliest start
+and the latest end. A date that cannot be read is ignored (the holding counts) and counted under
+``notes.unreadable_dates``.
+
+An ``Ownership`` without a percentage (how OpenSanctions carries "owned or controlled by") is a
+holding of *unknown size* (``model.UNKNOWN_SHARE``): never counted as 0, it is listed on the
+profile (``unknown_share_edges``) and bounds affiliation from above (``possibly_affiliated``).
+
+Topics (the whole FollowTheMoney vocabulary, ``TOPIC_FLAGS``): ``sanction`` -> ``sdn`` (every
+sanctions programme, not only OFAC's: it errs on the side of caution), ``sanction.control`` ->
+``sdn_affiliate`` and ``export.control.linked`` -> ``entity_list_affiliate`` (the publisher's own
+50%-rule findings; listings like ``sdn``), ``export.control`` -> ``entity_list``, ``debarment`` ->
+``debarred``, ``sanction.counter`` -> ``counter_sanctioned``, ``sanction.linked`` ->
+``sanction_linked``; every other known topic (``crime.*``, ``poi``, ``role.pep``, ``role.rca``,
+``mare.*``, ``corp.disqual``, ``fin.bank``, ``gov.soe``, ...) is kept verbatim as a flag that is
+not a listing. A topic outside the vocabulary is kept too and counted under
+``notes.unknown_topics``.
 
 Countries: organisations take ``jurisdiction`` (else ``country``) as incorporation and
 ``mainCountry`` (else ``country``, else ``jurisdiction``) as headquarters; persons take
@@ -25,12 +42,22 @@ owner == asset, and edges whose endpoint no source defines.
 from __future__ import annotations
 
 import re
+from datetime import date, timedelta
 from typing import IO, Any
 
 import orjson
 
 from ...errors import ConfigError, Problem
-from ..model import FLAG_RE, ID_RE, SCALE, Collector, Entity, SourceReport, country_code
+from ..model import (
+    FLAG_RE,
+    ID_RE,
+    SCALE,
+    UNKNOWN_SHARE,
+    Collector,
+    Entity,
+    SourceReport,
+    country_code,
+)
 
 MAX_LINE_BYTES = 1 << 20
 ENTITY_SCHEMAS = {
@@ -39,7 +66,30 @@ ENTITY_SCHEMAS = {
     "LegalEntity": "company",
     "Person": "person",
 }
-TOPIC_FLAGS = {"sanction": "sdn", "export.control": "entity_list", "debarment": "debarred"}
+#: FollowTheMoney topics that become a flag of another name (the rest are kept verbatim).
+TOPIC_FLAGS = {
+    "sanction": "sdn",
+    "sanction.control": "sdn_affiliate",
+    "sanction.linked": "sanction_linked",
+    "sanction.counter": "counter_sanctioned",
+    "export.control": "entity_list",
+    "export.control.linked": "entity_list_affiliate",
+    "debarment": "debarred",
+}
+#: The rest of the vocabulary, kept verbatim as flags that are not listings (docs/entities.md).
+KNOWN_TOPICS = frozenset(
+    """crime crime.fraud crime.cyber crime.fin crime.env crime.theft crime.war crime.boss
+    crime.terror crime.traffick crime.traffick.drug crime.traffick.human forced.labor
+    asset.frozen wanted corp.offshore corp.shell corp.public corp.disqual gov gov.national
+    gov.state gov.muni gov.soe gov.igo gov.head gov.admin gov.executive gov.legislative
+    gov.judicial gov.security gov.financial gov.religion fin fin.bank fin.fund fin.adivsor
+    mare.detained mare.shadow mare.sts reg.action reg.warn role.pep role.pep.frmr
+    role.pep.intl role.pep.natl role.pol role.rca role.judge role.civil role.diplo role.lawyer
+    role.acct role.spy role.oligarch role.journo role.act role.lobby pol.party pol.union rel mil
+    export.risk invest.risk invest.ban poi""".split()  # noqa: SIM905
+)
+MAX_DATASETS = 64
+_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?:$|T)")
 
 # ------------------------------------------------------------------------- percentage parser
 
@@ -94,6 +144,54 @@ def parse_percentage(text: str) -> float:
             raise ValueError("range upside down")
         return lo
     raise ValueError("not a percentage")
+
+
+# ---------------------------------------------------------------------------------- dates
+
+
+def date_bounds(text: str) -> tuple[date, date]:
+    """(earliest, latest) day a possibly partial FtM date can mean: "2019" -> Jan 1 .. Dec 31.
+
+    Raises ``ValueError`` for anything that is not an ISO date prefix.
+    """
+    m = _DATE.match(text.strip())
+    if not m:
+        raise ValueError("not a date")
+    year = int(m.group(1))
+    if m.group(2) is None:
+        return date(year, 1, 1), date(year, 12, 31)
+    month = int(m.group(2))
+    if m.group(3) is None:
+        first = date(year, month, 1)
+        last = date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)
+        return first, last
+    day = date(year, month, int(m.group(3)))
+    return day, day
+
+
+def holding_status(props: dict[str, Any], as_of: date, rep: SourceReport) -> str | None:
+    """None when the holding counts on ``as_of``; else "holdings_ended"/"holdings_not_started".
+
+    Conservative: the earliest possible start and the latest possible end (module docstring).
+    """
+    starts: list[date] = []
+    ends: list[date] = []
+    for key, out, pick in (("startDate", starts, 0), ("endDate", ends, 1)):
+        vals = props.get(key)
+        if not isinstance(vals, list):
+            continue
+        for v in vals:
+            try:
+                if not isinstance(v, str):
+                    raise ValueError("not a string")
+                out.append(date_bounds(v)[pick])
+            except ValueError:
+                rep.note("unreadable_dates")
+    if ends and max(ends) < as_of:
+        return "holdings_ended"
+    if starts and min(starts) > as_of:
+        return "holdings_not_started"
+    return None
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -157,7 +255,11 @@ def _entity(rec: dict[str, Any], props: dict[str, Any], kind: str, rep: SourceRe
         for t in topics:
             if not isinstance(t, str):
                 continue
-            flag = TOPIC_FLAGS.get(t, t.lower())
+            flag = TOPIC_FLAGS.get(t)
+            if flag is None:
+                flag = t.lower()
+                if flag not in KNOWN_TOPICS:
+                    rep.note("unknown_topics")
             if FLAG_RE.match(flag):
                 flags.add(flag)
             else:
@@ -191,6 +293,9 @@ def load_ftm(path: str, col: Collector, src: int, hasher: Any) -> None:
         raise ConfigError([Problem(path, None, "", f"cannot read: {exc.strerror}")]) from None
     loads = orjson.loads
     empty: frozenset[str] = frozenset()
+    as_of = col.as_of
+    # Interned provenance: a million entities share a few hundred distinct dataset lists.
+    datasets_seen: dict[tuple[str, ...], tuple[str, ...]] = {}
     with fh:
         for lineno, line in read_lines(fh, rep, hasher):
             if not line.strip():
@@ -220,6 +325,10 @@ def load_ftm(path: str, col: Collector, src: int, hasher: Any) -> None:
                 ent = _entity(rec, props, kind, rep)
                 if not ent.flags:
                     ent.flags = empty
+                ds = rec.get("datasets")
+                if isinstance(ds, list) and ds:
+                    key = tuple(d for d in ds[:MAX_DATASETS] if isinstance(d, str) and len(d) < 128)
+                    ent.datasets = datasets_seen.setdefault(key, key)
                 ent.source, ent.line = src, lineno
                 prior = col.add_entity(ent)
                 if prior is not None:
@@ -235,8 +344,12 @@ def load_ftm(path: str, col: Collector, src: int, hasher: Any) -> None:
             if not isinstance(asset, str) or not ID_RE.match(asset):
                 rep.bad(lineno, "properties.asset", "missing or not a valid id")
                 continue
+            status = holding_status(props, as_of, rep)
+            if status is not None:
+                rep.note(status)
+                continue
             pct = props.get("percentage")
-            units = 0
+            units = UNKNOWN_SHARE
             if isinstance(pct, list) and pct:
                 try:
                     units = max(round(parse_percentage(str(p)) * SCALE) for p in pct)

@@ -1,0 +1,233 @@
+"""Re-screening: a new version of the entity data in which one holding ends and one listing
+appears. A real ``gatekeeper serve`` reloads it (SIGHUP, then ``POST /v1/reload``); the audit
+file, the metric, the admin API and ``gatekeeper entities diff`` all name exactly those entities.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from gatekeeper.audit.verify import verify_files
+from gatekeeper.ownership.screening import diff
+from tests.e2e.gate import Gate, Upstream, base_config
+from tests.support import repo_root
+
+from .helpers import company, owns, registry, write_ftm
+
+
+def _v1() -> list[dict[str, Any]]:
+    return [
+        company("x", topics=["sanction"], jurisdiction=["ru"]),
+        company("a", jurisdiction=["sg"]),  # 60% held by X: affiliated, X its parent
+        company("b", jurisdiction=["ae"]),  # clean
+        company("c", jurisdiction=["us"]),  # clean, untouched
+        owns("o1", "x", "a", "60"),
+    ]
+
+
+def _v2() -> list[dict[str, Any]]:
+    records = _v1()
+    records[2] = company("b", jurisdiction=["ae"], topics=["export.control"])  # listed now
+    records[4]["properties"]["endDate"] = ["2020-06"]  # the holding ended
+    return records
+
+
+EXPECTED = {
+    "ftm:a": (
+        ["affiliated", "ultimate_parent", "parent_hq_country"],
+        {"affiliated": True, "ultimate_parent": "ftm:x", "parent_hq_country": "RU"},
+        {"affiliated": False, "ultimate_parent": "ftm:a", "parent_hq_country": "SG"},
+    ),
+    "ftm:b": (
+        ["listed", "affiliated", "flags"],
+        {"listed": False, "affiliated": False, "flags": []},
+        {"listed": True, "affiliated": True, "flags": ["entity_list"]},
+    ),
+}
+
+
+def _check(records: list[dict[str, Any]]) -> None:
+    assert [r["entity"] for r in records] == sorted(EXPECTED)
+    for r in records:
+        fields, before, after = EXPECTED[r["entity"]]
+        assert r["type"] == "screening"
+        assert r["changes"] == fields
+        for key, want in before.items():
+            assert r["before"][key] == want, (r["entity"], key)
+        for key, want in after.items():
+            assert r["after"][key] == want, (r["entity"], key)
+        assert r["data_version"]["before"] != r["data_version"]["after"]
+
+
+def test_diff_names_exactly_the_changed_entities(tmp_path: Path) -> None:
+    path = tmp_path / "e.ftm.json"
+    write_ftm(path, _v1())
+    old = registry((str(path), "ftm"))
+    write_ftm(path, _v2())
+    new = registry((str(path), "ftm"))
+    _check([c.record_body(old.version, new.version) for c in diff(old, new)])
+    assert diff(new, new) == []
+
+
+def test_diff_added_and_removed(tmp_path: Path) -> None:
+    path = tmp_path / "e.ftm.json"
+    write_ftm(path, [company("a"), company("b")])
+    old = registry((str(path), "ftm"))
+    write_ftm(path, [company("a"), company("n", topics=["sanction"])])
+    new = registry((str(path), "ftm"))
+    got = [(c.entity, c.changes, c.before is None, c.after is None) for c in diff(old, new)]
+    assert got == [("ftm:b", ("removed",), False, True), ("ftm:n", ("added",), True, False)]
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _post(url: str) -> Any:
+    req = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def _metric(admin: str, change: str) -> float:
+    with urllib.request.urlopen(admin + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    prefix = f'gatekeeper_screening_changes_total{{change="{change}"}} '
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def _screening(audit: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in audit.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("type") == "screening":
+            out.append(rec)
+    return out
+
+
+def _wait(cond: Any, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Any:
+    up = Upstream(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    write_ftm(data / "entities.ftm.json", _v1())
+    cfg = base_config(tmp_path, up.url)
+    cfg["entities"] = {"sources": [{"path": str(data / "entities.ftm.json"), "format": "ftm"}]}
+    gate = Gate(tmp_path, cfg)
+    try:
+        yield gate, data / "entities.ftm.json", tmp_path / "audit.jsonl"
+    finally:
+        gate.stop()
+        up.stop()
+
+
+def test_reload_writes_counts_and_lists_the_changes(served: Any, tmp_path: Path) -> None:
+    gate, entities, audit = served
+    old_copy = tmp_path / "before"
+    old_copy.mkdir()
+    (old_copy / entities.name).write_bytes(entities.read_bytes())
+    first = _get(gate.admin_url + "/v1/screening")
+    assert first["reloads"] == [] and first["data_version"].startswith("sha256:")
+
+    # A decision names the data version it used.
+    with urllib.request.urlopen(gate.url + "/hello", timeout=10) as r:
+        assert r.status == 200
+    _wait(
+        lambda: any(json.loads(ln).get("decision") for ln in audit.read_text().splitlines()),
+        "a decision",
+    )
+    decision = next(
+        json.loads(ln)["decision"]
+        for ln in audit.read_text().splitlines()
+        if json.loads(ln).get("decision")
+    )
+    assert decision["data_version"] == first["data_version"]
+
+    write_ftm(entities, _v2())
+    gate.signal(signal.SIGHUP)
+    _wait(lambda: len(_screening(audit)) == 2, "two screening records")
+    records = _screening(audit)
+    _check(records)
+    for key in ("seq", "ts", "replica", "prev_hash", "hash"):
+        assert all(key in r for r in records)  # chained like any record
+    assert verify_files([str(audit)]).ok
+    assert _metric(gate.admin_url, "affiliated") == 2
+    assert _metric(gate.admin_url, "listed") == 1
+    assert _metric(gate.admin_url, "ultimate_parent") == 1
+    assert _metric(gate.admin_url, "flags") == 1
+    assert _metric(gate.admin_url, "added") == 0
+    listed = _get(gate.admin_url + "/v1/screening")
+    (reload,) = listed["reloads"]
+    assert reload["changed"] == 2 and reload["audit_records"] == 2
+    _check(reload["changes"])
+    assert listed["data_version"] != first["data_version"]
+
+    # The same data again: nothing changed, nothing written.
+    assert _post(gate.admin_url + "/v1/reload")["reloaded"] is True
+    assert len(_get(gate.admin_url + "/v1/screening")["reloads"]) == 2
+    assert len(_screening(audit)) == 2
+
+    # Offline: the same changes, as JSON lines.
+    out = subprocess.run(
+        [sys.executable, "-m", "gatekeeper", "entities", "diff", "--config", str(gate.path),
+         "--before", str(old_copy)],
+        cwd=repo_root(), capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = [orjson.loads(ln) for ln in out.stdout.splitlines()]
+    _check(lines)
+    assert [(x["before"], x["after"]) for x in lines] == [
+        (r["before"], r["after"]) for r in records
+    ]
+
+
+def test_entities_diff_cli_errors(tmp_path: Path) -> None:
+    data = tmp_path / "e.ftm.json"
+    write_ftm(data, _v1())
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text(
+        orjson.dumps({"entities": {"sources": [{"path": str(data), "format": "ftm"}]}}).decode()
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gatekeeper", "entities", "diff", "--config", str(cfg), *args],
+            cwd=repo_root(), capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    same = run("--before", str(data))
+    assert same.returncode == 0 and same.stdout == ""
+    missing = run("--before", str(tmp_path / "nowhere.json"))
+    assert missing.returncode == 2
+    assert "nowhere.json: --before: no such file" in missing.stderr
+    for name in ("one.json", "two.json"):
+        (tmp_path / name).write_bytes(data.read_bytes())
+    renamed = run("--before", str(tmp_path / "one.json"))  # one file for one source: by order
+    assert renamed.returncode == 0 and renamed.stdout == ""
+    two = run("--before", str(tmp_path / "one.json"), str(tmp_path / "two.json"))
+    assert two.returncode == 2 and "give a directory or one file per source" in two.stderr
+    bad_day = run("--before", str(data), "--as-of", "yesterday")
+    assert bad_day.returncode == 2 and "'yesterday' is not a date" in bad_day.stderr
+    broken = tmp_path / "old"
+    broken.mkdir()
+    (broken / data.name).write_text("{not json\n")
+    assert run("--before", str(broken)).returncode == 2
