@@ -1,8 +1,8 @@
 """Quota leases: a gate process takes budget from Redis a slice at a time, admits from it locally.
 
 Why: with Redis as the quota store, the round trip (the Lua script, the client, two context
-switches) was the largest single cost of an admitted request: about a fifth of the whole machine's
-CPU per request in ``bench/profile_gate.py`` (``quota.store: memory`` for comparison).
+switches) is the largest single cost of an admitted request (``bench/profile_gate.py`` shows it
+against ``quota.store: memory``).
 
 How (``quota.lease_requests`` = *k*, ``quota.lease_ttl_s`` = *ttl*):
 
@@ -22,10 +22,9 @@ How (``quota.lease_requests`` = *k*, ``quota.lease_ttl_s`` = *ttl*):
   as large, up to the max; one that expires with more than half of its credit left halves it,
   never below *k*. A busy tenant so costs one script call per up to 256 requests, a quiet one
   parks no more than *k* requests' worth; and since a lease needs ``MARGIN`` leases of its own
-  size as headroom, larger leases stop farther from the limit. Measured with ``bench/ab.py``
-  (2 workers, 2026-11-27): a fixed *k* of 64 instead of 16 served 5.3% more requests at 32
-  connections and 10.3% more at 64 (8 pairs, faster in every pair): each Redis round trip, with
-  the context switches it causes on a 2-core machine, cost more than the gate's whole policy.
+  size as headroom, larger leases stop farther from the limit. Why grow at all: each Redis
+  round trip, with the context switches it causes, can cost more than the gate's whole policy;
+  ``bench/ab.py`` compares lease sizes on a given machine.
 * **Never over-admits.** Credit is consumed in Redis before it is handed out, all or none, tenant
   and parent buckets together. The lease books its amounts in the sub-bucket of its *expiry*
   (``charge_at``; ``stores/window.py`` counts newer sub-buckets), so they stay counted at least a
