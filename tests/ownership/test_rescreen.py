@@ -231,3 +231,76 @@ def test_entities_diff_cli_errors(tmp_path: Path) -> None:
     broken.mkdir()
     (broken / data.name).write_text("{not json\n")
     assert run("--before", str(broken)).returncode == 2
+
+
+async def test_watcher_reloads_once_a_change_settles(tmp_path: Path) -> None:
+    import asyncio
+
+    from gatekeeper.ownership.watch import watch_sources
+
+    path = tmp_path / "e.json"
+    path.write_text("v1")
+    calls: list[str] = []
+
+    async def reload() -> bool:
+        calls.append(path.read_text() if path.exists() else "<gone>")
+        return True
+
+    task = asyncio.create_task(watch_sources([str(path)], 0.05, reload))
+    try:
+        await asyncio.sleep(0.3)
+        assert calls == []  # nothing changed
+        path.write_text("v2 longer")
+        for _ in range(200):
+            if calls:
+                break
+            await asyncio.sleep(0.05)
+        assert calls == ["v2 longer"]
+        path.unlink()
+        for _ in range(200):
+            if len(calls) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert calls == ["v2 longer", "<gone>"]  # a vanished source is a change too
+    finally:
+        task.cancel()
+
+
+def test_config_watch_interval(tmp_path: Path) -> None:
+    from gatekeeper.config import load_config
+    from gatekeeper.errors import ConfigError
+
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("entities:\n  watch_interval_s: -1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(cfg))
+    assert "g.yaml:2: entities.watch_interval_s: must be between 0 and 86400 (got -1.0)" in str(
+        err.value
+    )
+
+
+def test_changed_files_are_reloaded_and_rescreened(tmp_path: Path) -> None:
+    """No SIGHUP: the gate sees the file change (entities.watch_interval_s) and re-screens."""
+    up = Upstream(tmp_path)
+    path = tmp_path / "entities.ftm.json"
+    write_ftm(path, _v1())
+    cfg = base_config(tmp_path, up.url)
+    cfg["entities"] = {
+        "sources": [{"path": str(path), "format": "ftm"}],
+        "watch_interval_s": 0.2,
+    }
+    gate = Gate(tmp_path, cfg)
+    try:
+        tmp = tmp_path / "next.json"
+        write_ftm(tmp, _v2())
+        tmp.replace(path)  # dropped into place, as a cron job would
+        audit = tmp_path / "audit.jsonl"
+        try:
+            _wait(lambda: len(_screening(audit)) == 2, "two screening records")
+        except AssertionError:
+            raise AssertionError(gate.stderr()) from None
+        _check(_screening(audit))
+        assert _metric(gate.admin_url, "listed") == 1
+    finally:
+        gate.stop()
+        up.stop()
