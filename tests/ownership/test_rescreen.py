@@ -304,3 +304,44 @@ def test_changed_files_are_reloaded_and_rescreened(tmp_path: Path) -> None:
     finally:
         gate.stop()
         up.stop()
+
+
+def test_audit_tail_shows_screening_records() -> None:
+    from gatekeeper.audit.tail import action_of, format_record
+
+    rec = {
+        "type": "screening",
+        "seq": 7,
+        "ts": "2026-11-25T20:01:02.345678Z",
+        "entity": "ftm:b\x1b[2J",
+        "changes": ["listed", "affiliated\x07"],
+    }
+    assert action_of(rec) == "screening"
+    line = format_record(rec)
+    assert line.startswith("2026-11-25T20:01:02.345Z  screening        listed,affiliated")
+    assert line.endswith("entity=ftm:b[2J") and "\x1b" not in line and "\x07" not in line
+    assert "entity=-" in format_record({"type": "screening", "changes": "x"})
+
+
+def test_entities_show_prints_unknown_holdings(tmp_path: Path) -> None:
+    data = tmp_path / "e.ftm.json"
+    write_ftm(
+        data,
+        [
+            company("x", topics=["sanction"]),
+            company("a"),
+            owns("o1", "x", "a"),  # no percentage: a holding of unknown size
+        ],
+    )
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text(
+        orjson.dumps({"entities": {"sources": [{"path": str(data), "format": "ftm"}]}}).decode()
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "gatekeeper", "entities", "show", "--config", str(cfg), "ftm:a"],
+        cwd=repo_root(), capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    shown = orjson.loads(out.stdout)
+    assert shown["affiliated"] is False and shown["possibly_affiliated"] is True
+    assert shown["unknown_share_edges"] == [{"owner": "ftm:x"}]
