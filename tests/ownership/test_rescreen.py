@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 from gatekeeper.audit.verify import verify_files
 from gatekeeper.ownership.screening import diff
@@ -345,3 +346,31 @@ def test_entities_show_prints_unknown_holdings(tmp_path: Path) -> None:
     shown = orjson.loads(out.stdout)
     assert shown["affiliated"] is False and shown["possibly_affiliated"] is True
     assert shown["unknown_share_edges"] == [{"owner": "ftm:x"}]
+
+
+def test_serve_with_published_csl(tmp_path: Path) -> None:
+    """One unreadable CSL row: reported and skipped, the gate serves; a file that is not CSL at
+    all stops it with a configuration error (exit 2) naming the file."""
+    up = Upstream(tmp_path)
+    good = (repo_root() / "tests" / "data" / "entities" / "csl_current.csv").read_bytes()
+    csl = tmp_path / "csl.csv"
+    csl.write_bytes(good + b"broken,row\n")
+    cfg = base_config(tmp_path, up.url)
+    cfg["entities"] = {"sources": [{"path": str(csl), "format": "csl"}]}
+    try:
+        gate = Gate(tmp_path, cfg)
+        try:
+            assert _get(gate.admin_url + "/healthz")["status"] == "ok"
+        finally:
+            assert gate.stop() == 0
+        csl.write_text("name,country\nAcme,CN\n")
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump(cfg))
+        out = subprocess.run(
+            [sys.executable, "-m", "gatekeeper", "serve", "--config", str(bad)],
+            cwd=repo_root(), capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert out.returncode == 2
+        assert f"{csl}:1: header lacks column(s): source" in out.stderr
+    finally:
+        up.stop()
