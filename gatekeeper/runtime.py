@@ -212,7 +212,13 @@ class Runtime:
                 self.after_reload()
             if old is not None:
                 audit = self.audit if self._audit_started else None
-                await self.rescreener.run(old.registry, new.registry, audit, at=utc_ts())
+                await self.rescreener.run(
+                    old.registry,
+                    new.registry,
+                    audit,
+                    at=utc_ts(),
+                    data_versions=(old.data_version, new.data_version),
+                )
             return True
 
     async def readiness(self) -> dict[str, Any]:

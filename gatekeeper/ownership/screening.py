@@ -64,16 +64,29 @@ class Change:
     before: dict[str, Any] | None
     after: dict[str, Any] | None
 
-    def record_body(self, before_version: str | None, after_version: str) -> dict[str, Any]:
-        """The ``screening`` audit record (the log adds seq, ts, replica and the chain)."""
-        return {
+    def record_body(
+        self,
+        before_version: str | None,
+        after_version: str,
+        data_versions: tuple[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """The ``screening`` audit record (the log adds seq, ts, replica and the chain).
+
+        ``entities_version``: the two registries compared. ``data_version`` (the gate only): the
+        ``decision.data_version`` of decisions made before and after the change, so an auditor
+        can tell which decisions used which data.
+        """
+        body: dict[str, Any] = {
             "type": "screening",
             "entity": self.entity,
             "changes": list(self.changes),
             "before": self.before,
             "after": self.after,
-            "data_version": {"before": before_version, "after": after_version},
+            "entities_version": {"before": before_version, "after": after_version},
         }
+        if data_versions is not None:
+            body["data_version"] = {"before": data_versions[0], "after": data_versions[1]}
+        return body
 
 
 def _same(a: OwnershipProfile, b: OwnershipProfile) -> bool:

@@ -67,7 +67,7 @@ def _check(records: list[dict[str, Any]]) -> None:
             assert r["before"][key] == want, (r["entity"], key)
         for key, want in after.items():
             assert r["after"][key] == want, (r["entity"], key)
-        assert r["data_version"]["before"] != r["data_version"]["after"]
+        assert r["entities_version"]["before"] != r["entities_version"]["after"]
 
 
 def test_diff_names_exactly_the_changed_entities(tmp_path: Path) -> None:
@@ -181,6 +181,10 @@ def test_reload_writes_counts_and_lists_the_changes(served: Any, tmp_path: Path)
     assert reload["changed"] == 2 and reload["audit_records"] == 2
     _check(reload["changes"])
     assert listed["data_version"] != first["data_version"]
+    # the records name the data versions decisions carried before and after the change
+    assert {r["data_version"]["before"] for r in records} == {first["data_version"]}
+    assert {r["data_version"]["after"] for r in records} == {listed["data_version"]}
+    assert reload["data_version"]["after"] == listed["data_version"]
 
     # The same data again: nothing changed, nothing written.
     assert _post(gate.admin_url + "/v1/reload")["reloaded"] is True
