@@ -381,3 +381,32 @@ def test_csl_hostile_row(tmp_path: Path) -> None:
     p = _reg(str(path), "csl").profile("csl:ofac-12345")
     assert p.name is not None and len(p.name) == 512
     assert len(p.alt_names) == 64 and p.country == "CN" and p.kind == "organization"
+
+
+def test_csl_hostile_ids(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    rows = [
+        {"id": 5, "source": "SDN", "name": "Int Id"},
+        {"id": True, "source": "SDN", "name": "Bool Id"},
+        {"id": "has space", "source": "SDN", "name": "Spaced"},
+        {"id": "x" * 300, "source": "SDN", "name": "Long"},
+        {"id": ["a"], "source": "EL", "name": "List Id"},
+        {"source": "EL", "name": "Same Name", "entity_number": "12" * 20},
+        {"source": "SDN", "name": "NUMBER, Bad", "entity_number": -3},
+    ]
+    path.write_bytes(orjson.dumps({"results": rows}))
+    reg = _reg(str(path), "csl")
+    assert reg.profile("csl:5").name == "Int Id"
+    src = reg.stats["sources"][0]
+    assert [p.split(": ", 1)[1] for p in src["problems"]] == [
+        "results[2]: invalid _id 'has space'",
+        "results[3]: invalid _id '" + "x" * 40 + "'",
+    ]
+    names = {p.name: i for i, p in reg.profiles()}
+    # ids that are no ids are derived from the list and the name; so are unusable OFAC numbers
+    assert names["Bool Id"].startswith("csl:sdn-") and names["List Id"].startswith(
+        "csl:entity_list-"
+    )
+    assert names["Same Name"].startswith("csl:entity_list-")
+    assert names["NUMBER, Bad"].startswith("csl:sdn-")
+    assert reg.profile(names["NUMBER, Bad"]).kind == "person"
