@@ -95,6 +95,9 @@ class EntitiesConfig:
     # flags that each get their own 50% rule (ownership.affiliated_flags);
     # None = ownership.AFFILIATION_FLAGS
     affiliation_flags: tuple[str, ...] | None = None
+    # poll the source files every this many seconds and reload when they changed (0 = only on
+    # SIGHUP or POST /v1/reload); a reload of entity data is re-screened (docs/entities.md)
+    watch_interval_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +303,7 @@ _CHECKS: dict[tuple[type, str], Check] = {
     (EntitySource, "path"): _path,
     (EntitySource, "format"): _choice("native", "ftm", "csl"),
     (EntitiesConfig, "beneficial_owner_threshold"): _range(0, 100),
+    (EntitiesConfig, "watch_interval_s"): _range(0, 86_400),
     (GeoConfig, "country_db"): _db_path,
     (GeoConfig, "asn_db"): _path,
     (GeoConfig, "anonymous_db"): _path,

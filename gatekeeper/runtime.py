@@ -217,11 +217,22 @@ class Runtime:
                 asyncio.get_running_loop().call_later(60, old.geo.close)
             metrics.INFO.labels(VERSION, new.policy.version).set(1)
             log.info("reloaded: policy %s", new.policy.version)
+            if old is not None:
+                # Before the heap is re-settled: the comparison still holds the old registry.
+                audit = self.audit if self._audit_started else None
+                try:
+                    await self.rescreener.run(
+                        old.registry,
+                        new.registry,
+                        audit,
+                        at=utc_ts(),
+                        data_versions=(old.data_version, new.data_version),
+                    )
+                except Exception:  # the new data is in use either way; say what was not screened
+                    log.exception("re-screening failed for data %s", new.registry.version)
+                old = None
             if self.after_reload is not None:
                 self.after_reload()
-            if old is not None:
-                audit = self.audit if self._audit_started else None
-                await self.rescreener.run(old.registry, new.registry, audit, at=utc_ts())
             return True
 
     async def readiness(self) -> dict[str, Any]:

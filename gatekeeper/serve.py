@@ -76,6 +76,11 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     runtime = Runtime(cfg, replica=replica)
     # Re-screening records and their metric come from one worker (each change counted once).
     runtime.rescreener.writes = not multi or worker == 0
+    from .ownership.watch import signatures
+
+    # Before the load: a file replaced while the registry loads is still seen as changed.
+    watched = [src.path for src in cfg.entities.sources]
+    watched_at_load = signatures(watched)
     try:
         await runtime.start()
     except ConfigError as exc:
@@ -145,6 +150,13 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
+    watcher: asyncio.Task[None] | None = None
+    if cfg.entities.watch_interval_s > 0:
+        from .ownership.watch import watch_sources
+
+        watcher = loop.create_task(
+            watch_sources(watched, cfg.entities.watch_interval_s, runtime.reload, watched_at_load)
+        )
     supervisor = os.environ.get(SUPERVISOR_ENV)
     if multi and supervisor and supervisor.isdigit():
         _watch_supervisor(loop, stop, int(supervisor))
@@ -160,6 +172,8 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     if ready_fd is not None:
         os.write(ready_fd, b"ready\n")
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
     log.info("draining (%.0fs at most)", cfg.limits.drain_timeout_s)
     # Stop accepting, let in-flight requests finish, then close.
     listener.close()

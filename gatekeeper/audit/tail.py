@@ -31,6 +31,8 @@ def _clean(value: Any) -> str:
 def action_of(rec: dict[str, Any]) -> str:
     if rec.get("type") == "outcome":
         return "outcome"  # what the upstream answered to an earlier, forwarded decision
+    if rec.get("type") == "screening":
+        return "screening"  # an entity a reload of entity data changed (re-screening)
     decision = rec.get("decision")
     if isinstance(decision, dict) and decision.get("action"):
         return str(decision["action"])
@@ -53,6 +55,10 @@ def format_record(rec: dict[str, Any]) -> str:
             f"-> {_clean(http.get('status'))} in {_clean(http.get('latency_ms'))} ms  "
             f"{_clean(rec.get('decision_id'))}"
         )
+    if action == "screening":
+        changes = rec.get("changes")
+        what = ",".join(map(_clean, changes)) if isinstance(changes, list) else "-"
+        return f"{ts}  {'screening':<16} {what:<20} entity={_clean(rec.get('entity'))}"
     if decision and decision.get("enforced") is False:
         action += "(monitor)"
     return (

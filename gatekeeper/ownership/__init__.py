@@ -1,8 +1,10 @@
 """Entity registry and the 50%-rule ownership resolver (DOMAIN §4, CONTRACT §4).
 
-Public API: ``load_registry(cfg) -> Registry``; ``Registry.profile(id)`` (O(1), unknown ids get
-``known=False``), ``Registry.version``, ``Registry.stats``; ``LISTING_FLAGS`` (the US 50% rule)
-and ``AFFILIATION_FLAGS`` (one 50% rule per flag).
+Public API: ``load_registry(cfg, as_of=day) -> Registry``; ``Registry.profile(id)`` (O(1),
+unknown ids get ``known=False``), ``Registry.get(id)``, ``Registry.profiles()``,
+``Registry.version``, ``Registry.stats``; ``LISTING_FLAGS`` (the US 50% rule) and
+``AFFILIATION_FLAGS`` (one 50% rule per flag). Re-screening: ``screening.diff`` and
+``rescreen.Rescreener``; polling the source files: ``watch.watch_sources``.
 """
 
 from __future__ import annotations

@@ -57,6 +57,10 @@ class Registry:
         p = self._profiles.get(entity_id)
         return p if p is not None else OwnershipProfile(id=entity_id, known=False)
 
+    def get(self, entity_id: str) -> OwnershipProfile | None:
+        """The entity's profile, or None when the registry does not know the id."""
+        return self._profiles.get(entity_id)
+
     def profiles(self) -> Iterator[tuple[str, OwnershipProfile]]:
         """Every entity's (id, profile), aliases left out (they answer with their target)."""
         for entity_id, p in self._profiles.items():

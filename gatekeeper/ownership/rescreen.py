@@ -45,15 +45,26 @@ class Rescreener:
         self.reloads: deque[dict[str, Any]] = deque(maxlen=KEPT_RELOADS)
 
     async def run(
-        self, before: Registry, after: Registry, audit: AuditLog | None, *, at: str
+        self,
+        before: Registry,
+        after: Registry,
+        audit: AuditLog | None,
+        *,
+        at: str,
+        data_versions: tuple[str, str] | None = None,
     ) -> list[Change]:
+        """Compare, count, write and keep; ``data_versions``: the snapshots' data versions."""
         changes = await asyncio.to_thread(diff, before, after)
+
+        def body(c: Change) -> dict[str, Any]:
+            return c.record_body(before.version, after.version, data_versions)
+
         written = 0
         if changes and self.writes:
             for kind, n in count_kinds(changes):
                 metrics.SCREENING_CHANGES.labels(kind).inc(n)
             if audit is not None:
-                written = await _write(audit, changes, before.version, after.version)
+                written = await _write(audit, [body(c) for c in changes])
         if changes:
             log.info(
                 "re-screening: %d entit%s changed (data %s -> %s)",
@@ -65,12 +76,15 @@ class Rescreener:
         self.reloads.append(
             {
                 "at": at,
-                "data_version": {"before": before.version, "after": after.version},
+                "entities_version": {"before": before.version, "after": after.version},
+                "data_version": (
+                    None
+                    if data_versions is None
+                    else {"before": data_versions[0], "after": data_versions[1]}
+                ),
                 "changed": len(changes),
                 "audit_records": written,
-                "changes": [
-                    c.record_body(before.version, after.version) for c in changes[:KEPT_CHANGES]
-                ],
+                "changes": [body(c) for c in changes[:KEPT_CHANGES]],
             }
         )
         return changes
@@ -79,20 +93,20 @@ class Rescreener:
         return {"reloads": list(self.reloads)}
 
 
-async def _write(audit: AuditLog, changes: list[Change], before: str, after: str) -> int:
+async def _write(audit: AuditLog, bodies: list[dict[str, Any]]) -> int:
     written = 0
     try:
-        for start in range(0, len(changes), BATCH):
-            chunk = changes[start : start + BATCH]
-            for c in chunk[:-1]:
-                audit.append_nowait(c.record_body(before, after))
-            await audit.append(chunk[-1].record_body(before, after))
+        for start in range(0, len(bodies), BATCH):
+            chunk = bodies[start : start + BATCH]
+            for b in chunk[:-1]:
+                audit.append_nowait(b)
+            await audit.append(chunk[-1])
             written += len(chunk)
     except DependencyError as exc:
         log.error(
             "re-screening: %d of %d screening records not written: %s",
-            len(changes) - written,
-            len(changes),
+            len(bodies) - written,
+            len(bodies),
             exc,
         )
     return written

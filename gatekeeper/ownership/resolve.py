@@ -178,25 +178,47 @@ def flag_affiliation(
     return out, counts, runs
 
 
-def controlling_owners(g: Graph) -> list[int]:
-    """Per entity: the control-edge holder, else the owner with > 50%, else -1."""
+def controlling_owners(g: Graph) -> tuple[list[int], bytearray]:
+    """Per entity: the control-edge holder, else the owner with > 50%, else -1; and which
+    entities' control is uncertain.
+
+    Holdings of unknown size: when no stated holding controls the entity and the stated shares
+    leave more than 50% unaccounted for, an owner of unknown size may hold a majority. One such
+    owner is taken as the controlling owner (OpenSanctions' "subsidiary of" has no percentage);
+    with several, which of them controls is unknown, so the entity is marked uncertain and its
+    parent's headquarters is reported unknown, never as its own.
+    """
     n = len(g.ids)
     ids = g.ids
     ctrl = [-1] * n
+    uncertain = bytearray(n)
     in_start, in_owner, in_units, in_control = g.in_start, g.in_owner, g.in_units, g.in_control
     for a in range(n):
         best = -1
         best_u = 0
+        known = 0
+        maybe = -1
+        candidates = 0
         for k in range(in_start[a], in_start[a + 1]):
             o = in_owner[k]
             if in_control[k]:
                 best = o  # control beats equity; the native loader rejects a second control edge
                 break
             u = in_units[k]
+            if u < 0:
+                candidates += 1
+                maybe = o
+                continue
+            known += u
             if u > HALF and (best < 0 or u > best_u or (u == best_u and ids[o] < ids[best])):
                 best, best_u = o, u
+        if best < 0 and candidates and FULL - known > HALF:
+            if candidates == 1:
+                best = maybe
+            else:
+                uncertain[a] = 1
         ctrl[a] = best
-    return ctrl
+    return ctrl, uncertain
 
 
 def parent_paths(g: Graph, ctrl: list[int]) -> tuple[list[tuple[str, ...]], list[int]]:
@@ -359,7 +381,7 @@ def resolve(
     # Only flags some entity carries get a fixpoint; the rest reach nobody.
     flags_reaching, flag_counts, flag_runs = flag_affiliation(g, seeds_by_flag, listed, aff)
     no_flags: frozenset[str] = frozenset()
-    ctrl = controlling_owners(g)
+    ctrl, uncertain = controlling_owners(g)
     ppaths, tops = parent_paths(g, ctrl)
 
     threshold = bo_threshold / 100.0
@@ -408,7 +430,9 @@ def resolve(
         # The headquarters test looks at the parent's HQ; an organisation without a recorded HQ
         # is taken to sit where it is incorporated. A person has no headquarters.
         parent_hq = parent.hq_country
-        if parent_hq is None and parent.kind != "person":
+        if uncertain[tops[i]]:
+            parent_hq = None  # an owner of unknown size may control the top: unknown, not its own
+        elif parent_hq is None and parent.kind != "person":
             parent_hq = parent.country
         flags = frozen_cache.setdefault(ent.flags, ent.flags)
         listed_n = listed[i]

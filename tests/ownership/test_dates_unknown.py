@@ -166,10 +166,61 @@ def test_unknown_share_of_unlisted_owner_and_of_affiliate(tmp_path: Path) -> Non
     assert reg.profile("ftm:c").possibly_affiliated
 
 
-def test_unknown_share_neither_parent_nor_owner(tmp_path: Path) -> None:
-    reg = _graph(tmp_path, company("p"), company("a"), owns("o1", "p", "a"))
+def test_unknown_share_and_the_parent(tmp_path: Path) -> None:
+    """One owner of unknown size, nothing stated above 50%: it may control, so it is the parent
+    (OpenSanctions' "subsidiary of"); it never adds to beneficial ownership."""
+    reg = _graph(
+        tmp_path,
+        company("p", jurisdiction=["cn"]),
+        company("a", jurisdiction=["sg"]),
+        owns("o1", "p", "a"),
+    )
     a = reg.profile("ftm:a")
-    assert a.ultimate_parent == "ftm:a" and a.beneficial_owners == ()
+    assert a.ultimate_parent == "ftm:p" and a.parent_hq_country == "CN"
+    assert a.parent_path == ("ftm:a", "ftm:p") and a.beneficial_owners == ()
+
+
+def test_unknown_shares_make_the_parent_unknown(tmp_path: Path) -> None:
+    """Two owners of unknown size: either may control; the parent's HQ is unknown, not A's own,
+    and so is every subsidiary's whose chain ends at A."""
+    reg = _graph(
+        tmp_path,
+        company("p", jurisdiction=["cn"]),
+        company("q", jurisdiction=["us"]),
+        company("a", jurisdiction=["sg"]),
+        company("s", jurisdiction=["sg"]),
+        owns("o1", "p", "a"),
+        owns("o2", "q", "a"),
+        owns("o3", "a", "s", "100"),
+    )
+    a = reg.profile("ftm:a")
+    assert a.ultimate_parent == "ftm:a" and a.parent_hq_country is None
+    assert set(a.unknown_share_edges) == {"ftm:p", "ftm:q"}
+    s = reg.profile("ftm:s")
+    assert s.ultimate_parent == "ftm:a" and s.parent_hq_country is None
+
+
+@pytest.mark.parametrize(
+    ("stated", "parent", "hq"),
+    [
+        ("60", "ftm:k", "US"),  # a stated majority decides
+        ("50", "ftm:a", "SG"),  # the rest is 50: an unknown holding cannot be a majority
+        ("49", "ftm:p", "CN"),  # the rest is 51: it can
+    ],
+)
+def test_stated_shares_bound_an_unknown_parent(
+    tmp_path: Path, stated: str, parent: str, hq: str
+) -> None:
+    reg = _graph(
+        tmp_path,
+        company("p", jurisdiction=["cn"]),
+        company("k", jurisdiction=["us"]),
+        company("a", jurisdiction=["sg"]),
+        owns("o1", "p", "a"),
+        owns("o2", "k", "a", stated),
+    )
+    a = reg.profile("ftm:a")
+    assert (a.ultimate_parent, a.parent_hq_country) == (parent, hq)
 
 
 def test_every_topic_has_a_home() -> None:
@@ -330,3 +381,32 @@ def test_csl_hostile_row(tmp_path: Path) -> None:
     p = _reg(str(path), "csl").profile("csl:ofac-12345")
     assert p.name is not None and len(p.name) == 512
     assert len(p.alt_names) == 64 and p.country == "CN" and p.kind == "organization"
+
+
+def test_csl_hostile_ids(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    rows = [
+        {"id": 5, "source": "SDN", "name": "Int Id"},
+        {"id": True, "source": "SDN", "name": "Bool Id"},
+        {"id": "has space", "source": "SDN", "name": "Spaced"},
+        {"id": "x" * 300, "source": "SDN", "name": "Long"},
+        {"id": ["a"], "source": "EL", "name": "List Id"},
+        {"source": "EL", "name": "Same Name", "entity_number": "12" * 20},
+        {"source": "SDN", "name": "NUMBER, Bad", "entity_number": -3},
+    ]
+    path.write_bytes(orjson.dumps({"results": rows}))
+    reg = _reg(str(path), "csl")
+    assert reg.profile("csl:5").name == "Int Id"
+    src = reg.stats["sources"][0]
+    assert [p.split(": ", 1)[1] for p in src["problems"]] == [
+        "results[2]: invalid _id 'has space'",
+        "results[3]: invalid _id '" + "x" * 40 + "'",
+    ]
+    names = {p.name: i for i, p in reg.profiles()}
+    # ids that are no ids are derived from the list and the name; so are unusable OFAC numbers
+    assert names["Bool Id"].startswith("csl:sdn-") and names["List Id"].startswith(
+        "csl:entity_list-"
+    )
+    assert names["Same Name"].startswith("csl:entity_list-")
+    assert names["NUMBER, Bad"].startswith("csl:sdn-")
+    assert reg.profile(names["NUMBER, Bad"]).kind == "person"

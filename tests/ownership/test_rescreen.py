@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 from gatekeeper.audit.verify import verify_files
 from gatekeeper.ownership.screening import diff
@@ -66,7 +67,7 @@ def _check(records: list[dict[str, Any]]) -> None:
             assert r["before"][key] == want, (r["entity"], key)
         for key, want in after.items():
             assert r["after"][key] == want, (r["entity"], key)
-        assert r["data_version"]["before"] != r["data_version"]["after"]
+        assert r["entities_version"]["before"] != r["entities_version"]["after"]
 
 
 def test_diff_names_exactly_the_changed_entities(tmp_path: Path) -> None:
@@ -180,6 +181,10 @@ def test_reload_writes_counts_and_lists_the_changes(served: Any, tmp_path: Path)
     assert reload["changed"] == 2 and reload["audit_records"] == 2
     _check(reload["changes"])
     assert listed["data_version"] != first["data_version"]
+    # the records name the data versions decisions carried before and after the change
+    assert {r["data_version"]["before"] for r in records} == {first["data_version"]}
+    assert {r["data_version"]["after"] for r in records} == {listed["data_version"]}
+    assert reload["data_version"]["after"] == listed["data_version"]
 
     # The same data again: nothing changed, nothing written.
     assert _post(gate.admin_url + "/v1/reload")["reloaded"] is True
@@ -231,3 +236,145 @@ def test_entities_diff_cli_errors(tmp_path: Path) -> None:
     broken.mkdir()
     (broken / data.name).write_text("{not json\n")
     assert run("--before", str(broken)).returncode == 2
+
+
+async def test_watcher_reloads_once_a_change_settles(tmp_path: Path) -> None:
+    import asyncio
+
+    from gatekeeper.ownership.watch import watch_sources
+
+    path = tmp_path / "e.json"
+    path.write_text("v1")
+    calls: list[str] = []
+
+    async def reload() -> bool:
+        calls.append(path.read_text() if path.exists() else "<gone>")
+        return True
+
+    task = asyncio.create_task(watch_sources([str(path)], 0.05, reload))
+    try:
+        await asyncio.sleep(0.3)
+        assert calls == []  # nothing changed
+        path.write_text("v2 longer")
+        for _ in range(200):
+            if calls:
+                break
+            await asyncio.sleep(0.05)
+        assert calls == ["v2 longer"]
+        path.unlink()
+        for _ in range(200):
+            if len(calls) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert calls == ["v2 longer", "<gone>"]  # a vanished source is a change too
+    finally:
+        task.cancel()
+
+
+def test_config_watch_interval(tmp_path: Path) -> None:
+    from gatekeeper.config import load_config
+    from gatekeeper.errors import ConfigError
+
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("entities:\n  watch_interval_s: -1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(cfg))
+    assert "g.yaml:2: entities.watch_interval_s: must be between 0 and 86400 (got -1.0)" in str(
+        err.value
+    )
+
+
+def test_changed_files_are_reloaded_and_rescreened(tmp_path: Path) -> None:
+    """No SIGHUP: the gate sees the file change (entities.watch_interval_s) and re-screens."""
+    up = Upstream(tmp_path)
+    path = tmp_path / "entities.ftm.json"
+    write_ftm(path, _v1())
+    cfg = base_config(tmp_path, up.url)
+    cfg["entities"] = {
+        "sources": [{"path": str(path), "format": "ftm"}],
+        "watch_interval_s": 0.2,
+    }
+    gate = Gate(tmp_path, cfg)
+    try:
+        tmp = tmp_path / "next.json"
+        write_ftm(tmp, _v2())
+        tmp.replace(path)  # dropped into place, as a cron job would
+        audit = tmp_path / "audit.jsonl"
+        try:
+            _wait(lambda: len(_screening(audit)) == 2, "two screening records")
+        except AssertionError:
+            raise AssertionError(gate.stderr()) from None
+        _check(_screening(audit))
+        assert _metric(gate.admin_url, "listed") == 1
+    finally:
+        gate.stop()
+        up.stop()
+
+
+def test_audit_tail_shows_screening_records() -> None:
+    from gatekeeper.audit.tail import action_of, format_record
+
+    rec = {
+        "type": "screening",
+        "seq": 7,
+        "ts": "2026-11-25T20:01:02.345678Z",
+        "entity": "ftm:b\x1b[2J",
+        "changes": ["listed", "affiliated\x07"],
+    }
+    assert action_of(rec) == "screening"
+    line = format_record(rec)
+    assert line.startswith("2026-11-25T20:01:02.345Z  screening        listed,affiliated")
+    assert line.endswith("entity=ftm:b[2J") and "\x1b" not in line and "\x07" not in line
+    assert "entity=-" in format_record({"type": "screening", "changes": "x"})
+
+
+def test_entities_show_prints_unknown_holdings(tmp_path: Path) -> None:
+    data = tmp_path / "e.ftm.json"
+    write_ftm(
+        data,
+        [
+            company("x", topics=["sanction"]),
+            company("a"),
+            owns("o1", "x", "a"),  # no percentage: a holding of unknown size
+        ],
+    )
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text(
+        orjson.dumps({"entities": {"sources": [{"path": str(data), "format": "ftm"}]}}).decode()
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "gatekeeper", "entities", "show", "--config", str(cfg), "ftm:a"],
+        cwd=repo_root(), capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    shown = orjson.loads(out.stdout)
+    assert shown["affiliated"] is False and shown["possibly_affiliated"] is True
+    assert shown["unknown_share_edges"] == [{"owner": "ftm:x"}]
+
+
+def test_serve_with_published_csl(tmp_path: Path) -> None:
+    """One unreadable CSL row: reported and skipped, the gate serves; a file that is not CSL at
+    all stops it with a configuration error (exit 2) naming the file."""
+    up = Upstream(tmp_path)
+    good = (repo_root() / "tests" / "data" / "entities" / "csl_current.csv").read_bytes()
+    csl = tmp_path / "csl.csv"
+    csl.write_bytes(good + b"broken,row\n")
+    cfg = base_config(tmp_path, up.url)
+    cfg["entities"] = {"sources": [{"path": str(csl), "format": "csl"}]}
+    try:
+        gate = Gate(tmp_path, cfg)
+        try:
+            assert _get(gate.admin_url + "/healthz")["status"] == "ok"
+        finally:
+            assert gate.stop() == 0
+        csl.write_text("name,country\nAcme,CN\n")
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump(cfg))
+        out = subprocess.run(
+            [sys.executable, "-m", "gatekeeper", "serve", "--config", str(bad)],
+            cwd=repo_root(), capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert out.returncode == 2
+        assert f"{csl}:1: header lacks column(s): source" in out.stderr
+    finally:
+        up.stop()
