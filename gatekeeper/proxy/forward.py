@@ -4,9 +4,8 @@ Bodies are never buffered whole: the request body is either the bounded bytes th
 already read, or streamed from the client in chunks; the response is streamed back in chunks, except
 small responses with a known length, which go out in one write (fewer syscalls, same bytes).
 
-Two upstream clients: the lean one (``lean.py``: plain ``http://``, a body already in hand) for the
-common case, aiohttp's for the rest (``https://`` upstreams, streamed request bodies). Either way
-the answer goes back through ``_relay``. A WebSocket upgrade is a byte tunnel once the upstream
+Requests go upstream on aiohttp's client (one pooled ``ClientSession``); the answer goes back
+through ``_relay``. A WebSocket upgrade is a byte tunnel once the upstream
 has answered ``101``: the gate decided on the upgrade request, and frames are not its business.
 """
 
@@ -22,7 +21,7 @@ from yarl import URL
 
 from ..errors import DependencyError
 from . import lean
-from .headers import downstream_header_pairs, downstream_response_headers, upstream_request_headers
+from .headers import downstream_response_headers, upstream_request_headers
 from .problem import DECISION_HEADER
 from .server import GateRequest, Responder, UnsafeHeader
 
@@ -53,29 +52,6 @@ class Upstreams:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self._session: aiohttp.ClientSession | None = None
-        self.pool = lean.LeanPool(
-            connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s
-        )
-        self._authorities: dict[str, tuple[str, int] | None] = {}
-
-    def lean_target(self, url: str) -> tuple[str, int, str] | None:
-        """(host, port, target) when the lean client can take ``url`` (plain http), else None."""
-        if not url.startswith("http://"):
-            return None
-        slash = url.find("/", 7)
-        authority, target = (url[7:], "/") if slash < 0 else (url[7:slash], url[slash:])
-        hp = self._authorities.get(authority, False)
-        if hp is False:
-            hp = None
-            try:
-                parts = urlsplit("http://" + authority)
-                if parts.hostname and not parts.username and not parts.password:
-                    hp = (parts.hostname, parts.port or 80)
-            except ValueError:
-                pass
-            if len(self._authorities) < 1024:  # route upstreams: a bounded set
-                self._authorities[authority] = hp
-        return None if hp is None else (hp[0], hp[1], target)  # type: ignore[index]
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -97,7 +73,6 @@ class Upstreams:
         return self._session
 
     async def close(self) -> None:
-        self.pool.close()
         if self._session is not None:
             await self._session.close()
 
@@ -105,6 +80,16 @@ class Upstreams:
 # A 101 keeps its hop-by-hop headers (Connection, Upgrade: the switch itself) but not these.
 _SWITCH_DROP = frozenset({"content-length", "transfer-encoding", DECISION_HEADER.lower()})
 UPSTREAM_ERRORS = (TimeoutError, OSError, lean.BadUpstream, aiohttp.ClientError)
+
+
+def upstream_failure(exc: BaseException, what: str) -> DependencyError:
+    """The one answer to an upstream that failed before its answer started: a timeout is 504
+    ``upstream-timeout``, anything else 502 ``upstream-unreachable``."""
+    if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError is one too
+        return DependencyError("upstream-timeout", "upstream timed out", status=504)
+    return DependencyError(
+        "upstream-unreachable", f"upstream {what}: {type(exc).__name__}", status=502
+    )
 
 
 async def _stream_request_body(request: GateRequest) -> AsyncIterator[bytes]:
@@ -203,19 +188,6 @@ async def forward_http(
     has started, ``ClientGone`` when the client left while the answer was being written, and
     ``UpstreamBroke`` when the upstream failed after the answer started.
     """
-    if body is not None or not request.body_exists:
-        target = upstreams.lean_target(url)
-        if target is not None:
-            try:
-                head = lean.encode_head(
-                    request.method, target[2], headers, None if body is None else len(body)
-                )
-            except lean.Unsendable:
-                pass  # aiohttp's client refuses it the way it always did
-            else:
-                return await _forward_lean(
-                    upstreams, request, responder, target[0], target[1], head, body, decision_id
-                )
     data: bytes | AsyncIterator[bytes] | None
     if body is not None:
         data = body
@@ -234,14 +206,8 @@ async def forward_http(
             data=data,
             allow_redirects=False,
         )
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise DependencyError(
-            "upstream-timeout", f"upstream timed out: {exc}", status=504
-        ) from None
-    except aiohttp.ClientError as exc:
-        raise DependencyError(
-            "upstream-unreachable", f"upstream unreachable: {type(exc).__name__}", status=502
-        ) from None
+    except UPSTREAM_ERRORS as exc:
+        raise upstream_failure(exc, "unreachable") from None
     try:
         out = _answer_headers(downstream_response_headers(upstream.headers), decision_id)
         length = upstream.content_length
@@ -251,14 +217,8 @@ async def forward_http(
         elif length is not None and length <= SMALL_RESPONSE:
             try:
                 payload = await upstream.read()
-            except (TimeoutError, aiohttp.ServerTimeoutError):
-                raise DependencyError(
-                    "upstream-timeout", "upstream timed out", status=504
-                ) from None
-            except aiohttp.ClientError as exc:
-                raise DependencyError(
-                    "upstream-unreachable", f"upstream failed: {type(exc).__name__}", status=502
-                ) from None
+            except UPSTREAM_ERRORS as exc:
+                raise upstream_failure(exc, "failed") from None
             await _relay(responder, status, reason, out, length=length, body=payload, chunks=None)
         else:
             chunks = upstream.content.iter_chunked(CHUNK).__aiter__()
@@ -266,54 +226,6 @@ async def forward_http(
         return status
     finally:
         upstream.release()
-
-
-async def _forward_lean(
-    upstreams: Upstreams,
-    request: GateRequest,
-    responder: Responder,
-    host: str,
-    port: int,
-    head: bytes,
-    body: bytes | None,
-    decision_id: str,
-) -> int:
-    """``forward_http`` through the lean client (same answers, same errors)."""
-    pool = upstreams.pool
-    try:
-        upstream = await lean.send(
-            pool, host, port, head, body, method=request.method, small=SMALL_RESPONSE
-        )
-    except TimeoutError as exc:
-        raise DependencyError(
-            "upstream-timeout", f"upstream timed out: {exc}", status=504
-        ) from None
-    except (OSError, lean.BadUpstream) as exc:
-        raise DependencyError(
-            "upstream-unreachable", f"upstream unreachable: {type(exc).__name__}", status=502
-        ) from None
-    try:
-        await _relay_lean(responder, upstream, decision_id, upstreams.read_timeout_s)
-        return upstream.status
-    finally:
-        pool.release(upstream)
-
-
-async def _relay_lean(
-    responder: Responder, upstream: lean.Response, decision_id: str, timeout: float
-) -> None:
-    out = _answer_headers(
-        downstream_header_pairs(upstream.headers, upstream.connection), decision_id
-    )
-    status, reason = upstream.status, upstream.reason
-    if upstream.body is not None or upstream.no_body:
-        if upstream.no_body:
-            upstream.done = True
-        body = None if upstream.no_body else upstream.body
-        await _relay(responder, status, reason, out, length=upstream.length, body=body, chunks=None)
-        return
-    chunks = lean.iter_body(upstream, CHUNK, timeout)
-    await _relay(responder, status, reason, out, length=upstream.length, body=None, chunks=chunks)
 
 
 async def forward_websocket(
@@ -347,14 +259,8 @@ async def forward_websocket(
             connect_timeout_s=upstreams.connect_timeout_s,
             read_timeout_s=upstreams.read_timeout_s,
         )
-    except TimeoutError as exc:
-        raise DependencyError(
-            "upstream-timeout", f"upstream timed out: {exc}", status=504
-        ) from None
-    except (OSError, lean.BadUpstream, lean.Unsendable) as exc:
-        raise DependencyError(
-            "upstream-unreachable", f"upstream unreachable: {type(exc).__name__}", status=502
-        ) from None
+    except (*UPSTREAM_ERRORS, lean.Unsendable) as exc:
+        raise upstream_failure(exc, "unreachable") from None
     conn = upstream.conn
     try:
         if upstream.status != 101:

@@ -51,8 +51,18 @@ CLIENT_ADDRESS_HEADERS = frozenset(
         "x-original-forwarded-for",
     }
 )
+# Expect: the gate answers ``100-continue`` to its client itself and sends the body on whole;
+# forwarded, it would make the upstream client wait for an interim answer the upstream may not send.
 _REQUEST_DROP = (
-    HOP_BY_HOP | CLIENT_ADDRESS_HEADERS | {"host", "content-length", "x-forwarded-for", "forwarded"}
+    HOP_BY_HOP
+    | CLIENT_ADDRESS_HEADERS
+    | {
+        "host",
+        "content-length",
+        "x-forwarded-for",
+        "forwarded",
+        "expect",
+    }
 )
 # The gate writes its own Date on every response (Responder): a forwarded one would make two, and
 # Date is a singleton field (RFC 9110 §6.6.1). nginx's proxy_pass replaces it the same way.
