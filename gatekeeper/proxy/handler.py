@@ -37,7 +37,7 @@ from .ids import new_decision_id
 from .paths import normalize_path, split_target
 from .problem import problem_reply
 from .routing import Router
-from .server import GateRequest, RequestPayloadError, Responder
+from .server import GateRequest, RequestPayloadError, Responder, is_websocket, send_continue
 
 log = logging.getLogger("gatekeeper.proxy")
 
@@ -87,7 +87,9 @@ class GateHandler:
         decision_id = new_decision_id()
         headers = request.headers
         client_ip = self.ipres.resolve(
-            request.peer_ip, headers.getall("X-Forwarded-For", ()), headers.getall("Forwarded", ())
+            request.remote or "",
+            headers.getall("X-Forwarded-For", ()),
+            headers.getall("Forwarded", ()),
         )
         ctx = RequestContext(
             decision_id=decision_id,
@@ -161,7 +163,7 @@ class GateHandler:
                 f"Content-Encoding {encoding[:40]!r} is not accepted on a measured route",
             )
         content = request.content
-        request.send_continue()
+        send_continue(request)
         if length is not None and content.is_eof():
             # The whole body already arrived with the headers: taken as it is, no wait, no timer.
             try:
@@ -232,11 +234,11 @@ class GateHandler:
             )
         except DependencyError as exc:
             await self._refund(ctx)
-            return self._answer_problem(responder, ctx, 503, exc.reason, exc.detail, None, {})
+            return await self._answer_problem(responder, ctx, 503, exc.reason, exc.detail, None, {})
         await self._refund(ctx)
-        self._answer_problem(responder, ctx, status, reason, detail, rule, extra)
+        await self._answer_problem(responder, ctx, status, reason, detail, rule, extra)
 
-    def _answer_problem(
+    async def _answer_problem(
         self,
         responder: Responder,
         ctx: RequestContext,
@@ -261,7 +263,7 @@ class GateHandler:
             reasons=decision.reasons,
             headers=headers,
         )
-        responder.send(reply.status, reply.headers, reply.body)
+        await responder.send(reply.status, reply.headers, reply.body)
 
     # -------------------------------------------------------------------------------- forward
 
@@ -284,7 +286,7 @@ class GateHandler:
         except DependencyError as exc:
             await self._refund(ctx)
             decision.status = 503
-            return self._answer_problem(responder, ctx, 503, exc.reason, exc.detail, None, {})
+            return await self._answer_problem(responder, ctx, 503, exc.reason, exc.detail, None, {})
         _child(metrics.DECISION_SECONDS).observe(time.perf_counter() - started)
         self._observe_stages(ctx)
         enforced = "true" if decision.enforced else "false"
@@ -293,7 +295,7 @@ class GateHandler:
             _child(metrics.DENIALS, route.name, decision.rule or decision.action).inc()
 
         principal = ctx.maybe("principal")
-        websocket = request.upgrade and request.method == "GET"
+        websocket = is_websocket(request)
         headers = gate_headers(
             request,
             decision_id=ctx.decision_id,
@@ -345,7 +347,7 @@ class GateHandler:
                 decision_id=ctx.decision_id,
                 reasons=[exc.reason],
             )
-            responder.send(reply.status, reply.headers, reply.body)
+            await responder.send(reply.status, reply.headers, reply.body)
         finally:
             _child(metrics.UPSTREAM_SECONDS, route.name).observe(time.perf_counter() - t_up)
             if upstream_status is None or upstream_status >= 400:
