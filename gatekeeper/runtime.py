@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +25,7 @@ from typing import Any
 from . import metrics
 from .audit.log import AuditLog
 from .config import Config, RouteConfig
-from .context import ALLOW, RequestContext
-from .errors import ConfigError, Deny
+from .errors import ConfigError
 from .geo import GeoResolver
 from .gpus import GpuCatalog, load_gpu_catalog
 from .identity import Authenticator
@@ -36,6 +34,7 @@ from .pipeline import Pipeline, Stage
 from .policy import PolicySet, load_policy_set
 from .stages.authn import AuthnStage
 from .stages.compute import ComputeStage
+from .stages.enforce import EnforceStage
 from .stages.geo import GeoStage
 from .stages.ownership import OwnershipStage
 from .stages.policy import PolicyStage
@@ -45,27 +44,6 @@ from .stores.quota import QuotaStore, create_store
 log = logging.getLogger("gatekeeper")
 
 VERSION = "0.1.0"
-
-
-class EnforceStage:
-    """Turns a blocking policy decision into a ``Deny`` (enforce mode) before any quota is spent.
-
-    In monitor mode the decision stays on the context (``enforced: false``) and the request goes on.
-    """
-
-    name = "enforce"
-
-    async def run(self, ctx: RequestContext) -> None:
-        decision = ctx.decision
-        if decision.action == ALLOW or not decision.enforced:
-            return
-        rule = decision.rule or decision.action
-        raise Deny(
-            rule,
-            decision.status or 451,
-            f"{decision.action.replace('_', ' ')}: {', '.join(decision.reasons)}",
-            rule=decision.rule,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +199,3 @@ class Runtime:
         await self.authenticator.close()
         if self._snapshot is not None:
             self._snapshot.geo.close()
-
-
-def ensure_dir_for(path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

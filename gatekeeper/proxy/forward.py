@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from ..context import R_UPSTREAM_TIMEOUT, R_UPSTREAM_UNREACHABLE
 from ..errors import DependencyError
 from .headers import downstream_response_headers, upstream_request_headers
 from .problem import DECISION_HEADER
@@ -82,9 +83,9 @@ def upstream_failure(exc: BaseException, what: str) -> DependencyError:
     """The one answer to an upstream that failed before its answer started: a timeout is 504
     ``upstream-timeout``, anything else 502 ``upstream-unreachable``."""
     if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError is one too
-        return DependencyError("upstream-timeout", "upstream timed out", status=504)
+        return DependencyError(R_UPSTREAM_TIMEOUT, "upstream timed out", status=504)
     return DependencyError(
-        "upstream-unreachable", f"upstream {what}: {type(exc).__name__}", status=502
+        R_UPSTREAM_UNREACHABLE, f"upstream {what}: {type(exc).__name__}", status=502
     )
 
 
@@ -143,7 +144,7 @@ async def _relay(
     except UnsafeHeader:
         # SECURITY: a CR or LF in an upstream header would split the answer to the client.
         raise DependencyError(
-            "upstream-unreachable", "upstream answer has CR or LF in a header", status=502
+            R_UPSTREAM_UNREACHABLE, "upstream answer has CR or LF in a header", status=502
         ) from None
     if chunks is not None:
         while True:
@@ -263,7 +264,7 @@ async def forward_websocket(
         # SECURITY: no tunnel without the upstream's 101; the client's next bytes are then
         # parsed and decided as requests of their own (WebSocket smuggling).
         raise DependencyError(
-            "upstream-unreachable",
+            R_UPSTREAM_UNREACHABLE,
             f"upstream answered {exc.status} to the WebSocket handshake",
             status=502,
         ) from None

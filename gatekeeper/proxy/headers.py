@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from ..context import R_OVERRIDE_HEADER, R_OVERRIDE_PARAM
 from ..errors import BadRequest
 
 
@@ -67,7 +68,6 @@ _REQUEST_DROP = (
 # The gate writes its own Date on every response (Responder): a forwarded one would make two, and
 # Date is a singleton field (RFC 9110 §6.6.1). nginx's proxy_pass replaces it the same way.
 _RESPONSE_DROP = HOP_BY_HOP | {"content-length", "x-gatekeeper-decision-id", "date"}
-GATE_PREFIX = "x-gatekeeper-"
 # SECURITY: CGI/WSGI-style upstreams map "-" and "_" in header names to the same variable
 # (HTTP_X_GATEKEEPER_TENANT), so every spelling of the prefix is the gate's.
 _GATE_PREFIXES = ("x-gatekeeper-", "x_gatekeeper_", "x-gatekeeper_", "x_gatekeeper-")
@@ -106,7 +106,7 @@ def refuse_override_headers(headers: CIMultiDictProxy[str]) -> None:
             # SECURITY: refused, not stripped: the gate decides on the request line, and a client
             # relying on an override must learn that it was not applied.
             raise BadRequest(
-                "override-header",
+                R_OVERRIDE_HEADER,
                 f"{name} is not accepted: the gate routes and decides on the request line",
             )
 
@@ -130,7 +130,7 @@ def refuse_override_params(query: str) -> None:
         if _param_name(name) == _OVERRIDE_PARAM:
             # SECURITY: refused like the override headers: the gate decided on the request line.
             raise BadRequest(
-                "override-param",
+                R_OVERRIDE_PARAM,
                 "the _method query parameter is not accepted: the gate routes and decides on "
                 "the request line",
             )

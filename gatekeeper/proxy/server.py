@@ -41,6 +41,7 @@ from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
 from multidict import CIMultiDict
 
 from .. import metrics
+from ..context import R_BAD_HTTP, R_HEADER_TOO_LARGE, R_INTERNAL_ERROR
 from .deadline import LazyDeadline
 from .headers import has_line_break
 from .ids import new_decision_id
@@ -48,8 +49,6 @@ from .problem import problem_reply
 
 log = logging.getLogger("gatekeeper.proxy")
 
-R_BAD_HTTP = "bad-http"
-R_HEADER_TOO_LARGE = "header-too-large"
 READ_LIMIT = 2**16  # payload StreamReader high-water mark (aiohttp's default read_bufsize)
 MAX_HEADERS = 128  # header fields per request (aiohttp's default)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -85,7 +84,7 @@ def classify(exc: BaseException | None, status: int) -> tuple[int, str, str]:
             return 431, R_HEADER_TOO_LARGE, "too many header fields"
         return 400, R_BAD_HTTP, _first_line(message) or "malformed HTTP request"
     if status >= 500:
-        return 500, "internal-error", "the gate failed to answer"
+        return 500, R_INTERNAL_ERROR, "the gate failed to answer"
     return status, R_BAD_HTTP, "malformed HTTP request"
 
 
@@ -334,7 +333,7 @@ class GateServer(web.Server):
                 responder.close_after = True
                 reply = problem_reply(
                     status=500,
-                    reason="internal-error",
+                    reason=R_INTERNAL_ERROR,
                     detail="the gate failed to answer",
                     decision_id=new_decision_id(),
                 )
