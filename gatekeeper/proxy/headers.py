@@ -65,7 +65,7 @@ _REQUEST_DROP = (
         "expect",
     }
 )
-# The gate writes its own Date on every response (Responder): a forwarded one would make two, and
+# The gate's server writes its own Date on every response: a forwarded one would make two, and
 # Date is a singleton field (RFC 9110 §6.6.1). nginx's proxy_pass replaces it the same way.
 _RESPONSE_DROP = HOP_BY_HOP | {"content-length", "x-gatekeeper-decision-id", "date"}
 # SECURITY: CGI/WSGI-style upstreams map "-" and "_" in header names to the same variable
