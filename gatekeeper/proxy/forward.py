@@ -4,15 +4,19 @@ Bodies are never buffered whole: the request body is either the bounded bytes th
 already read, or streamed from the client in chunks; the response is streamed back in chunks, except
 small responses with a known length, which go out in one write (fewer syscalls, same bytes).
 
-Requests go upstream on aiohttp's client (one pooled ``ClientSession``); the answer goes back
-through ``_relay``. A WebSocket upgrade is relayed message by message once the upstream has
-answered ``101``: the gate decided on the upgrade request; messages are not its business.
+Two upstream clients: the lean one (``lean.py``: plain ``http://``, a body already in hand) for the
+common case, aiohttp's (one pooled ``ClientSession``) for the rest (``https://`` upstreams,
+streamed request bodies, WebSockets). Either way the answer goes back through ``_relay``, and an
+upstream that fails before its answer starts is mapped once (``upstream_failure``). A WebSocket
+upgrade is relayed message by message once the upstream has answered ``101``: the gate decided on
+the upgrade request; messages are not its business.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -20,7 +24,8 @@ from yarl import URL
 
 from ..context import R_UPSTREAM_TIMEOUT, R_UPSTREAM_UNREACHABLE
 from ..errors import DependencyError
-from .headers import downstream_response_headers, upstream_request_headers
+from . import lean
+from .headers import downstream_header_pairs, downstream_response_headers, upstream_request_headers
 from .problem import DECISION_HEADER
 from .server import SERVER_NAME, GateRequest, Responder, UnsafeHeader, send_continue
 
@@ -51,6 +56,29 @@ class Upstreams:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self._session: aiohttp.ClientSession | None = None
+        self.pool = lean.LeanPool(
+            connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s
+        )
+        self._authorities: dict[str, tuple[str, int] | None] = {}
+
+    def lean_target(self, url: str) -> tuple[str, int, str] | None:
+        """(host, port, target) when the lean client can take ``url`` (plain http), else None."""
+        if not url.startswith("http://"):
+            return None
+        slash = url.find("/", 7)
+        authority, target = (url[7:], "/") if slash < 0 else (url[7:slash], url[slash:])
+        hp = self._authorities.get(authority, False)
+        if hp is False:
+            hp = None
+            try:
+                parts = urlsplit("http://" + authority)
+                if parts.hostname and not parts.username and not parts.password:
+                    hp = (parts.hostname, parts.port or 80)
+            except ValueError:
+                pass
+            if len(self._authorities) < 1024:  # route upstreams: a bounded set
+                self._authorities[authority] = hp
+        return None if hp is None else (hp[0], hp[1], target)  # type: ignore[index]
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -72,11 +100,12 @@ class Upstreams:
         return self._session
 
     async def close(self) -> None:
+        self.pool.close()
         if self._session is not None:
             await self._session.close()
 
 
-UPSTREAM_ERRORS = (TimeoutError, OSError, aiohttp.ClientError)
+UPSTREAM_ERRORS = (TimeoutError, OSError, lean.BadUpstream, aiohttp.ClientError)
 
 
 def upstream_failure(exc: BaseException, what: str) -> DependencyError:
@@ -186,6 +215,19 @@ async def forward_http(
     has started, ``ClientGone`` when the client left while the answer was being written, and
     ``UpstreamBroke`` when the upstream failed after the answer started.
     """
+    if body is not None or not request.body_exists:
+        target = upstreams.lean_target(url)
+        if target is not None:
+            try:
+                head = lean.encode_head(
+                    request.method, target[2], headers, None if body is None else len(body)
+                )
+            except lean.Unsendable:
+                pass  # aiohttp's client refuses it the way it always did
+            else:
+                return await _forward_lean(
+                    upstreams, request, responder, target[0], target[1], head, body, decision_id
+                )
     data: bytes | AsyncIterator[bytes] | None
     if body is not None:
         data = body
@@ -224,6 +266,42 @@ async def forward_http(
         return status
     finally:
         upstream.release()
+
+
+async def _forward_lean(
+    upstreams: Upstreams,
+    request: GateRequest,
+    responder: Responder,
+    host: str,
+    port: int,
+    head: bytes,
+    body: bytes | None,
+    decision_id: str,
+) -> int:
+    """``forward_http`` through the lean client (same answers, same errors)."""
+    pool = upstreams.pool
+    try:
+        upstream = await lean.send(
+            pool, host, port, head, body, method=request.method, small=SMALL_RESPONSE
+        )
+    except UPSTREAM_ERRORS as exc:
+        raise upstream_failure(exc, "unreachable") from None
+    try:
+        out = _answer_headers(
+            downstream_header_pairs(upstream.headers, upstream.connection), decision_id
+        )
+        status, reason, length = upstream.status, upstream.reason, upstream.length
+        if upstream.body is not None or upstream.no_body:
+            if upstream.no_body:
+                upstream.done = True
+            body = None if upstream.no_body else upstream.body
+            await _relay(responder, status, reason, out, length=length, body=body, chunks=None)
+        else:
+            chunks = lean.iter_body(upstream, CHUNK, upstreams.read_timeout_s)
+            await _relay(responder, status, reason, out, length=length, body=None, chunks=chunks)
+        return status
+    finally:
+        pool.release(upstream)
 
 
 async def forward_websocket(

@@ -1,4 +1,4 @@
-"""``LazyDeadline`` on a real event loop.
+"""``LazyDeadline`` on a real event loop, and the lean client's read deadline on pooled connections.
 
 The deadline moves without re-arming its timer; these tests check that it still expires exactly
 when a fresh timer per move would (not at an earlier, superseded deadline, and not late), once,
@@ -10,7 +10,11 @@ out the exchange in hand after ``read_timeout_s`` of its own.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
+import pytest
+
+from gatekeeper.proxy import lean
 from gatekeeper.proxy.deadline import LazyDeadline
 
 SLACK = 0.15  # scheduling noise allowed on a busy 2-core machine
@@ -92,3 +96,84 @@ async def test_many_moves_keep_one_timer() -> None:
     assert seen.at == []
     await asyncio.sleep(0.05 + SLACK)
     assert len(seen.at) == 1
+
+
+# ------------------------------------------------------------------ the lean client's use of it
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[int, list[str]]]:
+    """Answers ``/fast`` at once and never answers ``/slow`` (keep-alive, one request a time)."""
+    opened: list[str] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened.append("conn")
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if head.split(b" ", 2)[1] == b"/slow":
+                    await asyncio.sleep(30)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield port, opened
+    finally:
+        server.close()
+
+
+def _head(path: str, port: int) -> bytes:
+    return lean.encode_head("GET", path, [("Host", f"127.0.0.1:{port}")], None)
+
+
+async def test_pooled_connection_times_out_the_exchange_in_hand(
+    upstream: tuple[int, list[str]],
+) -> None:
+    port, opened = upstream
+    loop = asyncio.get_running_loop()
+    pool = lean.LeanPool(connect_timeout_s=2, read_timeout_s=0.4)
+    try:
+        for _ in range(3):  # one kept-alive connection, its deadline moved by each exchange
+            resp = await lean.send(pool, "127.0.0.1", port, _head("/fast", port), None,
+                                   method="GET", small=1024)  # fmt: skip
+            assert (resp.status, resp.body) == (200, b"ok")
+            pool.release(resp)
+            await asyncio.sleep(0.15)
+        assert len(opened) == 1
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await lean.send(pool, "127.0.0.1", port, _head("/slow", port), None,
+                            method="GET", small=1024)  # fmt: skip
+        waited = loop.time() - started
+        assert 0.4 <= waited < 0.4 + SLACK, waited
+        # The timed-out connection is gone; the next exchange opens a fresh one.
+        resp = await lean.send(pool, "127.0.0.1", port, _head("/fast", port), None,
+                               method="GET", small=1024)  # fmt: skip
+        assert resp.status == 200
+        pool.release(resp)
+        assert len(opened) == 2
+    finally:
+        pool.close()
+
+
+async def test_an_idle_pooled_connection_is_not_expired(upstream: tuple[int, list[str]]) -> None:
+    port, opened = upstream
+    pool = lean.LeanPool(connect_timeout_s=2, read_timeout_s=0.1)
+    try:
+        resp = await lean.send(pool, "127.0.0.1", port, _head("/fast", port), None,
+                               method="GET", small=1024)  # fmt: skip
+        pool.release(resp)
+        await asyncio.sleep(0.1 + SLACK)  # past the read deadline, but nothing was in hand
+        resp = await lean.send(pool, "127.0.0.1", port, _head("/fast", port), None,
+                               method="GET", small=1024)  # fmt: skip
+        assert resp.status == 200
+        pool.release(resp)
+        assert len(opened) == 1  # the same connection served both
+    finally:
+        pool.close()
