@@ -1,8 +1,8 @@
 """Offline decisions: ``gatekeeper check REQUEST.json`` and the admin ``/v1/explain`` endpoint.
 
-The request description is run through exactly the same path normalisation, routing and pipeline
-as live traffic; nothing is forwarded, nothing is audited, and quota is consumed only with
-``--consume``. The answer is the decision JSON of CONTRACT §1, with the policy trace.
+The request description goes through exactly the live path (``intake.py``: the same intake, header
+and body checks, pipeline and merge of a refusal); nothing is forwarded, nothing is audited, and
+quota is consumed only with ``--consume``. The answer is the decision JSON, with the policy trace.
 """
 
 from __future__ import annotations
@@ -13,14 +13,9 @@ from typing import Any
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .context import DENY, Decision, RequestContext, RequestInfo
-from .errors import Deny, DependencyError
-from .pipeline import run_stage
-from .proxy.clientip import ClientIPResolver
-from .proxy.headers import strip_client_headers
-from .proxy.ids import new_decision_id
-from .proxy.paths import normalize_path, split_target
-from .proxy.routing import Router
+from .context import RequestContext
+from .intake import Intake, Request, decide
+from .pipeline import Pipeline
 from .runtime import Runtime
 from .stages.policy import PolicyStage
 
@@ -65,68 +60,26 @@ async def decide_offline(
 ) -> dict[str, Any]:
     """Decide one described request; raises ``ValueError`` on a malformed description."""
     method, target, headers, client_ip, body = _request_fields(payload)
-    cfg = runtime.cfg
-    started = time.perf_counter()
-    ip = ClientIPResolver(cfg.trusted_proxies).resolve(
-        client_ip, headers.getall("X-Forwarded-For", ()), headers.getall("Forwarded", ())
+    admitted = Intake(runtime.cfg).admit(
+        Request(method, target, headers, client_ip, body), started=time.perf_counter()
     )
-    ctx = RequestContext(
-        decision_id=new_decision_id(),
-        request=RequestInfo(route="", method=method, path=target, client_ip=ip),
-        headers=strip_client_headers(headers),
-        body=body,
-        started=started,
+    snapshot = runtime.snapshot
+    route = admitted.route
+    stages = snapshot.pipeline_for(route).stages if route is not None else ()
+    # The live stages, with the rule trace live traffic skips for speed; quota only if asked.
+    pipeline = Pipeline(
+        [
+            PolicyStage(snapshot.policy, trace=True) if stage.name == "policy" else stage
+            for stage in stages
+            if consume or stage.name != "quota"
+        ]
     )
-    status: int | None = None
-    error: str | None = None
-    try:
-        path = normalize_path(split_target(target)[0])
-        route = Router(cfg.routes).match(method, path)
-        if route is None:
-            raise Deny("no-route", 404, f"no route for {method} {path}")
-        ctx.route_config = route
-        ctx.request = RequestInfo(
-            route=route.name,
-            method=method,
-            path=path,
-            client_ip=ip,
-            purpose=headers.get("X-Gatekeeper-Purpose"),
-            mode=route.mode,
-        )
-        snapshot = runtime.snapshot
-        for stage in snapshot.pipeline_for(route).stages:
-            if stage.name == "quota" and not consume:
-                continue
-            if stage.name == "policy":
-                # Same policy, with the rule trace that live traffic skips for speed.
-                stage = PolicyStage(snapshot.policy, trace=True)
-            await run_stage(stage, ctx)
-    except Deny as deny:
-        status = deny.status
-        error = deny.reason
-        if not ctx.has("decision"):
-            ctx.decision = Decision(DENY, deny.rule, [deny.reason], status=deny.status)
-        elif deny.reason not in ctx.decision.reasons:
-            ctx.decision.reasons.append(deny.reason)
-            if ctx.decision.action == "allow":
-                ctx.decision.action = DENY
-    except DependencyError as dep:
-        status = dep.status
-        error = dep.reason
-        if not ctx.has("decision"):
-            ctx.decision = Decision("error", None, [dep.reason], status=dep.status)
-    decision = ctx.decision
-    if status is not None:
-        decision.status = status
-    elif decision.action != "allow" and decision.enforced:
-        decision.status = decision.status or 451
-    else:
-        decision.status = None
-    return render_decision(ctx, error=error)
+    verdict = await decide(admitted, pipeline, snapshot.quota_stage if consume else None)
+    return render_decision(admitted.ctx, error=verdict.reason if verdict.blocked else None)
 
 
 def render_decision(ctx: RequestContext, *, error: str | None = None) -> dict[str, Any]:
-    """The decision JSON of CONTRACT §1."""
+    """The decision JSON (what ``check`` prints and ``/v1/explain`` answers)."""
     d = ctx.decision
     principal = ctx.maybe("principal")
     ownership = ctx.maybe("ownership")

@@ -36,6 +36,14 @@ R_UPSTREAM_UNREACHABLE = "upstream-unreachable"
 R_UPSTREAM_TIMEOUT = "upstream-timeout"
 R_UNKNOWN_GPU_MODEL = "unknown-gpu-model"
 R_DEFAULT = "default-action"
+R_CONTENT_ENCODING = "content-encoding"
+R_INTERNAL_ERROR = "internal-error"
+R_BAD_HTTP = "bad-http"
+R_HEADER_TOO_LARGE = "header-too-large"
+R_BODY_TIMEOUT = "body-timeout"
+R_BODY_INCOMPLETE = "body-incomplete"
+R_OVERRIDE_HEADER = "override-header"
+R_OVERRIDE_PARAM = "override-param"
 
 
 class FactNotSet(AttributeError):

@@ -1,11 +1,11 @@
 """The decision pipeline: a literal tuple of stages run in order, each timed.
 
 A stage sets one fact on the ``RequestContext`` or raises ``Deny`` / ``DependencyError``; the
-pipeline stops at the first raise. The order is the tuple built by ``build_stages`` in
-``proxy/app.py`` and ``cli.py`` — read it there, there are no self-registering plugins.
+pipeline stops at the first raise. The order is the tuple built by ``Runtime._pipelines`` in
+``runtime.py`` — read it there, there are no self-registering plugins.
 
-A stage that never waits (ownership, geo, compute, policy) has a plain ``run``; one that may
-(authn, quota) has an ``async`` one, and the pipeline awaits whatever ``run`` returns. A
+A stage that never waits (ownership, geo, compute, policy, enforce) has a plain ``run``; one that
+may (authn, quota) has an ``async`` one, and the pipeline awaits whatever ``run`` returns. A
 coroutine per stage that never suspends cost its creation, a frame and a ``send`` for nothing.
 """
 
@@ -27,13 +27,6 @@ class Stage(Protocol):
     def run(self, ctx: RequestContext) -> Awaitable[None] | None: ...
 
 
-async def run_stage(stage: Stage, ctx: RequestContext) -> None:
-    """Run one stage, plain or ``async`` (for callers that walk the stages themselves)."""
-    pending = stage.run(ctx)
-    if pending is not None:
-        await pending
-
-
 class Pipeline:
     """Runs stages in order and records how long each took in ``ctx.stage_times``."""
 
@@ -47,7 +40,7 @@ class Pipeline:
         times = ctx.stage_times
         for stage in self.stages:
             t0 = clock()
-            try:  # run_stage, inlined: awaiting it would add back a coroutine per stage
+            try:  # no helper coroutine per stage: awaiting one would cost a frame each
                 pending = stage.run(ctx)
                 if pending is not None:
                     await pending

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +26,7 @@ from typing import Any
 from . import metrics
 from .audit.log import AuditLog, utc_ts
 from .config import Config, RouteConfig
-from .context import ALLOW, RequestContext
-from .errors import ConfigError, Deny
+from .errors import ConfigError
 from .geo import GeoResolver
 from .gpus import GpuCatalog, load_gpu_catalog
 from .identity import Authenticator
@@ -39,6 +37,7 @@ from .pipeline import Pipeline, Stage
 from .policy import PolicySet, load_policy_set
 from .stages.authn import AuthnStage
 from .stages.compute import ComputeStage
+from .stages.enforce import EnforceStage
 from .stages.geo import GeoStage
 from .stages.ownership import OwnershipStage
 from .stages.policy import PolicyStage
@@ -49,27 +48,6 @@ from .stores.quota import QuotaStore
 log = logging.getLogger("gatekeeper")
 
 VERSION = "0.1.0"
-
-
-class EnforceStage:
-    """Turns a blocking policy decision into a ``Deny`` (enforce mode) before any quota is spent.
-
-    In monitor mode the decision stays on the context (``enforced: false``) and the request goes on.
-    """
-
-    name = "enforce"
-
-    async def run(self, ctx: RequestContext) -> None:
-        decision = ctx.decision
-        if decision.action == ALLOW or not decision.enforced:
-            return
-        rule = decision.rule or decision.action
-        raise Deny(
-            rule,
-            decision.status or 451,
-            f"{decision.action.replace('_', ' ')}: {', '.join(decision.reasons)}",
-            rule=decision.rule,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +245,3 @@ def data_version_of(
         h.update(b"\0")
         h.update(inventory.digest.encode())
     return "sha256:" + h.hexdigest()
-
-
-def ensure_dir_for(path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -8,7 +8,7 @@ import pytest
 
 from gatekeeper.context import RequestContext, RequestInfo
 from gatekeeper.errors import Deny
-from gatekeeper.pipeline import Pipeline, run_stage
+from gatekeeper.pipeline import Pipeline
 
 
 def new_ctx() -> RequestContext:
@@ -57,10 +57,3 @@ async def test_a_plain_stage_that_raises_stops_the_pipeline_and_is_timed() -> No
         await pipeline.run(ctx)
     assert log == ["a", "b"]
     assert list(ctx.stage_times) == ["a", "b"]
-
-
-async def test_run_stage_takes_both_kinds() -> None:
-    log: list[str] = []
-    await run_stage(Plain("a", log), new_ctx())
-    await run_stage(Waits("b", log), new_ctx())
-    assert log == ["a", "b"]

@@ -5,26 +5,29 @@ already read, or streamed from the client in chunks; the response is streamed ba
 small responses with a known length, which go out in one write (fewer syscalls, same bytes).
 
 Two upstream clients: the lean one (``lean.py``: plain ``http://``, a body already in hand) for the
-common case, aiohttp's for the rest (``https://`` upstreams, streamed request bodies). Either way
-the answer goes back through ``_relay``. A WebSocket upgrade is a byte tunnel once the upstream
-has answered ``101``: the gate decided on the upgrade request, and frames are not its business.
+common case, aiohttp's (one pooled ``ClientSession``) for the rest (``https://`` upstreams,
+streamed request bodies, WebSockets). Either way the answer goes back through ``_relay``, and an
+upstream that fails before its answer starts is mapped once (``upstream_failure``). A WebSocket
+upgrade is relayed message by message once the upstream has answered ``101``: the gate decided on
+the upgrade request; messages are not its business.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import AsyncIterator, Iterable
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp import web
 from yarl import URL
 
+from ..context import R_UPSTREAM_TIMEOUT, R_UPSTREAM_UNREACHABLE
 from ..errors import DependencyError
 from . import lean
 from .headers import downstream_header_pairs, downstream_response_headers, upstream_request_headers
 from .problem import DECISION_HEADER
-from .server import GateRequest, Responder, UnsafeHeader
+from .server import SERVER_NAME, GateRequest, Responder, UnsafeHeader, send_continue
 
 CHUNK = 64 * 1024
 SMALL_RESPONSE = 64 * 1024
@@ -102,13 +105,21 @@ class Upstreams:
             await self._session.close()
 
 
-# A 101 keeps its hop-by-hop headers (Connection, Upgrade: the switch itself) but not these.
-_SWITCH_DROP = frozenset({"content-length", "transfer-encoding", DECISION_HEADER.lower()})
 UPSTREAM_ERRORS = (TimeoutError, OSError, lean.BadUpstream, aiohttp.ClientError)
 
 
+def upstream_failure(exc: BaseException, what: str) -> DependencyError:
+    """The one answer to an upstream that failed before its answer started: a timeout is 504
+    ``upstream-timeout``, anything else 502 ``upstream-unreachable``."""
+    if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError is one too
+        return DependencyError(R_UPSTREAM_TIMEOUT, "upstream timed out", status=504)
+    return DependencyError(
+        R_UPSTREAM_UNREACHABLE, f"upstream {what}: {type(exc).__name__}", status=502
+    )
+
+
 async def _stream_request_body(request: GateRequest) -> AsyncIterator[bytes]:
-    request.send_continue()
+    send_continue(request)
     async for chunk in request.content.iter_chunked(CHUNK):
         yield chunk
 
@@ -154,7 +165,7 @@ async def _relay(
     """
     try:
         if body is not None:
-            responder.send(status, headers, body, reason)
+            await responder.send(status, headers, body, reason)
             return
         await responder.start(status, headers, length, reason)
     except ConnectionError as exc:
@@ -162,13 +173,14 @@ async def _relay(
     except UnsafeHeader:
         # SECURITY: a CR or LF in an upstream header would split the answer to the client.
         raise DependencyError(
-            "upstream-unreachable", "upstream answer has CR or LF in a header", status=502
+            R_UPSTREAM_UNREACHABLE, "upstream answer has CR or LF in a header", status=502
         ) from None
     if chunks is not None:
         while True:
             try:
                 chunk = await anext(chunks, None)
             except UPSTREAM_ERRORS as exc:
+                responder.abort()
                 raise UpstreamBroke(f"upstream body failed: {type(exc).__name__}") from exc
             if chunk is None:
                 break
@@ -234,14 +246,8 @@ async def forward_http(
             data=data,
             allow_redirects=False,
         )
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise DependencyError(
-            "upstream-timeout", f"upstream timed out: {exc}", status=504
-        ) from None
-    except aiohttp.ClientError as exc:
-        raise DependencyError(
-            "upstream-unreachable", f"upstream unreachable: {type(exc).__name__}", status=502
-        ) from None
+    except UPSTREAM_ERRORS as exc:
+        raise upstream_failure(exc, "unreachable") from None
     try:
         out = _answer_headers(downstream_response_headers(upstream.headers), decision_id)
         length = upstream.content_length
@@ -251,14 +257,8 @@ async def forward_http(
         elif length is not None and length <= SMALL_RESPONSE:
             try:
                 payload = await upstream.read()
-            except (TimeoutError, aiohttp.ServerTimeoutError):
-                raise DependencyError(
-                    "upstream-timeout", "upstream timed out", status=504
-                ) from None
-            except aiohttp.ClientError as exc:
-                raise DependencyError(
-                    "upstream-unreachable", f"upstream failed: {type(exc).__name__}", status=502
-                ) from None
+            except UPSTREAM_ERRORS as exc:
+                raise upstream_failure(exc, "failed") from None
             await _relay(responder, status, reason, out, length=length, body=payload, chunks=None)
         else:
             chunks = upstream.content.iter_chunked(CHUNK).__aiter__()
@@ -284,36 +284,24 @@ async def _forward_lean(
         upstream = await lean.send(
             pool, host, port, head, body, method=request.method, small=SMALL_RESPONSE
         )
-    except TimeoutError as exc:
-        raise DependencyError(
-            "upstream-timeout", f"upstream timed out: {exc}", status=504
-        ) from None
-    except (OSError, lean.BadUpstream) as exc:
-        raise DependencyError(
-            "upstream-unreachable", f"upstream unreachable: {type(exc).__name__}", status=502
-        ) from None
+    except UPSTREAM_ERRORS as exc:
+        raise upstream_failure(exc, "unreachable") from None
     try:
-        await _relay_lean(responder, upstream, decision_id, upstreams.read_timeout_s)
-        return upstream.status
+        out = _answer_headers(
+            downstream_header_pairs(upstream.headers, upstream.connection), decision_id
+        )
+        status, reason, length = upstream.status, upstream.reason, upstream.length
+        if upstream.body is not None or upstream.no_body:
+            if upstream.no_body:
+                upstream.done = True
+            body = None if upstream.no_body else upstream.body
+            await _relay(responder, status, reason, out, length=length, body=body, chunks=None)
+        else:
+            chunks = lean.iter_body(upstream, CHUNK, upstreams.read_timeout_s)
+            await _relay(responder, status, reason, out, length=length, body=None, chunks=chunks)
+        return status
     finally:
         pool.release(upstream)
-
-
-async def _relay_lean(
-    responder: Responder, upstream: lean.Response, decision_id: str, timeout: float
-) -> None:
-    out = _answer_headers(
-        downstream_header_pairs(upstream.headers, upstream.connection), decision_id
-    )
-    status, reason = upstream.status, upstream.reason
-    if upstream.body is not None or upstream.no_body:
-        if upstream.no_body:
-            upstream.done = True
-        body = None if upstream.no_body else upstream.body
-        await _relay(responder, status, reason, out, length=upstream.length, body=body, chunks=None)
-        return
-    chunks = lean.iter_body(upstream, CHUNK, timeout)
-    await _relay(responder, status, reason, out, length=upstream.length, body=None, chunks=chunks)
 
 
 async def forward_websocket(
@@ -325,97 +313,93 @@ async def forward_websocket(
     headers: list[tuple[str, str]],
     decision_id: str,
 ) -> int:
-    """Tunnel an accepted WebSocket upgrade: the upstream answers the handshake, then bytes flow.
+    """Relay an accepted WebSocket upgrade: the upstream's handshake first, then messages.
 
-    The upstream sees the client's handshake (``Upgrade``, ``Sec-WebSocket-*``) with the gate's
-    headers; its ``101`` goes back with the decision id, then each side's bytes are copied to the
-    other until either closes. Any other answer is a 502: no tunnel opens.
+    The upstream sees the gate's headers and the client's subprotocols on a handshake of aiohttp's
+    client; only after its ``101`` does the client get its own (with the decision id and the
+    subprotocol the upstream chose), and each side's messages are passed to the other until either
+    closes. Any other answer of the upstream is a 502: no tunnel opens.
     """
-    parts = urlsplit(url)
-    secure = parts.scheme == "https"
-    host, port = parts.hostname or "", parts.port or (443 if secure else 80)
-    target = url[len(f"{parts.scheme}://{parts.netloc}") :] or "/"
-    headers.append(("Connection", "Upgrade"))
-    headers.append(("Upgrade", request.headers.get("Upgrade", "websocket")))
+    protocols = tuple(
+        p.strip()
+        for v in request.headers.getall("Sec-WebSocket-Protocol", ())
+        for p in v.split(",")
+        if p.strip()
+    )
+    # The handshake's own fields are aiohttp's to write on each side.
+    sent = [(k, v) for k, v in headers if not k.lower().startswith("sec-websocket-")]
     try:
-        head = lean.encode_head("GET", target, headers, None)
-        upstream = await lean.open_upgrade(
-            host,
-            port,
-            head,
-            ssl=ssl.create_default_context() if secure else None,
-            connect_timeout_s=upstreams.connect_timeout_s,
-            read_timeout_s=upstreams.read_timeout_s,
+        upstream = await upstreams.session.ws_connect(
+            URL(url, encoded=True),
+            headers=sent,
+            protocols=protocols,
+            autoping=False,
+            autoclose=False,
+            compress=0,
+            max_msg_size=0,
         )
-    except TimeoutError as exc:
+    except aiohttp.WSServerHandshakeError as exc:
+        # SECURITY: no tunnel without the upstream's 101; the client's next bytes are then
+        # parsed and decided as requests of their own (WebSocket smuggling).
         raise DependencyError(
-            "upstream-timeout", f"upstream timed out: {exc}", status=504
+            R_UPSTREAM_UNREACHABLE,
+            f"upstream answered {exc.status} to the WebSocket handshake",
+            status=502,
         ) from None
-    except (OSError, lean.BadUpstream, lean.Unsendable) as exc:
-        raise DependencyError(
-            "upstream-unreachable", f"upstream unreachable: {type(exc).__name__}", status=502
-        ) from None
-    conn = upstream.conn
+    except UPSTREAM_ERRORS as exc:
+        raise upstream_failure(exc, "unreachable") from None
     try:
-        if upstream.status != 101:
-            # SECURITY: no tunnel without the upstream's 101; the client's next bytes are then
-            # parsed and decided as requests of their own (WebSocket smuggling).
-            raise DependencyError(
-                "upstream-unreachable",
-                f"upstream answered {upstream.status} to the WebSocket handshake",
-                status=502,
-            )
-        out = [(k, v) for k, v in upstream.headers if k.lower() not in _SWITCH_DROP]
-        out.append((DECISION_HEADER, decision_id))
+        client = web.WebSocketResponse(
+            protocols=(upstream.protocol,) if upstream.protocol else (),
+            autoping=False,
+            autoclose=False,
+            compress=False,
+            max_msg_size=0,
+        )
+        client.headers[DECISION_HEADER] = decision_id
+        client.headers["Server"] = SERVER_NAME
         try:
-            responder.send(101, out, b"", upstream.reason)
+            await client.prepare(request)
         except ConnectionError as exc:
             raise ClientGone(101) from exc
-        await _pump(request, conn)
+        responder.response = client
+        await _pump(client, upstream)
         return 101
     finally:
-        conn.close()
+        await upstream.close()
 
 
-async def _pump(request: GateRequest, conn: lean.Conn) -> None:
-    """Copy bytes both ways until either side closes (with back-pressure both ways)."""
-    tunnel = request.tunnel()
-    loop = asyncio.get_running_loop()
-    draining: list[asyncio.Task[None]] = []
+async def _pump(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
+    """Pass messages both ways until either side closes."""
 
-    async def resume_after_drain() -> None:
-        try:
-            await conn.drain()
-        except ConnectionError:
-            return
-        finally:
-            draining.clear()
-        tunnel.resume_client()
-
-    def to_upstream(data: bytes) -> None:
-        if conn.is_closing():
-            return
-        conn.write(data)
-        if conn.write_buffer_size() > CHUNK and not draining:
-            tunnel.pause_client()
-            draining.append(loop.create_task(resume_after_drain()))
-
-    tunnel.attach(to_upstream)
-
-    async def to_client() -> None:
-        while True:
-            data = await conn.read(CHUNK)
-            if not data:
+    async def copy(
+        source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+        sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    ) -> None:
+        async for msg in source:
+            if sink.closed:
                 return
-            tunnel.write(data)
-            await tunnel.drain()
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await sink.send_str(msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await sink.send_bytes(msg.data)
+            elif msg.type == aiohttp.WSMsgType.PING:
+                await sink.ping(msg.data)
+            elif msg.type == aiohttp.WSMsgType.PONG:
+                await sink.pong(msg.data)
+            elif msg.type == aiohttp.WSMsgType.CLOSE:
+                reason = msg.extra.encode() if isinstance(msg.extra, str) else b""
+                await sink.close(code=msg.data or aiohttp.WSCloseCode.OK, message=reason)
+                return
+            else:
+                return
 
-    copier = loop.create_task(to_client())
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(copy(client, upstream)), loop.create_task(copy(upstream, client))]
     try:
-        await asyncio.wait((copier, tunnel.closed), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        copier.cancel()
-        for task in draining:
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(copier, *draining, return_exceptions=True)
-        tunnel.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from ..context import R_OVERRIDE_HEADER, R_OVERRIDE_PARAM
 from ..errors import BadRequest
 
 
@@ -51,13 +52,22 @@ CLIENT_ADDRESS_HEADERS = frozenset(
         "x-original-forwarded-for",
     }
 )
+# Expect: the gate answers ``100-continue`` to its client itself and sends the body on whole;
+# forwarded, it would make the upstream client wait for an interim answer the upstream may not send.
 _REQUEST_DROP = (
-    HOP_BY_HOP | CLIENT_ADDRESS_HEADERS | {"host", "content-length", "x-forwarded-for", "forwarded"}
+    HOP_BY_HOP
+    | CLIENT_ADDRESS_HEADERS
+    | {
+        "host",
+        "content-length",
+        "x-forwarded-for",
+        "forwarded",
+        "expect",
+    }
 )
-# The gate writes its own Date on every response (Responder): a forwarded one would make two, and
+# The gate's server writes its own Date on every response: a forwarded one would make two, and
 # Date is a singleton field (RFC 9110 §6.6.1). nginx's proxy_pass replaces it the same way.
 _RESPONSE_DROP = HOP_BY_HOP | {"content-length", "x-gatekeeper-decision-id", "date"}
-GATE_PREFIX = "x-gatekeeper-"
 # SECURITY: CGI/WSGI-style upstreams map "-" and "_" in header names to the same variable
 # (HTTP_X_GATEKEEPER_TENANT), so every spelling of the prefix is the gate's.
 _GATE_PREFIXES = ("x-gatekeeper-", "x_gatekeeper_", "x-gatekeeper_", "x_gatekeeper-")
@@ -81,14 +91,22 @@ OVERRIDE_HEADERS = (
 )
 
 
+_OVERRIDE_NAMES = frozenset(OVERRIDE_HEADERS)
+
+
 def refuse_override_headers(headers: CIMultiDictProxy[str]) -> None:
-    """Raise ``BadRequest('override-header')`` when a method or path override header is present."""
-    for name in OVERRIDE_HEADERS:
-        if name in headers:
+    """Raise ``BadRequest('override-header')`` when a method or path override header is present.
+
+    Underscore spellings (``X_HTTP_Method_Override``) count: CGI/WSGI-style upstreams map ``-``
+    and ``_`` in a header name to the same variable.
+    """
+    for key in headers:
+        name = key.lower().replace("_", "-")
+        if name in _OVERRIDE_NAMES:
             # SECURITY: refused, not stripped: the gate decides on the request line, and a client
             # relying on an override must learn that it was not applied.
             raise BadRequest(
-                "override-header",
+                R_OVERRIDE_HEADER,
                 f"{name} is not accepted: the gate routes and decides on the request line",
             )
 
@@ -102,19 +120,27 @@ def refuse_override_params(query: str) -> None:
     """Raise ``BadRequest('override-param')`` when the query string (``?...``) names ``_method``.
 
     Names are compared as a framework's query parser sees them: percent-decoded, ``+`` as space,
-    in any case. A form-encoded body can carry ``_method`` too; the gate does not read streamed
+    in any case, an array suffix (``_method[]``) ignored (``_param_name``). A form-encoded body
+    can carry ``_method`` too; the gate does not read streamed
     bodies, so routes whose upstream honours that must not leave writes unmeasured.
     """
     if len(query) < 8 or ("method" not in query.lower() and "%" not in query):
         return  # the common case: no query, or no name that could decode to _method
     for name, _ in parse_qsl(query[1:], keep_blank_values=True):
-        if name.strip().lower() == _OVERRIDE_PARAM:
+        if _param_name(name) == _OVERRIDE_PARAM:
             # SECURITY: refused like the override headers: the gate decided on the request line.
             raise BadRequest(
-                "override-param",
+                R_OVERRIDE_PARAM,
                 "the _method query parameter is not accepted: the gate routes and decides on "
                 "the request line",
             )
+
+
+def _param_name(name: str) -> str:
+    """A query name as PHP-style parsers key it: ``_method[]``/``_method[x]`` are ``_method``,
+    and ``.`` or a space reads as ``_``; any case, outer whitespace ignored."""
+    base = name.strip().lower().partition("[")[0]
+    return base.replace(".", "_").replace(" ", "_")
 
 
 def _connection_tokens(values: Iterable[str]) -> set[str]:

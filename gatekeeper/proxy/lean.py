@@ -1,7 +1,11 @@
 """A lean HTTP/1.1 upstream client for the common forward (plain ``http://``, no upgrade).
 
-aiohttp's client spends ~20% of the gate's CPU per request on layers a proxy does not need
-(URL objects, payload registry, per-request timers, trace hooks, cookie handling). This client
+aiohttp's client costs the gate a large share of its CPU per request on layers a proxy does not
+need (URL objects, payload registry, per-request timers, trace hooks, cookie handling): in a
+whole-request A/B (``bench/ab.py``) the gate forwarding through it answered markedly fewer
+requests per second than through this client, so this client stays, with protocol tests of its
+own (``tests/proxy/test_lean_*.py``, and byte for byte through the gate in
+``tests/e2e/test_server.py``). This client
 keeps a keep-alive pool of connections per upstream address (``Conn``: an asyncio protocol
 that buffers for its one reader, no streams), writes the request head and the
 (already buffered) body in one ``write``, and parses the response head itself. It handles
@@ -115,9 +119,6 @@ class Conn(asyncio.Protocol):
 
     def is_closing(self) -> bool:
         return self.transport is None or self.transport.is_closing()
-
-    def write_buffer_size(self) -> int:
-        return 0 if self.transport is None else self.transport.get_write_buffer_size()
 
     # -- reading
     async def _wait(self) -> None:
@@ -336,35 +337,6 @@ async def send(
         raise
 
 
-async def open_upgrade(
-    host: str,
-    port: int,
-    head: bytes,
-    *,
-    ssl: Any,
-    connect_timeout_s: float,
-    read_timeout_s: float,
-) -> Response:
-    """Send an upgrade request on a fresh (never pooled) connection and read the response head.
-
-    A ``101`` comes back with ``no_body`` set and the connection left open for the tunnel; any
-    other status is an ordinary response whose body ``iter_body`` reads. Errors as ``send``.
-    """
-    conn = await connect(host, port, connect_timeout_s, ssl=ssl)
-    try:
-        conn.write(head)
-        async with asyncio.timeout(read_timeout_s):
-            while True:
-                raw = await conn.read_until(_HEAD_END, "response head")
-                resp = _parse_head(raw, conn, "GET", allow_switch=True)
-                if resp is not None:
-                    resp.keep_alive = False
-                    return resp
-    except BaseException:
-        conn.close()
-        raise
-
-
 async def connect(host: str, port: int, timeout: float, *, ssl: Any = None) -> Conn:
     """A new connection to ``host:port`` (TLS when ``ssl`` is a context), within ``timeout``."""
     loop = asyncio.get_running_loop()
@@ -375,9 +347,7 @@ async def connect(host: str, port: int, timeout: float, *, ssl: Any = None) -> C
     return conn
 
 
-def _parse_head(
-    raw: bytes, conn: Conn, method: str, *, allow_switch: bool = False
-) -> Response | None:
+def _parse_head(raw: bytes, conn: Conn, method: str) -> Response | None:
     """The parsed head, or None for a 1xx interim response (skipped)."""
     end = raw.find(b"\r\n")  # the head ends with CRLF CRLF, so end >= 0
     status_line = raw[:end]
@@ -390,8 +360,7 @@ def _parse_head(
     status = int(code)
     if status < 100:
         raise BadUpstream("bad status code")
-    switch = status == 101 and allow_switch
-    if 100 <= status < 200 and not switch:
+    if 100 <= status < 200:
         if status == 101:
             raise BadUpstream("unexpected protocol switch")
         return None
@@ -422,7 +391,7 @@ def _parse_head(
                 conn_tokens += "," + v.lower()
         headers.append((k, v))
     keep_alive = http11 and "close" not in {t.strip() for t in conn_tokens.split(",")}
-    if method == "HEAD" or status in _NO_BODY_STATUS or switch:
+    if method == "HEAD" or status in _NO_BODY_STATUS:
         return Response(
             status, reason, headers, length, False, False, keep_alive, conn, True, conn_tokens
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from ..context import R_BAD_PATH
 from ..errors import BadRequest
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -31,7 +32,7 @@ MAX_TARGET = 8192
 
 
 def _bad(detail: str) -> BadRequest:
-    return BadRequest("bad-path", detail)
+    return BadRequest(R_BAD_PATH, detail)
 
 
 def split_target(target: str) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """The ``policy`` stage: evaluate the compiled policy on the facts the pipeline gathered.
 
 It sets ``ctx.decision`` and never raises: turning a blocking decision into the HTTP answer is the
-edge's job (``runtime.EnforceStage``), so monitor mode and ``check`` see the same decision.
+edge's job (``stages.enforce.EnforceStage``), so monitor mode and ``check`` see the same decision.
 Facts a route does not produce (no compute on a read route, no principal on an anonymous route)
 are simply absent from the input; conditions on them are false. Shadow policies are evaluated
 here too and recorded on the decision, never enforced.

@@ -38,7 +38,6 @@ from ..stores.quota import Bucket, ConsumeResult, QuotaStore, bucket_key
 
 LICENSE_WINDOW_S = 10 * 365 * 86400  # a licence budget is a lifetime budget; 10 years is "forever"
 LICENSE_QUOTA = "license"  # metric label for licence budgets (bounded, unlike licence ids)
-_UNITS = ("tpp_hours", "gpu_hours", "requests")
 
 
 _PLAN_KEY_TEXT = 512  # characters of ids a remembered plan's key may hold

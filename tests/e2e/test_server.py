@@ -1,4 +1,4 @@
-"""The gate's own HTTP/1.1 server and lean upstream client, byte for byte, over raw sockets.
+"""The gate's HTTP/1.1 edge and lean upstream client, byte for byte, over raw sockets.
 
 The upstream here is scripted: it answers each request with canned bytes chosen by path, so the
 tests control exactly what the lean client must parse (chunked bodies with trailers, 1xx interim

@@ -1,0 +1,232 @@
+"""Intake and decision: the one path from a request to a ``Decision``, shared by every face.
+
+A face (the HTTP edge, ``gatekeeper check``, an admission webhook) converts what it received into
+a plain ``Request`` and acts on the ``Verdict``; it never decides. In between, two steps:
+
+1. ``Intake.admit``: path normalisation, routing, the client address, the header rules (method
+   and path overrides, the body's encoding and declared length on measured routes), the decision
+   id, and the ``RequestContext`` with its ``RequestInfo`` (built once). A refusal here is kept on
+   the ``Admitted`` request, not raised: it is decided, audited and answered like any other.
+2. ``decide``: the route's pipeline (authn, ownership, geo, compute, policy, enforce, quota), and
+   the one merge of a refusal into the decision. The ``Verdict`` says whether to forward or what
+   to answer, and carries the quota refund of the stage that reserved it.
+
+Nothing here knows HTTP frameworks: headers are a read-only case-insensitive multimap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from multidict import CIMultiDictProxy
+
+from .config import Config, RouteConfig
+from .context import (
+    DENY,
+    R_BODY_TOO_LARGE,
+    R_CONTENT_ENCODING,
+    R_INTERNAL_ERROR,
+    R_NO_ROUTE,
+    Decision,
+    RequestContext,
+    RequestInfo,
+)
+from .errors import BadRequest, Deny, DependencyError
+from .pipeline import Pipeline
+from .proxy.clientip import ClientIPResolver
+from .proxy.headers import refuse_override_headers, refuse_override_params, strip_client_headers
+from .proxy.ids import new_decision_id
+from .proxy.paths import normalize_path, split_target
+from .proxy.routing import Router
+from .stages.quota import QuotaStage
+
+log = logging.getLogger("gatekeeper")
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+STATUS_BLOCKED = 451  # an enforced policy block (its action stays what the policy said)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request as a face hands it over: the request line's method and target, the headers,
+    the address of the peer that sent it, and the body when the face has it whole (``None``: the
+    edge reads it later, only when the route measures it)."""
+
+    method: str
+    target: str
+    headers: CIMultiDictProxy[str]
+    peer: str
+    body: bytes | None = None
+
+
+@dataclass(slots=True)
+class Admitted:
+    """A request after intake: its context, its route and upstream target, or its refusal."""
+
+    ctx: RequestContext
+    route: RouteConfig | None
+    target: str  # the upstream request-target (prefix stripped, query kept); "" when refused
+    refusal: Deny | None = None
+    needs_body: bool = False  # the route measures the body: it must be in ``ctx.body`` to decide
+
+    def refuse(self, deny: Deny) -> None:
+        """A refusal found by the face while taking the body (size, time, a broken stream)."""
+        if self.refusal is None:
+            self.refusal = deny
+
+
+class Intake:
+    """The intake rules of one configuration (routes, trusted proxies, body limit)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.router = Router(cfg.routes)
+        self.ipres = ClientIPResolver(cfg.trusted_proxies)
+        self.max_body = cfg.limits.max_body_bytes
+
+    def admit(self, request: Request, *, started: float) -> Admitted:
+        headers = request.headers
+        method = request.method
+        client_ip = self.ipres.resolve(
+            request.peer, headers.getall("X-Forwarded-For", ()), headers.getall("Forwarded", ())
+        )
+        path = ""
+        route: RouteConfig | None = None
+        refusal: Deny | None = None
+        target = ""
+        needs_body = False
+        try:
+            raw_path, query = split_target(request.target)
+            path = normalize_path(raw_path)
+            route = self.router.match(method, path)
+            if route is None:
+                raise Deny(R_NO_ROUTE, 404, f"no route for {method} {path}")
+            refuse_override_headers(headers)
+            refuse_override_params(query)
+            needs_body = route.adapter != "none" and method in BODY_METHODS
+            if needs_body:
+                self._check_body_headers(headers, request.body)
+            target = _upstream_path(route, path) + query
+        except Deny as deny:
+            refusal = deny
+        info = RequestInfo(
+            route=route.name if route is not None else "",
+            method=method,
+            path=path,
+            client_ip=client_ip,
+            # Read before client X-Gatekeeper-* headers are stripped: a self-declared purpose can
+            # only make a decision stricter, never looser.
+            purpose=headers.get("X-Gatekeeper-Purpose") if route is not None else None,
+            mode=route.mode if route is not None else "enforce",
+        )
+        ctx = RequestContext(
+            decision_id=new_decision_id(),
+            request=info,
+            headers=strip_client_headers(headers),
+            body=request.body if needs_body and request.body is not None else b"",
+            route_config=route,
+            started=started,
+        )
+        return Admitted(ctx, route, target, refusal, needs_body and refusal is None)
+
+    def _check_body_headers(self, headers: CIMultiDictProxy[str], body: bytes | None) -> None:
+        """The declared (or given) size within ``max_body_bytes``, no ``Content-Encoding``."""
+        limit = self.max_body
+        value = headers.get("Content-Length")
+        length = len(body) if body is not None else int(value) if value is not None else None
+        if length is not None and length > limit:
+            raise BadRequest(R_BODY_TOO_LARGE, f"body larger than {limit} bytes", status=413)
+        encoding = headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            # SECURITY: the gate measures the bytes it forwards; it does not inflate them
+            # (a compression bomb) nor measure something other than what the scheduler reads.
+            raise BadRequest(
+                R_CONTENT_ENCODING,
+                f"Content-Encoding {encoding[:40]!r} is not accepted on a measured route",
+            )
+
+
+def _upstream_path(route: RouteConfig, path: str) -> str:
+    prefix = route.strip_prefix
+    if prefix and path.startswith(prefix):
+        path = path[len(prefix) :] or "/"
+        if not path.startswith("/"):
+            path = "/" + path
+    return path
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What ``decide`` returns: forward (``status`` None) or answer ``status`` with ``reason``."""
+
+    ctx: RequestContext
+    status: int | None = None
+    reason: str = ""
+    detail: str = ""
+    rule: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    quota: QuotaStage | None = None  # the stage that reserved quota for this request, if any
+
+    @property
+    def decision(self) -> Decision:
+        return self.ctx.decision
+
+    @property
+    def blocked(self) -> bool:
+        return self.status is not None
+
+    async def refund(self) -> None:
+        """Give this request's quota back (the upstream failed or refused): at most once."""
+        state = self.ctx.maybe("quota")
+        if self.quota is None or state is None or state.reservation is None or state.refunded:
+            return
+        try:
+            await self.quota.refund(self.ctx)
+        except Exception:
+            log.exception("quota refund failed for %s", self.ctx.decision_id)
+
+
+async def decide(admitted: Admitted, pipeline: Pipeline, quota: QuotaStage | None) -> Verdict:
+    """Run the route's pipeline on an admitted request; every outcome becomes a ``Verdict``."""
+    ctx = admitted.ctx
+    verdict = Verdict(ctx, quota=quota)
+    try:
+        if admitted.refusal is not None:
+            raise admitted.refusal
+        await pipeline.run(ctx)
+    except Deny as deny:
+        _merge(verdict, deny.status, deny.reason, deny.detail, deny)
+    except DependencyError as dep:
+        _merge(verdict, dep.status, dep.reason, dep.detail, None)
+    except Exception:
+        # A bug must still produce an audited, attributable, fail-closed answer.
+        log.exception("internal error deciding %s", ctx.decision_id)
+        _merge(verdict, 500, R_INTERNAL_ERROR, "the gate failed to decide", None)
+    else:
+        ctx.decision.status = None  # forwarded: the upstream answers
+    return verdict
+
+
+def _merge(verdict: Verdict, status: int, reason: str, detail: str, deny: Deny | None) -> None:
+    """The one merge of a refusal into the decision (or the decision it becomes)."""
+    ctx = verdict.ctx
+    if not ctx.has("decision"):
+        ctx.decision = Decision(
+            action=DENY if deny is not None else "error",
+            rule=deny.rule if deny is not None else None,
+            reasons=[reason],
+            status=status,
+        )
+    decision = ctx.decision
+    decision.status = status
+    if reason not in decision.reasons:
+        decision.reasons.append(reason)
+    if deny is not None and decision.action != DENY and status != STATUS_BLOCKED:
+        # quota, token and body refusals block an otherwise allowed request
+        decision.action = DENY
+    verdict.status = status
+    verdict.reason = reason
+    verdict.detail = detail
+    verdict.rule = decision.rule if deny is None or deny.rule is None else deny.rule
+    verdict.headers = deny.headers if deny is not None else {}
