@@ -113,7 +113,9 @@ def _script_options(text: Any, path: str) -> Ask | None:
         return None
     ask = Ask()
     for name, value in options:
-        apply(ask, role_of_option(name), value, f"script:#SBATCH --{name}")
+        # an option given without a value is a flag that is set (``--exclusive``, ``-H``)
+        given = True if value is None else value
+        apply(ask, role_of_option(name), given, f"script:#SBATCH --{name}")
     return ask
 
 

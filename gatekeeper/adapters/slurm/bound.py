@@ -148,7 +148,10 @@ def _gpus(ask: Ask, pool: Pool | None, nodes: int, notes: set[str]) -> float:
             derived = float(nodes * _need_pool(pool, path, "the task count is open").per_node)
             notes.add(A_PER_NODE)
         else:
-            derived = float(max(math.ceil(tasks / ask.tasks_per_gpu), nodes))
+            # at least one GPU on each node the job is held to (a node count or host list
+            # given); otherwise Slurm places the tasks on as few nodes as their GPUs need
+            held = max([*ask.nodes.values(), ask.hosts or 0, 1])
+            derived = float(max(math.ceil(tasks / ask.tasks_per_gpu), min(held, nodes)))
             notes.add(A_TASKS)
         gpus = max(gpus, derived)
     if ask.whole:
