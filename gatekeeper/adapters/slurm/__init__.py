@@ -29,7 +29,7 @@ from ...inventory import EMPTY_INVENTORY, Inventory
 from ..common import Part, combine, load_json, sanitize, zero
 from . import schema as s
 from .bound import Site, bound, bound_update, larger
-from .fields import Ask, apply, copy_ask, unmeasurable
+from .fields import Ask, apply, overlay, unmeasurable
 from .sbatch import read_script
 from .schema import role_of_option
 
@@ -61,11 +61,11 @@ def _job_fields(version: str, job: dict[Any, Any], where: str) -> list[tuple[str
     option_style = version in s.OPTION_STYLE
     out: list[tuple[str, Any, str]] = []
     for key, value in job.items():
-        if not isinstance(key, str):
-            raise unmeasurable(where, "non-string key")
-        name = key.lower() if option_style else key
-        path = f"{where}.{sanitize(key)}"
-        role = table.get(name)
+        if not isinstance(key, str) or not key.isascii():
+            # Slurm lowers keys byte by byte (ASCII only): a non-ASCII key names no field
+            raise unmeasurable(f"{where}.{key}", f"not a job field of {version}")
+        path = f"{where}.{key}"
+        role = table.get(key.lower() if option_style else key)
         if role is None or role == s.DISABLED:
             why = "refused by slurmrestd" if role else f"not a job field of {version}"
             raise unmeasurable(path, why)
@@ -135,17 +135,7 @@ def _measure_job(version: str, job: Any, path: str, script: Any, site: Site, upd
     readings = [bound(body, site)]
     script_ask = _script_options(own_script if own_script is not None else script, path)
     if script_ask is not None:
-        merged = copy_ask(script_ask)
-        for role, value, field_path in fields:
-            if role in s.GPU_ROLES:
-                # a body TRES field is the scheduler's whole request for its unit: it replaces
-                # every script option of that unit (``--gres`` and ``--gpus-per-node`` alike)
-                unit = s.GPU_ROLES[role][0]
-                for other in [r for r in merged.gpus if s.GPU_ROLES[r][0] == unit]:
-                    del merged.gpus[other]
-            if role != s.SCRIPT:
-                apply(merged, role, value, field_path)
-        readings.append(bound(merged, site))
+        readings.append(bound(overlay(script_ask, body), site))
     return larger(readings)
 
 

@@ -9,6 +9,7 @@ refused with the field's path in the message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -53,7 +54,8 @@ class Ask:
 
 
 def unmeasurable(path: str, why: str) -> BadRequest:
-    return BadRequest(R_UNMEASURABLE, f"{path}: {why}")
+    """The refusal of what cannot be bounded; ``path`` (client text) is made safe here."""
+    return BadRequest(R_UNMEASURABLE, f"{sanitize(path, 200)}: {why}")
 
 
 def _int(value: Any, path: str) -> int | None:
@@ -161,55 +163,129 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
+def _set_nodes(ask: Ask, role: str, value: Any, path: str) -> None:
+    n = _nodes(value, path)
+    if n is None:
+        ask.nodes.pop(role, None)
+    else:
+        ask.nodes[role] = n
+
+
+def _set_time(ask: Ask, role: str, value: Any, path: str) -> None:
+    ask.time_given, ask.minutes = _time(value, path)
+
+
+def _set_array(ask: Ask, role: str, value: Any, path: str) -> None:
+    text = _text(value, path) if value is not None else ""
+    ask.array = parse_array_count(text) if text.strip() else None
+
+
+def _set_partition(ask: Ask, role: str, value: Any, path: str) -> None:
+    text = _text(value, path) if value is not None else ""
+    ask.partition = text.strip() or None
+
+
+def _set_int(name: str) -> Callable[[Ask, str, Any, str], None]:
+    def setter(ask: Ask, role: str, value: Any, path: str) -> None:
+        setattr(ask, name, _int(value, path))
+
+    return setter
+
+
+def _set_whole(read: Callable[[Any, str], bool]) -> Callable[[Ask, str, Any, str], None]:
+    def setter(ask: Ask, role: str, value: Any, path: str) -> None:
+        ask.whole = read(value, path) or ask.whole
+
+    return setter
+
+
+def _set_spread(read: Callable[[Any, str], bool]) -> Callable[[Ask, str, Any, str], None]:
+    def setter(ask: Ask, role: str, value: Any, path: str) -> None:
+        ask.spread = read(value, path) or ask.spread
+
+    return setter
+
+
+def _set_gpus(ask: Ask, role: str, value: Any, path: str) -> None:
+    ask.gpus[role] = _gpus(role, value, path)
+
+
+def _set_hosts(ask: Ask, role: str, value: Any, path: str) -> None:
+    ask.hosts = _hosts(value, path)
+
+
+def _set_open_tasks(ask: Ask, role: str, value: Any, path: str) -> None:
+    ask.tasks_per_other = _int(value, path) is not None
+
+
+def _ignore(ask: Ask, role: str, value: Any, path: str) -> None:
+    """Sharing allowed (``oversubscribe``): never lowers the bound."""
+
+
+_SETTERS: dict[str, Callable[[Ask, str, Any, str], None]] = {
+    **dict.fromkeys(s.GPU_ROLES, _set_gpus),
+    **dict.fromkeys((s.NODES, s.MIN_NODES, s.MAX_NODES), _set_nodes),
+    s.TASKS: _set_int("tasks"),
+    s.TASKS_PER_NODE: _set_int("tasks_per_node"),
+    s.TASKS_PER_GPU: _set_int("tasks_per_gpu"),
+    s.TASKS_PER_OTHER: _set_open_tasks,
+    s.MIN_CPUS: _set_int("min_cpus"),
+    s.HOSTS: _set_hosts,
+    s.EXCLUSIVE: _set_whole(lambda value, path: _exclusive(value)),
+    s.SHARED: _set_whole(_shared),
+    s.WHOLE: _set_whole(lambda value, path: _int(value, path) is not None),
+    s.SPREAD: _set_spread(lambda value, path: _truthy(value)),
+    s.FLAGS: _set_spread(_flags),
+    s.TIME: _set_time,
+    s.ARRAY: _set_array,
+    s.PARTITION: _set_partition,
+    s.OVERSUBSCRIBE: _ignore,
+}
+# What each role sets besides ``gpus``, ``nodes``, ``whole`` and ``spread`` (see ``overlay``).
+_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    s.TASKS: ("tasks",),
+    s.TASKS_PER_NODE: ("tasks_per_node",),
+    s.TASKS_PER_GPU: ("tasks_per_gpu",),
+    s.TASKS_PER_OTHER: ("tasks_per_other",),
+    s.MIN_CPUS: ("min_cpus",),
+    s.HOSTS: ("hosts",),
+    s.TIME: ("time_given", "minutes"),
+    s.ARRAY: ("array",),
+    s.PARTITION: ("partition",),
+}
+
+
 def apply(ask: Ask, role: str, value: Any, path: str) -> None:
     """Record one field (``path``, of ``role``) in ``ask``."""
     if role == s.NEUTRAL:
         return
-    ask.paths[role] = path
-    if role in s.GPU_ROLES:
-        ask.gpus[role] = _gpus(role, value, path)
-    elif role in (s.NODES, s.MIN_NODES, s.MAX_NODES):
-        n = _nodes(value, path)
-        if n is None:
-            ask.nodes.pop(role, None)
-        else:
-            ask.nodes[role] = n
-    elif role == s.TASKS:
-        ask.tasks = _int(value, path)
-    elif role == s.TASKS_PER_NODE:
-        ask.tasks_per_node = _int(value, path)
-    elif role == s.TASKS_PER_GPU:
-        ask.tasks_per_gpu = _int(value, path)
-    elif role == s.TASKS_PER_OTHER:
-        ask.tasks_per_other = _int(value, path) is not None
-    elif role == s.MIN_CPUS:
-        ask.min_cpus = _int(value, path)
-    elif role == s.HOSTS:
-        ask.hosts = _hosts(value, path)
-    elif role == s.EXCLUSIVE:
-        ask.whole = ask.whole or _exclusive(value)
-    elif role == s.SHARED:
-        ask.whole = ask.whole or _shared(value, path)
-    elif role == s.WHOLE:
-        ask.whole = ask.whole or _int(value, path) is not None
-    elif role == s.SPREAD:
-        ask.spread = ask.spread or _truthy(value)
-    elif role == s.FLAGS:
-        ask.spread = _flags(value, path) or ask.spread
-    elif role == s.TIME:
-        ask.time_given, ask.minutes = _time(value, path)
-    elif role == s.ARRAY:
-        text = _text(value, path) if value is not None else ""
-        ask.array = parse_array_count(text) if text.strip() else None
-    elif role == s.PARTITION:
-        text = _text(value, path) if value is not None else ""
-        ask.partition = text.strip() or None
-    elif role == s.OVERSUBSCRIBE:
-        return  # sharing allowed: never lowers the bound
-    else:  # DISABLED and anything a table does not know
+    setter = _SETTERS.get(role)
+    if setter is None:  # DISABLED and anything a table does not know
         raise unmeasurable(path, "field refused by slurmrestd or not measurable")
+    ask.paths[role] = path
+    setter(ask, role, value, path)
 
 
-def copy_ask(ask: Ask) -> Ask:
-    """A copy whose containers can change without touching ``ask``."""
-    return replace(ask, gpus=dict(ask.gpus), nodes=dict(ask.nodes), paths=dict(ask.paths))
+def overlay(base: Ask, top: Ask) -> Ask:
+    """``top``'s fields over ``base``'s, as sbatch puts a command line over a script: each role
+    ``top`` gives replaces ``base``'s; a TRES role replaces every GPU role of its unit (it is the
+    scheduler's whole request for that unit); whole-node and spread requests stay."""
+    out = replace(base, gpus=dict(base.gpus), nodes=dict(base.nodes), paths=dict(base.paths))
+    for role, specs in top.gpus.items():
+        if role.startswith("tres-"):
+            unit = s.GPU_ROLES[role][0]
+            for other in [r for r in out.gpus if s.GPU_ROLES[r][0] == unit]:
+                del out.gpus[other]
+        out.gpus[role] = specs
+    for role in top.paths:
+        if role in (s.NODES, s.MIN_NODES, s.MAX_NODES):
+            if role in top.nodes:
+                out.nodes[role] = top.nodes[role]
+            else:
+                out.nodes.pop(role, None)
+        for name in _ATTRIBUTES.get(role, ()):
+            setattr(out, name, getattr(top, name))
+    out.whole = base.whole or top.whole
+    out.spread = base.spread or top.spread
+    out.paths.update(top.paths)
+    return out

@@ -77,7 +77,7 @@ def parse_tres(text: str) -> list[GpuSpec]:
             if low.startswith(prefix):
                 item, low = item[len(prefix) :], low[len(prefix) :]
                 break
-        name = re.split(r"[:=]", low, maxsplit=1)[0]
+        name = low.partition(":")[0].partition("=")[0]
         if name not in _KINDS:
             continue  # cpu=, mem=, license/..., other generic resources: no accelerator
         rest = item[len(name) :]

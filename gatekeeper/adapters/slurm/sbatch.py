@@ -18,6 +18,8 @@ directive): a guess could under-count.
 
 from __future__ import annotations
 
+import re
+
 from ...context import R_UNMEASURABLE
 from ...errors import BadRequest
 from ..common import sanitize
@@ -29,6 +31,7 @@ MAX_LINE = 64 * 1024
 _SEPARATORS = ("hetjob", "packjob")
 _NAMES = tuple(sorted(SBATCH_ARGS))
 
+_SPECIAL = re.compile(r"[\"'\\#]")
 Option = tuple[str, str | None]  # (long name, value or None)
 
 
@@ -43,6 +46,8 @@ def has_directives(script: str) -> bool:
 
 def _split(text: str) -> list[str]:
     """One directive line's arguments, split as sbatch splits them."""
+    if not _SPECIAL.search(text):
+        return text.split()  # no quote, escape or comment: whitespace alone separates
     args: list[str] = []
     i, end = 0, len(text)
     while True:
