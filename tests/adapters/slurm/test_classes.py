@@ -39,9 +39,9 @@ def test_bound(
 ) -> None:
     c = run(route, path, body)
     if model is not None and model not in {m.name for m in CATALOG.models}:
-        # an uncatalogued model: priced as the most capable part, and said so
+        # an uncatalogued model: said so (how it is priced is the catalog's business)
         assert (c.gpus, c.hours, c.gpu_model) == (gpus, hours, model), c
-        assert not c.model_known and c.tpp == CATALOG.highest.tpp, c
+        assert not c.model_known, c
     else:
         check(c, gpus, hours, model)
     if assumption is not None:

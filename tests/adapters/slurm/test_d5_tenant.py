@@ -108,7 +108,8 @@ def test_no_controlled_body_is_allowed(decisions: dict[str, dict[str, Any]]) -> 
     assert allowed == {}
     for case_id, d in tried.items():
         assert d["status"] in (400, 451), (case_id, d["status"], d["reasons"])
-        if d["status"] == 451:
+        if d["status"] == 451 and d["compute"]["model_known"]:
+            # (a model outside the catalog is the packs' own rule's to decide)
             assert d["rule"] == "d5-headquarters", (case_id, d["rule"])
             assert d["compute"]["controlled"] and d["compute"]["gpus"] >= 1, case_id
 
