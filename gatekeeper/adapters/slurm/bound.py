@@ -126,7 +126,9 @@ def _gpus(ask: Ask, pool: Pool | None, nodes: int, notes: set[str]) -> float:
         shares = sum(spec.count for spec in specs if spec.kind != GPU)
         if not devices and not shares:
             continue
-        mult = {s.JOB: 1, s.NODE: nodes, s.TASK: tasks}.get(unit)
+        mult = (
+            1 if unit == s.JOB else nodes if unit == s.NODE else tasks if unit == s.TASK else None
+        )
         if mult is None:  # per socket, or per task with an open task count
             why = "GPUs per socket" if unit == s.SOCKET else "the task count is open"
             where = ask.paths[role]

@@ -10,7 +10,7 @@ refused with the field's path in the message.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ...context import R_UNMEASURABLE
@@ -47,6 +47,26 @@ class Ask:
     array: int | None = None
     partition: str | None = None
     paths: dict[str, str] = field(default_factory=dict)
+
+    def copy(self) -> Ask:
+        """A copy whose containers can change without touching this one."""
+        return Ask(
+            dict(self.gpus),
+            dict(self.nodes),
+            self.tasks,
+            self.tasks_per_node,
+            self.tasks_per_gpu,
+            self.tasks_per_other,
+            self.min_cpus,
+            self.hosts,
+            self.whole,
+            self.spread,
+            self.time_given,
+            self.minutes,
+            self.array,
+            self.partition,
+            dict(self.paths),
+        )
 
     def max_nodes_given(self) -> bool:
         """Whether a maximum node count was given (``nodes`` or ``maximum_nodes``)."""
@@ -270,7 +290,7 @@ def overlay(base: Ask, top: Ask) -> Ask:
     """``top``'s fields over ``base``'s, as sbatch puts a command line over a script: each role
     ``top`` gives replaces ``base``'s; a TRES role replaces every GPU role of its unit (it is the
     scheduler's whole request for that unit); whole-node and spread requests stay."""
-    out = replace(base, gpus=dict(base.gpus), nodes=dict(base.nodes), paths=dict(base.paths))
+    out = base.copy()
     for role, specs in top.gpus.items():
         if role.startswith("tres-"):
             unit = s.GPU_ROLES[role][0]

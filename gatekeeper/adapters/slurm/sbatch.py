@@ -25,7 +25,6 @@ from ...errors import BadRequest
 from ..common import sanitize
 from .schema import SBATCH_ARGS, SBATCH_SHORT
 
-MAGIC = ("#SBATCH", "#SLURM")
 MAX_ARGS = 2000  # arguments across the block; real scripts carry a few dozen
 MAX_LINE = 64 * 1024
 _SEPARATORS = ("hetjob", "packjob")
@@ -87,20 +86,25 @@ def block_arguments(script: str) -> list[str]:
     """The arguments of the directive block, in order."""
     args: list[str] = []
     for line in script.split("\n"):
-        if line.startswith(MAGIC):
-            if len(line) > MAX_LINE:
-                raise _refuse(line[:40], "directive line too long")
-            rest = line[len("#SBATCH") :] if line.startswith("#SBATCH") else line[len("#SLURM") :]
-            words = rest.split(None, 1)
-            if words and words[0].lower() in _SEPARATORS:
-                raise _refuse(words[0], "heterogeneous job components in a script")
-            args.extend(_split(rest))
-            if len(args) > MAX_ARGS:
-                raise BadRequest("bad-script", f"more than {MAX_ARGS} #SBATCH arguments")
+        if line[:1] != "#":
+            stripped = line.lstrip()
+            if stripped and stripped[0] != "#":
+                break  # the first command ends the block
             continue
-        stripped = line.lstrip()
-        if stripped and not stripped.startswith("#"):
-            break  # the first command ends the block
+        if line.startswith("#SBATCH"):
+            rest = line[7:]
+        elif line.startswith("#SLURM"):
+            rest = line[6:]
+        else:
+            continue  # a comment
+        if len(line) > MAX_LINE:
+            raise _refuse(line[:40], "directive line too long")
+        words = _split(rest)
+        if words and words[0].lower() in _SEPARATORS:
+            raise _refuse(words[0], "heterogeneous job components in a script")
+        args += words
+        if len(args) > MAX_ARGS:
+            raise BadRequest("bad-script", f"more than {MAX_ARGS} #SBATCH arguments")
     return args
 
 
