@@ -15,8 +15,9 @@ of each node); where neither does, the job is refused -- never counted as nothin
   every GPU of their nodes;
 - the sum of all that is capped by what the partition holds (and by the job's nodes' GPUs when a
   maximum node count is given); hours by the partition's ``max_hours``;
-- the partition names the model; a partition neither the inventory nor the catalog knows is an
-  unknown model (priced as the catalog's most capable part), never the route's default.
+- the partition names the model (a pool's nodes hold its model, whatever GPU type a request
+  names); a partition neither the inventory nor the catalog knows is an unknown model (priced
+  as the catalog's most capable part), never the route's default.
 """
 
 from __future__ import annotations
@@ -199,7 +200,10 @@ def bound(ask: Ask, site: Site) -> Part:
         gpus = max(gpus, _cap(ask, pool, nodes, _gpus(ask, pool, nodes, notes)))
         hours = max(hours, _hours(ask, pool, site.route, notes))
         models.extend(target.models)
-    models.extend(spec.model for specs in ask.gpus.values() for spec in specs if spec.model)
+        if pool is None:
+            # GPU types the request names count where no pool says what the nodes hold; a
+            # pool's nodes hold its model whatever type name a request uses
+            models.extend(m.model for specs in ask.gpus.values() for m in specs if m.model)
     array = ask.array or 1
     return Part(gpus * array, hours, tuple(dict.fromkeys(models)), tuple(sorted(notes)))
 

@@ -124,6 +124,8 @@ CASES: list[Case] = [
      tres_per_job="gres/gpu:2", time_limit=60), 2, 1, "l4x", "unknown-gpu-model"),
     ("inventory-partition-model", "plain", V41, job(partition="a100",
      tres_per_job="gres/gpu:4", time_limit=60), 4, 1, A100, None),
+    ("pool-model-whatever-type-named", "plain", V41, job(partition="gpu",
+     tres_per_job="gres/gpu:tesla:2", time_limit=60), 2, 1, H100, None),
     ("capped-by-partition", "plain", V41, job(partition="gpu", tres_per_job="gres/gpu:200",
      time_limit=60), 128, 1, H100, None),
     ("capped-by-max-nodes", "plain", V41, job(partition="a100", tres_per_job="gres/gpu:16",
