@@ -6,7 +6,7 @@ table of job fields (``schema``) and its own key handling. Endpoints:
 - ``job/submit``: ``{"script", "job", "jobs"}``. v0.0.37/38 take ``job`` (one job or a list)
   before ``jobs`` and read job keys without regard to case, in order, the last repeat winning;
   v0.0.39+ read exact keys and refuse ``job`` with ``jobs``.
-- ``job/allocate`` (v0.0.39+): ``{"job", "hetjob"}``.
+- ``job/allocate`` (v0.0.40+): ``{"job", "hetjob"}``.
 - ``job/{id}``: a job update, measured as the job it produces (``bound.bound_update``).
 
 A list of jobs is a heterogeneous job: its components are summed. A batch script's ``#SBATCH``
@@ -48,7 +48,7 @@ def _endpoint(path: str) -> tuple[str, str]:
         raise unmeasurable("path", f"unknown Slurm API version {sanitize(version)!r}")
     if rest.rstrip("/") == "job/submit":
         return version, "submit"
-    if rest.rstrip("/") == "job/allocate" and version not in s.OPTION_STYLE:
+    if rest.rstrip("/") == "job/allocate" and version not in (*s.OPTION_STYLE, "v0.0.39"):
         return version, "allocate"
     if _UPDATE.match(rest):
         return version, "update"

@@ -156,6 +156,10 @@ CASES: list[Case] = [
         {**ENV, "partition": "gpu", "exclusive": "user", "time_limit": 60},
         {**ENV, "partition": "gpu", "tres_per_job": "gres/gpu:2", "time_limit": 60}]},
      10, 1, H100, None),
+    ("allocate-hetjob-42", "plain", "/slurm/v0.0.42/job/allocate", {"hetjob": [
+        {**ENV, "partition": "gpu", "tres_per_node": "gres/gpu:4", "nodes": "2", "time_limit": 60},
+        {**ENV, "partition": "gpu", "shared": ["user"], "time_limit": 60}]},
+     16, 1, H100, None),
     ("array-limit-counts-all", "plain", V41, job(partition="gpu", tres_per_node="gres/gpu:8",
      nodes="1", array="0-15%4", time_limit=60), 128, 1, H100, None),
     # --- #SBATCH forms
@@ -254,6 +258,8 @@ REFUSED: list[Refusal] = [
      tres_per_task="gres/gpu:1"), "unmeasurable-request", "job.tasks: an infinite count"),
     ("zero-tasks-per-gpu", "plain", V41, job(partition="gpu", ntasks_per_tres=0, tasks=2),
      "unmeasurable-request", "zero tasks per GPU"),
+    ("allocate-with-jobs", "plain", "/slurm/v0.0.41/job/allocate", {"jobs": [{**ENV}]},
+     "unmeasurable-request", "jobs: not a field of a v0.0.41 allocate request"),
     ("job-as-list-41", "plain", V41, {"job": [{**ENV}]}, "bad-value", "job: expected an object"),
 ]  # fmt: skip
 
