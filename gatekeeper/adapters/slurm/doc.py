@@ -6,6 +6,7 @@ from .schema import (
     ARRAY,
     DISABLED,
     EXCLUSIVE,
+    FEDERATION,
     FLAGS,
     GPUS_JOB,
     GPUS_NODE,
@@ -67,6 +68,7 @@ ROLE_TEXT: dict[str, str] = {
     ARRAY: "array index spec (every index counts)",
     PARTITION: "partition(s): the inventory pool and model",
     SCRIPT: "batch script (its `#SBATCH` block is read too)",
+    FEDERATION: "other clusters of a federation (refused unless empty: not in the inventory)",
     NEUTRAL: "grants no accelerator",
     DISABLED: "refused by slurmrestd itself",
 }

@@ -238,6 +238,13 @@ def _set_open_tasks(ask: Ask, role: str, value: Any, path: str) -> None:
     ask.tasks_per_other = _int(value, path) is not None
 
 
+def _local_cluster_only(ask: Ask, role: str, value: Any, path: str) -> None:
+    # SECURITY: a federated job may be run by another cluster, whose hardware the inventory
+    # does not describe
+    if value not in (None, "", []):
+        raise unmeasurable(path, "a job for other clusters of a federation cannot be bounded")
+
+
 def _ignore(ask: Ask, role: str, value: Any, path: str) -> None:
     """Sharing allowed (``oversubscribe``): never lowers the bound."""
 
@@ -260,6 +267,7 @@ _SETTERS: dict[str, Callable[[Ask, str, Any, str], None]] = {
     s.ARRAY: _set_array,
     s.PARTITION: _set_partition,
     s.OVERSUBSCRIBE: _ignore,
+    s.FEDERATION: _local_cluster_only,
 }
 # What each role sets besides ``gpus``, ``nodes``, ``whole`` and ``spread`` (see ``overlay``).
 _ATTRIBUTES: dict[str, tuple[str, ...]] = {

@@ -48,6 +48,7 @@ EXCLUSIVE, OVERSUBSCRIBE, SHARED, WHOLE, SPREAD, FLAGS = (
     "flags",
 )
 TIME, ARRAY, PARTITION, SCRIPT = "time", "array", "partition", "script"
+FEDERATION = "federation"  # clusters other than the one behind the gate
 NEUTRAL, DISABLED = "neutral", "disabled"
 
 # What each GPU role counts per, and how its value is written.
@@ -95,7 +96,7 @@ _V37: dict[str, str] = _table(
         HOSTS: ("node_list nodelist "),
         NEUTRAL: (
             "account account_gather_frequency argv batch_features begin_time burst_buffer "
-            "cluster_constraint comment constraint constraints cores_per_socket "
+            "comment constraint constraints cores_per_socket "
             "cpu_frequency cpus_per_gpu cpus_per_task current_working_directory cwd deadline "
             "delay_boot dependency distribution environment exclude_nodes get_user_environment "
             "gpu_binding gpu_frequency gres_flags hold job_name kill_on_invalid_dependency "
@@ -119,6 +120,7 @@ _V37: dict[str, str] = _table(
 )
 # The two keys of v0.0.37 spelled with a space in Slurm's table.
 _V37.update(dict.fromkeys(("cpu_binding hint", "time minimum"), NEUTRAL))
+_V37["cluster_constraint"] = FEDERATION
 
 # v0.0.38: v0.0.37's table with its misspelt keys corrected, oversubscribe enabled, and the
 # fields of Slurm 22.05 added.
@@ -157,6 +159,8 @@ _DATA_PARSER_ROLES = {
     "array": ARRAY,
     "partition": PARTITION,
     "script": SCRIPT,
+    "clusters": FEDERATION,
+    "cluster_constraint": FEDERATION,
 }
 
 _F39 = (
@@ -339,6 +343,9 @@ SBATCH_ROLES: dict[str, str] = {
     "time": TIME,
     "array": ARRAY,
     "partition": PARTITION,
+    "clusters": FEDERATION,
+    "cluster": FEDERATION,
+    "cluster-constraint": FEDERATION,
 }
 
 

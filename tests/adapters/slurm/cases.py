@@ -197,6 +197,8 @@ CASES: list[Case] = [
     # --- Slurm's own test bodies
     ("testsuite-submit", "plain", V41, TESTSUITE["submit"], 0, 72, None, None),
     ("testsuite-held", "plain", V41, TESTSUITE["submit_held"], 0, 72, None, None),
+    ("empty-clusters-is-local", "plain", V41, job(clusters="", partition="gpu",
+     tres_per_job="gres/gpu:1", time_limit=60), 1, 1, H100, None),
 ]  # fmt: skip
 
 # (id, route, path, body, reason, text the message must hold)
@@ -260,6 +262,10 @@ REFUSED: list[Refusal] = [
      "unmeasurable-request", "zero tasks per GPU"),
     ("allocate-with-jobs", "plain", "/slurm/v0.0.41/job/allocate", {"jobs": [{**ENV}]},
      "unmeasurable-request", "jobs: not a field of a v0.0.41 allocate request"),
+    ("federation-clusters", "plain", V41, job(clusters="other", tres_per_job="gres/gpu:1"),
+     "unmeasurable-request", "job.clusters: a job for other clusters of a federation"),
+    ("federation-sbatch", "plain", V41, script_job("#SBATCH -M other\n"),
+     "unmeasurable-request", "script:#SBATCH --clusters: a job for other clusters"),
     ("job-as-list-41", "plain", V41, {"job": [{**ENV}]}, "bad-value", "job: expected an object"),
 ]  # fmt: skip
 
