@@ -9,10 +9,11 @@ table of job fields (``schema``) and its own key handling. Endpoints:
 - ``job/allocate`` (v0.0.40+): ``{"job", "hetjob"}``.
 - ``job/{id}``: a job update, measured as the job it produces (``bound.bound_update``).
 
-A list of jobs is a heterogeneous job: its components are summed. A batch script's ``#SBATCH``
-block (``sbatch``) is read too, and the larger of the two readings counts -- the body alone (what
-slurmrestd schedules) and the body over the block (as sbatch would merge them) -- so the bound
-holds whichever one the scheduler uses. An unknown version, endpoint, field or option is refused
+A list of jobs is a heterogeneous job: its components are summed. The first component's batch
+script's ``#SBATCH`` block (``sbatch``) is read too, and for each component the larger of two
+readings counts -- the body alone (what slurmrestd schedules) and the body over its block of
+directives (as sbatch would merge them; blocks beyond the body's components count on their own)
+-- so the bound holds whichever one the scheduler uses. An unknown version, endpoint, field or option is refused
 with ``unmeasurable-request`` naming its path. ``docs/measurement.md`` tells the whole story.
 """
 
@@ -102,41 +103,38 @@ def _components(version: str, kind: str, doc: dict[Any, Any]) -> tuple[list[Any]
     return ([] if value is None else [value]), name
 
 
-def _script_options(text: Any, path: str) -> Ask | None:
-    """The ``#SBATCH`` block of a script as an ``Ask``; ``None`` when it has no directive."""
+def _script_asks(text: Any, path: str) -> list[Ask]:
+    """The ``#SBATCH`` block of a script, one ``Ask`` per component (none: no directive)."""
     if text is None:
-        return None
+        return []
     if not isinstance(text, str):
         raise BadRequest("bad-value", f"{path}: expected a string")
-    options = read_script(text)
-    if not options:
-        return None
-    ask = Ask()
-    for name, value in options:
-        # an option given without a value is a flag that is set (``--exclusive``, ``-H``)
-        given = True if value is None else value
-        apply(ask, role_of_option(name), given, f"script:#SBATCH --{name}")
-    return ask
+    asks = []
+    for options in read_script(text):
+        ask = Ask()
+        for name, value in options:
+            # an option given without a value is a flag that is set (``--exclusive``, ``-H``)
+            given = True if value is None else value
+            apply(ask, role_of_option(name), given, f"script:#SBATCH --{name}")
+        asks.append(ask)
+    return asks
 
 
-def _measure_job(version: str, job: Any, path: str, script: Any, site: Site, update: bool) -> Part:
+def _measure_job(
+    version: str, job: Any, path: str, block: Ask | None, site: Site, update: bool
+) -> Part:
+    """One job: the body alone and, when the script has a block for it, the body over it."""
     if not isinstance(job, dict):
         raise BadRequest("bad-value", f"{path}: expected an object")
-    fields = _job_fields(version, job, path)
     body = Ask()
-    own_script = None
-    for role, value, field_path in fields:
-        if role == s.SCRIPT:
-            own_script = value
-        else:
+    for role, value, field_path in _job_fields(version, job, path):
+        if role != s.SCRIPT:  # the script is read once per request (``measure_slurm``)
             apply(body, role, value, field_path)
     if update:
         return bound_update(body, site, path)
-    readings = [bound(body, site)]
-    script_ask = _script_options(own_script if own_script is not None else script, path)
-    if script_ask is not None:
-        readings.append(bound(overlay(script_ask, body), site))
-    return larger(readings)
+    if block is None:
+        return bound(body, site)
+    return larger([bound(body, site), bound(overlay(block, body), site)])
 
 
 def measure_slurm(
@@ -159,11 +157,18 @@ def measure_slurm(
         raise BadRequest("bad-body", "Slurm body must be a JSON object")
     site = Site(route, catalog, inventory)
     jobs, name = _components(version, kind, doc)
-    top_script = doc.get("script") if kind == "submit" else None
+    update = kind == "update"
+    # slurmrestd runs the first component's script (its own, else the request's); sbatch would
+    # give the i-th block of directives to the i-th component, and make extra blocks components
+    first = jobs[0] if jobs and isinstance(jobs[0], dict) else {}
+    own = first.get("script") if version not in s.OPTION_STYLE else None
+    text = own if own is not None else (doc.get("script") if kind == "submit" else None)
+    blocks = [] if update else _script_asks(text, "script")
     parts = []
     for index, job in enumerate(jobs):
-        single = kind == "update" or (name == "job" and len(jobs) == 1)
+        single = update or (name == "job" and len(jobs) == 1)
         where = name if single else f"{name}[{index}]"
-        script = top_script if index == 0 else None
-        parts.append(_measure_job(version, job, where, script, site, kind == "update"))
+        block = blocks[index] if index < len(blocks) else None
+        parts.append(_measure_job(version, job, where, block, site, update))
+    parts.extend(bound(block, site) for block in blocks[len(jobs) :])
     return combine(parts, route, catalog)

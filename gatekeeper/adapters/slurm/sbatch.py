@@ -11,9 +11,10 @@
   error), short options alone, clustered, or with their value attached (``-N4``, ``-wnode1``);
   reading stops at the first argument that is not an option, which sbatch refuses.
 
-Everything sbatch would refuse, every option sbatch does not know (plugin options included) and
-every heterogeneous-job separator is refused here (``unmeasurable-request`` naming the
-directive): a guess could under-count.
+A line ``#SBATCH hetjob`` (or ``packjob``) starts the options of the next component of a
+heterogeneous job, each component read on its own. Everything sbatch would refuse and every
+option sbatch does not know (plugin options included) is refused here (``unmeasurable-request``
+naming the directive): a guess could under-count.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .schema import SBATCH_ARGS, SBATCH_SHORT
 
 MAX_ARGS = 2000  # arguments across the block; real scripts carry a few dozen
 MAX_LINE = 64 * 1024
+MAX_COMPONENTS = 128  # heterogeneous-job components of one script
 _SEPARATORS = ("hetjob", "packjob")
 _NAMES = tuple(sorted(SBATCH_ARGS))
 
@@ -82,9 +84,11 @@ def _split(text: str) -> list[str]:
             return args
 
 
-def block_arguments(script: str) -> list[str]:
-    """The arguments of the directive block, in order."""
-    args: list[str] = []
+def block_arguments(script: str) -> list[list[str]]:
+    """The arguments of the directive block, in order, one list per heterogeneous-job component
+    (``#SBATCH hetjob`` starts the next one; the rest of its line belongs to that one)."""
+    components: list[list[str]] = [[]]
+    total = 0
     for line in script.split("\n"):
         if line[:1] != "#":
             stripped = line.lstrip()
@@ -100,12 +104,16 @@ def block_arguments(script: str) -> list[str]:
         if len(line) > MAX_LINE:
             raise _refuse(line[:40], "directive line too long")
         words = _split(rest)
-        if words and words[0].lower() in _SEPARATORS:
-            raise _refuse(words[0], "heterogeneous job components in a script")
-        args += words
-        if len(args) > MAX_ARGS:
+        if words and words[0].lower() in _SEPARATORS and rest.split(None, 1)[0] == words[0]:
+            components.append([])
+            words = words[1:]
+            if len(components) > MAX_COMPONENTS:
+                raise BadRequest("bad-script", f"more than {MAX_COMPONENTS} job components")
+        components[-1] += words
+        total += len(words)
+        if total > MAX_ARGS:
             raise BadRequest("bad-script", f"more than {MAX_ARGS} #SBATCH arguments")
-    return args
+    return components
 
 
 def _long(name: str) -> str:
@@ -176,8 +184,9 @@ def _short_cluster(arg: str, args: list[str], i: int, out: list[Option]) -> int:
     return i
 
 
-def read_script(script: str) -> list[Option]:
-    """The options of ``script``'s directive block (empty when it has none)."""
+def read_script(script: str) -> list[list[Option]]:
+    """The options of ``script``'s directive block, per component (empty: no directive)."""
     if not has_directives(script):
         return []
-    return read_options(block_arguments(script))
+    components = [read_options(args) for args in block_arguments(script)]
+    return components if any(components) else []

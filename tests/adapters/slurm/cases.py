@@ -181,6 +181,12 @@ CASES: list[Case] = [
      time_limit=60), 3, 1, H100, None),
     ("sbatch-spread-job", "plain", V41, script_job("#SBATCH --spread-job --gpus-per-node=1\n",
      partition="gpu", time_limit=60), 16, 1, H100, "nodes-from-inventory"),
+    ("sbatch-hetjob-blocks-add-components", "plain", V41, script_job(
+        "#SBATCH -G 1\n#SBATCH hetjob -G 8 -t 60\n", time_limit=60), 9, 1, H100, None),
+    ("sbatch-hetjob-blocks-per-component", "plain", V41, {
+        "script": SH + "#SBATCH -G 2\n#SBATCH hetjob\n#SBATCH -G 4\n",
+        "jobs": [{**ENV, "tres_per_job": "gres/gpu:1", "time_limit": 60},
+                 {**ENV, "time_limit": 60}]}, 5, 1, H100, None),
     ("slurm-magic-word", "plain", V41, script_job("#SLURM --gpus=5\n", time_limit=60),
      5, 1, H100, None),
     ("sbatch-blank-and-comment-lines", "plain", V41, script_job("\n# setup\n\n#SBATCH -G 6\n",
@@ -246,8 +252,6 @@ REFUSED: list[Refusal] = [
      "unmeasurable-request", "script:#SBATCH --gpus-per: ambiguous prefix"),
     ("sbatch-nodefile", "plain", V41, script_job("#SBATCH -F hosts.txt\n"),
      "unmeasurable-request", "script:#SBATCH --nodefile"),
-    ("sbatch-hetjob", "plain", V41, script_job("#SBATCH -G 1\n#SBATCH hetjob\n#SBATCH -G 8\n"),
-     "unmeasurable-request", "heterogeneous job components"),
     ("sbatch-not-an-option", "plain", V41, script_job("#SBATCH gpus=8\n"),
      "unmeasurable-request", "script:#SBATCH gpus=8: not an option"),
     ("sbatch-unmatched-quote", "plain", V41, script_job('#SBATCH --gres="gpu:8\n'),
