@@ -13,8 +13,9 @@ A list of jobs is a heterogeneous job: its components are summed. The first comp
 script's ``#SBATCH`` block (``sbatch``) is read too, and for each component the larger of two
 readings counts -- the body alone (what slurmrestd schedules) and the body over its block of
 directives (as sbatch would merge them; blocks beyond the body's components count on their own)
--- so the bound holds whichever one the scheduler uses. An unknown version, endpoint, field or option is refused
-with ``unmeasurable-request`` naming its path. ``docs/measurement.md`` tells the whole story.
+-- so the bound holds whichever one the scheduler uses. An unknown version, endpoint, field or
+option is refused with ``unmeasurable-request`` naming its path. ``docs/measurement.md`` tells the
+whole story.
 """
 
 from __future__ import annotations
