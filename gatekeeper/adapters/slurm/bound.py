@@ -9,7 +9,8 @@ of each node); where neither does, the job is refused -- never counted as nothin
   spread job, or a count nobody gave, is every node of the partition;
 - per-node GPUs x nodes, per-task GPUs x tasks, per-job GPUs as given; per-socket GPUs are a
   node's GPUs (the socket count of a node is not known here); shards and MPS units land on one
-  device each, so they touch at most min(units, the job's nodes x GPUs per node) devices;
+  device each, so they touch at most min(units, the job's nodes x GPUs per node) devices (per
+  job and without a maximum node count: the units, as Slurm may add nodes for them);
 - ``ntasks-per-gpu``: tasks / tasks-per-GPU rounded up, at least one per node;
 - whole-node jobs (exclusive, ``shared`` other than ``oversubscribe``, specialised cores) get
   every GPU of their nodes;
@@ -139,7 +140,12 @@ def _gpus(ask: Ask, pool: Pool | None, nodes: int, notes: set[str]) -> float:
             total = devices * mult
             if shares:
                 touched = shares * mult
-                total += touched if node_gpus is None else min(touched, node_gpus)
+                # shares per node or task stay on the job's nodes; shares per job may make
+                # Slurm add nodes, so only what the partition holds caps them (``_cap``)
+                on_nodes = unit != s.JOB or ask.max_nodes_given()
+                if on_nodes and node_gpus is not None:
+                    touched = min(touched, node_gpus)
+                total += touched
                 notes.add(A_SHARES)
         by_unit[unit] = by_unit.get(unit, 0.0) + total
     gpus = max(by_unit.values(), default=0.0)
