@@ -168,7 +168,10 @@ def _gpus(ask: Ask, pool: Pool | None, nodes: int, notes: set[str]) -> float:
         whole = _need_pool(
             pool, named[0] if named else "job", "a whole-node job gets every GPU of its nodes"
         )
-        gpus = max(gpus, float(nodes * whole.per_node))
+        # the nodes it needs for its GPUs (a per-job count may span more nodes than asked),
+        # each whole
+        needed = max(nodes, math.ceil(gpus / whole.per_node)) if whole.per_node else nodes
+        gpus = float(needed * whole.per_node)
         notes.add(A_PER_NODE)
     return gpus
 

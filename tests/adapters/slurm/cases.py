@@ -79,6 +79,8 @@ CASES: list[Case] = [
      partition="gpu", time_limit=60), 16, 1, H100, None),
     ("exclusive-route-entry", "pooled", V41, job(partition="debug", exclusive="user",
      time_limit=60), 8, 1, H100, None),
+    ("exclusive-per-job-gpus-span-nodes", "plain", V41, job(partition="gpu", exclusive="user",
+     tres_per_job="gres/gpu:9", time_limit=60), 16, 1, H100, None),
     ("exclusive-array", "plain", V41, job(partition="gpu", exclusive="user", array="0-3",
      time_limit=60), 32, 1, H100, None),
     # --- GPUs derived from task counts
