@@ -301,11 +301,7 @@ def test_every_write_method_on_slurm_is_measured(secgate: SecGate) -> None:
     """The decision is about the real method and path: PUT, a trailing slash or a job update path
     reach the measuring route; other methods have no route at all."""
     big = json.dumps(slurm_job(gpus=64)).encode()
-    for method, path in (
-        ("PUT", SUBMIT + "/"),
-        ("POST", "/slurm/v0.0.41/job/12345"),
-        ("PATCH", "/slurm/v0.0.41/job/submit"),
-    ):
+    for method, path in (("PUT", SUBMIT + "/"), ("PATCH", "/slurm/v0.0.41/job/submit")):
         ex = secgate.exchange(
             request_bytes(method, path, headers=secgate.auth("acme-sg", "165.21.83.88"), body=big),
             expect=1,
@@ -313,6 +309,20 @@ def test_every_write_method_on_slurm_is_measured(secgate: SecGate) -> None:
         _assert_problem(ex, 451)
         rec = secgate.records()[ex.responses[0].header("X-Gatekeeper-Decision-Id") or ""]
         assert rec["http"]["route"] == "slurm-submit" and rec["compute"]["gpus"] == 64.0
+    # A job update is measured as the job it produces: a submission's body is no job
+    # description, and the current job is not known without an inventory, so it is refused.
+    ex = secgate.exchange(
+        request_bytes(
+            "POST",
+            "/slurm/v0.0.41/job/12345",
+            headers=secgate.auth("acme-sg", "165.21.83.88"),
+            body=big,
+        ),
+        expect=1,
+    )
+    _assert_problem(ex, 400, "unmeasurable-request")
+    rec = secgate.records()[ex.responses[0].header("X-Gatekeeper-Decision-Id") or ""]
+    assert rec["http"]["route"] == "slurm-submit"
     ex = secgate.exchange(
         request_bytes("DELETE", "/slurm/v0.0.41/job/1", headers=secgate.auth()), expect=1
     )

@@ -1,0 +1,175 @@
+"""Slurm REST (``slurmrestd``) requests -> a sound upper bound of accelerators, model and hours.
+
+The API version comes from the path (``/slurm/v0.0.41/job/submit``); each version has its own
+table of job fields (``schema``) and its own key handling. Endpoints:
+
+- ``job/submit``: ``{"script", "job", "jobs"}``. v0.0.37/38 take ``job`` (one job or a list)
+  before ``jobs`` and read job keys without regard to case, in order, the last repeat winning;
+  v0.0.39+ read exact keys and refuse ``job`` with ``jobs``.
+- ``job/allocate`` (v0.0.40+): ``{"job", "hetjob"}``.
+- ``job/{id}``: a job update, measured as the job it produces (``bound.bound_update``).
+
+A list of jobs is a heterogeneous job: its components are summed. The first component's batch
+script's ``#SBATCH`` block (``sbatch``) is read too, and for each component the larger of two
+readings counts -- the body alone (what slurmrestd schedules) and the body over its block of
+directives (as sbatch would merge them; blocks beyond the body's components count on their own)
+-- so the bound holds whichever one the scheduler uses. An unknown version, endpoint, field or
+option is refused with ``unmeasurable-request`` naming its path. ``docs/measurement.md`` tells the
+whole story.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ...config import RouteConfig
+from ...context import ComputeRequest
+from ...errors import BadRequest
+from ...gpus import GpuCatalog
+from ...inventory import EMPTY_INVENTORY, Inventory
+from ..common import Part, combine, load_json, sanitize, zero
+from . import schema as s
+from .bound import Site, bound, bound_update, larger
+from .fields import Ask, apply, overlay, unmeasurable
+from .sbatch import read_script
+from .schema import role_of_option
+
+MAX_JOBS = 1000
+_PATH = re.compile(r"/(v\d+\.\d+\.\d+)/(.*)$")
+_UPDATE = re.compile(r"^job/[^/]+/?$")
+
+
+def _endpoint(path: str) -> tuple[str, str]:
+    """(version, endpoint kind: ``submit`` / ``allocate`` / ``update`` / ``other``)."""
+    m = _PATH.search(path)
+    if m is None:
+        raise unmeasurable("path", "no Slurm API version in the path")
+    version, rest = m.group(1), m.group(2).split("?", 1)[0]
+    if version not in s.VERSIONS:
+        raise unmeasurable("path", f"unknown Slurm API version {sanitize(version)!r}")
+    if rest.rstrip("/") == "job/submit":
+        return version, "submit"
+    if rest.rstrip("/") == "job/allocate" and version not in (*s.OPTION_STYLE, "v0.0.39"):
+        return version, "allocate"
+    if _UPDATE.match(rest):
+        return version, "update"
+    return version, "other"
+
+
+def _job_fields(version: str, job: dict[Any, Any], where: str) -> list[tuple[str, Any, str]]:
+    """(role, value, path) of each field of one job, in the order the version reads them."""
+    table = s.VERSIONS[version]
+    option_style = version in s.OPTION_STYLE
+    out: list[tuple[str, Any, str]] = []
+    for key, value in job.items():
+        if not isinstance(key, str) or not key.isascii():
+            # Slurm lowers keys byte by byte (ASCII only): a non-ASCII key names no field
+            raise unmeasurable(f"{where}.{key}", f"not a job field of {version}")
+        path = f"{where}.{key}"
+        role = table.get(key.lower() if option_style else key)
+        if role is None or role == s.DISABLED:
+            why = "refused by slurmrestd" if role else f"not a job field of {version}"
+            raise unmeasurable(path, why)
+        out.append((role, value, path))
+    return out
+
+
+def _components(version: str, kind: str, doc: dict[Any, Any]) -> tuple[list[Any], str]:
+    """The job descriptions of a request and the path their fields are named under."""
+    if kind == "update":
+        return [doc], "job"
+    keys = {"job", "hetjob"} if kind == "allocate" else {"job", "jobs", "script"}
+    for key in doc:
+        if key not in keys:
+            raise unmeasurable(sanitize(str(key)), f"not a field of a {version} {kind} request")
+    if version in s.OPTION_STYLE:
+        name = "job" if "job" in doc else "jobs"  # the plugin looks for ``job`` first
+    else:
+        given = [k for k in ("job", "jobs", "hetjob") if k in doc]
+        if len(given) > 1:
+            raise unmeasurable(given[1], f"given with {given[0]} (slurmrestd refuses both)")
+        name = given[0] if given else "job"
+    value = doc.get(name)
+    if version not in s.OPTION_STYLE and value is not None:
+        # v0.0.39+: ``job`` is one job, ``jobs``/``hetjob`` a list of them
+        want = dict if name == "job" else list
+        if not isinstance(value, want):
+            expected = "an object" if want is dict else "a list"
+            raise BadRequest("bad-value", f"{name}: expected {expected}")
+    if isinstance(value, list):
+        if len(value) > MAX_JOBS:
+            raise BadRequest("bad-body", f"more than {MAX_JOBS} job components")
+        return value, name
+    return ([] if value is None else [value]), name
+
+
+def _script_asks(text: Any, path: str) -> list[Ask]:
+    """The ``#SBATCH`` block of a script, one ``Ask`` per component (none: no directive)."""
+    if text is None:
+        return []
+    if not isinstance(text, str):
+        raise BadRequest("bad-value", f"{path}: expected a string")
+    asks = []
+    for options in read_script(text):
+        ask = Ask()
+        for name, value in options:
+            # an option given without a value is a flag that is set (``--exclusive``, ``-H``)
+            given = True if value is None else value
+            apply(ask, role_of_option(name), given, f"script:#SBATCH --{name}")
+        asks.append(ask)
+    return asks
+
+
+def _measure_job(
+    version: str, job: Any, path: str, block: Ask | None, site: Site, update: bool
+) -> Part:
+    """One job: the body alone and, when the script has a block for it, the body over it."""
+    if not isinstance(job, dict):
+        raise BadRequest("bad-value", f"{path}: expected an object")
+    body = Ask()
+    for role, value, field_path in _job_fields(version, job, path):
+        if role != s.SCRIPT:  # the script is read once per request (``measure_slurm``)
+            apply(body, role, value, field_path)
+    if update:
+        return bound_update(body, site, path)
+    if block is None:
+        return bound(body, site)
+    return larger([bound(body, site), bound(overlay(block, body), site)])
+
+
+def measure_slurm(
+    route: RouteConfig,
+    method: str,
+    path: str,
+    headers: Any,
+    body: bytes,
+    catalog: GpuCatalog,
+    inventory: Inventory = EMPTY_INVENTORY,
+) -> ComputeRequest:
+    """Measure a Slurm REST request (see the module docstring for the rules)."""
+    if not body.strip():
+        return zero()
+    version, kind = _endpoint(path)
+    if kind == "other":
+        raise unmeasurable("path", "not a Slurm endpoint that takes a job description")
+    doc = load_json(body)
+    if not isinstance(doc, dict):
+        raise BadRequest("bad-body", "Slurm body must be a JSON object")
+    site = Site(route, catalog, inventory)
+    jobs, name = _components(version, kind, doc)
+    update = kind == "update"
+    # slurmrestd runs the first component's script (its own, else the request's); sbatch would
+    # give the i-th block of directives to the i-th component, and make extra blocks components
+    first = jobs[0] if jobs and isinstance(jobs[0], dict) else {}
+    own = first.get("script") if version not in s.OPTION_STYLE else None
+    text = own if own is not None else (doc.get("script") if kind == "submit" else None)
+    blocks = [] if update else _script_asks(text, "script")
+    parts = []
+    for index, job in enumerate(jobs):
+        single = update or (name == "job" and len(jobs) == 1)
+        where = name if single else f"{name}[{index}]"
+        block = blocks[index] if index < len(blocks) else None
+        parts.append(_measure_job(version, job, where, block, site, update))
+    parts.extend(bound(block, site) for block in blocks[len(jobs) :])
+    return combine(parts, route, catalog)

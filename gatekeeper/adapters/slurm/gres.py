@@ -1,0 +1,183 @@
+"""Slurm's resource strings: GPU and share requests (TRES, ``--gres``, ``--gpus*``) and host lists.
+
+TRES strings look like ``gres/gpu:8``, ``gres/gpu:h100:8``, ``gres:gpu:8``, ``gres/gpu=8``,
+``gres/shard:4`` or a comma list of those; ``--gres`` values like ``gpu:h100:8`` or ``mps:100``;
+``--gpus*`` values like ``8``, ``h100:8``, ``gpu:h100:8``. Requests of other resources (``cpu=``,
+``mem=``, ``license/``, other generic resources) grant no accelerator and are skipped.
+
+Host lists are Slurm hostlist expressions (``gpu[01-04,07],login1``): only their host count
+matters here. Whatever cannot be read is refused, never taken as nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ...errors import BadRequest
+from ..common import MAX_MULTIPLIER, sanitize
+
+# What a GPU spec counts: whole devices, or shares of one (a shard or an MPS unit lands on one
+# physical device, so a share count bounds the devices it touches).
+GPU, SHARD, MPS = "gpu", "shard", "mps"
+_KINDS = (GPU, SHARD, MPS)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSpec:
+    """``count`` units of ``kind`` (``gpu``, ``shard``, ``mps``) of an optional GPU ``model``."""
+
+    count: float
+    model: str | None = None
+    kind: str = GPU
+
+
+_COUNT = re.compile(r"^(\d{1,9})([kKmMgGtT]?)$")
+_MULT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_TYPE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+MAX_TEXT = 4096
+
+
+def _bad(text: str) -> BadRequest:
+    return BadRequest("unknown-gpu-syntax", f"cannot read GPU request {sanitize(text)!r}")
+
+
+def _count(text: str, original: str) -> float:
+    m = _COUNT.match(text)
+    if not m:
+        raise _bad(original)
+    return float(int(m.group(1)) * _MULT[m.group(2).lower()])
+
+
+def _type_count(fields: list[str], original: str) -> tuple[str | None, float]:
+    """``[]``, ``[N]``, ``[type]``, ``[type, N]`` -> (type, count); a bare name means 1."""
+    if not fields:
+        return None, 1.0
+    if len(fields) == 1:
+        if _COUNT.match(fields[0]):
+            return None, _count(fields[0], original)
+        if _TYPE.match(fields[0]):
+            return fields[0], 1.0
+    if len(fields) == 2 and _TYPE.match(fields[0]):
+        return fields[0], _count(fields[1], original)
+    raise _bad(original)
+
+
+def parse_tres(text: str) -> list[GpuSpec]:
+    """GPU and share specs in a TRES or ``--gres`` string (``gres/gpu:h100:8,cpu=4``)."""
+    if len(text) > MAX_TEXT:
+        raise BadRequest("unknown-gpu-syntax", "TRES string too long")
+    specs: list[GpuSpec] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        low = item.lower()
+        if not item or low == "none":
+            continue
+        for prefix in ("gres/", "gres:"):
+            if low.startswith(prefix):
+                item, low = item[len(prefix) :], low[len(prefix) :]
+                break
+        name = low.partition(":")[0].partition("=")[0]
+        if name not in _KINDS:
+            continue  # cpu=, mem=, license/..., other generic resources: no accelerator
+        rest = item[len(name) :]
+        if rest.startswith("="):  # gpu=8 (TRES request strings)
+            model, count = None, _count(rest[1:], text)
+        elif "=" in rest:  # gpu:type=8
+            left, right = rest.split("=", 1)
+            fields = [f for f in left.split(":") if f]
+            if len(fields) != 1 or not _TYPE.match(fields[0]):
+                raise _bad(text)
+            model, count = fields[0], _count(right, text)
+        elif rest == "" or rest.startswith(":"):
+            model, count = _type_count(rest[1:].split(":") if rest else [], text)
+        else:
+            raise _bad(text)
+        specs.append(GpuSpec(count, model if name == GPU else None, name))
+    return specs
+
+
+def parse_gpus_option(text: str) -> list[GpuSpec]:
+    """An sbatch ``--gpus*`` value: ``N``, ``type:N``, ``gpu:type:N``, or a comma list of those."""
+    if len(text) > MAX_TEXT:
+        raise BadRequest("unknown-gpu-syntax", "GPU request too long")
+    specs: list[GpuSpec] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        fields = item.split(":")
+        if fields[0].lower() == GPU:
+            fields = fields[1:]
+        if not fields or not _COUNT.match(fields[-1]):
+            raise BadRequest("unknown-gpu-syntax", f"GPU count missing in {sanitize(text)!r}")
+        model, count = _type_count(fields, text)
+        specs.append(GpuSpec(count, model))
+    return specs
+
+
+# ----------------------------------------------------------------------------- host lists
+
+_HOST_CHARS = re.compile(r"^[A-Za-z0-9_.\-\[\],]*$")
+_RANGE = re.compile(r"^(\d{1,9})(?:-(\d{1,9}))?$")
+MAX_HOSTS = MAX_MULTIPLIER
+
+
+def count_hosts(text: str, what: str) -> int:
+    """How many hosts a Slurm hostlist expression names (``gpu[01-04,07],login1`` -> 6).
+
+    Duplicates count each time (an upper bound); anything that is not a plain hostlist
+    (a file name, a pattern we cannot expand) is refused.
+    """
+    if len(text) > MAX_TEXT or not _HOST_CHARS.match(text):
+        raise BadRequest(
+            "unmeasurable-request", f"{what}: cannot read host list {sanitize(text)!r}"
+        )
+    total = 0
+    for item in _split_top(text, what):
+        n = 1
+        for body in re.findall(r"\[([^\[\]]*)\]", item):
+            n *= _bracket_count(body, text, what)
+        total += n
+        if total > MAX_HOSTS:
+            raise BadRequest("unmeasurable-request", f"{what}: host list too long")
+    return total
+
+
+def _split_top(text: str, what: str) -> list[str]:
+    """Comma-separated items outside brackets; empty items are skipped."""
+    items: list[str] = []
+    depth = 0
+    start = 0
+    for i, ch in enumerate(text):
+        if ch == "[":
+            depth += 1
+            if depth > 1:
+                raise BadRequest("unmeasurable-request", f"{what}: nested brackets in host list")
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise BadRequest("unmeasurable-request", f"{what}: unbalanced host list")
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    if depth:
+        raise BadRequest("unmeasurable-request", f"{what}: unbalanced host list")
+    items.append(text[start:])
+    return [item for item in items if item.strip()]
+
+
+def _bracket_count(body: str, text: str, what: str) -> int:
+    n = 0
+    for part in body.split(","):
+        m = _RANGE.match(part)
+        if not m:
+            raise BadRequest(
+                "unmeasurable-request", f"{what}: cannot read host list {sanitize(text)!r}"
+            )
+        low = int(m.group(1))
+        high = int(m.group(2)) if m.group(2) is not None else low
+        if high < low:
+            raise BadRequest("unmeasurable-request", f"{what}: bad host range {sanitize(part)!r}")
+        n += high - low + 1
+    return n
