@@ -106,10 +106,18 @@ CASES: list[tuple[str, Any, float, float, str | None]] = [
     ),
     (
         "partition-list-most-capable",
-        job(tres_per_job="gres/gpu:4", partition="a100,b300,debug", time_limit=60),
+        job(tres_per_job="gres/gpu:4", partition="a100,b300", time_limit=60),
         4,
         1,
         "B300",
+    ),
+    (
+        # an uncatalogued partition is priced as the catalog's most capable part
+        "partition-list-unknown-counts-as-top",
+        job(tres_per_job="gres/gpu:4", partition="a100,b300,debug", time_limit=60),
+        4,
+        1,
+        "debug",
     ),
     ("uncontrolled-h20", job(tres_per_job="gres/gpu:h20:8", time_limit=60), 8, 1, "H20"),
     ("no-gpus", job(time_limit=60, tasks=4), 0, 1, None),
