@@ -36,6 +36,9 @@ R_UPSTREAM_UNREACHABLE = "upstream-unreachable"
 R_UPSTREAM_TIMEOUT = "upstream-timeout"
 R_UNKNOWN_GPU_MODEL = "unknown-gpu-model"
 R_DEFAULT = "default-action"
+R_PURPOSE_REPEATED = "purpose-repeated"  # more than one X-Gatekeeper-Purpose header
+R_PURPOSE_INVALID = "purpose-invalid"  # an oversized X-Gatekeeper-Purpose header
+R_UNKNOWN_PREFIX = "unknown:"  # + attribute: a deny/require_license rule applied on unknown data
 
 
 class FactNotSet(AttributeError):

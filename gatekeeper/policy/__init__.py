@@ -1,10 +1,11 @@
-"""The declarative export-control policy engine (CONTRACT §5).
+"""The declarative export-control policy engine.
 
 ``load_policy_set(files, shadow=..., default_action=...)`` reads the policy files (with their
 includes), validates and compiles them once into a ``PolicySet`` whose ``evaluate`` is a pure
 function of a ``PolicyInput``. Every problem is reported at once in a ``ConfigError`` as
 ``file:line: key.path: message``. Modules: ``loader`` (files, includes, line numbers),
-``criteria`` (attributes and operators), ``compiler`` (rules → closures), ``licensing`` (when a
+``criteria`` (attributes and operators), ``terms`` (three-valued conditions), ``compiler``
+(rules → terms), ``purpose`` (declared purposes), ``licensing`` (when a
 licence satisfies ``require_license``), ``engine`` (precedence, verdicts, shadow policies),
 ``inputs`` (dotted attributes → ``PolicyInput``), ``testing`` (``policies/tests/*.yaml``).
 """
@@ -102,7 +103,7 @@ def load_policy_set(
             quotas=s.quotas,
             default_action=default_action,
             version=_digest([default_action, s.docs]),
-            matcher=s.matcher,
+            reads=s.reads,
         )
         for s in shadows
     ]
@@ -114,5 +115,5 @@ def load_policy_set(
         default_action=default_action,
         version=_digest([default_action, active.docs, [s.docs for s in shadows]]),
         shadows=shadow_sets,
-        matcher=active.matcher,
+        reads=active.reads,
     )

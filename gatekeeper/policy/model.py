@@ -27,8 +27,8 @@ _EMPTY: Mapping[str, float] = MappingProxyType({})
 
 @dataclass(frozen=True, slots=True)
 class PolicyInput:
-    """Everything a condition may read (CONTRACT §5.2). A fact that is ``None`` makes its
-    attributes ``None``: comparisons with ``None`` are false, ``exists`` tests for it."""
+    """Everything a condition may read. A fact that is ``None`` is absent (its attributes have
+    no value, comparisons are false); a field a present fact lacks may be unknown (``criteria``)."""
 
     principal: Principal | None
     ownership: OwnershipProfile | None
@@ -64,8 +64,10 @@ class Verdict:
         }
 
 
-Test = Callable[[PolicyInput], bool]
+# A condition's result: True, False or None (unknown), see ``terms``.
+Test = Callable[[PolicyInput], bool | None]
 Explain = Callable[[PolicyInput], str]
+Unknowns = Callable[[PolicyInput], tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +83,4 @@ class CompiledRule:
     line: int
     test: Test = field(repr=False, compare=False)
     explain: Explain = field(repr=False, compare=False)
+    unknowns: Unknowns = field(repr=False, compare=False)

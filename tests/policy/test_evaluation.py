@@ -177,7 +177,7 @@ def test_quotas_are_exposed_with_their_definition(policy) -> None:  # type: igno
 
 
 def test_hostile_values_are_data_not_code(tmp_path: Path) -> None:
-    # Values end up as constants of the generated matcher, never in its source.
+    # Values are compared as data; nothing from a policy file is ever evaluated as code.
     p = policy_of(
         tmp_path,
         """
