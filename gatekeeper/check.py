@@ -16,6 +16,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from .context import DENY, Decision, RequestContext, RequestInfo
 from .errors import Deny, DependencyError
 from .pipeline import run_stage
+from .policy.purpose import header_purpose
 from .proxy.clientip import ClientIPResolver
 from .proxy.headers import strip_client_headers
 from .proxy.ids import new_decision_id
@@ -90,7 +91,7 @@ async def decide_offline(
             method=method,
             path=path,
             client_ip=ip,
-            purpose=headers.get("X-Gatekeeper-Purpose"),
+            purpose=header_purpose(headers),
             mode=route.mode,
         )
         snapshot = runtime.snapshot

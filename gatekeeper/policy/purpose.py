@@ -11,7 +11,9 @@ names one. ``request.purpose`` in a policy is this set (trimmed, lower-cased).
 from __future__ import annotations
 
 import functools
-from typing import Any, Protocol
+from typing import Any
+
+from multidict import MultiMapping
 
 from ..context import R_PURPOSE_INVALID, R_PURPOSE_REPEATED
 from ..errors import BadRequest
@@ -21,23 +23,19 @@ MAX_PURPOSE_CHARS = 1024  # a handful of kebab-case purposes; more is not a decl
 MAX_PURPOSES = 16
 
 
-class _Headers(Protocol):
-    def getall(self, key: str, default: Any = ...) -> Any: ...
-
-
-def header_purpose(headers: _Headers) -> str | None:
+def header_purpose(headers: MultiMapping[str]) -> str | None:
     """The client's ``X-Gatekeeper-Purpose`` value, or ``None``; 400 when repeated or oversized.
 
     SECURITY: read before the edge strips client ``X-Gatekeeper-*`` headers. A second header is
     refused rather than choosing one: whichever the gate picked, a reader of the request (a log,
     the scheduler) could pick the other.
     """
-    values = headers.getall(PURPOSE_HEADER, ())
+    values = headers.getall(PURPOSE_HEADER, [])
     if not values:
         return None
     if len(values) > 1:
         raise BadRequest(R_PURPOSE_REPEATED, f"more than one {PURPOSE_HEADER} header")
-    value = str(values[0])
+    value = values[0]
     if len(value) > MAX_PURPOSE_CHARS or len(value.split(",")) > MAX_PURPOSES:
         raise BadRequest(
             R_PURPOSE_INVALID,

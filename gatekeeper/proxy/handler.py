@@ -22,6 +22,7 @@ from ..audit.record import outcome_body, record_body
 from ..config import Config, RouteConfig
 from ..context import DENY, Decision, RequestContext, RequestInfo
 from ..errors import BadRequest, Deny, DependencyError
+from ..policy.purpose import header_purpose
 from ..runtime import Runtime
 from .clientip import ClientIPResolver
 from .forward import (
@@ -114,7 +115,7 @@ class GateHandler:
                 method=request.method,
                 path=path,
                 client_ip=client_ip,
-                purpose=headers.get("X-Gatekeeper-Purpose"),
+                purpose=header_purpose(headers),
                 mode=route.mode,
             )
             refuse_override_headers(headers)
