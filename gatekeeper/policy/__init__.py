@@ -104,6 +104,7 @@ def load_policy_set(
             default_action=default_action,
             version=_digest([default_action, s.docs]),
             reads=s.reads,
+            matcher=s.matcher,
         )
         for s in shadows
     ]
@@ -116,4 +117,5 @@ def load_policy_set(
         version=_digest([default_action, active.docs, [s.docs for s in shadows]]),
         shadows=shadow_sets,
         reads=active.reads,
+        matcher=active.matcher,
     )

@@ -1,7 +1,8 @@
 """Turn parsed policy documents into pure predicates, once per load, reporting every problem.
 
 Validation and compilation are one pass: each rule's ``when`` becomes a three-valued ``Term``
-(``terms``) over ``PolicyInput``, group members precomputed as frozensets. Every problem found
+(``terms``: generated code) over ``PolicyInput``, group members precomputed as frozensets, and all
+rules one generated matcher. Every problem found
 anywhere is collected as ``file:line: key.path: message``; the caller raises them together. The
 attributes each rule reads are recorded with their line (``Compiled.reads``) so that ``policy
 validate`` and start-up can name rules reading an attribute no configured source provides.
@@ -57,12 +58,14 @@ class Compiled:
     docs: list[Any] = field(default_factory=list)
     # (attribute, file, line) of every attribute a condition reads
     reads: list[tuple[str, str, int]] = field(default_factory=list)
+    matcher: terms.Matcher | None = None
 
 
 class _Compiler:
     def __init__(self, problems: list[Problem | str]) -> None:
         self.problems = problems
         self.reads: list[tuple[str, str, int]] = []
+        self.emit = terms.Emitter()
         self.nodes = 0
         self.file = ""
         self.group_where: dict[str, str] = {}
@@ -95,6 +98,8 @@ class _Compiler:
             self.file = src.display
             self._rules(doc, out)
         out.reads = self.reads
+        if not self.problems:
+            out.matcher = self.emit.matcher([r.term.src for r in out.rules])
         return out
 
     def _top(self, doc: LocDict) -> None:
@@ -342,9 +347,7 @@ class _Compiler:
             description=desc.strip(),
             file=self.file,
             line=rule.line,
-            test=cond.test,
-            explain=cond.explain,
-            unknowns=cond.unknowns,
+            term=cond,
         )
 
     # -------------------------------------------------------------------------- conditions
@@ -375,7 +378,7 @@ class _Compiler:
                 term = self._combine(key, value, kline, f"{path}.{key}", groups, depth)
             elif key == "not":
                 inner = self._cond(value, kline, f"{path}.not", groups, depth + 1)
-                term = terms.not_of(inner) if inner is not None else None
+                term = self.emit.not_of(inner) if inner is not None else None
             else:
                 term = self._leaf(key, value, kline, path, groups)
             if term is None:
@@ -384,7 +387,7 @@ class _Compiler:
                 parts.append(term)
         if not ok:
             return None
-        return terms.all_of(parts)
+        return self.emit.all_of(parts)
 
     def _combine(
         self,
@@ -405,7 +408,7 @@ class _Compiler:
         good = [p for p in parts if p is not None]
         if len(good) != len(parts):
             return None
-        return terms.all_of(good) if key == "all" else terms.any_of(good)
+        return self.emit.all_of(good) if key == "all" else self.emit.any_of(good)
 
     def _leaf(
         self, name: str, value: Any, line: int, path: str, groups: Mapping[str, tuple[Any, ...]]
@@ -423,7 +426,7 @@ class _Compiler:
             except OperandError as exc:
                 self.err(line, apath, str(exc))
                 return None
-            return terms.leaf(attr, "eq", pred, const, f"== {terms.show(const)}")
+            return self.emit.leaf(attr, "eq", pred, const, f"== {terms.show(const)}")
         if not value:
             self.err(line, apath, "no operator given")
             return None
@@ -449,10 +452,10 @@ class _Compiler:
                     + criteria.suggest(str(operand), list(self.group_where)),
                 )
                 continue
-            parts.append(terms.leaf(attr, op, pred, const, f"{op} {terms.show(operand)}"))
+            parts.append(self.emit.leaf(attr, op, pred, const, f"{op} {terms.show(operand)}"))
         if len(parts) != len(value):
             return None
-        return terms.all_of(parts)
+        return self.emit.all_of(parts)
 
 
 def compile_sources(

@@ -14,14 +14,15 @@ decision stricter or draw attention — ``deny``, ``require_license`` and ``flag
 each attribute that was unknown as a reason ``unknown:<attribute>`` right after its id; an
 ``allow`` rule whose condition is unknown does not apply.
 
-Every rule is evaluated, by the same ``Term.test`` with or without a trace. Verdicts depend only on
+Every rule is evaluated by generated code (``terms``): one function over all rules without a
+trace, each rule's own with one. Verdicts depend only on
 which rules applied, so they are cached per bitmask of applying rules; a decision with an unknown
 condition is computed afresh (its reasons name the unknown attributes of this request).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,9 +75,9 @@ class PolicySet:
     """Compiled rules of the active policy files plus the shadow policies; evaluation is pure."""
 
     __slots__ = (
+        "_match",
         "_plans",
         "_strict",
-        "_tests",
         "default_action",
         "groups",
         "name",
@@ -98,6 +99,7 @@ class PolicySet:
         version: str,
         shadows: Sequence[PolicySet] = (),
         reads: Sequence[tuple[str, str, int]] = (),
+        matcher: Callable[[PolicyInput], tuple[int, int]] | None = None,
     ) -> None:
         self.name = name
         self.rules = tuple(rules)
@@ -107,7 +109,7 @@ class PolicySet:
         self.version = version
         self.shadows = tuple(shadows)
         self.reads = tuple(reads)  # (attribute, file, line) of every condition leaf
-        self._tests = tuple(r.test for r in self.rules)
+        self._match = matcher if matcher is not None else _rule_by_rule(self.rules)
         # Rules that apply when their condition is unknown: all but allow rules.
         self._strict = sum(1 << i for i, r in enumerate(self.rules) if r.action != ALLOW)
         self._plans: dict[int, _Plan] = {}
@@ -121,15 +123,7 @@ class PolicySet:
         """Decide one request. With ``trace`` every rule is also explained."""
         if trace:
             return self._traced(inp)
-        mask = unknown = 0
-        bit = 1
-        for test in self._tests:
-            r = test(inp)
-            if r:
-                mask |= bit
-            elif r is None:
-                unknown |= bit
-            bit <<= 1
+        mask, unknown = self._match(inp)
         unknown &= self._strict
         if unknown:
             return self._with_unknowns(inp, mask, unknown)
@@ -266,6 +260,22 @@ class PolicySet:
                 }
             )
         return out
+
+
+def _rule_by_rule(rules: Sequence[CompiledRule]) -> Callable[[PolicyInput], tuple[int, int]]:
+    """The matcher of rules compiled without one (each rule's own generated function)."""
+
+    def match(inp: PolicyInput) -> tuple[int, int]:
+        mask = unknown = 0
+        for i, r in enumerate(rules):
+            result = r.test(inp)
+            if result:
+                mask |= 1 << i
+            elif result is None:
+                unknown |= 1 << i
+        return mask, unknown
+
+    return match
 
 
 def _ids(rules: Sequence[CompiledRule], why: _Unknown) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Compiled conditions: three-valued (Kleene) predicates over ``PolicyInput``.
+"""Compiled conditions: three-valued (Kleene) predicates over ``PolicyInput``, as generated code.
 
 A condition evaluates to ``True``, ``False`` or ``None`` (unknown). A comparison with an unknown
 attribute value is unknown; ``exists`` and ``missing`` are always true or false. Combinators
@@ -6,33 +6,48 @@ follow Kleene's logic: ``not`` of unknown is unknown; ``all`` is false if any pa
 unknown if any part is unknown; ``any`` is true if any part is true, else unknown if any part is
 unknown. Parts are evaluated left to right and stop at the first deciding one.
 
-Each ``Term`` carries the one evaluator (``test``) and two readers built on it: ``explain`` for
-traces and ``unknowns`` (the attributes whose unknown value made the result unknown) for reasons.
-Both call ``test`` of the same nodes, so a trace can never disagree with a decision.
+The one evaluator is code generated here. Each ``Term`` is a Python expression over the five facts
+(``p o g c r``) with these semantics; ``Emitter.matcher`` compiles every rule's expression into
+one function returning the bitmasks of true and unknown rules (the hot path), and ``Term.test``
+compiles a single term's expression on first use (traces, ``unknown:`` reasons). Both run the same
+generated code, so a trace can never disagree with a decision.
+
+SECURITY: no policy text is ever placed in generated source. Attribute and field names come from
+the fixed table in ``criteria``, operators from the fixed templates below, temporaries are
+numbered; every value from a policy file (operands, groups, claim names inside their getters) is
+bound as a constant ``_k<n>`` of a namespace that has no builtins.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any
 
 from .criteria import EXPLICIT_OPS, UNKNOWN, Attribute, Predicate
 from .model import PolicyInput
 
 Test3 = Callable[[PolicyInput], bool | None]
+# The policy-wide matcher: (bitmask of rules whose condition is true, bitmask of unknown ones).
+Matcher = Callable[[PolicyInput], tuple[int, int]]
 
+_FACTS = (("principal", "p"), ("ownership", "o"), ("geo", "g"), ("compute", "c"), ("request", "r"))
+_PROLOGUE = [f"    {var} = inp.{fact}" for fact, var in _FACTS]
+_VAR = dict(_FACTS)
 
-@dataclass(frozen=True, slots=True)
-class Term:
-    """One compiled condition: its evaluator and the readers used by traces and reasons."""
-
-    test: Test3
-    explain: Callable[[PolicyInput], str]
-    unknowns: Callable[[PolicyInput], tuple[str, ...]]
-    kind: str = "leaf"  # leaf, all, any or not
-    parts: tuple[Term, ...] = ()
+# Comparisons on a present, typed field value ``t`` against a constant ``k``.
+_COMPARE = {
+    "eq": "{t} == {k}",
+    "in": "{t} in {k}",
+    "in_group": "{t} in {k}",
+    "not_in": "{t} not in {k}",
+    "not_in_group": "{t} not in {k}",
+    "gt": "{t} > {k}",
+    "gte": "{t} >= {k}",
+    "lt": "{t} < {k}",
+    "lte": "{t} <= {k}",
+    "contains": "{k} in {t}",
+    "intersects": "not {k}.isdisjoint({t})",
+}
 
 
 def show(value: Any) -> str:
@@ -55,179 +70,166 @@ def show3(result: bool | None) -> str:
     return "unknown" if result is None else show(result)
 
 
-def leaf(attr: Attribute, op: str, pred: Predicate, operand: Any, shown: str) -> Term:
-    """``attr <op> operand``: unknown when the value is, except for ``exists``/``missing``.
-    ``operand`` is the normalised operand ``pred`` was built with (a value or a frozenset)."""
-    get = attr.get
-    name = attr.name
-    test: Test3
-    fused = _FUSED.get(op)
-    if fused is not None and attr.fact is not None and attr.field is not None:
-        test = fused(attrgetter(attr.fact), attrgetter(attr.field), attr.unknown_if_none, operand)
-    elif op in EXPLICIT_OPS or attr.multi:  # never unknown: no check
+class Term:
+    """One compiled condition: its generated expression and the readers traces use."""
 
-        def test(inp: PolicyInput) -> bool | None:
-            return pred(get(inp))
+    __slots__ = ("_emit", "_fn", "get", "kind", "name", "parts", "shown", "src")
 
-    else:
+    def __init__(
+        self,
+        emit: Emitter,
+        src: str,
+        kind: str,
+        parts: tuple[Term, ...] = (),
+        attr: Attribute | None = None,
+        shown: str = "",
+    ) -> None:
+        self._emit = emit
+        self._fn: Test3 | None = None
+        self.src = src
+        self.kind = kind  # leaf, all, any or not
+        self.parts = parts
+        self.name = attr.name if attr is not None else ""
+        self.get = attr.get if attr is not None else None
+        self.shown = shown
 
-        def test(inp: PolicyInput) -> bool | None:
-            v = get(inp)
-            return None if v is UNKNOWN else pred(v)
+    def test(self, inp: PolicyInput) -> bool | None:
+        """This term's result (its expression compiled on first use)."""
+        fn = self._fn
+        if fn is None:
+            fn = self._fn = self._emit.function(self.src)
+        return fn(inp)
 
-    def explain(inp: PolicyInput) -> str:
-        return f"{name}={show(get(inp))} {shown}: {show3(test(inp))}"
+    def explain(self, inp: PolicyInput) -> str:
+        """The term with its values and results, every branch shown (for traces)."""
+        result = show3(self.test(inp))
+        if self.get is not None:
+            return f"{self.name}={show(self.get(inp))} {self.shown}: {result}"
+        inner = "; ".join(p.explain(inp) for p in self.parts)
+        return f"{self.kind}({inner}): {result}"
 
-    def unknowns(inp: PolicyInput) -> tuple[str, ...]:
-        return (name,) if test(inp) is None else ()
-
-    return Term(test, explain, unknowns)
-
-
-# Plain fields with the common operators: read and compare in one closure (no predicate call).
-# Same meaning as the predicates in ``criteria``: an absent fact is false, an empty field is
-# unknown or false (``unknown_if_none``), the comparison is then on a typed, present value.
-_Fuse = Callable[[Callable[[Any], Any], Callable[[Any], Any], bool, Any], Test3]
-
-
-def _fuse_compare(kind: str) -> _Fuse:
-    """``eq``/``in``/``not_in`` on a plain field: one C-level check of the present value."""
-
-    def make(
-        fact_of: Callable[[Any], Any], value_of: Callable[[Any], Any], unk: bool, x: Any
-    ) -> Test3:
-        # x.__eq__ answers NotImplemented for another type, which ``is want`` reads as false;
-        # a number is compared as a float so that 64 == 64.0.
-        if kind == "eq" and isinstance(x, int) and not isinstance(x, bool):
-            x = float(x)
-        check: Callable[[Any], Any] = x.__eq__ if kind == "eq" else x.__contains__
-        want = kind != "not_in"
-        empty = None if unk else False
-
-        def test(inp: PolicyInput) -> bool | None:
-            o = fact_of(inp)
-            if o is None:
-                return False
-            v = value_of(o)
-            return empty if v is None else check(v) is want
-
-        return test
-
-    return make
-
-
-def _fuse_exists(
-    fact_of: Callable[[Any], Any], value_of: Callable[[Any], Any], unk: bool, want: Any
-) -> Test3:
-    def test(inp: PolicyInput) -> bool | None:
-        o = fact_of(inp)
-        return (o is not None and value_of(o) is not None) is want
-
-    return test
-
-
-def _fuse_missing(
-    fact_of: Callable[[Any], Any], value_of: Callable[[Any], Any], unk: bool, want: Any
-) -> Test3:
-    def test(inp: PolicyInput) -> bool | None:
-        o = fact_of(inp)
-        return (unk and o is not None and value_of(o) is None) is want
-
-    return test
-
-
-_FUSED: dict[str, _Fuse] = {
-    "exists": _fuse_exists,
-    "missing": _fuse_missing,
-    "eq": _fuse_compare("eq"),
-    "in": _fuse_compare("in"),
-    "in_group": _fuse_compare("in"),
-    "not_in": _fuse_compare("not_in"),
-    "not_in_group": _fuse_compare("not_in"),
-}
-
-
-def _flat(kind: str, terms: Sequence[Term]) -> Sequence[Term]:
-    # all(a, all(b, c)) is all(a, b, c) (and likewise any): one call less per level.
-    return [p for t in terms for p in (t.parts if t.kind == kind else (t,))]
-
-
-def all_of(terms: Sequence[Term]) -> Term:
-    """Kleene conjunction of ``terms``."""
-    return _combine("all", terms)
-
-
-def any_of(terms: Sequence[Term]) -> Term:
-    """Kleene disjunction of ``terms``."""
-    return _combine("any", terms)
-
-
-def _combine(kind: str, terms: Sequence[Term]) -> Term:
-    # One part deciding (false for all, true for any) decides; else any unknown part makes the
-    # result unknown; else the neutral value. Results are strict bools or None, so ``is`` is exact.
-    terms = _flat(kind, terms)
-    if len(terms) == 1:
-        return terms[0]
-    stop = kind == "any"
-    neutral = not stop
-    tests = tuple(t.test for t in terms)
-    test: Test3
-    if len(tests) == 2:
-        a, b = tests
-
-        def test(inp: PolicyInput) -> bool | None:
-            x = a(inp)
-            if x is stop:
-                return stop
-            y = b(inp)
-            if y is stop:
-                return stop
-            return None if x is None or y is None else neutral
-
-    else:
-
-        def test(inp: PolicyInput) -> bool | None:
-            out: bool | None = neutral
-            for t in tests:
-                r = t(inp)
-                if r is stop:
-                    return stop
-                if r is None:
-                    out = None
-            return out
-
-    return _group(kind, test, terms)
-
-
-def not_of(term: Term) -> Term:
-    """Kleene negation: unknown stays unknown."""
-    inner = term.test
-
-    def test(inp: PolicyInput) -> bool | None:
-        r = inner(inp)
-        return None if r is None else not r
-
-    def explain(inp: PolicyInput) -> str:
-        return f"not({term.explain(inp)}): {show3(test(inp))}"
-
-    return Term(test, explain, term.unknowns, "not", (term,))
-
-
-def _group(kind: str, test: Test3, terms: Sequence[Term]) -> Term:
-    explains = tuple(t.explain for t in terms)
-    readers = tuple(t.unknowns for t in terms)
-
-    def explain(inp: PolicyInput) -> str:
-        # Every branch is shown, not only up to the short-circuit: the reader wants all of it.
-        return f"{kind}({'; '.join(e(inp) for e in explains)}): {show3(test(inp))}"
-
-    def unknowns(inp: PolicyInput) -> tuple[str, ...]:
-        if test(inp) is not None:
+    def unknowns(self, inp: PolicyInput) -> tuple[str, ...]:
+        """The attributes whose unknown value left this term unknown (empty if it is decided)."""
+        if self.test(inp) is not None:
             return ()
-        # Parts that are true (all) or false (any) return nothing: only unknown parts speak.
+        if self.get is not None:
+            return (self.name,)
+        # Parts that are decided return nothing: only the unknown ones speak.
         out: list[str] = []
-        for r in readers:
-            out.extend(n for n in r(inp) if n not in out)
+        for p in self.parts:
+            out.extend(n for n in p.unknowns(inp) if n not in out)
         return tuple(out)
 
-    return Term(test, explain, unknowns, kind, tuple(terms))
+
+class Emitter:
+    """Builds the expressions of one policy and compiles them in one constants namespace."""
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {"__builtins__": {}}
+        self.temps = 0
+
+    def const(self, value: Any) -> str:
+        name = f"_k{len(self.namespace)}"
+        self.namespace[name] = value
+        return name
+
+    def temp(self) -> str:
+        self.temps += 1
+        return f"_t{self.temps}"
+
+    # ------------------------------------------------------------------------------- terms
+
+    def leaf(self, attr: Attribute, op: str, pred: Predicate, operand: Any, shown: str) -> Term:
+        """``attr <op> operand``; ``operand`` is the normalised operand ``pred`` was built with."""
+        return Term(self, self._leaf_src(attr, op, pred, operand), "leaf", attr=attr, shown=shown)
+
+    def _leaf_src(self, attr: Attribute, op: str, pred: Predicate, operand: Any) -> str:
+        if attr.fact is None or attr.field is None:
+            # Special getters (purpose, model, claims): the getter, then the predicate.
+            g, p = self.const(attr.get), self.const(pred)
+            if op in EXPLICIT_OPS or attr.multi:  # never unknown
+                return f"{p}({g}(inp))"
+            t = self.temp()
+            return f"(None if ({t} := {g}(inp)) is {self.const(UNKNOWN)} else {p}({t}))"
+        return self._field_src(attr, op, operand)
+
+    def _field_src(self, attr: Attribute, op: str, operand: Any) -> str:
+        # A plain field: absent fact -> false; empty field -> unknown (or false when the field
+        # is never unknown); else the comparison on the typed value.
+        f = f"{_VAR[str(attr.fact)]}.{attr.field}"
+        fact = _VAR[str(attr.fact)]
+        unk = attr.unknown_if_none
+        if op == "exists":
+            return (
+                f"({fact} is not None and {f} is not None)"
+                if operand
+                else (f"({fact} is None or {f} is None)")
+            )
+        if op == "missing":
+            if not unk:
+                return "False" if operand else "True"
+            return (
+                f"({fact} is not None and {f} is None)"
+                if operand
+                else (f"({fact} is None or {f} is not None)")
+            )
+        t, k = self.temp(), self.const(operand)
+        compare = _COMPARE["eq" if op == "eq" else op].format(t=t, k=k)
+        empty = "None" if unk else "False"
+        return f"(False if {fact} is None else ({empty} if ({t} := {f}) is None else {compare}))"
+
+    def all_of(self, terms: Sequence[Term]) -> Term:
+        """Kleene conjunction of ``terms``."""
+        return self._combine("all", terms)
+
+    def any_of(self, terms: Sequence[Term]) -> Term:
+        """Kleene disjunction of ``terms``."""
+        return self._combine("any", terms)
+
+    def not_of(self, term: Term) -> Term:
+        """Kleene negation: unknown stays unknown."""
+        t = self.temp()
+        return Term(self, f"(None if ({t} := {term.src}) is None else not {t})", "not", (term,))
+
+    def _combine(self, kind: str, terms: Sequence[Term]) -> Term:
+        # all(a, all(b, c)) is all(a, b, c), and likewise any.
+        flat = [p for t in terms for p in (t.parts if t.kind == kind else (t,))]
+        if len(flat) == 1:
+            return flat[0]
+        # One part deciding (false for all, true for any) decides at once; else any unknown
+        # part makes the result unknown; else the neutral value. Parts are strict bools or None.
+        stop, neutral = ("True", "False") if kind == "any" else ("False", "True")
+        temps = [self.temp() for _ in flat]
+        unknown = " or ".join(f"{t} is None" for t in temps)
+        src = f"(None if {unknown} else {neutral})"
+        for t, part in zip(reversed(temps), reversed(flat), strict=True):
+            src = f"({stop} if ({t} := {part.src}) is {stop} else {src})"
+        return Term(self, src, kind, tuple(flat))
+
+    # ----------------------------------------------------------------------------- compile
+
+    def function(self, src: str) -> Test3:
+        """One expression as a function of the input."""
+        fn: Test3 = self._compile(["def _f(inp):", *_PROLOGUE, f"    return {src}"], "_f")
+        return fn
+
+    def matcher(self, sources: Sequence[str]) -> Matcher:
+        """Every rule's expression in one function: (true bitmask, unknown bitmask)."""
+        lines = ["def _match(inp):", *_PROLOGUE, "    m = 0", "    u = 0"]
+        for i, src in enumerate(sources):
+            lines += [
+                f"    x = {src}",
+                "    if x:",
+                f"        m |= {1 << i}",
+                "    elif x is None:",
+                f"        u |= {1 << i}",
+            ]
+        lines.append("    return m, u")
+        fn: Matcher = self._compile(lines, "_match")
+        return fn
+
+    def _compile(self, lines: list[str], name: str) -> Any:
+        code = compile("\n".join(lines), f"<policy {name}>", "exec")
+        scope: dict[str, Any] = {}
+        exec(code, self.namespace, scope)  # SECURITY: see the module docstring
+        return scope[name]
