@@ -49,6 +49,17 @@ _COMPARE = {
     "intersects": "not {k}.isdisjoint({t})",
 }
 
+# A set-valued attribute (``request.purpose``) read as "any of its values", see ``criteria``.
+_MULTI = {
+    "eq": "({k} in {v})",
+    "contains": "({k} in {v})",
+    "in": "(not {k}.isdisjoint({v}))",
+    "in_group": "(not {k}.isdisjoint({v}))",
+    "intersects": "(not {k}.isdisjoint({v}))",
+    "not_in": "{k}.isdisjoint({v})",
+    "not_in_group": "{k}.isdisjoint({v})",
+}
+
 
 def show(value: Any) -> str:
     """A value as a trace shows it (``unknown`` for an unknown one)."""
@@ -147,6 +158,8 @@ class Emitter:
         if attr.fact is None or attr.field is None:
             # Special getters (purpose, model, claims): the getter, then the predicate.
             g, p = self.const(attr.get), self.const(pred)
+            if attr.multi and op in _MULTI:  # a set of strings, never unknown
+                return _MULTI[op].format(k=self.const(operand), v=f"{g}(inp)")
             if op in EXPLICIT_OPS or attr.multi:  # never unknown
                 return f"{p}({g}(inp))"
             t = self.temp()
