@@ -211,12 +211,15 @@ class Emitter:
             return flat[0]
         # One part deciding (false for all, true for any) decides at once; else any unknown
         # part makes the result unknown; else the neutral value. Parts are strict bools or None.
+        # One flat ``or`` chain (no nesting per part: Python's parser bounds nested parentheses):
+        # it stops at the first deciding part; only if none decides are all temporaries set.
         stop, neutral = ("True", "False") if kind == "any" else ("False", "True")
         temps = [self.temp() for _ in flat]
+        decided = " or ".join(
+            f"({t} := {p.src}) is {stop}" for t, p in zip(temps, flat, strict=True)
+        )
         unknown = " or ".join(f"{t} is None" for t in temps)
-        src = f"(None if {unknown} else {neutral})"
-        for t, part in zip(reversed(temps), reversed(flat), strict=True):
-            src = f"({stop} if ({t} := {part.src}) is {stop} else {src})"
+        src = f"({stop} if {decided} else (None if {unknown} else {neutral}))"
         return Term(self, src, kind, tuple(flat))
 
     # ----------------------------------------------------------------------------- compile

@@ -234,3 +234,21 @@ def test_missing_operand_must_be_a_boolean(tmp_path: Path) -> None:
     assert info.value.problems[0].endswith(
         "rules[0].when.entity.country.missing: missing needs true or false, got string 'yes please'"
     )
+
+
+def test_wide_and_deep_conditions_compile(tmp_path: Path) -> None:
+    # The generated expression must not nest per part (Python bounds nested parentheses).
+    wide = ", ".join(f"{{entity.id: e{i}}}" for i in range(400))
+    p = policy_of(
+        tmp_path, f"version: 1\nrules:\n  - {{id: x, when: {{any: [{wide}]}}, action: deny}}\n"
+    )
+    assert decide(p, {"entity.known": True, "entity.id": "e399"}).rule == "x"
+    assert decide(p, {"entity.known": True, "entity.id": "e400"}).rule is None
+    cond = "{entity.country: CN}"
+    for i in range(15):  # as deep as MAX_DEPTH allows, three parts a level
+        cond = f"{{all: [{{not: {cond}}}, {{entity.id: {{not_in: [z{i}]}}}}], entity.known: true}}"
+    p = policy_of(tmp_path, f"version: 1\nrules:\n  - {{id: y, when: {cond}, action: deny}}\n")
+    # fifteen negations of a true condition are false; of an unknown one, unknown (deny applies)
+    assert decide(p, {"entity.known": True, "entity.id": "e1", "entity.country": "CN"}).rule is None
+    v = decide(p, {"entity.known": True, "entity.id": "e1"})
+    assert (v.rule, v.reasons) == ("y", ["y", "unknown:entity.country"])
