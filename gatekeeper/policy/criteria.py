@@ -11,9 +11,10 @@ Each attribute has a type (``str``, ``bool``, ``num``, ``set`` or ``any``) and a
   not hold, a model outside the catalog, a claim the token does not carry). A comparison with an
   unknown value is neither true nor false (see ``terms``); ``exists`` is false, ``missing`` true.
 
-Which attributes can be unknown, and when, is the table ``UNKNOWN_IF_NONE`` plus the special
-getters below; every other attribute is always known when its fact is there (e.g. an address
-absent from the anonymous-IP database is known not to be a VPN).
+Which attributes can be unknown, and when, is the table ``UNKNOWN_IF_NONE`` (not on an internal
+network: ``NOT_APPLICABLE_WHEN``) plus the special getters below; every other attribute is always
+known when its fact is there (e.g. an address absent from the anonymous-IP database is known not
+to be a VPN).
 """
 
 from __future__ import annotations
@@ -96,9 +97,15 @@ SOURCES: Mapping[str, str] = {
 }
 
 
+# A fact field that, when true, makes the fact's empty fields "no value" rather than unknown: an
+# address on an internal network has no country or ASN to look up.
+NOT_APPLICABLE_WHEN: Mapping[str, str] = {"geo": "internal"}
+
+
 def _field(fact: str, name: str, unknown_if_none: bool) -> Getter:
     fact_of = attrgetter(fact)
     value_of = attrgetter(name)
+    guard = NOT_APPLICABLE_WHEN.get(fact)
     if not unknown_if_none:
 
         def get(inp: PolicyInput) -> Any:
@@ -112,7 +119,9 @@ def _field(fact: str, name: str, unknown_if_none: bool) -> Getter:
         if obj is None:
             return None
         value = value_of(obj)
-        return UNKNOWN if value is None else value
+        if value is None and not (guard and getattr(obj, guard)):
+            return UNKNOWN
+        return value
 
     return get_or_unknown
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .criteria import EXPLICIT_OPS, UNKNOWN, Attribute, Predicate
+from .criteria import EXPLICIT_OPS, NOT_APPLICABLE_WHEN, UNKNOWN, Attribute, Predicate
 from .model import PolicyInput
 
 Test3 = Callable[[PolicyInput], bool | None]
@@ -172,6 +172,8 @@ class Emitter:
         f = f"{_VAR[str(attr.fact)]}.{attr.field}"
         fact = _VAR[str(attr.fact)]
         unk = attr.unknown_if_none
+        guard = NOT_APPLICABLE_WHEN.get(str(attr.fact))
+        na = f" and not {fact}.{guard}" if unk and guard else ""  # not applicable: not unknown
         if op == "exists":
             return (
                 f"({fact} is not None and {f} is not None)"
@@ -181,14 +183,13 @@ class Emitter:
         if op == "missing":
             if not unk:
                 return "False" if operand else "True"
-            return (
-                f"({fact} is not None and {f} is None)"
-                if operand
-                else (f"({fact} is None or {f} is not None)")
-            )
+            missing = f"({fact} is not None and {f} is None{na})"
+            return missing if operand else f"(not {missing})"
         t, k = self.temp(), self.const(operand)
         compare = _COMPARE["eq" if op == "eq" else op].format(t=t, k=k)
-        empty = "None" if unk else "False"
+        empty = "False"
+        if unk:
+            empty = f"(False if {fact}.{guard} else None)" if na else "None"
         return f"(False if {fact} is None else ({empty} if ({t} := {f}) is None else {compare}))"
 
     def all_of(self, terms: Sequence[Term]) -> Term:

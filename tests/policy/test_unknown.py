@@ -67,6 +67,16 @@ KLEENE = [
     ("{geo.country: US}", {"geo.known": False}, None),
     ("{geo.asn: {gt: 1}}", {"geo.country": "US"}, None),
     ("{geo.vpn: true}", {"geo.country": "US"}, False),  # not on the list: known not-a-VPN
+    # an internal address has no ASN or registered country to look up: no value, not unknown
+    ("{geo.asn: {in: [64500]}}", {"geo.country": "internal", "geo.internal": True}, False),
+    ("{geo.asn: {missing: true}}", {"geo.country": "internal", "geo.internal": True}, False),
+    ("{geo.asn: {missing: false}}", {"geo.country": "internal", "geo.internal": True}, True),
+    ("{geo.asn: {missing: true}}", {"geo.country": "US"}, True),
+    (
+        "{not: {geo.registered_country: CN}}",
+        {"geo.country": "internal", "geo.internal": True},
+        True,
+    ),
     ("{ownership.parent_hq_country: CN}", {"ownership.parent_hq_country": None}, None),
     ("{compute.gpu_model: H100-SXM}", {"compute.gpu_model": "H100-SXM"}, True),
     ("{compute.gpu_model: X9}", {"compute.gpu_model": "X9", "compute.model_known": False}, None),
