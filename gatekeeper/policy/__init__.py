@@ -4,10 +4,11 @@
 includes), validates and compiles them once into a ``PolicySet`` whose ``evaluate`` is a pure
 function of a ``PolicyInput``. Every problem is reported at once in a ``ConfigError`` as
 ``file:line: key.path: message``. Modules: ``loader`` (files, includes, line numbers),
-``criteria`` (attributes and operators), ``terms`` (three-valued conditions), ``compiler``
-(rules → terms), ``purpose`` (declared purposes), ``licensing`` (when a
-licence satisfies ``require_license``), ``engine`` (precedence, verdicts, shadow policies),
-``inputs`` (dotted attributes → ``PolicyInput``), ``testing`` (``policies/tests/*.yaml``).
+``criteria`` (attributes and operators), ``terms`` (three-valued conditions as generated code),
+``compiler`` (rules → terms), ``purpose`` (declared purposes), ``licensing`` (when a licence
+satisfies ``require_license``), ``engine`` (precedence, verdicts, shadow policies), ``sources``
+(rules reading attributes no configured source provides), ``inputs`` (dotted attributes →
+``PolicyInput``), ``testing`` (``policies/tests/*.yaml``).
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ each attribute that was unknown as a reason ``unknown:<attribute>`` right after 
 ``allow`` rule whose condition is unknown does not apply.
 
 Every rule is evaluated by generated code (``terms``): one function over all rules without a
-trace, each rule's own with one. Verdicts depend only on
-which rules applied, so they are cached per bitmask of applying rules; a decision with an unknown
-condition is computed afresh (its reasons name the unknown attributes of this request).
+trace, each rule's own with one. Verdicts depend only on which rules applied, so they are cached
+per bitmask of applying rules; a decision with an unknown condition is computed afresh (its
+reasons name the unknown attributes of this request).
 """
 
 from __future__ import annotations
