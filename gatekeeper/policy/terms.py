@@ -20,6 +20,8 @@ bound as a constant ``_k<n>`` of a namespace that has no builtins.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +32,8 @@ Test3 = Callable[[PolicyInput], bool | None]
 # The policy-wide matcher: (bitmask of rules whose condition is true, bitmask of unknown ones).
 Matcher = Callable[[PolicyInput], tuple[int, int]]
 
+_TOKEN = "\x00"  # leaf references in a term's source; never in a Python expression
+_TOKENS = re.compile("\x00([0-9]+)\x00")
 _FACTS = (("principal", "p"), ("ownership", "o"), ("geo", "g"), ("compute", "c"), ("request", "r"))
 _PROLOGUE = [f"    {var} = inp.{fact}" for fact, var in _FACTS]
 _VAR = dict(_FACTS)
@@ -104,6 +108,11 @@ class Term:
         self.get = attr.get if attr is not None else None
         self.shown = shown
 
+    @property
+    def code(self) -> str:
+        """The generated Python expression of this term."""
+        return self._emit.expand(self.src)
+
     def test(self, inp: PolicyInput) -> bool | None:
         """This term's result (its expression compiled on first use)."""
         fn = self._fn
@@ -138,6 +147,10 @@ class Emitter:
     def __init__(self) -> None:
         self.namespace: dict[str, Any] = {"__builtins__": {}}
         self.temps = 0
+        # Leaves are shared: one Term per (attribute, operator, operand). A term's ``src`` names
+        # its leaves by token; ``expand`` puts their expressions in (see ``matcher``).
+        self._leaves: dict[tuple[Any, ...], Term] = {}
+        self._leaf_exprs: list[str] = []
 
     def const(self, value: Any) -> str:
         name = f"_k{len(self.namespace)}"
@@ -152,7 +165,13 @@ class Emitter:
 
     def leaf(self, attr: Attribute, op: str, pred: Predicate, operand: Any, shown: str) -> Term:
         """``attr <op> operand``; ``operand`` is the normalised operand ``pred`` was built with."""
-        return Term(self, self._leaf_src(attr, op, pred, operand), "leaf", attr=attr, shown=shown)
+        key = (attr.name, op, type(operand), operand)  # the type: True == 1, but not here
+        term = self._leaves.get(key)
+        if term is None:
+            self._leaf_exprs.append(self._leaf_src(attr, op, pred, operand))
+            token = f"{_TOKEN}{len(self._leaf_exprs) - 1}{_TOKEN}"
+            term = self._leaves[key] = Term(self, token, "leaf", attr=attr, shown=shown)
+        return term
 
     def _leaf_src(self, attr: Attribute, op: str, pred: Predicate, operand: Any) -> str:
         if attr.fact is None or attr.field is None:
@@ -225,17 +244,31 @@ class Emitter:
 
     # ----------------------------------------------------------------------------- compile
 
+    def expand(self, src: str, hoisted: frozenset[int] = frozenset()) -> str:
+        """``src`` with each leaf token replaced by its expression (or, if hoisted, its name)."""
+
+        def put(m: re.Match[str]) -> str:
+            n = int(m.group(1))
+            return f"_l{n}" if n in hoisted else self._leaf_exprs[n]
+
+        return _TOKENS.sub(put, src)
+
     def function(self, src: str) -> Test3:
         """One expression as a function of the input."""
-        fn: Test3 = self._compile(["def _f(inp):", *_PROLOGUE, f"    return {src}"], "_f")
+        body = ["def _f(inp):", *_PROLOGUE, f"    return {self.expand(src)}"]
+        fn: Test3 = self._compile(body, "_f")
         return fn
 
     def matcher(self, sources: Sequence[str]) -> Matcher:
-        """Every rule's expression in one function: (true bitmask, unknown bitmask)."""
+        """Every rule's expression in one function: (true bitmask, unknown bitmask). A leaf that
+        several rules test (``compute.controlled: true``...) is computed once, up front."""
+        uses = Counter(int(n) for src in sources for n in _TOKENS.findall(src))
+        hoisted = frozenset(n for n, count in uses.items() if count > 1)
         lines = ["def _match(inp):", *_PROLOGUE, "    m = 0", "    u = 0"]
+        lines += [f"    _l{n} = {self._leaf_exprs[n]}" for n in sorted(hoisted)]
         for i, src in enumerate(sources):
             lines += [
-                f"    x = {src}",
+                f"    x = {self.expand(src, hoisted)}",
                 "    if x:",
                 f"        m |= {1 << i}",
                 "    elif x is None:",
