@@ -80,19 +80,21 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_validate(args: argparse.Namespace) -> int:
+    from .config import Config, load_config
     from .policy import load_policy_set
+    from .policy.sources import unprovided_reads
 
     files: list[str] = list(args.files)
     shadow: list[str] = []
     default_action = "deny"
-    if not files:
-        from .config import load_config
-
+    cfg: Config | None = None
+    if not files or args.config:  # with files only, the deployment's sources are unknown
         try:
             cfg = load_config(_config_path(args))
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 1
+    if not files and cfg is not None:
         files, shadow, default_action = (
             list(cfg.policy.files),
             list(cfg.policy.shadow),
@@ -105,7 +107,14 @@ def cmd_policy_validate(args: argparse.Namespace) -> int:
             print(problem)
         print(f"{len(exc.problems)} error(s)", file=sys.stderr)
         return 1
-    print(f"ok: {len(files)} file(s), {len(policy.rules)} rule(s), version {policy.version}")
+    warnings = unprovided_reads(policy, cfg.geoip) if cfg is not None else []
+    for line in warnings:
+        print(line)
+    if warnings and args.strict:
+        print(f"{len(warnings)} warning(s), --strict", file=sys.stderr)
+        return 1
+    tail = f", {len(warnings)} warning(s)" if warnings else ""
+    print(f"ok: {len(files)} file(s), {len(policy.rules)} rule(s), version {policy.version}{tail}")
     return 0
 
 
@@ -234,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = with_config(policy.add_parser("validate", help="load and compile policy files"))
     p.add_argument("files", nargs="*")
+    p.add_argument(
+        "--strict", action="store_true", help="exit 1 when a rule reads an attribute no source has"
+    )
     p.set_defaults(func=cmd_policy_validate)
     p = policy.add_parser("test", help="run policy test cases")
     p.add_argument("dir", nargs="?")

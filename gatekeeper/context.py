@@ -45,6 +45,9 @@ R_BODY_TIMEOUT = "body-timeout"
 R_BODY_INCOMPLETE = "body-incomplete"
 R_OVERRIDE_HEADER = "override-header"
 R_OVERRIDE_PARAM = "override-param"
+R_PURPOSE_REPEATED = "purpose-repeated"  # more than one X-Gatekeeper-Purpose header
+R_PURPOSE_INVALID = "purpose-invalid"  # an oversized X-Gatekeeper-Purpose header
+R_UNKNOWN_PREFIX = "unknown:"  # + attribute: a deny/require_license rule applied on unknown data
 
 
 class FactNotSet(AttributeError):

@@ -35,6 +35,7 @@ from .context import (
 )
 from .errors import BadRequest, Deny, DependencyError
 from .pipeline import Pipeline
+from .policy.purpose import header_purpose
 from .proxy.clientip import ClientIPResolver
 from .proxy.headers import refuse_override_headers, refuse_override_params, strip_client_headers
 from .proxy.ids import new_decision_id
@@ -96,6 +97,7 @@ class Intake:
         refusal: Deny | None = None
         target = ""
         needs_body = False
+        purpose: str | None = None
         try:
             raw_path, query = split_target(request.target)
             path = normalize_path(raw_path)
@@ -104,6 +106,9 @@ class Intake:
                 raise Deny(R_NO_ROUTE, 404, f"no route for {method} {path}")
             refuse_override_headers(headers)
             refuse_override_params(query)
+            # Read before client X-Gatekeeper-* headers are stripped: a declared purpose adds to
+            # the token's claim (policy/purpose.py), so it can only make a decision stricter.
+            purpose = header_purpose(headers)
             needs_body = route.adapter != "none" and method in BODY_METHODS
             if needs_body:
                 self._check_body_headers(headers, request.body)
@@ -115,9 +120,7 @@ class Intake:
             method=method,
             path=path,
             client_ip=client_ip,
-            # Read before client X-Gatekeeper-* headers are stripped: a self-declared purpose can
-            # only make a decision stricter, never looser.
-            purpose=headers.get("X-Gatekeeper-Purpose") if route is not None else None,
+            purpose=purpose,
             mode=route.mode if route is not None else "enforce",
         )
         ctx = RequestContext(

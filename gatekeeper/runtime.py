@@ -35,6 +35,7 @@ from .ownership import Registry, load_registry
 from .ownership.rescreen import Rescreener
 from .pipeline import Pipeline, Stage
 from .policy import PolicySet, load_policy_set
+from .policy.sources import unprovided_reads
 from .stages.authn import AuthnStage
 from .stages.compute import ComputeStage
 from .stages.enforce import EnforceStage
@@ -100,6 +101,8 @@ class Runtime:
     async def start(self, *, with_audit: bool = True) -> None:
         await self.authenticator.start()
         self._snapshot = await asyncio.to_thread(self._build_snapshot)
+        for line in unprovided_reads(self._snapshot.policy, self.cfg.geoip):
+            log.warning("policy: %s", line)
         self._audit_started = with_audit
         if with_audit:
             await self.audit.start()

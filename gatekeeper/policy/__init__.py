@@ -1,12 +1,14 @@
-"""The declarative export-control policy engine (CONTRACT §5).
+"""The declarative export-control policy engine.
 
 ``load_policy_set(files, shadow=..., default_action=...)`` reads the policy files (with their
 includes), validates and compiles them once into a ``PolicySet`` whose ``evaluate`` is a pure
 function of a ``PolicyInput``. Every problem is reported at once in a ``ConfigError`` as
 ``file:line: key.path: message``. Modules: ``loader`` (files, includes, line numbers),
-``criteria`` (attributes and operators), ``compiler`` (rules → closures), ``licensing`` (when a
-licence satisfies ``require_license``), ``engine`` (precedence, verdicts, shadow policies),
-``inputs`` (dotted attributes → ``PolicyInput``), ``testing`` (``policies/tests/*.yaml``).
+``criteria`` (attributes and operators), ``terms`` (three-valued conditions as generated code),
+``compiler`` (rules → terms), ``purpose`` (declared purposes), ``licensing`` (when a licence
+satisfies ``require_license``), ``engine`` (precedence, verdicts, shadow policies), ``sources``
+(rules reading attributes no configured source provides), ``inputs`` (dotted attributes →
+``PolicyInput``), ``testing`` (``policies/tests/*.yaml``).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def load_policy_set(
             quotas=s.quotas,
             default_action=default_action,
             version=_digest([default_action, s.docs]),
+            reads=s.reads,
             matcher=s.matcher,
         )
         for s in shadows
@@ -114,5 +117,6 @@ def load_policy_set(
         default_action=default_action,
         version=_digest([default_action, active.docs, [s.docs for s in shadows]]),
         shadows=shadow_sets,
+        reads=active.reads,
         matcher=active.matcher,
     )

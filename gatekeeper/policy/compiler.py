@@ -1,26 +1,28 @@
 """Turn parsed policy documents into pure predicates, once per load, reporting every problem.
 
-Validation and compilation are one pass: each rule's ``when`` becomes a closure over
-``PolicyInput`` (attribute getters and operator predicates fused, group members precomputed as
-frozensets), plus an ``explain`` closure used only when a trace is asked for. Every problem found
-anywhere is collected as ``file:line: key.path: message``; the caller raises them together.
+Validation and compilation are one pass: each rule's ``when`` becomes a three-valued ``Term``
+(``terms``: generated code) over ``PolicyInput``, group members precomputed as frozensets, and all
+rules one generated matcher. Every problem found
+anywhere is collected as ``file:line: key.path: message``; the caller raises them together. The
+attributes each rule reads are recorded with their line (``Compiled.reads``) so that ``policy
+validate`` and start-up can name rules reading an attribute no configured source provides.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..context import ACTIONS, ALLOW, DENY, REQUIRE_LICENSE, QuotaDef
 from ..errors import Problem
 from ..yamlsrc import LocDict, LocList
-from . import criteria
-from .criteria import Attribute, OperandError, Predicate
+from . import criteria, terms
+from .criteria import OperandError
 from .loader import Source
-from .model import CompiledRule, Explain, PolicyInput, Test
+from .model import CompiledRule
 
 MAX_DEPTH = 32
 # SECURITY: YAML aliases make a DAG; a few dozen aliases can spell 10^9 condition nodes. Bound
@@ -45,78 +47,6 @@ def parse_window(text: Any) -> int | None:
     return int(m.group(1)) * _WINDOW_UNITS[m.group(2)] if m else None
 
 
-# A compiled condition: the closure, its explanation, and its Python expression for the matcher.
-Term = tuple[Test, Explain, str]
-# The generated matcher: bit i of the result is set when rule i matches.
-Matcher = Callable[[PolicyInput], int]
-
-_FACT_VARS = {"principal": "p", "ownership": "o", "geo": "g", "compute": "c", "request": "r"}
-
-
-class _Emitter:
-    """Generates one Python function that tests every rule of a policy and returns a bitmask.
-
-    Loading the five facts once and testing inline expressions is several times faster than a
-    chain of closures. SECURITY: no policy text is ever placed in the generated source. Attribute
-    and field names come from the fixed table in ``criteria``, operators from a fixed template set;
-    every value from a policy file is bound as a constant (``_k<n>``) in the function's namespace,
-    which has no builtins. The closures remain the reference: tests check both agree.
-    """
-
-    def __init__(self) -> None:
-        self.consts: dict[str, Any] = {}
-        self.temps = 0
-
-    def const(self, value: Any) -> str:
-        name = f"_k{len(self.consts)}"
-        self.consts[name] = value
-        return name
-
-    def leaf(self, attr: Attribute, op: str, pred: Predicate, operand: Any) -> str:
-        if attr.fact is None or attr.field is None or attr.type == criteria.ANY:
-            # Special getters (purpose, claims) and untyped values: call the reference closures.
-            return f"{self.const(pred)}({self.const(attr.get)}(inp))"
-        f = _FACT_VARS[attr.fact]
-        v = f"{f}.{attr.field}"
-        if op == "exists":
-            if operand:
-                return f"({f} is not None and {v} is not None)"
-            return f"({f} is None or {v} is None)"
-        k = self.const(operand)
-        if op == "eq":
-            return f"({f} is not None and {v} == {k})"
-        if op in ("in", "in_group"):
-            return f"({f} is not None and {v} in {k})"
-        self.temps += 1
-        t = f"_t{self.temps}"
-        cmp = {
-            "not_in": f"{t} not in {k}",
-            "not_in_group": f"{t} not in {k}",
-            "gt": f"{t} > {k}",
-            "gte": f"{t} >= {k}",
-            "lt": f"{t} < {k}",
-            "lte": f"{t} <= {k}",
-            "contains": f"{k} in {t}",
-            "intersects": f"not {k}.isdisjoint({t})",
-        }[op]
-        return f"({f} is not None and ({t} := {v}) is not None and {cmp})"
-
-    def matcher(self, exprs: Sequence[str]) -> Matcher:
-        lines = ["def _match(inp):"]
-        for fact, var in _FACT_VARS.items():
-            lines.append(f"    {var} = inp.{fact}")
-        lines.append("    m = 0")
-        for i, expr in enumerate(exprs):
-            lines.append(f"    if {expr}:")
-            lines.append(f"        m |= {1 << i}")
-        lines.append("    return m")
-        namespace: dict[str, Any] = {"__builtins__": {}, **self.consts}
-        code = compile("\n".join(lines), f"<policy matcher, {len(exprs)} rules>", "exec")
-        exec(code, namespace)  # SECURITY: see the class docstring (no policy text in the source)
-        fn: Matcher = namespace["_match"]
-        return fn
-
-
 @dataclass(slots=True)
 class Compiled:
     """The compiled content of one policy (a list of files plus their includes)."""
@@ -126,13 +56,16 @@ class Compiled:
     groups: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     quotas: dict[str, QuotaDef] = field(default_factory=dict)
     docs: list[Any] = field(default_factory=list)
-    matcher: Matcher | None = None
+    # (attribute, file, line) of every attribute a condition reads
+    reads: list[tuple[str, str, int]] = field(default_factory=list)
+    matcher: terms.Matcher | None = None
 
 
 class _Compiler:
     def __init__(self, problems: list[Problem | str]) -> None:
         self.problems = problems
-        self.emit = _Emitter()
+        self.reads: list[tuple[str, str, int]] = []
+        self.emit = terms.Emitter()
         self.nodes = 0
         self.file = ""
         self.group_where: dict[str, str] = {}
@@ -161,12 +94,12 @@ class _Compiler:
             self.file = src.display
             self._groups(doc, out.groups)
             self._quotas(doc, out.quotas)
-        sources_of: list[str] = []
         for src, doc in docs:
             self.file = src.display
-            self._rules(doc, out, sources_of)
+            self._rules(doc, out)
+        out.reads = self.reads
         if not self.problems:
-            out.matcher = self.emit.matcher(sources_of)
+            out.matcher = self.emit.matcher([r.term.src for r in out.rules])
         return out
 
     def _top(self, doc: LocDict) -> None:
@@ -302,7 +235,7 @@ class _Compiler:
 
     # ------------------------------------------------------------------------------- rules
 
-    def _rules(self, doc: LocDict, out: Compiled, sources_of: list[str]) -> None:
+    def _rules(self, doc: LocDict, out: Compiled) -> None:
         if "rules" not in doc:
             return
         node = doc["rules"]
@@ -312,12 +245,9 @@ class _Compiler:
         for i, rule in enumerate(node):
             compiled = self._rule(rule, node.line_of(i), f"rules[{i}]", out)
             if compiled is not None:
-                out.rules.append(compiled[0])
-                sources_of.append(compiled[1])
+                out.rules.append(compiled)
 
-    def _rule(
-        self, rule: Any, line: int, path: str, out: Compiled
-    ) -> tuple[CompiledRule, str] | None:
+    def _rule(self, rule: Any, line: int, path: str, out: Compiled) -> CompiledRule | None:
         if not isinstance(rule, LocDict):
             self.err(line, path, f"a rule must be a mapping, got {criteria.describe(rule)}")
             return None
@@ -404,7 +334,7 @@ class _Compiler:
         if not isinstance(desc, str):
             self.err(rule.line_of("description"), f"{path}.description", "expected a string")
             ok = False
-        cond: Term | None = None
+        cond: terms.Term | None = None
         if "when" in rule:
             cond = self._cond(rule["when"], rule.line_of("when"), f"{path}.when", out.groups, 0)
         if not ok or cond is None:
@@ -417,15 +347,14 @@ class _Compiler:
             description=desc.strip(),
             file=self.file,
             line=rule.line,
-            test=cond[0],
-            explain=cond[1],
-        ), cond[2]
+            term=cond,
+        )
 
     # -------------------------------------------------------------------------- conditions
 
     def _cond(
         self, node: Any, line: int, path: str, groups: Mapping[str, tuple[Any, ...]], depth: int
-    ) -> Term | None:
+    ) -> terms.Term | None:
         if depth > MAX_DEPTH:
             self.err(line, path, f"condition nested deeper than {MAX_DEPTH} levels")
             return None
@@ -440,25 +369,25 @@ class _Compiler:
         if not node:
             self.err(line, path, "empty condition")
             return None
-        terms: list[Term] = []
+        parts: list[terms.Term] = []
         ok = True
         for key, value in node.items():
             kline = node.line_of(key)
-            term: Term | None
+            term: terms.Term | None
             if key in ("all", "any"):
                 term = self._combine(key, value, kline, f"{path}.{key}", groups, depth)
             elif key == "not":
                 inner = self._cond(value, kline, f"{path}.not", groups, depth + 1)
-                term = _not(inner) if inner is not None else None
+                term = self.emit.not_of(inner) if inner is not None else None
             else:
                 term = self._leaf(key, value, kline, path, groups)
             if term is None:
                 ok = False
             else:
-                terms.append(term)
+                parts.append(term)
         if not ok:
             return None
-        return _all_of(terms)
+        return self.emit.all_of(parts)
 
     def _combine(
         self,
@@ -468,7 +397,7 @@ class _Compiler:
         path: str,
         groups: Mapping[str, tuple[Any, ...]],
         depth: int,
-    ) -> Term | None:
+    ) -> terms.Term | None:
         if not isinstance(value, LocList) or not value:
             self.err(line, path, f"{key} needs a non-empty list of conditions")
             return None
@@ -479,29 +408,29 @@ class _Compiler:
         good = [p for p in parts if p is not None]
         if len(good) != len(parts):
             return None
-        return _all_of(good) if key == "all" else _any_of(good)
+        return self.emit.all_of(good) if key == "all" else self.emit.any_of(good)
 
     def _leaf(
         self, name: str, value: Any, line: int, path: str, groups: Mapping[str, tuple[Any, ...]]
-    ) -> Term | None:
+    ) -> terms.Term | None:
         attr = criteria.lookup_attribute(name)
         if attr is None:
             known = [*criteria.ATTRIBUTES, *criteria.COMBINATORS]
             self.err(line, path, f"unknown attribute {name!r}" + criteria.suggest(name, known))
             return None
         apath = f"{path}.{name}"
+        self.reads.append((name, self.file, line))
         if not isinstance(value, LocDict):
             try:
                 pred, const = criteria.equality(attr, value)
             except OperandError as exc:
                 self.err(line, apath, str(exc))
                 return None
-            src = self.emit.leaf(attr, "eq", pred, const)
-            return _leaf_term(attr, pred, f"== {_show(value)}", src)
+            return self.emit.leaf(attr, "eq", pred, const, f"== {terms.show(const)}")
         if not value:
             self.err(line, apath, "no operator given")
             return None
-        terms: list[Term] = []
+        parts: list[terms.Term] = []
         for op, operand in value.items():
             oline = value.line_of(op)
             if op not in criteria.OPERATORS:
@@ -523,102 +452,10 @@ class _Compiler:
                     + criteria.suggest(str(operand), list(self.group_where)),
                 )
                 continue
-            src = self.emit.leaf(attr, op, pred, const)
-            terms.append(_leaf_term(attr, pred, f"{op} {_show(operand)}", src))
-        if len(terms) != len(value):
+            parts.append(self.emit.leaf(attr, op, pred, const, f"{op} {terms.show(operand)}"))
+        if len(parts) != len(value):
             return None
-        return _all_of(terms)
-
-
-# ------------------------------------------------------------------- closures (the hot path)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, list):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
-    if isinstance(value, frozenset | set | tuple):
-        return "[" + ", ".join(sorted(_show(v) for v in value)) + "]"
-    return str(value)
-
-
-def _leaf_term(attr: Attribute, pred: Predicate, shown: str, src: str) -> Term:
-    get = attr.get
-    name = attr.name
-
-    def test(inp: PolicyInput) -> bool:
-        return pred(get(inp))
-
-    def explain(inp: PolicyInput) -> str:
-        v = get(inp)
-        return f"{name}={_show(v)} {shown}: {_show(bool(pred(v)))}"
-
-    return test, explain, src
-
-
-def _all_of(terms: Sequence[Term]) -> Term:
-    if len(terms) == 1:
-        return terms[0]
-    tests = tuple(t[0] for t in terms)
-    explains = tuple(t[1] for t in terms)
-    src = "(" + " and ".join(t[2] for t in terms) + ")"
-    test: Test
-    if len(tests) == 2:
-        a, b = tests
-        test = lambda inp: a(inp) and b(inp)  # noqa: E731
-    elif len(tests) == 3:
-        a, b, c = tests
-        test = lambda inp: a(inp) and b(inp) and c(inp)  # noqa: E731
-    else:
-
-        def test(inp: PolicyInput) -> bool:
-            return all(t(inp) for t in tests)
-
-    return test, _explain_group("all", test, explains), src
-
-
-def _any_of(terms: Sequence[Term]) -> Term:
-    if len(terms) == 1:
-        return terms[0]
-    tests = tuple(t[0] for t in terms)
-    explains = tuple(t[1] for t in terms)
-    src = "(" + " or ".join(t[2] for t in terms) + ")"
-    test: Test
-    if len(tests) == 2:
-        a, b = tests
-        test = lambda inp: a(inp) or b(inp)  # noqa: E731
-    elif len(tests) == 3:
-        a, b, c = tests
-        test = lambda inp: a(inp) or b(inp) or c(inp)  # noqa: E731
-    else:
-
-        def test(inp: PolicyInput) -> bool:
-            return any(t(inp) for t in tests)
-
-    return test, _explain_group("any", test, explains), src
-
-
-def _not(term: Term) -> Term:
-    inner, inner_explain, inner_src = term
-
-    def test(inp: PolicyInput) -> bool:
-        return not inner(inp)
-
-    def explain(inp: PolicyInput) -> str:
-        return f"not({inner_explain(inp)}): {_show(test(inp))}"
-
-    return test, explain, f"(not {inner_src})"
-
-
-def _explain_group(kind: str, test: Test, explains: tuple[Explain, ...]) -> Explain:
-    def explain(inp: PolicyInput) -> str:
-        # Every branch is shown, not only up to the short-circuit: the reader wants all of it.
-        return f"{kind}({'; '.join(e(inp) for e in explains)}): {_show(test(inp))}"
-
-    return explain
+        return self.emit.all_of(parts)
 
 
 def compile_sources(

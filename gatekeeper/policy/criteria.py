@@ -1,9 +1,20 @@
-"""The vocabulary of conditions: attributes a rule may read (CONTRACT §5.2) and operators.
+"""The vocabulary of conditions: attributes a rule may read and the operators over them.
 
 Each attribute has a type (``str``, ``bool``, ``num``, ``set`` or ``any``) and a getter on
-``PolicyInput`` that returns ``None`` when the fact is missing (e.g. no compute on a read route).
-Operators are checked against the attribute type at compile time and turned into predicates on
-the attribute's value; every predicate is false for ``None`` except ``exists: false``.
+``PolicyInput``. A getter returns one of three kinds of value:
+
+- a value;
+- ``None`` when the whole fact is *absent* (no compute on a read route, no principal on an
+  anonymous route): every comparison is false, ``exists`` is false, ``missing`` is false;
+- ``UNKNOWN`` when the fact is there but the source that should provide this attribute has no
+  value for this request (an entity without a recorded country, an address the GeoIP database does
+  not hold, a model outside the catalog, a claim the token does not carry). A comparison with an
+  unknown value is neither true nor false (see ``terms``); ``exists`` is false, ``missing`` true.
+
+Which attributes can be unknown, and when, is the table ``UNKNOWN_IF_NONE`` (not on an internal
+network: ``NOT_APPLICABLE_WHEN``) plus the special getters below; every other attribute is always
+known when its fact is there (e.g. an address absent from the anonymous-IP database is known not
+to be a VPN).
 """
 
 from __future__ import annotations
@@ -13,9 +24,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import Any, Final
 
 from .model import PolicyInput
+from .purpose import declared_purposes
 
 Getter = Callable[[PolicyInput], Any]
 Predicate = Callable[[Any], bool]
@@ -24,38 +36,112 @@ STR, BOOL, NUM, SET, ANY = "str", "bool", "num", "set", "any"
 _TYPE_NAMES = {STR: "a string", BOOL: "a boolean", NUM: "a number", SET: "a set", ANY: "any value"}
 
 
+class _Unknown:
+    """The value of an attribute a configured source has no value for (a singleton)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Final = _Unknown()
+
+
 @dataclass(frozen=True, slots=True)
 class Attribute:
-    """A readable attribute: its dotted name, its type and a ``None``-safe getter."""
+    """A readable attribute: its dotted name, its type and its getter (value, None or UNKNOWN).
+
+    ``multi``: the value is a set of strings read as "any of them" by the single-value operators
+    (``request.purpose``: the token's purpose claim plus any purpose the client adds).
+    """
 
     name: str
     type: str
     get: Getter
-    fact: str | None = None  # the PolicyInput field holding the fact, for generated code
-    field: str | None = None  # the fact's attribute; None when the getter is special
+    multi: bool = False
+    # For a plain field: the fact and field it reads, and whether an empty field is unknown
+    # (lets ``terms`` fuse the read and the comparison into one closure on the hot path).
+    fact: str | None = None
+    field: str | None = None
+    unknown_if_none: bool = False
 
 
-def _field(fact: str, name: str) -> Getter:
+# Attributes whose value, when the fact is there but the field is empty, is unknown rather than
+# "no value": the source is configured and did not say.
+UNKNOWN_IF_NONE = frozenset(
+    {
+        "principal.tenant",
+        "principal.entity",
+        "principal.nationality",
+        "entity.name",
+        "entity.country",
+        "entity.hq_country",
+        "ownership.ultimate_parent",
+        "ownership.parent_hq_country",
+        "geo.country",
+        "geo.registered_country",
+        "geo.asn",
+    }
+)
+
+# The configuration key that must be set for an attribute to have a value at all; ``policy
+# validate`` and start-up warn about rules reading one whose source is not configured.
+SOURCES: Mapping[str, str] = {
+    "geo.asn": "geoip.asn_db",
+    "geo.anonymous": "geoip.anonymous_db",
+    "geo.vpn": "geoip.anonymous_db",
+    "geo.tor": "geoip.anonymous_db",
+    "geo.hosting": "geoip.anonymous_db",
+    "geo.proxy": "geoip.anonymous_db",
+}
+
+
+# A fact field that, when true, makes the fact's empty fields "no value" rather than unknown: an
+# address on an internal network has no country or ASN to look up.
+NOT_APPLICABLE_WHEN: Mapping[str, str] = {"geo": "internal"}
+
+
+def _field(fact: str, name: str, unknown_if_none: bool) -> Getter:
     fact_of = attrgetter(fact)
     value_of = attrgetter(name)
+    guard = NOT_APPLICABLE_WHEN.get(fact)
+    if not unknown_if_none:
 
-    def get(inp: PolicyInput) -> Any:
+        def get(inp: PolicyInput) -> Any:
+            obj = fact_of(inp)
+            return None if obj is None else value_of(obj)
+
+        return get
+
+    def get_or_unknown(inp: PolicyInput) -> Any:
         obj = fact_of(inp)
-        return None if obj is None else value_of(obj)
+        if obj is None:
+            return None
+        value = value_of(obj)
+        if value is None and not (guard and getattr(obj, guard)):
+            return UNKNOWN
+        return value
 
-    return get
+    return get_or_unknown
 
 
-def _purpose(inp: PolicyInput) -> str | None:
-    # The edge fills request.purpose from X-Gatekeeper-Purpose; the claim is the fallback.
-    # SECURITY: normalised (trimmed, lower-case) so "Nuclear-Weapons " cannot dodge a purpose list.
+def _purpose(inp: PolicyInput) -> frozenset[str]:
+    # SECURITY: the token's claim always counts; the client's header can only add purposes.
     req = inp.request
-    raw = req.purpose if req is not None else None
-    if not raw and inp.principal is not None:
-        raw = inp.principal.purpose
-    if not isinstance(raw, str) or not raw:
+    claim = inp.principal.purpose if inp.principal is not None else None
+    return declared_purposes(claim, req.purpose if req is not None else None)
+
+
+def _gpu_model(inp: PolicyInput) -> Any:
+    # A model outside the catalog is not known to be what its name says (it is priced as the
+    # catalog's top part); the name is then unknown for conditions on the model.
+    c = inp.compute
+    if c is None:
         return None
-    return raw.strip().lower() or None
+    if not c.model_known or c.gpu_model is None:
+        return UNKNOWN
+    return c.gpu_model
 
 
 def _claim(name: str) -> Getter:
@@ -64,6 +150,8 @@ def _claim(name: str) -> Getter:
         if p is None:
             return None
         value = p.claims.get(name)
+        if value is None:
+            return UNKNOWN  # the issuer is configured and its token does not say
         # Lists from JSON claims are compared as sets (contains / intersects).
         return frozenset(value) if isinstance(value, list) and _hashable(value) else value
 
@@ -120,8 +208,19 @@ _SPEC: tuple[tuple[str, str, str, str], ...] = (
 )
 
 ATTRIBUTES: Mapping[str, Attribute] = {
-    name: Attribute(name, typ, _field(fact, fld), fact, fld) for name, typ, fact, fld in _SPEC
-} | {"request.purpose": Attribute("request.purpose", STR, _purpose)}
+    name: Attribute(
+        name,
+        typ,
+        _field(fact, fld, name in UNKNOWN_IF_NONE),
+        fact=fact,
+        field=fld,
+        unknown_if_none=name in UNKNOWN_IF_NONE,
+    )
+    for name, typ, fact, fld in _SPEC
+} | {
+    "compute.gpu_model": Attribute("compute.gpu_model", STR, _gpu_model),
+    "request.purpose": Attribute("request.purpose", STR, _purpose, multi=True),
+}
 
 CLAIM_PREFIX = "principal.claims."
 
@@ -154,9 +253,12 @@ OPERATORS = (
     "intersects",
     "lt",
     "lte",
+    "missing",
     "not_in",
     "not_in_group",
 )
+# Operators that test whether there is a value: always true or false, never unknown.
+EXPLICIT_OPS = frozenset({"exists", "missing"})
 COMBINATORS = ("all", "any", "not")
 
 _NUMERIC_OPS = ("gt", "gte", "lt", "lte")
@@ -259,6 +361,8 @@ def equality(attr: Attribute, value: Any) -> tuple[Predicate, Any]:
     x = check_scalar(attr, value)
     if attr.type == ANY:
         return _strict_eq(x), x
+    if attr.multi:
+        return (lambda vs: x in vs), x
     # Not x.__eq__: it returns NotImplemented (truthy) for a value of another type, e.g. None.
     return (lambda v: v == x), x
 
@@ -269,10 +373,12 @@ def operator(
     """(predicate, normalised operand) for ``{attr: {op: value}}``; raises ``OperandError``,
     or ``KeyError`` for an unknown group."""
     t = attr.type
-    if op == "exists":
+    if op in EXPLICIT_OPS:
         if not isinstance(value, bool):
-            raise OperandError(f"exists needs true or false, got {describe(value)}")
-        return ((lambda v: v is not None) if value else (lambda v: v is None)), value
+            raise OperandError(f"{op} needs true or false, got {describe(value)}")
+        return _presence(attr, op == "exists", value), value
+    if attr.multi:
+        return _multi(attr, op, value, groups)
     if op in _NUMERIC_OPS:
         if t not in (NUM, ANY):
             raise OperandError(f"{op} needs a numeric attribute; {attr.name} is {_TYPE_NAMES[t]}")
@@ -286,17 +392,7 @@ def operator(
             raise OperandError(
                 f"{op} needs a single-valued attribute; {attr.name} is a set (use intersects)"
             )
-        if op.endswith("_group"):
-            if not isinstance(value, str):
-                raise OperandError(f"{op} needs a group name, got {describe(value)}")
-            if value not in groups:
-                raise KeyError(value)
-            try:
-                members = _check_list(attr, list(groups[value]), op)
-            except OperandError as exc:
-                raise OperandError(f"group {value!r}: {exc}") from None
-        else:
-            members = _check_list(attr, value, op)
+        members = _members(attr, op, value, groups)
         if t == ANY:
             if op.startswith("not_"):
                 return (lambda v: isinstance(v, str | int | float) and v not in members), members
@@ -317,3 +413,48 @@ def operator(
             lambda v: isinstance(v, frozenset | tuple | set) and not members.isdisjoint(v)
         ), members
     raise LookupError(op)
+
+
+def _presence(attr: Attribute, exists: bool, value: bool) -> Predicate:
+    """``exists`` (there is a value) or ``missing`` (the value is unknown), never unknown."""
+    if exists:
+        if attr.multi:  # a set of declared purposes exists when it is not empty
+            return (lambda v: bool(v)) if value else (lambda v: not v)
+        if value:
+            return lambda v: v is not None and v is not UNKNOWN
+        return lambda v: v is None or v is UNKNOWN
+    if value:
+        return lambda v: v is UNKNOWN
+    return lambda v: v is not UNKNOWN
+
+
+def _multi(
+    attr: Attribute, op: str, value: Any, groups: Mapping[str, tuple[Any, ...]]
+) -> tuple[Predicate, Any]:
+    """Operators on a set read as "any of its values": ``in`` matches when one value is listed,
+    ``not_in`` when none is (the negation of ``in``), ``contains`` is equality."""
+    if op in _NUMERIC_OPS:
+        raise OperandError(f"{op} needs a numeric attribute; {attr.name} is {_TYPE_NAMES[STR]}")
+    if op == "contains":
+        x = check_scalar(attr, value)
+        return (lambda vs: x in vs), x
+    members = _members(attr, op, value, groups)
+    if op.startswith("not_"):
+        return members.isdisjoint, members
+    return (lambda vs: not members.isdisjoint(vs)), members
+
+
+def _members(
+    attr: Attribute, op: str, value: Any, groups: Mapping[str, tuple[Any, ...]]
+) -> frozenset[Any]:
+    """The listed values of ``in``/``not_in`` or the members of the group ``value`` names."""
+    if not op.endswith("_group"):
+        return _check_list(attr, value, op)
+    if not isinstance(value, str):
+        raise OperandError(f"{op} needs a group name, got {describe(value)}")
+    if value not in groups:
+        raise KeyError(value)
+    try:
+        return _check_list(attr, list(groups[value]), op)
+    except OperandError as exc:
+        raise OperandError(f"group {value!r}: {exc}") from None

@@ -1,16 +1,23 @@
-"""A compiled, immutable policy set and its evaluation (CONTRACT §5.3).
+"""A compiled, immutable policy set and its evaluation.
 
 Precedence: **deny** beats **require_license** beats **allow**; ``flag`` rules add their id to the
-reasons without changing the outcome. The deciding rule is the first matching rule (in file order)
-of the winning action; the reasons are the ids of every matching rule of that action, then the
+reasons without changing the outcome. The deciding rule is the first applying rule (in file order)
+of the winning action; the reasons are the ids of every applying rule of that action, then the
 licence (``license:<id>``) when one was used, then flags. ``require_license`` becomes allow when the
 entity holds a covering licence (``licensing.py``); the allow then consumes the quotas of every
-matching allow rule. Nothing matched → ``default_action`` with rule ``None`` and reason
+applying allow rule. Nothing applied → ``default_action`` with rule ``None`` and reason
 ``default-action``.
 
-Every rule is evaluated. The fast path runs one generated function over all rules (see
-``compiler._Emitter``) and looks the verdict up by the bitmask of matching rules; with a trace
-the reference closures are run and each rule explained.
+Unknown is never permissive. A condition is true, false or unknown (``terms``). A rule whose
+condition is true applies. A rule whose condition is unknown applies when it can only make the
+decision stricter or draw attention — ``deny``, ``require_license`` and ``flag`` — and then names
+each attribute that was unknown as a reason ``unknown:<attribute>`` right after its id; an
+``allow`` rule whose condition is unknown does not apply.
+
+Every rule is evaluated by generated code (``terms``): one function over all rules without a
+trace, each rule's own with one. Verdicts depend only on which rules applied, so they are cached
+per bitmask of applying rules; a decision with an unknown condition is computed afresh (its
+reasons name the unknown attributes of this request).
 """
 
 from __future__ import annotations
@@ -20,9 +27,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import metrics
-from ..context import ALLOW, DENY, FLAG, R_DEFAULT, R_LICENSE_EXHAUSTED, REQUIRE_LICENSE, QuotaDef
+from ..context import (
+    ALLOW,
+    DENY,
+    FLAG,
+    R_DEFAULT,
+    R_LICENSE_EXHAUSTED,
+    R_UNKNOWN_PREFIX,
+    REQUIRE_LICENSE,
+    QuotaDef,
+)
 from .licensing import find_license
 from .model import CompiledRule, PolicyInput, Verdict
+from .terms import show3
+
+# Unknown reasons per rule id, for the rules that applied on an unknown condition.
+_Unknown = Mapping[str, tuple[str, ...]]
+_NONE: _Unknown = {}
 
 DEFAULT_STATUS = 451  # deny and require_license, unless a rule says otherwise
 DEFAULT_ACTIONS = (DENY, REQUIRE_LICENSE, ALLOW)
@@ -56,10 +77,12 @@ class PolicySet:
     __slots__ = (
         "_match",
         "_plans",
+        "_strict",
         "default_action",
         "groups",
         "name",
         "quotas",
+        "reads",
         "rules",
         "shadows",
         "version",
@@ -75,7 +98,8 @@ class PolicySet:
         default_action: str,
         version: str,
         shadows: Sequence[PolicySet] = (),
-        matcher: Callable[[PolicyInput], int] | None = None,
+        reads: Sequence[tuple[str, str, int]] = (),
+        matcher: Callable[[PolicyInput], tuple[int, int]] | None = None,
     ) -> None:
         self.name = name
         self.rules = tuple(rules)
@@ -84,7 +108,10 @@ class PolicySet:
         self.default_action = default_action
         self.version = version
         self.shadows = tuple(shadows)
-        self._match = matcher if matcher is not None else _closure_matcher(self.rules)
+        self.reads = tuple(reads)  # (attribute, file, line) of every condition leaf
+        self._match = matcher if matcher is not None else _rule_by_rule(self.rules)
+        # Rules that apply when their condition is unknown: all but allow rules.
+        self._strict = sum(1 << i for i, r in enumerate(self.rules) if r.action != ALLOW)
         self._plans: dict[int, _Plan] = {}
 
     def __repr__(self) -> str:
@@ -96,64 +123,88 @@ class PolicySet:
         """Decide one request. With ``trace`` every rule is also explained."""
         if trace:
             return self._traced(inp)
-        mask = self._match(inp)
+        mask, unknown = self._match(inp)
+        unknown &= self._strict
+        if unknown:
+            return self._with_unknowns(inp, mask, unknown)
         plan = self._plans.get(mask)
         if plan is None:
-            plan = self._plan_for(mask)
+            plan = self._plan(self._hits(mask), _NONE)
+            if len(self._plans) < _PLAN_CACHE_MAX:
+                self._plans[mask] = plan
         if plan.needs_license:
             return self._licensed(plan, inp, None)
         return Verdict(
             plan.action, plan.rule, list(plan.reasons), plan.status, None, plan.quotas, []
         )
 
-    def _plan_for(self, mask: int) -> _Plan:
+    def _hits(self, mask: int) -> dict[str, list[CompiledRule]]:
         hits: dict[str, list[CompiledRule]] = {DENY: [], REQUIRE_LICENSE: [], ALLOW: [], FLAG: []}
         for i, r in enumerate(self.rules):
             if mask >> i & 1:
                 hits[r.action].append(r)
-        plan = self._plan(hits)
-        if len(self._plans) < _PLAN_CACHE_MAX:
-            self._plans[mask] = plan
-        return plan
+        return hits
+
+    def _with_unknowns(self, inp: PolicyInput, mask: int, unknown: int) -> Verdict:
+        why = {
+            r.id: tuple(R_UNKNOWN_PREFIX + n for n in r.unknowns(inp))
+            for i, r in enumerate(self.rules)
+            if unknown >> i & 1
+        }
+        plan = self._plan(self._hits(mask | unknown), why)
+        if plan.needs_license:
+            return self._licensed(plan, inp, None)
+        return Verdict(
+            plan.action, plan.rule, list(plan.reasons), plan.status, None, plan.quotas, []
+        )
 
     def _traced(self, inp: PolicyInput) -> Verdict:
         trace: list[dict[str, Any]] = []
         hits: dict[str, list[CompiledRule]] = {DENY: [], REQUIRE_LICENSE: [], ALLOW: [], FLAG: []}
+        why: dict[str, tuple[str, ...]] = {}
         for r in self.rules:
-            # The closures are the reference implementation; the trace explains with them.
-            matched = bool(r.test(inp))
+            result = r.test(inp)
+            applies = result is True or (result is None and r.action != ALLOW)
             trace.append(
-                {"rule": r.id, "action": r.action, "matched": matched, "because": r.explain(inp)}
+                {
+                    "rule": r.id,
+                    "action": r.action,
+                    "matched": applies,
+                    "result": show3(result),
+                    "because": r.explain(inp),
+                }
             )
-            if matched:
+            if applies:
                 hits[r.action].append(r)
-        plan = self._plan(hits)
+                if result is None:
+                    why[r.id] = tuple(R_UNKNOWN_PREFIX + n for n in r.unknowns(inp))
+        plan = self._plan(hits, why)
         if plan.needs_license:
             return self._licensed(plan, inp, trace)
         return Verdict(
             plan.action, plan.rule, list(plan.reasons), plan.status, None, plan.quotas, trace
         )
 
-    def _plan(self, hits: Mapping[str, Sequence[CompiledRule]]) -> _Plan:
+    def _plan(self, hits: Mapping[str, Sequence[CompiledRule]], why: _Unknown) -> _Plan:
         denied, required, allowed = hits[DENY], hits[REQUIRE_LICENSE], hits[ALLOW]
-        flags = tuple(r.id for r in hits[FLAG])
+        flags = _ids(hits[FLAG], why)
         if denied:
             first = denied[0]
-            reasons = tuple(r.id for r in denied) + flags
+            reasons = _ids(denied, why) + flags
             return _Plan(DENY, first.id, reasons, first.status or DEFAULT_STATUS, ())
         if required or (not allowed and self.default_action == REQUIRE_LICENSE):
             return _Plan(
                 REQUIRE_LICENSE,
                 required[0].id if required else None,
-                tuple(r.id for r in required) if required else (R_DEFAULT,),
+                _ids(required, why) if required else (R_DEFAULT,),
                 (required[0].status if required else None) or DEFAULT_STATUS,
                 _quotas(allowed),
                 needs_license=True,
-                granted_tail=tuple(r.id for r in allowed) + flags,
+                granted_tail=_ids(allowed, why) + flags,
                 refused_tail=flags,
             )
         if allowed:
-            reasons = tuple(r.id for r in allowed) + flags
+            reasons = _ids(allowed, why) + flags
             return _Plan(ALLOW, allowed[0].id, reasons, None, _quotas(allowed))
         reasons = (R_DEFAULT, *flags)
         if self.default_action == ALLOW:
@@ -211,17 +262,31 @@ class PolicySet:
         return out
 
 
-def _closure_matcher(rules: tuple[CompiledRule, ...]) -> Callable[[PolicyInput], int]:
-    """The reference matcher built from the closures (used when no generated one is given)."""
+def _rule_by_rule(rules: Sequence[CompiledRule]) -> Callable[[PolicyInput], tuple[int, int]]:
+    """The matcher of rules compiled without one (each rule's own generated function)."""
 
-    def match(inp: PolicyInput) -> int:
-        m = 0
+    def match(inp: PolicyInput) -> tuple[int, int]:
+        mask = unknown = 0
         for i, r in enumerate(rules):
-            if r.test(inp):
-                m |= 1 << i
-        return m
+            result = r.test(inp)
+            if result:
+                mask |= 1 << i
+            elif result is None:
+                unknown |= 1 << i
+        return mask, unknown
 
     return match
+
+
+def _ids(rules: Sequence[CompiledRule], why: _Unknown) -> tuple[str, ...]:
+    """The rules' ids, each followed by the unknown attributes it applied on (once each)."""
+    if not why:
+        return tuple(r.id for r in rules)
+    out: list[str] = []
+    for r in rules:
+        out.append(r.id)
+        out.extend(n for n in why.get(r.id, ()) if n not in out)
+    return tuple(out)
 
 
 def _quotas(allowed: Sequence[CompiledRule]) -> tuple[QuotaDef, ...]:

@@ -1,11 +1,14 @@
-"""Build a ``PolicyInput`` from dotted attributes (CONTRACT §5.2), for policy tests and ``check``.
+"""Build a ``PolicyInput`` from dotted attributes, for policy tests and ``check``.
 
 Keys are the attribute names a condition reads (``entity.country``, ``geo.vpn``,
 ``principal.claims.purpose``...), given flat (``{"entity.country": "SG"}``) or nested
 (``{"entity": {"country": "SG"}}``). A fact none of whose attributes is given stays ``None``, as on
-a route where no stage produced it. Extra keys: ``entity.licenses`` (list of licence mappings as in
-CONTRACT §4), ``geo.ip``, ``request.path``, ``request.mode``, ``compute.reasons``. Unknown keys and
-values of the wrong type raise ``ValueError`` naming the key.
+a route where no stage produced it. As in the registry, an entity given without an ultimate
+parent is its own, headquartered at its ``hq_country`` (else its ``country``); give
+``ownership.parent_hq_country: null`` for a parent whose headquarters is unknown. Extra keys:
+``entity.licenses`` (list of licence mappings as in the entity data), ``geo.ip``,
+``request.path``, ``request.mode``, ``compute.reasons``. Unknown keys and values of the wrong type
+raise ``ValueError`` naming the key.
 """
 
 from __future__ import annotations
@@ -81,6 +84,20 @@ def _licenses(value: Any) -> tuple[License, ...]:
     return tuple(out)
 
 
+def _parent(values: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(ultimate parent, its HQ). As the registry resolves them: an entity nobody controls is
+    its own ultimate parent, and an organisation without a recorded HQ sits where it is
+    incorporated. A parent named without an HQ, or an explicit null, leaves the HQ unknown."""
+    parent = values.get("ownership.ultimate_parent")
+    if "ownership.parent_hq_country" in values or parent is not None:
+        return parent, values.get("ownership.parent_hq_country")
+    if values.get("entity.known") is False:
+        return None, None
+    return values.get("entity.id", "test-entity"), values.get("entity.hq_country") or values.get(
+        "entity.country"
+    )
+
+
 def input_from_attributes(
     attrs: Mapping[str, Any],
     today: datetime.date,
@@ -129,6 +146,7 @@ def input_from_attributes(
         )
     ownership = None
     if given("entity.", "ownership."):
+        parent, parent_hq = _parent(values)
         ownership = OwnershipProfile(
             id=v("entity.id", "test-entity"),
             known=v("entity.known", True),
@@ -140,8 +158,8 @@ def input_from_attributes(
             listed_share=float(v("ownership.listed_share", 0.0)),
             listed_via=tuple(v("ownership.listed_via", ())),
             affiliated_flags=frozenset(v("ownership.affiliated_flags", ())),
-            ultimate_parent=v("ownership.ultimate_parent"),
-            parent_hq_country=v("ownership.parent_hq_country"),
+            ultimate_parent=parent,
+            parent_hq_country=parent_hq,
             licenses=v("entity.licenses", ()),
         )
     geo = None

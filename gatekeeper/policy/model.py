@@ -7,7 +7,7 @@ pipeline produced, and ``gatekeeper check`` / the policy tests build one from do
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -27,8 +27,8 @@ _EMPTY: Mapping[str, float] = MappingProxyType({})
 
 @dataclass(frozen=True, slots=True)
 class PolicyInput:
-    """Everything a condition may read (CONTRACT §5.2). A fact that is ``None`` makes its
-    attributes ``None``: comparisons with ``None`` are false, ``exists`` tests for it."""
+    """Everything a condition may read. A fact that is ``None`` is absent (its attributes have
+    no value, comparisons are false); a field a present fact lacks may be unknown (``criteria``)."""
 
     principal: Principal | None
     ownership: OwnershipProfile | None
@@ -64,10 +64,6 @@ class Verdict:
         }
 
 
-Test = Callable[[PolicyInput], bool]
-Explain = Callable[[PolicyInput], str]
-
-
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     """One rule after compilation: a pure predicate plus what the verdict needs from it."""
@@ -79,5 +75,19 @@ class CompiledRule:
     description: str
     file: str
     line: int
-    test: Test = field(repr=False, compare=False)
-    explain: Explain = field(repr=False, compare=False)
+    term: Any = field(repr=False, compare=False)  # terms.Term: the compiled condition
+
+    def test(self, inp: PolicyInput) -> bool | None:
+        """The condition's result: True, False or None (unknown)."""
+        result: bool | None = self.term.test(inp)
+        return result
+
+    def explain(self, inp: PolicyInput) -> str:
+        """The condition with its values and results (traces)."""
+        text: str = self.term.explain(inp)
+        return text
+
+    def unknowns(self, inp: PolicyInput) -> tuple[str, ...]:
+        """The attributes whose unknown value left the condition unknown."""
+        names: tuple[str, ...] = self.term.unknowns(inp)
+        return names

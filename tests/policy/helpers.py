@@ -37,7 +37,7 @@ def decide(
     today: datetime.date = TODAY,
     license_used: dict[str, float] | None = None,
 ) -> Verdict:
-    """Evaluate on both paths (generated matcher and traced closures); they must agree."""
+    """Evaluate with and without a trace; the two must agree."""
     inp = input_from_attributes(attrs, today, license_used=license_used)
     fast = policy.evaluate(inp)
     traced = policy.evaluate(inp, trace=True)

@@ -129,7 +129,7 @@ EXPECTED: dict[str, list[str]] = {
         "{d}/unknown-group.yaml:7: rules[0].when.geo.country.in_group: unknown group 'D6'",
     ],
     "unknown-operator.yaml": [
-        "{d}/unknown-operator.yaml:5: rules[0].when.entity.country: unknown operator 'inside' (expected one of: contains, exists, gt, gte, in, in_group, intersects, lt, lte, not_in, not_in_group)",
+        "{d}/unknown-operator.yaml:5: rules[0].when.entity.country: unknown operator 'inside' (expected one of: contains, exists, gt, gte, in, in_group, intersects, lt, lte, missing, not_in, not_in_group)",
     ],
     "unknown-quota.yaml": [
         "{d}/unknown-quota.yaml:8: rules[0].quota: unknown quota 'montly' (did you mean 'monthly'?)",

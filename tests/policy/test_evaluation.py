@@ -177,7 +177,7 @@ def test_quotas_are_exposed_with_their_definition(policy) -> None:  # type: igno
 
 
 def test_hostile_values_are_data_not_code(tmp_path: Path) -> None:
-    # Values end up as constants of the generated matcher, never in its source.
+    # Values end up as constants of the generated code, never in its source.
     p = policy_of(
         tmp_path,
         """
@@ -193,6 +193,9 @@ def test_hostile_values_are_data_not_code(tmp_path: Path) -> None:
         p, {"entity.country": "') or True or ('", "entity.name": "__import__('os').system('false')"}
     )
     assert v.rule == "x"
+    src = p.rules[0].term.code
+    assert "o.country" in src and "o.name" in src  # the expression, not its leaf tokens
+    assert "import" not in src and "or True" not in src and "SG" not in src
 
 
 def test_many_rules_use_a_wide_bitmask(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ def test_attribute_names_cannot_reach_python(tmp_path: Path) -> None:
     assert info.value.problems == [f"{f}:4: rules[0].when: unknown attribute 'entity.__class__'"]
 
 
-# ------------------------------------------------------------ generated matcher == closures
+# ------------------------------------------------------------ fast path == traced path
 
 COUNTRIES = st.sampled_from(["US", "SG", "CN", "MO", "JP", "DE", "RU", "internal"])
 MAYBE_COUNTRY = st.none() | COUNTRIES
@@ -132,11 +132,9 @@ def attributes(draw: st.DrawFn) -> dict[str, Any]:
 
 @settings(max_examples=300, deadline=None)
 @given(attributes())
-def test_generated_matcher_agrees_with_reference_closures(attrs: dict[str, Any]) -> None:
+def test_fast_and_traced_evaluation_agree(attrs: dict[str, Any]) -> None:
     policy = _policy()
     inp = input_from_attributes(attrs, datetime.date(2026, 11, 25))
-    reference = sum(1 << i for i, r in enumerate(policy.rules) if r.test(inp))
-    assert policy._match(inp) == reference
     fast, traced = policy.evaluate(inp), policy.evaluate(inp, trace=True)
     assert (fast.action, fast.rule, fast.reasons, fast.status) == (
         traced.action,

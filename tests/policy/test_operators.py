@@ -1,7 +1,6 @@
 """Each operator and combinator, on matching, non-matching and missing values (table tests).
 
-Every row is evaluated on the generated fast path and on the traced reference closures, which
-must agree (``helpers.decide``).
+Every row is evaluated with and without a trace, which must agree (``helpers.decide``).
 """
 
 from __future__ import annotations
@@ -187,6 +186,7 @@ def test_trace_explains_values_and_results(tmp_path: Path) -> None:
             "rule": "hit",
             "action": "allow",
             "matched": True,
+            "result": "true",
             "because": "all(geo.country=MO in_group D5_OR_MACAU: true; "
             "not(entity.known=null == true: false): true): true",
         }
