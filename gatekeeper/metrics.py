@@ -126,6 +126,10 @@ AUDIT_ERRORS = Counter(
     "Audit write failures, by sink.",
     ["sink"],
 )
+AUDIT_CHAIN_BREAKS = Counter(
+    "gatekeeper_audit_chain_breaks_total",
+    "Existing audit chains that did not verify at start, moved aside for a new chain.",
+)
 STORE_ERRORS = Counter(
     "gatekeeper_store_errors_total",
     "Quota store errors and timeouts.",

@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from gatekeeper.audit.sinks import _Worker
+from gatekeeper.audit.sinks import Worker
 
 
 async def test_calls_run_in_order_on_one_thread_and_errors_propagate() -> None:
-    worker = _Worker("gk-test")
+    worker = Worker("gk-test")
     seen: list[tuple[int, str]] = []
 
     def job(i: int) -> int:
@@ -32,7 +32,7 @@ async def test_calls_run_in_order_on_one_thread_and_errors_propagate() -> None:
 
 
 async def test_a_call_cancelled_before_it_starts_is_skipped() -> None:
-    worker = _Worker("gk-test")
+    worker = Worker("gk-test")
     gate = threading.Event()
     ran: list[int] = []
     first = worker.run(gate.wait, 5)
@@ -46,7 +46,7 @@ async def test_a_call_cancelled_before_it_starts_is_skipped() -> None:
 
 
 def test_a_closed_loop_does_not_kill_the_thread() -> None:
-    worker = _Worker("gk-test")
+    worker = Worker("gk-test")
     gate = threading.Event()
 
     async def leave() -> None:
