@@ -12,7 +12,7 @@ import math
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -24,6 +24,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _mp
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (
     0.0001,
@@ -164,6 +166,25 @@ INFO = Gauge(
     ["version", "policy_version"],
     multiprocess_mode="liveall",
 )
+_info_labels: set[tuple[str, str]] = set()
+
+
+def set_info(version: str, policy_version: str) -> None:
+    """``gatekeeper_info`` for the running policy only (at start and after each reload).
+
+    The label sets of earlier policies are removed; with workers > 1 prometheus-client keeps a
+    removed child's last value in this process's file, so it is set to 0 first and ``render``
+    leaves info samples of 0 out.
+    """
+    current = (version, policy_version)
+    for labels in _info_labels - {current}:
+        INFO.labels(*labels).set(0)
+        INFO.remove(*labels)
+    INFO.labels(*current).set(1)
+    _info_labels.clear()
+    _info_labels.add(current)
+
+
 IN_FLIGHT = Gauge(
     "gatekeeper_in_flight_requests",
     "Requests currently being handled.",
@@ -333,6 +354,19 @@ def render() -> tuple[bytes, str]:
     flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        _mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(_CurrentInfo(_mp.MultiProcessCollector(None)))  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+class _CurrentInfo(Collector):
+    """The multiprocess samples without ``gatekeeper_info`` series of earlier policies (0)."""
+
+    def __init__(self, inner: Collector) -> None:
+        self.inner = inner
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self.inner.collect():
+            if metric.name == "gatekeeper_info":
+                metric.samples = [s for s in metric.samples if s.value != 0]
+            yield metric

@@ -116,7 +116,7 @@ class Runtime:
         self._audit_started = with_audit
         if with_audit:
             await self.audit.start()
-        metrics.INFO.labels(VERSION, self._snapshot.policy.version).set(1)
+        metrics.set_info(VERSION, self._snapshot.policy.version)
 
     def _build_snapshot(self) -> Snapshot:
         cfg = self.cfg
@@ -193,10 +193,9 @@ class Runtime:
             old, self._snapshot = self._snapshot, new
             metrics.POLICY_RELOADS.labels("success").inc()
             if old is not None:
-                metrics.INFO.remove(VERSION, old.policy.version)
                 # Readers are closed later: in-flight requests may still use the old snapshot.
                 asyncio.get_running_loop().call_later(60, old.geo.close)
-            metrics.INFO.labels(VERSION, new.policy.version).set(1)
+            metrics.set_info(VERSION, new.policy.version)
             log.info("reloaded: policy %s", new.policy.version)
             if self.after_reload is not None:
                 self.after_reload()
