@@ -2,10 +2,9 @@
 ``worker_cpu_affinity auto``).
 
 Why. A gate process is an event loop plus helpers that take every group commit to the disk and
-hand it back (the audit file's fsync process, which inherits the worker's CPU, and its thread).
-Left to the scheduler, they move between CPUs: the commit hand-off then crosses cores and each
-move starts on cold caches. Pinned, worker *i*, all its threads and its fsync process stay on
-one CPU (on 2026-11-27 the audit thread of the time, left free to move, measured 7.5% fewer
+hand it back (the audit file's thread). Left to the scheduler, they move between CPUs: the
+commit hand-off then crosses cores and each move starts on cold caches. Pinned, worker *i* and
+all its threads stay on one CPU (the audit thread, left free to move, measured 7.5% fewer
 req/s at 32 connections in eight paired rounds). Measured on the 2-core benchmark
 VM with ``bench/profile_gate.py --workers 2 --cpu-affinity auto|none`` (wrk, nginx and Redis on
 the same two cores): seven paired rounds, median 5,573 against 4,603 req/s (more in 6 of 7) and

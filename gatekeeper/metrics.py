@@ -106,16 +106,15 @@ AUDIT_COMMIT_SECONDS = Histogram(
 )
 AUDIT_WRITE_SECONDS = Histogram(
     "gatekeeper_audit_write_seconds",
-    "One group commit's write to one sink, as the event loop waits for it (file: the write and"
-    " the wait for its fsync process; redis_stream: the XADD round trip).",
+    "One group commit's write to one sink, as the event loop waits for it (file: the hand-off"
+    " to the sink's thread, write and fsync; redis_stream: the XADD round trip).",
     ["sink"],
     buckets=_LATENCY_BUCKETS,
 )
 AUDIT_FSYNC_SECONDS = Histogram(
     "gatekeeper_audit_fsync_seconds",
-    "The file sink's fsync of one group commit, timed by its fsync process (the write alone, on"
-    " the sink's thread, with durability: buffered): the disk's part of"
-    " gatekeeper_audit_write_seconds{sink=file}.",
+    "The file sink's write + fsync of one group commit, timed on its own thread (the write alone"
+    " with durability: buffered): the disk's part of gatekeeper_audit_write_seconds{sink=file}.",
     buckets=_LATENCY_BUCKETS,
 )
 AUDIT_BATCH_RECORDS = Histogram(
