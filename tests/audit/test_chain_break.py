@@ -135,3 +135,44 @@ async def test_a_file_held_by_another_writer_is_not_moved(tmp_path: Path) -> Non
         os.close(fd)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.jsonl"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def test_lost_records_are_bounded_and_merge_back() -> None:
+    from gatekeeper.audit.notes import MAX_IDS, LostRecords
+
+    lost = LostRecords()
+    assert not lost
+    for i in range(MAX_IDS + 5):
+        lost.add(f"d{i}", answered=True, detail="disk full")
+    lost.add("o1", answered=False, detail="disk full")
+    note = lost.take()
+    assert not lost and len(note["unforwarded"]) == MAX_IDS
+    assert (note["unforwarded_count"], note["outcomes_lost"]) == (MAX_IDS + 5, ["o1"])
+    lost.add("d-late", answered=True, detail="EIO")
+    lost.merge(note)  # its commit failed too: everything waits again, still bounded
+    again = lost.take()
+    assert len(again["unforwarded"]) == MAX_IDS and again["unforwarded"][0] == "d-late"
+    assert (again["unforwarded_count"], again["outcomes_lost_count"]) == (MAX_IDS + 6, 1)
+
+
+async def test_hostile_break_records_do_not_explain_a_break(tmp_path: Path) -> None:
+    """A chain-break record with odd fields (by hand: its hash is recomputed) explains nothing."""
+    from gatekeeper.audit.record import ZERO_HASH, canonical, chain_hash
+
+    path = tmp_path / "audit.jsonl"
+    await _write(path, 3)
+    _tamper(path, 2)
+    broken = tmp_path / "audit.jsonl.broken-x"
+    path.rename(broken)
+    for fields in (
+        {"moved_to": ["audit.jsonl.broken-x"], "last_seq": 1},
+        {"moved_to": "audit.jsonl.broken-x", "last_seq": "1", "last_hash": None},
+        {"moved_to": "audit.jsonl.broken-x"},
+    ):
+        rec = {"v": 1, "seq": 1, "type": "chain-break", "ts": "t", "replica": "gk-0",
+               "prev_hash": ZERO_HASH, **fields}  # fmt: skip
+        rec["hash"] = chain_hash(ZERO_HASH, rec)
+        path.write_bytes(canonical(rec) + b"\n")
+        report = verify_files([str(path), str(broken)])
+        assert not report.ok and report.first_error is not None
+        assert report.first_error.startswith(f"{broken}:2: hash mismatch")
