@@ -435,10 +435,11 @@ class AuditLog:
             kind = body.get("type")
             if kind == notes.CHAIN_BREAK:
                 self._break_note = body  # waits for the next seq 1
-            elif kind == notes.COMMIT_FAILED:
-                self._lost.merge(body)
-            else:
-                self._lost.add(body.get("decision_id"), answered=fut is not None, detail=why)
+                continue
+            if kind == notes.COMMIT_FAILED:
+                self._lost.merge(body)  # waits for the next commit
+                continue
+            self._lost.add(body.get("decision_id"), answered=fut is not None, detail=why)
             if fut is None:
                 log.warning("audit: %s line for %s not written", kind, body.get("decision_id"))
             elif not fut.done():
