@@ -23,6 +23,7 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +109,31 @@ class FaultySealer(Sealer):
         return super().seal(seq, head, ts)
 
 
+class CountingSink(FileSink):
+    """Counts the batches handed to the file at once (two when two commits are in flight)."""
+
+    def __init__(self, *args: Any, counts: Counter[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.counts = counts
+        self.in_flight = 0
+
+    async def write(self, lines: Sequence[bytes]) -> None:
+        self.in_flight += 1
+        if self.in_flight > 1:
+            self.counts["two-in-flight"] += 1
+        try:
+            await super().write(lines)
+        finally:
+            self.in_flight -= 1
+
+
 async def _sequence(folder: Path, seed: int, depth: int, keys: tuple[str, str]) -> Counter[str]:
     rng = random.Random(seed)
     path = folder / f"audit-{seed}-{depth}.jsonl"
     disk = FaultyDisk(random.Random(seed * 7919 + depth), rate=rng.choice((0.03, 0.08, 0.2)))
     sealer = FaultySealer(keys[0], random.Random(seed + 1), 0.04, disk.counts)
     rotate = rng.choice((4_000, 20_000, 10**8))
-    sink = FileSink(str(path), rotate_bytes=rotate, ops=disk)
+    sink = CountingSink(str(path), rotate_bytes=rotate, ops=disk, counts=disk.counts)
     cfg = file_cfg(path, rotate_bytes=rotate, signing_key=keys[0])
     log = AuditLog(cfg, replica="gk-0", sinks=[sink], sealer=sealer, depth=depth)
     await log.start()
@@ -130,7 +149,13 @@ async def _sequence(folder: Path, seed: int, depth: int, keys: tuple[str, str]) 
             b = body(0)
             b["decision_id"] = did
             bodies.append(b)
-        results = await asyncio.gather(*(log.append(b) for b in bodies), return_exceptions=True)
+        # In two waves: the second arrives while the first batch is on its way to the disk.
+        split = rng.randint(0, len(bodies))
+        first = [asyncio.ensure_future(log.append(b)) for b in bodies[:split]]
+        for _ in range(rng.randint(0, 8)):
+            await asyncio.sleep(0)
+        second = [asyncio.ensure_future(log.append(b)) for b in bodies[split:]]
+        results = await asyncio.gather(*first, *second, return_exceptions=True)
         for did, res in zip(ids, results, strict=True):
             if isinstance(res, DependencyError):
                 assert res.reason == "audit-unavailable"
@@ -144,10 +169,19 @@ async def _sequence(folder: Path, seed: int, depth: int, keys: tuple[str, str]) 
         if rng.random() < 0.3:
             await asyncio.sleep(rng.uniform(0, 0.01))  # lazy commits of outcome lines alone
     disk.on = sealer.on = False
-    last = body(0)
-    last["decision_id"] = f"s{seed}-last"
-    # The disk is back: the next commit writes what the failed ones left to say.
-    acked[last["decision_id"]] = dict(await log.append(last))
+    # The disk is back: the next commit that succeeds writes what the failed ones left to say.
+    # (A commit still in flight may have failed just before; a record chained behind it fails
+    # with it, so the first one or two may still be refused.)
+    for attempt in range(5):
+        last = body(0)
+        last["decision_id"] = f"s{seed}-last{attempt}"
+        try:
+            acked[last["decision_id"]] = dict(await log.append(last))
+            break
+        except DependencyError:
+            refused.append(last["decision_id"])
+    else:
+        raise AssertionError("the log did not come back once the faults stopped")
     await log.close()
     _check(path, keys[1], acked, refused, outcomes)
     disk.counts["sequences"] += 1
@@ -197,7 +231,8 @@ async def test_commit_faults_never_break_the_chain(tmp_path: Path, depth: int) -
     for seed in range(SEEDS):
         totals += await _sequence(tmp_path, seed, depth, keys)
     TOTALS.update(totals)
-    faults = {k: v for k, v in totals.items() if k not in ("sequences", "acked", "refused")}
+    tallies = ("sequences", "acked", "refused", "two-in-flight")
+    faults = {k: v for k, v in totals.items() if k not in tallies}
     print(f"\nfault injection, {depth} commit(s) in flight: {dict(totals)}")
     assert totals["sequences"] == SEEDS
     # The plan really exercised every kind of fault and both outcomes.
@@ -207,3 +242,5 @@ async def test_commit_faults_never_break_the_chain(tmp_path: Path, depth: int) -
     ):  # fmt: skip
         assert faults.get(kind, 0) > 0, kind
     assert totals["acked"] > 0 and totals["refused"] > 0
+    # With two in flight, a batch really was handed to the file while another was on its way.
+    assert (totals["two-in-flight"] > 0) == (depth == 2)
