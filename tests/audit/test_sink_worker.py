@@ -60,3 +60,27 @@ def test_a_closed_loop_does_not_kill_the_thread() -> None:
 
     assert asyncio.run(again()) == 3
     worker.stop()
+
+
+async def test_a_dying_thread_fails_its_call_and_the_queued_ones_then_restarts() -> None:
+    from gatekeeper.audit.worker import WorkerDied
+    from tests.audit.disks import ThreadDeath
+
+    worker = Worker("gk-test")
+    gate = threading.Event()
+    names: list[str] = []
+
+    def die() -> None:
+        gate.wait(5)
+        names.append(threading.current_thread().name)
+        raise ThreadDeath
+
+    dying = worker.run(die)
+    queued = [worker.run(names.append, "never") for _ in range(3)]
+    gate.set()
+    for fut in (dying, *queued):
+        with pytest.raises(WorkerDied, match="gk-test thread died: ThreadDeath"):
+            await fut
+    assert names == ["gk-test"]  # the queued calls never ran
+    assert await worker.run(len, "abcd") == 4  # a new thread takes the next call
+    worker.stop()
