@@ -26,7 +26,13 @@ sink cuts the file back to its last durable batch and refuses every batch until 
 a batch chained behind the failed one is refused with it. The writer then waits until nothing
 is in flight, chains from the last durable record (``seq``/``head``, which is where the file now
 ends) and lets the file sink take batches again: the chain on disk is unbroken, whatever failed
-and when. ``gatekeeper_audit_errors_total{sink}`` counts it, ``healthy()`` turns false and the
+and when. Why that holds with two commits in flight: the file's thread runs batches strictly in
+chain order and alone decides what is durable; it marks itself broken before a failure reaches
+the loop, so nothing chained on the failed batch is written; ``seq``/``head`` advance only for a
+batch whose write and fsync returned after every batch before it had; and ``recover()`` runs only
+with nothing in flight, once the tip is back at ``seq``/``head``. A batch that fails before the
+file (its seal) is never handed to it (``tests/audit/test_fault_injection.py`` tries all of
+these). ``gatekeeper_audit_errors_total{sink}`` counts it, ``healthy()`` turns false and the
 writer probes the sinks every second; the next append, or a successful probe, brings it back.
 A non-required sink only counts its errors.
 
