@@ -6,7 +6,7 @@ path, fsync audit with seals) and, per round, drives direct, the bare proxy and 
 For the gate it also reads ``/metrics`` before and after the round and prints, from the gate's
 own histograms: the mean time per pipeline stage, the decision time (authn to a durable audit
 record), the audit group commit, the file sink's write as the event loop waits for it and the
-fsync as the sink's fsync process timed it (mean, and p50/p99 interpolated in the buckets as Prometheus'
+write + fsync on the sink's thread (mean, and p50/p99 interpolated in the buckets as Prometheus'
 ``histogram_quantile`` does), lines per commit, and the upstream time.
 
 Run: ``.venv/bin/python bench/latency_budget.py [--rate 500] [--duration 6] [--rounds 3]
@@ -103,7 +103,7 @@ BUDGET_PARTS = (
     ("decision (authn to durable record)", "gatekeeper_decision_seconds", {}),
     ("audit group commit", "gatekeeper_audit_commit_seconds", {}),
     ("audit file write, as the loop waits", "gatekeeper_audit_write_seconds", {"sink": "file"}),
-    ("  of which fsync (its process)", "gatekeeper_audit_fsync_seconds", {}),
+    ("  of which write + fsync (its thread)", "gatekeeper_audit_fsync_seconds", {}),
     ("upstream (to the answer's end)", "gatekeeper_upstream_seconds", {}),
 )
 

@@ -542,8 +542,8 @@ def render(res: dict[str, Any]) -> str:
             "The gates' own time in that pass, from their /metrics (means, µs; "
             "bench/latency_budget.py explains each part):",
             "",
-            "| target | stages | decision | audit commit | file write (loop) | fsync "
-            "(process) | upstream | lines/commit |",
+            "| target | stages | decision | audit commit | file write (loop) | write + "
+            "fsync (thread) | upstream | lines/commit |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for name, b in budgets.items():

@@ -6,7 +6,7 @@ Run through ``bench/soak`` (defaults: 500 req/s for 600 s, workers 1) or directl
 
 Same processes and request as ``bench/run``'s gate-w1 target (bench/fixtures.py). The load is
 open-loop (bench/openloop.py) in back-to-back slices of ``--interval`` seconds; after each slice
-the gate's resident set (the process and every process under it: workers, audit fsync processes)
+the gate's resident set (the process and every process under it: workers)
 is sampled.
 The first minute is warm-up (caches, allocator arenas, the audit file's page cache): flatness is
 judged on the samples after it, against their first, and against their median.
@@ -41,7 +41,7 @@ from fixtures import (
 
 
 def rss_kib(pid: int) -> int:
-    """VmRSS of ``pid`` plus every process under it (workers, audit fsync processes), in KiB."""
+    """VmRSS of ``pid`` plus every process under it (workers), in KiB."""
     pids = tree_pids(pid)
     total = 0
     for p in pids:

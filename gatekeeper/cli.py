@@ -164,6 +164,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     report = verify_files(args.files, public_key=args.public_key)
     for torn in report.torn_lines:
         print(f"warning: torn line (a crash mid-write): {torn}", file=sys.stderr)
+    for line in report.breaks:
+        print(line)
+    if report.unforwarded:
+        print(f"note: {report.unforwarded} request(s) refused unforwarded after failed commits")
     print(report.summary())
     return 0 if report.ok else 1
 

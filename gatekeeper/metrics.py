@@ -11,7 +11,7 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -23,6 +23,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _mp
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (
     0.0001,
@@ -103,16 +105,15 @@ AUDIT_COMMIT_SECONDS = Histogram(
 )
 AUDIT_WRITE_SECONDS = Histogram(
     "gatekeeper_audit_write_seconds",
-    "One group commit's write to one sink, as the event loop waits for it (file: the write and"
-    " the wait for its fsync process; redis_stream: the XADD round trip).",
+    "One group commit's write to one sink, as the event loop waits for it (file: the hand-off"
+    " to the sink's thread, write and fsync; redis_stream: the XADD round trip).",
     ["sink"],
     buckets=_LATENCY_BUCKETS,
 )
 AUDIT_FSYNC_SECONDS = Histogram(
     "gatekeeper_audit_fsync_seconds",
-    "The file sink's fsync of one group commit, timed by its fsync process (the write alone, on"
-    " the sink's thread, with durability: buffered): the disk's part of"
-    " gatekeeper_audit_write_seconds{sink=file}.",
+    "The file sink's write + fsync of one group commit, timed on its own thread (the write alone"
+    " with durability: buffered): the disk's part of gatekeeper_audit_write_seconds{sink=file}.",
     buckets=_LATENCY_BUCKETS,
 )
 AUDIT_BATCH_RECORDS = Histogram(
@@ -124,6 +125,10 @@ AUDIT_ERRORS = Counter(
     "gatekeeper_audit_errors_total",
     "Audit write failures, by sink.",
     ["sink"],
+)
+AUDIT_CHAIN_BREAKS = Counter(
+    "gatekeeper_audit_chain_breaks_total",
+    "Existing audit chains that did not verify at start, moved aside for a new chain.",
 )
 STORE_ERRORS = Counter(
     "gatekeeper_store_errors_total",
@@ -166,6 +171,25 @@ INFO = Gauge(
     ["version", "policy_version"],
     multiprocess_mode="liveall",
 )
+_info_labels: set[tuple[str, str]] = set()
+
+
+def set_info(version: str, policy_version: str) -> None:
+    """``gatekeeper_info`` for the running policy only (at start and after each reload).
+
+    The label sets of earlier policies are removed; with workers > 1 prometheus-client keeps a
+    removed child's last value in this process's file, so it is set to 0 first and ``render``
+    leaves info samples of 0 out.
+    """
+    current = (version, policy_version)
+    for labels in _info_labels - {current}:
+        INFO.labels(*labels).set(0)
+        INFO.remove(*labels)
+    INFO.labels(*current).set(1)
+    _info_labels.clear()
+    _info_labels.add(current)
+
+
 IN_FLIGHT = Gauge(
     "gatekeeper_in_flight_requests",
     "Requests currently being handled.",
@@ -334,6 +358,19 @@ def render() -> tuple[bytes, str]:
     flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        _mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(_CurrentInfo(_mp.MultiProcessCollector(None)))  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+class _CurrentInfo(Collector):
+    """The multiprocess samples without ``gatekeeper_info`` series of earlier policies (0)."""
+
+    def __init__(self, inner: Collector) -> None:
+        self.inner = inner
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self.inner.collect():
+            if metric.name == "gatekeeper_info":
+                metric.samples = [s for s in metric.samples if s.value != 0]
+            yield metric

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import metrics
-from .audit.log import AuditLog, utc_ts
+from .audit.chain import utc_ts
+from .audit.log import AuditLog
 from .config import Config, RouteConfig
 from .errors import ConfigError
 from .geo import GeoResolver
@@ -106,7 +107,7 @@ class Runtime:
         self._audit_started = with_audit
         if with_audit:
             await self.audit.start()
-        metrics.INFO.labels(VERSION, self._snapshot.policy.version).set(1)
+        metrics.set_info(VERSION, self._snapshot.policy.version)
 
     def _build_snapshot(self) -> Snapshot:
         cfg = self.cfg
@@ -193,10 +194,9 @@ class Runtime:
             old, self._snapshot = self._snapshot, new
             metrics.POLICY_RELOADS.labels("success").inc()
             if old is not None:
-                metrics.INFO.remove(VERSION, old.policy.version)
                 # Readers are closed later: in-flight requests may still use the old snapshot.
                 asyncio.get_running_loop().call_later(60, old.geo.close)
-            metrics.INFO.labels(VERSION, new.policy.version).set(1)
+            metrics.set_info(VERSION, new.policy.version)
             log.info("reloaded: policy %s", new.policy.version)
             if old is not None:
                 # Before the heap is re-settled: the comparison still holds the old registry.

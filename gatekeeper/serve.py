@@ -267,6 +267,13 @@ def restart_delay(quick_deaths: int) -> float:
     return float(min(RESTART_MAX_S, RESTART_FIRST_S * 2 ** max(0, quick_deaths - 1)))
 
 
+def _forget_metrics(prom_dir: str, pid: int) -> None:
+    """A dead worker's live gauges (in flight, ``gatekeeper_info``) leave ``/metrics``."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, prom_dir)  # type: ignore[no-untyped-call]
+
+
 def _supervise(cfg: Config, config_path: str) -> int:
     """Start and watch ``cfg.workers`` worker processes; forward signals to them."""
     prom_dir = tempfile.mkdtemp(prefix="gatekeeper-prom-")
@@ -312,6 +319,7 @@ def _supervise(cfg: Config, config_path: str) -> int:
                 if code is None:
                     alive = True
                 elif not stopping:
+                    _forget_metrics(prom_dir, p.pid)
                     if code == 2:  # bad config: restarting cannot help
                         stopping = True
                         status = 2

@@ -3,59 +3,56 @@
 ``append(body)`` queues the record and waits. A single writer task takes *everything* queued at that
 moment as one batch (group commit): it numbers and chains the records, adds a seal when a signing
 key is configured, and hands the batch to every sink (file sinks first). The file sink does one
-``write`` + one ``fsync`` per batch, the fsync in a process of its own (``syncer.py``), so while one
-batch is on its way to the disk the next one collects: concurrent requests share an fsync and the
-event loop never waits for the disk.
-Outcome lines (``append_nowait``, nobody waits for them) do not start a commit of their own: they
-go with the next record's commit, or after ``LAZY_COMMIT_S`` (5 ms) if none comes. At 500 req/s
-that halves the fsyncs and keeps a decision record from queueing behind an outcome line's fsync
-(the gate's p50 fell by 0.07–0.3 ms in six paired runs).
+``write`` + one ``fsync`` per batch on its own thread, so while one batch is on its way to the
+disk the next one collects: concurrent requests share an fsync and the event loop never waits
+for the disk. Outcome lines (``append_nowait``, nobody waits for them) do not start a commit of
+their own: they go with the next record's commit, or after ``LAZY_COMMIT_S`` if none comes.
 
 Settling: a due commit first lets the event loop run up to ``SETTLE_ITERATIONS`` more times while
 each of them queues new records (requests whose bytes have already arrived finish deciding and
-join this commit instead of waiting for the next one); the first iteration that adds nothing
-ends the wait. It costs one loop iteration (microseconds) when nothing else is running, and under
-load it made group commits larger (13-14 to 17-18 lines at ``workers: 2``) and the gate cheaper
-(proxy CPU -8 µs per request in three paired rounds): every commit also costs a seal, a hand-off
-to the disk and a chain pass, whatever its size.
+join this commit instead of waiting for the next one); the first iteration that adds nothing ends
+the wait. Every commit costs a seal, a hand-off to the disk and a chain pass, whatever its size.
 
-Two commits in flight: while one batch is on its way to the disk, the next one is chained,
-written, and its fsync request queued behind the first's in the fsync process, which starts it
-the moment the first fsync returns (instead of after a hand-back to the event loop and another
-loop pass). A commit finishes, i.e. writes to
-the other sinks and answers its appends, only after the commit before it has finished, so
-records are acknowledged and reach the stream in chain order. Measured with ``bench/ab.py``
-(gate against gate on one stack, 2026-11-27): this code against its parent, 8 pairs, req/s
-+5.2% at 16 connections (95% interval -0.6..+16.4%, faster in 7 of 8) and +3.4% at 32
-(-6.1..+11.0%), machine CPU per request -9.1% (-17.6..-3.4%) and -4.6%; a prototype, 12
-pairs: +8.6% and +6.7%, CPU -10.5% and -7.5%. The loop no longer sits idle between an fsync's
-end and the next batch's start, which matters most when few requests are in flight. Only
-when the one required sink is a file (the common case): a second required
-sink (a stream, stdout, another file) would need a rollback across two batches, so such logs
-keep one commit in flight.
+Two commits in flight when the one required sink is a file: while one batch is on its way to the
+disk, the next one is chained and queued behind it on the file's thread, which starts it the
+moment the first fsync returns. A commit finishes (writes to the other sinks, answers its
+appends) only after the commit before it has finished, so records are acknowledged and reach the
+stream in chain order. A second required sink (a stream, stdout, another file) would need a
+rollback across two batches, so such logs keep one commit in flight.
 
 Failure: if a *required* sink fails, every append in the batch raises
-``DependencyError("audit-unavailable")`` (the gate answers 503 and does not forward), the batch is
-rolled back where possible (the file is cut back to the previous batch), and ``seq``/``prev_hash``
-stay where they were, so the chain on disk is unbroken. A batch chained behind a failed one
-fails with it (the file sink refuses it, ``FileSink.recover``), and the next batch is chained
-from the last durable record again. ``gatekeeper_audit_errors_total{sink}``
-counts it, ``healthy()`` turns false and the writer probes the sinks every second; the next
-append, or a successful probe, brings it back. A non-required sink only counts its errors.
+``DependencyError("audit-unavailable")`` (the gate answers 503 and does not forward). The file
+sink cuts the file back to its last durable batch and refuses every batch until ``recover()``;
+a batch chained behind the failed one is refused with it. The writer then waits until nothing
+is in flight, chains from the last durable record (``seq``/``head``, which is where the file now
+ends) and lets the file sink take batches again: the chain on disk is unbroken, whatever failed
+and when. Why that holds with two commits in flight: the file's thread runs batches strictly in
+chain order and alone decides what is durable; it marks itself broken before a failure reaches
+the loop, so nothing chained on the failed batch is written; ``seq``/``head`` advance only for a
+batch whose write and fsync returned after every batch before it had; and ``recover()`` runs only
+with nothing in flight, once the tip is back at ``seq``/``head``. A batch that fails before the
+file (its seal) is never handed to it (``tests/audit/test_fault_injection.py`` tries all of
+these). ``gatekeeper_audit_errors_total{sink}`` counts it, ``healthy()`` turns false and the
+writer probes the sinks every second; the next append, or a successful probe, brings it back.
+A non-required sink only counts its errors.
+
+What happened to refused requests: the decision ids of the records a failed commit did not keep
+(requests answered without being forwarded) and of the outcome lines it lost go into one
+``commit-failed`` record, written at the head of the next commit that succeeds (``notes.py``).
 
 Resume: ``start()`` continues the chain of the existing file (or, with no file sink, of this
-replica's entries on the Redis stream), re-verifying the last MiB first; a tail that does not
-verify refuses to start (``ConfigError``) rather than extend a tampered chain. A torn last line
+replica's entries on the Redis stream), re-verifying the last MiB first. A file chain that does
+not verify is moved aside untouched and a new chain starts with a ``chain-break`` record naming
+it (``notes.py``); a Redis-only chain that does not verify refuses to start. A torn last line
 (crash mid-write) is logged, ended with a newline and left in place; the new records link to the
 last complete record, and ``audit verify`` lists the torn line. Chains are per replica: with
-``workers > 1`` each process must get its own file (``files.per_replica_path``) and replica name.
+``workers > 1`` each process gets its own file and replica name.
 
 Timing (per group commit, on ``/metrics``): ``gatekeeper_audit_commit_seconds`` from taking the
 batch to every required sink holding it, ``gatekeeper_audit_write_seconds{sink}`` each sink's
-share as the event loop waits for it (for the file sink: the write and the wait for its fsync),
-``gatekeeper_audit_fsync_seconds`` the file's fsync timed by its fsync process (the disk's
-part), and ``gatekeeper_audit_batch_records``, the lines per commit (how well group commit
-works). Every decision record waits for one commit, so a slow disk shows here first.
+share as the event loop waits for it, ``gatekeeper_audit_fsync_seconds`` the file's write +
+fsync timed on its thread (the disk's part), and ``gatekeeper_audit_batch_records``, the lines
+per commit (how well group commit works).
 
 Memory is bounded: more than ``max_pending`` queued records make ``append`` fail fast with 503.
 """
@@ -64,22 +61,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections import deque
-from datetime import UTC, datetime
 from typing import Any
 
 from gatekeeper import metrics
-from gatekeeper.audit.record import (
-    RECORD_VERSION,
-    ZERO_HASH,
-    RecordBody,
-    canonical,
-    chain_hash,
-    scrub,
-)
+from gatekeeper.audit import notes
+from gatekeeper.audit.chain import Chained, Pending, chain_batch, utc_ts
+from gatekeeper.audit.record import ZERO_HASH
 from gatekeeper.audit.seal import Sealer, load_private_key
 from gatekeeper.audit.sinks import (
     FileInUse,
@@ -87,10 +77,10 @@ from gatekeeper.audit.sinks import (
     RedisStreamSink,
     Sink,
     SinkError,
-    StdoutSink,
+    build_sink,
 )
 from gatekeeper.audit.verify import ChainTail, TailError
-from gatekeeper.config import AuditConfig, AuditSinkConfig
+from gatekeeper.config import AuditConfig
 from gatekeeper.context import R_AUDIT_UNAVAILABLE
 from gatekeeper.errors import ConfigError, DependencyError, Problem
 
@@ -106,48 +96,6 @@ SETTLE_ITERATIONS = 3
 PIPELINE_DEPTH = 2
 
 
-_ts_sec = -1
-_ts_prefix = ""
-
-
-def utc_ts(t: float | None = None) -> str:
-    """``2026-11-25T20:01:02.345678Z`` (the formatted second is cached: strftime is slow)."""
-    global _ts_sec, _ts_prefix
-    now = time.time() if t is None else t
-    sec = int(now)
-    if sec != _ts_sec:
-        _ts_prefix = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        _ts_sec = sec
-    return f"{_ts_prefix}{int((now - sec) * 1e6):06d}Z"
-
-
-def build_sink(cfg: AuditSinkConfig, *, fsync: bool) -> Sink:
-    """One sink from its config entry."""
-    if cfg.type == "file":
-        if not cfg.path:
-            raise ConfigError([Problem("<config>", None, "audit.sinks", "file sink needs a path")])
-        return FileSink(cfg.path, rotate_bytes=cfg.rotate_bytes, fsync=fsync, required=cfg.required)
-    if cfg.type == "redis_stream":
-        if not cfg.url:
-            msg = "redis_stream sink needs a url"
-            raise ConfigError([Problem("<config>", None, "audit.sinks", msg)])
-        return RedisStreamSink(cfg.url, cfg.stream, maxlen=cfg.maxlen, required=cfg.required)
-    if cfg.type == "stdout":
-        return StdoutSink(required=cfg.required)
-    raise ConfigError([Problem("<config>", None, "audit.sinks", f"unknown sink type {cfg.type!r}")])
-
-
-# The chain leaves a hole for each record's own hash: ``"hash":"\x7f"`` sorts in place, and
-# the canonical form without "hash" is the serialisation minus that member ("prev_hash" always
-# sorts after "hash", so a comma follows it). DEL is the one character JSON writes raw that
-# records practically never hold, so one memchr finds the hole; a record holding it anywhere
-# else takes the plain path (two serialisations), never a wrong splice.
-_HOLE = "\x7f"
-_HOLE_MEMBER = b'"hash":"\x7f",'
-_BEFORE_HOLE = len(b'"hash":"')
-_AFTER_HOLE = len(b'",')
-
-
 _records_counters: dict[str, Any] = {}
 
 
@@ -157,9 +105,6 @@ def _records_counter(kind: str) -> Any:
     if child is None:
         child = _records_counters[kind] = metrics.AUDIT_RECORDS.labels(sink=kind)
     return child
-
-
-_Pending = tuple[dict[str, Any], str, "asyncio.Future[dict[str, Any]] | None"]
 
 
 class AuditLog:
@@ -173,6 +118,8 @@ class AuditLog:
         sinks: list[Sink] | None = None,
         max_pending: int = 10_000,
         max_batch: int = 1024,
+        sealer: Sealer | None = None,
+        depth: int | None = None,
     ) -> None:
         self.cfg = cfg
         self.replica = replica
@@ -182,12 +129,12 @@ class AuditLog:
         self.sinks: list[Sink] = sorted(built, key=lambda s: s.kind != "file")
         self._file_sinks = [s for s in self.sinks if s.kind == "file"]
         self._other_sinks = [s for s in self.sinks if s.kind != "file"]
-        self._sealer = (
+        self._sealer = sealer or (
             Sealer(load_private_key(cfg.signing_key), replica) if cfg.signing_key else None
         )
         self.max_pending = max_pending
         self.max_batch = max_batch
-        self._pending: list[_Pending] = []
+        self._pending: list[Pending] = []
         self._wake = asyncio.Event()
         # Commit now (a waiting record, a full batch, the timer) or let outcome lines wait.
         self._due = False
@@ -203,8 +150,11 @@ class AuditLog:
         self._inflight: deque[asyncio.Task[bool]] = deque()
         required = [s for s in self.sinks if s.required]
         one_file = len(required) == 1 and isinstance(required[0], FileSink)
-        self.depth = PIPELINE_DEPTH if one_file else 1
+        self.depth = depth or (PIPELINE_DEPTH if one_file else 1)
         self.resumed: ChainTail | None = None
+        self.chain_break: dict[str, Any] | None = None  # the start moved a broken chain aside
+        self._break_note: dict[str, Any] | None = None  # ... and the note waits for seq 1
+        self._lost = notes.LostRecords()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -213,7 +163,7 @@ class AuditLog:
         try:
             for sink in self.sinks:
                 if isinstance(sink, FileSink):
-                    tail = await asyncio.to_thread(sink.tail)
+                    tail, self.chain_break = await sink.resume()
                     break
             else:
                 for sink in self.sinks:
@@ -223,9 +173,21 @@ class AuditLog:
         except TailError as exc:
             msg = f"existing audit chain does not verify: {exc}"
             raise ConfigError([Problem("<audit>", None, "audit.sinks", msg)]) from exc
+        except FileInUse as exc:
+            raise ConfigError([Problem("<audit>", None, "audit.sinks", str(exc.strerror))]) from exc
         except (SinkError, OSError) as exc:
             # Starting a fresh chain next to an unreadable one would hide the old one: refuse.
             raise DependencyError(R_AUDIT_UNAVAILABLE, f"cannot resume audit chain: {exc}") from exc
+        if self.chain_break is not None:
+            # SECURITY: the old chain is kept, untouched; the new one starts by naming it.
+            metrics.AUDIT_CHAIN_BREAKS.inc()
+            log.error(
+                "audit: existing chain does not verify (%s); moved aside as %s, new chain started",
+                self.chain_break["error"],
+                self.chain_break["moved_to"],
+            )
+            self._break_note = self.chain_break
+            self._due = True
         if tail.torn:
             log.warning(
                 "audit: torn last line at %s (crash mid-write); continuing after it", tail.torn
@@ -312,7 +274,8 @@ class AuditLog:
     # ------------------------------------------------------------------ writer
     async def _run(self) -> None:
         while True:
-            if not (self._pending and (self._due or self._closing)):
+            work = bool(self._pending) or (self._healthy and self._notes_waiting())
+            if not (work and (self._due or self._closing)):
                 if self._closing:
                     await self._drain()
                     return
@@ -335,13 +298,40 @@ class AuditLog:
                 self._lazy_timer.cancel()
                 self._lazy_timer = None
             await self._settle()
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
+            if self._rewind:  # a commit failed meanwhile: re-chain before taking a batch
+                continue
+            batch = self._notes()
+            take = self.max_batch - len(batch)
+            batch += self._pending[:take]
+            del self._pending[:take]
             self._due = bool(self._pending)  # more than a batch queued: the rest goes next
+            try:
+                chained = chain_batch(
+                    batch, self._tip_seq, self._tip_head, self.replica, self._sealer
+                )
+            except Exception as exc:  # e.g. the seal: this batch fails, nothing was chained
+                log.exception("audit: cannot chain a group commit")
+                self._fail(batch, f"internal error: {type(exc).__name__}")
+                continue
+            # The tip moves now, on the writer task: the next batch is chained behind this one.
+            self._tip_seq, self._tip_head = chained[2], chained[3]
             previous = self._inflight[-1] if self._inflight else None
-            task = asyncio.create_task(self._commit_task(batch, previous))
+            task = asyncio.create_task(self._commit_task(batch, chained, previous))
             self._inflight.append(task)
             task.add_done_callback(self._finished)
+
+    def _notes_waiting(self) -> bool:
+        return bool(self._lost) or (self._break_note is not None and self._tip_seq == 0)
+
+    def _notes(self) -> list[Pending]:
+        """The log's own records that go first in the next batch (``notes.py``)."""
+        found: list[Pending] = []
+        if self._break_note is not None and self._tip_seq == 0:
+            found.append((self._break_note, utc_ts(), None))
+            self._break_note = None
+        if self._lost:
+            found.append((self._lost.take(), utc_ts(), None))
+        return found
 
     def _finished(self, task: asyncio.Task[bool]) -> None:
         # Commits finish in order (each waits for the one before it).
@@ -369,10 +359,10 @@ class AuditLog:
                     await sink.recover()
 
     async def _commit_task(
-        self, batch: list[_Pending], previous: asyncio.Task[bool] | None
+        self, batch: list[Pending], chained: Chained, previous: asyncio.Task[bool] | None
     ) -> bool:
         try:
-            return await self._commit(batch, previous)
+            return await self._commit(batch, chained, previous)
         except Exception as exc:  # never let the writer die with requests waiting
             log.exception("audit: unexpected error in group commit")
             self._fail(batch, f"internal error: {type(exc).__name__}")
@@ -388,76 +378,14 @@ class AuditLog:
             if len(self._pending) == queued:
                 return
 
-    def _chain(self, batch: list[_Pending]) -> tuple[list[bytes], list[dict[str, Any]], int, str]:
-        seq, head = self._tip_seq, self._tip_head
-        prev = head.encode("ascii")
-        replica = self.replica
-        lines: list[bytes] = []
-        records: list[dict[str, Any]] = []
-        for body, ts, _ in batch:
-            seq += 1
-            checked = body.__class__ is RecordBody
-            if checked:
-                # record_body's own fresh dict, handed to the log by append(): completed in place.
-                rec: dict[str, Any] = body
-                rec["v"] = RECORD_VERSION
-                rec["seq"] = seq
-                rec["ts"] = ts
-                rec["replica"] = replica
-                rec["prev_hash"] = head
-                rec["hash"] = _HOLE
-            else:
-                rec = {
-                    **body,
-                    "v": RECORD_VERSION,
-                    "seq": seq,
-                    "ts": ts,
-                    "replica": replica,
-                    "prev_hash": head,
-                    "hash": _HOLE,
-                }
-            try:
-                template = canonical(rec, checked=checked)
-            except (TypeError, ValueError):  # lone surrogates, NaN, odd types: keep the record
-                rec = scrub(rec)
-                template = canonical(rec)
-            # One serialisation instead of two: cut the hole member out for the hash, fill it in
-            # for the line (see _HOLE). The hole must be the only DEL byte in the record.
-            i = template.find(b"\x7f")
-            start = i - _BEFORE_HOLE
-            end = i + 1 + _AFTER_HOLE
-            if (
-                start > 0
-                and template.startswith(_HOLE_MEMBER, start)
-                and template.find(b"\x7f", end) < 0
-            ):
-                before = template[:start]
-                after = template[end:]
-                h = hashlib.sha256(prev)
-                h.update(before)
-                h.update(after)
-                prev = b"sha256:" + h.hexdigest().encode("ascii")
-                lines.append(b"".join((before, b'"hash":"', prev, b'",', after, b"\n")))
-                head = prev.decode("ascii")
-            else:  # DEL elsewhere in the record: hash and serialise it the plain way
-                del rec["hash"]
-                head = chain_hash(head, rec)
-                rec["hash"] = head
-                lines.append(canonical(rec) + b"\n")
-                prev = head.encode("ascii")
-            rec["hash"] = head
-            records.append(rec)
-        if self._sealer is not None:
-            lines.append(canonical(self._sealer.seal(seq, head, utc_ts())) + b"\n")
-        return lines, records, seq, head
-
-    async def _commit(self, batch: list[_Pending], previous: asyncio.Task[bool] | None) -> bool:
-        """Chain ``batch`` behind the tip, store it, and answer its appends once ``previous``
-        (the commit before it, if still in flight) has finished; True if it was stored."""
+    async def _commit(
+        self, batch: list[Pending], chained: Chained, previous: asyncio.Task[bool] | None
+    ) -> bool:
+        """Store the chained ``batch`` and answer its appends once ``previous`` (the commit
+        before it, if still in flight) has finished; True if it was stored."""
         clock = time.perf_counter
         started = clock()
-        lines, records, seq, head = self._chain(batch)
-        self._tip_seq, self._tip_head = seq, head
+        lines, records, seq, head = chained
         written: list[Sink] = []
         failure = await self._store(lines, self._file_sinks, written)
         # The other sinks and the answers follow chain order: this commit goes on once the one
@@ -472,11 +400,12 @@ class AuditLog:
                 await sink.rollback()
             self._fail(batch, failure)
             return False
+        # Durable: first thing, so that whatever fails from here on re-chains after this batch.
+        self.seq, self.head = seq, head
         for sink in written:
             _records_counter(sink.kind).inc(len(records))
         metrics.buffered(metrics.AUDIT_COMMIT_SECONDS).observe(clock() - started)
         metrics.buffered(metrics.AUDIT_BATCH_RECORDS).observe(len(records))
-        self.seq, self.head = seq, head
         if not self._healthy:
             log.warning("audit: sinks recovered at seq %d", seq)
         self._healthy = True
@@ -496,23 +425,29 @@ class AuditLog:
             try:
                 await sink.write(lines)
                 metrics.buffered(metrics.AUDIT_WRITE_SECONDS, sink.kind).observe(clock() - t0)
-            except SinkError as exc:
+            except Exception as exc:  # SinkError, or anything unforeseen: the batch failed
                 metrics.AUDIT_ERRORS.labels(sink=sink.kind).inc()
                 log.error("audit: %s sink failed: %s", sink.kind, exc)
                 if sink.required:
-                    return str(exc)
+                    return str(exc) if isinstance(exc, SinkError) else type(exc).__name__
                 continue
             written.append(sink)
         return None
 
-    def _fail(self, batch: list[_Pending], why: str) -> None:
+    def _fail(self, batch: list[Pending], why: str) -> None:
         self._healthy = False
         self._rewind = True
         for body, _, fut in batch:
+            kind = body.get("type")
+            if kind == notes.CHAIN_BREAK:
+                self._break_note = body  # waits for the next seq 1
+                continue
+            if kind == notes.COMMIT_FAILED:
+                self._lost.merge(body)  # waits for the next commit
+                continue
+            self._lost.add(body.get("decision_id"), answered=fut is not None, detail=why)
             if fut is None:
-                log.warning(
-                    "audit: %s line for %s not written", body.get("type"), body.get("decision_id")
-                )
+                log.warning("audit: %s line for %s not written", kind, body.get("decision_id"))
             elif not fut.done():
                 fut.set_exception(
                     DependencyError(R_AUDIT_UNAVAILABLE, f"audit write failed: {why}")
@@ -527,3 +462,5 @@ class AuditLog:
                 return
         log.warning("audit: required sinks answer again")
         self._healthy = True
+        if self._lost or self._break_note is not None:
+            self._due = True  # write what the failed commits left to say, now that it can

@@ -192,6 +192,8 @@ def record_body(
             "tpp_hours": compute.tpp_hours,
             "eccn": compute.eccn,
             "controlled": compute.controlled,
+            "model_known": compute.model_known,
+            "assumptions": list(compute.assumptions),
         },
         decision=None
         if decision is None

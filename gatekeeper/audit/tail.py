@@ -7,8 +7,11 @@ A person reads::
 
 (on one line), a machine passes ``as_json=True`` and gets the records verbatim. Seals are not
 printed. Filters: ``action`` (the decision's action, or ``error`` for requests answered before a
-decision, e.g. 401/503) and ``tenant``. A file is followed across rotation (the live file is
-reopened when it is renamed or replaced); ``follow=False`` prints what exists and returns.
+decision, e.g. 401/503; ``unforwarded`` for the log's ``commit-failed`` records, which name
+requests answered 503 whose records a failed commit could not keep; ``chain-break`` for the
+first record of a chain started beside one that did not verify) and ``tenant``. A file is
+followed across rotation (the live file is reopened when it is renamed or replaced);
+``follow=False`` prints what exists and returns.
 Untrusted text from records is stripped of control characters before it reaches a terminal.
 """
 
@@ -29,10 +32,15 @@ def _clean(value: Any) -> str:
 
 
 def action_of(rec: dict[str, Any]) -> str:
-    if rec.get("type") == "outcome":
+    kind = rec.get("type")
+    if kind == "outcome":
         return "outcome"  # what the upstream answered to an earlier, forwarded decision
-    if rec.get("type") == "screening":
+    if kind == "screening":
         return "screening"  # an entity a reload of entity data changed (re-screening)
+    if kind == "commit-failed":
+        return "unforwarded"  # requests refused (503) because their records could not be kept
+    if kind == "chain-break":
+        return "chain-break"  # the gate started a new chain beside one that did not verify
     decision = rec.get("decision")
     if isinstance(decision, dict) and decision.get("action"):
         return str(decision["action"])
@@ -59,6 +67,21 @@ def format_record(rec: dict[str, Any]) -> str:
         changes = rec.get("changes")
         what = ",".join(map(_clean, changes)) if isinstance(changes, list) else "-"
         return f"{ts}  {'screening':<16} {what:<20} entity={_clean(rec.get('entity'))}"
+    if action == "unforwarded":
+        ids = rec.get("unforwarded") if isinstance(rec.get("unforwarded"), list) else []
+        assert isinstance(ids, list)
+        return (
+            f"{ts}  {'unforwarded':<16} {_clean(rec.get('unforwarded_count'))} request(s) "
+            f"answered 503, not forwarded, records not kept ({_clean(rec.get('detail'))}): "
+            f"{_clean(' '.join(str(i) for i in ids[:20]))}"
+            f"{' ...' if len(ids) > 20 else ''}; outcome lines lost: "
+            f"{_clean(rec.get('outcomes_lost_count'))}"
+        )
+    if action == "chain-break":
+        return (
+            f"{ts}  {'chain-break':<16} previous chain moved to {_clean(rec.get('moved_to'))}, "
+            f"verified up to seq {_clean(rec.get('last_seq'))}: {_clean(rec.get('error'))}"
+        )
     if decision and decision.get("enforced") is False:
         action += "(monitor)"
     return (

@@ -12,6 +12,15 @@ resumed and appended after it). A torn line inside the chain is listed in ``torn
 harmless on its own: the chain must still link the records on either side of it, so a record
 that was turned into garbage shows up as a broken link at the next record.
 
+Breaks: when the gate starts on a chain that does not verify, it moves the chain aside
+(``audit.jsonl.broken-<time>``) and starts a new one whose first record is a ``chain-break``
+naming it, with the seq and hash of the old chain's last verifiable record (``notes.py``). A
+chain that fails here but is named by such a record, and ends (as far as it verifies) exactly
+where the record says, is reported in ``breaks`` ("chain restarted after break") and does not
+fail the verification: the failure was seen, kept and recorded by the gate. ``commit-failed``
+records (requests refused without being forwarded after a failed commit) are counted in
+``unforwarded``.
+
 What no local check can catch is a file truncated together with its last seals; the Redis stream
 sink, which carries the seals off-host, is the anchor for that.
 """
@@ -26,7 +35,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gatekeeper.audit.files import order_paths
+from gatekeeper.audit.files import order_paths, split_segment
 from gatekeeper.audit.record import ZERO_HASH, canonical, chain_hash
 from gatekeeper.audit.seal import check_seal, load_public_key
 
@@ -46,6 +55,9 @@ class VerifyReport:
     chains: int = 0
     last_seq: int = 0
     head: str = ZERO_HASH
+    breaks: list[str] = field(default_factory=list)  # explained breaks, one line each
+    unforwarded: int = 0  # requests named by commit-failed records
+    restarts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # chain-break recs
     _tail_only: bool = False  # first_error is only about a torn or unsealed tail
 
     @property
@@ -55,7 +67,8 @@ class VerifyReport:
 
     def summary(self) -> str:
         if self.ok:
-            return f"ok: {self.records} records, {self.seals} seals, {self.chains} chain(s)"
+            text = f"ok: {self.records} records, {self.seals} seals, {self.chains} chain(s)"
+            return text + (f", {len(self.breaks)} break(s)" if self.breaks else "")
         return f"FAILED: {self.first_error}"
 
 
@@ -106,6 +119,8 @@ class _Chain:
     def fail(self, where: str, msg: str) -> None:
         self.r.first_error = f"{where}: {msg}"
         self.r.ok = False
+        self.r.last_seq = self.seq  # the last record that verifies
+        self.r.head = self.head or ZERO_HASH
 
     def line(self, where: str, raw: bytes) -> bool:
         """Process one line (without its newline); False stops the verification."""
@@ -143,6 +158,11 @@ class _Chain:
             return False
         self.head, self.seq = obj["hash"], seq
         self.r.records += 1
+        kind = obj.get("type")
+        if kind == "chain-break" and seq == 1:
+            self.r.restarts.append((where, obj))
+        elif kind == "commit-failed" and isinstance(obj.get("unforwarded_count"), int):
+            self.r.unforwarded += obj["unforwarded_count"]
         return True
 
     def seal(self, where: str, obj: dict[str, Any]) -> bool:
@@ -188,26 +208,68 @@ def verify_files(
     """
     report = VerifyReport()
     pub = load_public_key(public_key) if public_key else None
+    failed: list[tuple[list[str], VerifyReport]] = []
     for group in order_paths(paths):
+        one = _verify_chain(group, pub, allow_partial)
         report.chains += 1
-        chain = _Chain(report, pub, allow_partial)
-        last_where: str | None = None
-        for path in group:
-            try:
-                f = open(path, "rb")  # noqa: SIM115 - closed below; streaming line by line
-            except OSError as exc:
-                chain.fail(path, f"cannot read: {exc.strerror}")
-                return report
-            with f:
-                for lineno, line in enumerate(f, 1):
-                    where = f"{path}:{lineno}"
-                    raw = line[:-1] if line.endswith(b"\n") else line
-                    if not chain.line(where, raw):
-                        return report
-                    last_where = where
-        chain.finish(last_where)
-        if report.first_error is not None:
+        report.records += one.records
+        report.seals += one.seals
+        report.unsealed += one.unsealed
+        report.unforwarded += one.unforwarded
+        report.torn_lines += one.torn_lines
+        report.torn_tail = report.torn_tail or one.torn_tail
+        report.restarts += one.restarts
+        if one.unsealed_after is not None:
+            report.unsealed_after = one.unsealed_after
+        report.last_seq, report.head = one.last_seq, one.head
+        if not one.ok:
+            failed.append((group, one))
+    restarts = {str(rec.get("moved_to")): (where, rec) for where, rec in report.restarts}
+    for group, one in failed:
+        name = split_segment(os.path.basename(group[-1]))[0]
+        where, rec = restarts.pop(name, (None, None))
+        if rec is not None and (rec.get("last_seq"), rec.get("last_hash")) == (
+            one.last_seq,
+            one.head,
+        ):
+            report.breaks.append(
+                f"chain restarted after break: {name} verifies up to seq {one.last_seq}, then "
+                f"{one.first_error}; the new chain starts at {where}"
+            )
+            continue
+        if report.ok:
+            report.ok, report.first_error, report._tail_only = (
+                False,
+                one.first_error,
+                one._tail_only,
+            )
+    for where, rec in restarts.values():
+        report.breaks.append(
+            f"chain restarted after break at {where}: {rec.get('moved_to')} (not checked here) "
+            f"verified up to seq {rec.get('last_seq')}, then {rec.get('error')}"
+        )
+    return report
+
+
+def _verify_chain(group: list[str], pub: Ed25519PublicKey | None, partial: bool) -> VerifyReport:
+    """One chain (its files in chain order) on its own report."""
+    report = VerifyReport(chains=1)
+    chain = _Chain(report, pub, partial)
+    last_where: str | None = None
+    for path in group:
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below; streaming line by line
+        except OSError as exc:
+            chain.fail(path, f"cannot read: {exc.strerror}")
             return report
+        with f:
+            for lineno, line in enumerate(f, 1):
+                where = f"{path}:{lineno}"
+                raw = line[:-1] if line.endswith(b"\n") else line
+                if not chain.line(where, raw):
+                    return report
+                last_where = where
+    chain.finish(last_where)
     return report
 
 

@@ -33,16 +33,19 @@ async def scenario(
     fill()
     errors_before = metrics.AUDIT_ERRORS.labels(sink="file")._value.get()
     refused = 0
+    refused_ids: list[str] = []
     for i in range(400):  # concurrent batches of padded records until the disk is full
         batch = []
         for j in range(8):
             b = body(1000 + i * 8 + j)
             b["padding"] = "p" * 700
             batch.append(log.append(b))
-        for r in await asyncio.gather(*batch, return_exceptions=True):
+        ids = [f"d{1000 + i * 8 + j:06d}" for j in range(8)]
+        for r, did in zip(await asyncio.gather(*batch, return_exceptions=True), ids, strict=True):
             if isinstance(r, DependencyError):
                 assert r.reason == "audit-unavailable" and r.status == 503
                 refused += 1
+                refused_ids.append(did)
             else:
                 assert isinstance(r, dict), r
                 acked.append(r["seq"])
@@ -57,6 +60,7 @@ async def scenario(
         again.append(log.append(b))
     results = await asyncio.gather(*again, return_exceptions=True)
     still_refused = all(isinstance(r, DependencyError) for r in results)
+    refused_ids += [f"d{9000 + j:06d}" for j in range(8)]
     errors = metrics.AUDIT_ERRORS.labels(sink="file")._value.get() - errors_before
     free()
     await asyncio.sleep(1.6)  # the writer probes once a second while unhealthy
@@ -67,6 +71,7 @@ async def scenario(
     return {
         "acked": acked,
         "refused": refused,
+        "refused_ids": refused_ids,
         "healthy_when_full": healthy_when_full,
         "still_refused": still_refused,
         "errors": errors,

@@ -1,16 +1,13 @@
 """Per-commit audit timing on /metrics: commit, per-sink write and file fsync seconds, batch size.
 
-A slow disk is played by a real ``FileSink`` whose fsync process stalls (SIGSTOP, then SIGCONT from
-a timer) at every batch; the file is still written and fsynced: the histograms must show that
+A slow disk is played by a real ``FileSink`` whose fsync waits ``DISK_PAUSE_S`` on its thread
+(``tests.audit.disks.SlowDisk``) at every batch; the file is still written and fsynced: the histograms must show that
 pause, count one observation per group commit, and leave a failed commit out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client import REGISTRY
@@ -19,20 +16,10 @@ from gatekeeper import metrics
 from gatekeeper.audit.log import AuditLog
 from gatekeeper.audit.sinks import FileSink, SinkError
 from gatekeeper.audit.verify import verify_files
+from tests.audit.disks import SlowDisk
 from tests.audit.helpers import body, file_cfg
 
 DISK_PAUSE_S = 0.03
-
-
-class SlowDiskFileSink(FileSink):
-    """A file sink whose fsync process is stopped for ``DISK_PAUSE_S`` at every batch."""
-
-    async def write(self, lines: Sequence[bytes]) -> None:
-        assert self.syncer is not None and self.syncer.pid is not None
-        pid = self.syncer.pid
-        os.kill(pid, signal.SIGSTOP)
-        asyncio.get_running_loop().call_later(DISK_PAUSE_S, os.kill, pid, signal.SIGCONT)
-        await super().write(lines)
 
 
 class BrokenStreamSink(FileSink):
@@ -72,7 +59,7 @@ def delta(before: dict[str, float]) -> dict[str, float]:
 
 async def test_a_slow_disk_shows_in_write_and_commit_seconds(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    sink = SlowDiskFileSink(str(path))
+    sink = FileSink(str(path), ops=SlowDisk(DISK_PAUSE_S))
     log = AuditLog(file_cfg(path), replica="gk-0", sinks=[sink])
     await log.start()
     before = snapshot()
@@ -84,9 +71,8 @@ async def test_a_slow_disk_shows_in_write_and_commit_seconds(tmp_path: Path) -> 
     assert d["lines"] == d["single_line_batches"] == 5
     assert d["fast_writes"] == 0  # every write took the disk's pause, none fits the 25 ms bucket
     assert d["write_s"] >= 5 * DISK_PAUSE_S
-    # The loop's wait holds the fsync (timed by the fsync process: the disk's own part, which
-    # rounds to 0 µs on a tmpfs).
-    assert d["write_s"] > d["sync_s"] >= 0
+    # The loop's wait holds the write + fsync timed on the sink's thread (the disk's own part).
+    assert d["write_s"] >= d["sync_s"] >= 5 * DISK_PAUSE_S
     assert d["commit_s"] >= d["write_s"]  # the commit holds the write (and the chain)
     assert verify_files([str(path)]).records == 5
 

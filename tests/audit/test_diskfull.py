@@ -22,12 +22,20 @@ def _check(path: Path, result: dict[str, Any]) -> None:
     assert result["refused"] > 0, "the disk never filled up"
     assert result["errors"] >= 1 and not result["healthy_when_full"] and result["still_refused"]
     assert result["healthy_after_probe"], "did not recover by itself after space returned"
-    # the chain continues right after the last acknowledged record: failed records are not in it
-    assert acked == list(range(1, len(acked) + 1))
-    assert result["after_seq"] == acked[-1]
+    # The chain continues right after the last durable record: failed records are not in it,
+    # and one commit-failed record names every request that was refused.
+    records = [json.loads(raw) for raw in path.read_bytes().splitlines()]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    assert set(acked) <= {r["seq"] for r in records if r.get("type") is None}
+    assert result["after_seq"] == acked[-1] == records[-1]["seq"]
+    notes = [r for r in records if r.get("type") == "commit-failed"]
+    assert sorted(i for n in notes for i in n["unforwarded"]) == sorted(result["refused_ids"])
+    assert sum(n["unforwarded_count"] for n in notes) == len(result["refused_ids"])
+    decided = {r["decision_id"] for r in records if r.get("type") is None}
+    assert decided.isdisjoint(result["refused_ids"])
     report = verify_files([str(path)])
     assert report.ok, report.first_error
-    assert report.records == len(acked) and not report.torn_lines
+    assert report.records == len(records) and not report.torn_lines
 
 
 @pytest.fixture
@@ -85,7 +93,12 @@ async def test_unopenable_file_then_recovery(tmp_path: Path) -> None:
         await log.append(body(1))
     folder.unlink()
     folder.mkdir()
-    assert (await log.append(body(2)))["seq"] == 1
-    assert log.healthy()
-    await log.close()
-    assert verify_files([str(folder / "audit.jsonl")]).records == 1
+    try:
+        # seq 1 says which request was refused while the folder was unusable
+        assert (await log.append(body(2)))["seq"] == 2
+        assert log.healthy()
+    finally:
+        await log.close()
+    first = json.loads((folder / "audit.jsonl").read_bytes().splitlines()[0])
+    assert (first["type"], first["unforwarded"], first["seq"]) == ("commit-failed", ["d000001"], 1)
+    assert verify_files([str(folder / "audit.jsonl")]).records == 2

@@ -1,18 +1,16 @@
 """Two group commits in flight: the next batch is written and waits for its fsync while the
 first one's fsync is still running.
 
-The disk is a real ``FileSink`` on a real file whose fsync process is stopped (SIGSTOP) until
-the test lets it go: that is the moment a second batch must already be chained and queued
-behind the first. For the failure case the stopped fsync process is killed, as if it (or the
-disk under it) failed with both batches waiting.
+The disk is a real ``FileSink`` on a real file whose fsync waits on its thread until the test
+lets it go (``tests.audit.disks.HeldDisk``): that is the moment a second batch must already be
+chained and queued behind the first. For the failure case the held fsync's thread dies, as if
+it (or the disk under it) failed with both batches waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,32 +22,30 @@ from gatekeeper.audit.log import PIPELINE_DEPTH, AuditLog
 from gatekeeper.audit.sinks import FileSink, StdoutSink
 from gatekeeper.audit.verify import verify_files
 from gatekeeper.errors import DependencyError
+from tests.audit.disks import HeldDisk
 from tests.audit.helpers import body, file_cfg, read_lines
 
 
 class HeldDiskFileSink(FileSink):
-    """A file sink whose fsync process can be stopped, let go, or killed by the test."""
+    """A file sink whose fsync can be held, let go, or whose thread dies, by the test."""
 
     def __init__(self, path: str) -> None:
-        super().__init__(path)
+        self.disk = HeldDisk()
+        super().__init__(path, ops=self.disk)
         self.handed = 0  # batches handed to the sink by the log
 
     async def write(self, lines: Sequence[bytes]) -> None:
         self.handed += 1
         await super().write(lines)
 
-    def _signal(self, sig: signal.Signals) -> None:
-        assert self.syncer is not None and self.syncer.pid is not None
-        os.kill(self.syncer.pid, sig)
-
     def hold(self) -> None:
-        self._signal(signal.SIGSTOP)
+        self.disk.hold()
 
     def release(self) -> None:
-        self._signal(signal.SIGCONT)
+        self.disk.release()
 
     def crash(self) -> None:
-        self._signal(signal.SIGKILL)
+        self.disk.crash()
 
 
 async def wait_for(predicate: Any, timeout_s: float = 5.0) -> None:
@@ -112,7 +108,7 @@ async def test_a_batch_queued_behind_a_failed_one_fails_too_and_the_chain_stays_
     sink = HeldDiskFileSink(str(path))
     log = await started(path, sink)
     kept = await log.append(body(0))
-    sink.hold()  # the next fsync does not come back: the fsync process dies with two waiting
+    sink.hold()  # the next fsync does not come back: its thread dies with two batches waiting
     errors_before = metrics.AUDIT_ERRORS.labels(sink="file")._value.get()
     doomed = asyncio.create_task(log.append(body(1)))
     await wait_for(lambda: sink.handed == 2)
@@ -127,15 +123,22 @@ async def test_a_batch_queued_behind_a_failed_one_fails_too_and_the_chain_stays_
     assert metrics.AUDIT_ERRORS.labels(sink="file")._value.get() - errors_before == 2
     assert (log.seq, log.head) == (1, kept["hash"])
     # The next record links to the last stored one: no fork, no gap, nothing of the two (they
-    # were written before the fsync failed, and are cut); a new fsync process makes it durable.
+    # were written before the fsync failed, and are cut); a new thread makes it durable.
     after = await asyncio.wait_for(log.append(body(3)), 10)
     await log.close()
-    assert (after["seq"], after["prev_hash"]) == (2, kept["hash"])
+    records = records_in(path)
+    # seq 2 names the two refused requests; the next record follows it.
+    assert (records[1]["type"], records[1]["unforwarded"]) == (
+        "commit-failed",
+        ["d000001", "d000002"],
+    )
+    assert (after["seq"], after["prev_hash"]) == (3, records[1]["hash"])
+    assert records[1]["prev_hash"] == kept["hash"]
     assert log.healthy() is False  # closed
-    assert [r["seq"] for r in records_in(path)] == [1, 2]
-    assert [r["hash"] for r in records_in(path)] == [kept["hash"], after["hash"]]
+    assert [r["seq"] for r in records] == [1, 2, 3]
+    assert [r["hash"] for r in records] == [kept["hash"], records[1]["hash"], after["hash"]]
     report = verify_files([str(path)])
-    assert report.ok and report.records == 2, report.summary()
+    assert report.ok and report.records == 3, report.summary()
 
 
 async def test_a_second_required_sink_keeps_one_commit_in_flight(tmp_path: Path) -> None:

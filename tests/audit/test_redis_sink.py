@@ -75,11 +75,13 @@ async def test_required_stream_down_gives_503_then_recovers(
     assert metrics.AUDIT_ERRORS.labels(sink="redis_stream")._value.get() == before + 1
     redis_server.start()
     rec = await log.append(body(3))
-    assert rec["seq"] == 2 and log.healthy()  # the failed record is not in the chain
+    # The failed record is not in the chain; seq 2 says that d000002 was refused.
+    assert rec["seq"] == 3 and log.healthy()
     await log.close()
     report = verify_files([str(path)])
-    assert report.ok and report.records == 2  # the file was cut back after the failed batch
-    assert [e["seq"] for e in entries(redis_server)] == [2]  # fresh server after the restart
+    assert report.ok and report.records == 3  # the file was cut back after the failed batch
+    assert report.unforwarded == 1
+    assert [e["seq"] for e in entries(redis_server)] == [2, 3]  # fresh server after the restart
 
 
 async def test_optional_stream_down_is_counted_not_fatal(

@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from gatekeeper.audit.sinks import _Worker
+from gatekeeper.audit.sinks import Worker
 
 
 async def test_calls_run_in_order_on_one_thread_and_errors_propagate() -> None:
-    worker = _Worker("gk-test")
+    worker = Worker("gk-test")
     seen: list[tuple[int, str]] = []
 
     def job(i: int) -> int:
@@ -32,7 +32,7 @@ async def test_calls_run_in_order_on_one_thread_and_errors_propagate() -> None:
 
 
 async def test_a_call_cancelled_before_it_starts_is_skipped() -> None:
-    worker = _Worker("gk-test")
+    worker = Worker("gk-test")
     gate = threading.Event()
     ran: list[int] = []
     first = worker.run(gate.wait, 5)
@@ -46,7 +46,7 @@ async def test_a_call_cancelled_before_it_starts_is_skipped() -> None:
 
 
 def test_a_closed_loop_does_not_kill_the_thread() -> None:
-    worker = _Worker("gk-test")
+    worker = Worker("gk-test")
     gate = threading.Event()
 
     async def leave() -> None:
@@ -59,4 +59,28 @@ def test_a_closed_loop_does_not_kill_the_thread() -> None:
         return int(await worker.run(len, "abc"))
 
     assert asyncio.run(again()) == 3
+    worker.stop()
+
+
+async def test_a_dying_thread_fails_its_call_and_the_queued_ones_then_restarts() -> None:
+    from gatekeeper.audit.worker import WorkerDied
+    from tests.audit.disks import ThreadDeath
+
+    worker = Worker("gk-test")
+    gate = threading.Event()
+    names: list[str] = []
+
+    def die() -> None:
+        gate.wait(5)
+        names.append(threading.current_thread().name)
+        raise ThreadDeath
+
+    dying = worker.run(die)
+    queued = [worker.run(names.append, "never") for _ in range(3)]
+    gate.set()
+    for fut in (dying, *queued):
+        with pytest.raises(WorkerDied, match="gk-test thread died: ThreadDeath"):
+            await fut
+    assert names == ["gk-test"]  # the queued calls never ran
+    assert await worker.run(len, "abcd") == 4  # a new thread takes the next call
     worker.stop()

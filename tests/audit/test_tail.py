@@ -7,6 +7,8 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from gatekeeper.audit.log import AuditLog
 from gatekeeper.audit.tail import format_record, tail
 from gatekeeper.config import AuditConfig, AuditSinkConfig
@@ -88,3 +90,44 @@ async def test_follow_redis_stream(redis_server: RedisServer) -> None:
     out = io.StringIO()
     await tail((redis_server.url, "gk:audit"), as_json=True, follow=False, out=out)
     assert [json.loads(x)["seq"] for x in out.getvalue().splitlines()] == [1, 2, 3, 4]
+
+
+async def test_refused_requests_and_chain_breaks_are_lines_of_their_own(tmp_path: Path) -> None:
+    """A failed commit's requests show as ``unforwarded``; a new chain's first record as a
+    ``chain-break`` (both can be filtered by that action)."""
+    from gatekeeper.audit.filesink import DiskOps, FileSink
+    from gatekeeper.errors import DependencyError
+
+    class FullOnce(DiskOps):
+        """Full exactly when the batch holding d000001 is written."""
+
+        def write(self, fd: int, data: memoryview) -> int:
+            if b'"decision_id":"d000001"' in bytes(data):
+                raise OSError(28, "No space left on device")
+            return super().write(fd, data)
+
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'{"v":1,"seq":1,"hash":"x","prev_hash":"y"}\n')  # not a chain: moved aside
+    log = AuditLog(file_cfg(path), replica="gk-0", sinks=[FileSink(str(path), ops=FullOnce())])
+    await log.start()
+    while log.seq < 1:  # the chain-break record goes first, in a commit of its own
+        await asyncio.sleep(0.01)
+    with pytest.raises(DependencyError):
+        await log.append(body(1))
+    await log.append(body(2))
+    await log.close()
+    out = io.StringIO()
+    await tail(str(path), follow=False, out=out)
+    lines = out.getvalue().splitlines()
+    assert "chain-break" in lines[0] and "previous chain moved to a.jsonl.broken-" in lines[0]
+    assert "verified up to seq 0" in lines[0]
+    unforwarded = [line for line in lines if "unforwarded" in line]
+    assert len(unforwarded) == 1 and "d000001" in unforwarded[0]
+    assert "1 request(s) answered 503, not forwarded, records not kept" in unforwarded[0]
+    assert "d000002" in lines[-1] and "allow" in lines[-1]
+    out = io.StringIO()
+    await tail(str(path), action="unforwarded", follow=False, out=out)
+    assert out.getvalue().count("\n") == 1
+    injected = {"type": "commit-failed", "ts": "t", "unforwarded": ["\x1b[2Jx"],
+                "unforwarded_count": 1, "detail": "d", "outcomes_lost_count": 0}  # fmt: skip
+    assert "\x1b" not in format_record(injected)

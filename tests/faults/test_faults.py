@@ -382,9 +382,13 @@ async def test_audit_redis_stream_sink_down_then_back(
             entries = client_.xrange("gk:audit")
         finally:
             client_.close()
-        ids = {json.loads(f[b"data"])["decision_id"] for _, f in entries}
+        on_stream = [json.loads(f[b"data"]) for _, f in entries]
+        ids = {e["decision_id"] for e in on_stream if e.get("type") != "commit-failed"}
         after = [r.decision_id for r in results if r.status == 200 and r.sent > t_restart]
         assert set(after) <= ids, "records since the restart are on the stream"
+        # The refused requests are named by the gate's commit-failed records.
+        named = {i for e in on_stream if e.get("type") == "commit-failed" for i in e["unforwarded"]}
+        assert {r.decision_id for r in down} <= named
     finally:
         gate.stop()
     assert os.path.getsize(_audit(gate)[0]) > 0
