@@ -178,7 +178,13 @@ async def test_kill_9_one_of_two_workers(tmp_path: Path, upstream: Upstream) -> 
             os.kill(victim, 9)
             t_kill = time.monotonic()
             await wait_for(lambda: len(set(_children(gate.proc.pid)) - set(workers)) == 1, 10)
-            await asyncio.sleep(2.0)  # the new worker starts and takes connections again
+            # The new worker starts (imports, loads the registry) and takes connections again:
+            # wait until both workers' files grow, however long a start takes on a busy machine.
+            sizes = [p.stat().st_size for p in paths]
+            await wait_for(
+                lambda: all(p.stat().st_size > n for p, n in zip(paths, sizes, strict=True)), 60
+            )
+            await asyncio.sleep(1.0)
             stop.set()
             await asyncio.gather(*loops)
     finally:
