@@ -186,3 +186,14 @@ def measure_kubernetes(
 ) -> ComputeRequest:
     """The adapter entry point (no stored object: see ``measure_change``)."""
     return measure_change(route, method, path, headers, body, catalog, inventory)
+
+
+__all__ = [
+    "ApiPath",
+    "ClaimResolver",
+    "measure_change",
+    "measure_kubernetes",
+    "measure_object",
+    "parse_path",
+    "tables_for",
+]

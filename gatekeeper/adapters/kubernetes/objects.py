@@ -398,3 +398,16 @@ def measure_object(
         namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) else None
     parts = _Measure(route, tables, inventory, resolver, namespace).object(doc, w)
     return combine(parts, route, catalog)
+
+
+__all__ = [
+    "ApiPath",
+    "ClaimResolver",
+    "Tables",
+    "get_field",
+    "measure_object",
+    "parse_path",
+    "refuse_directives",
+    "tables_for",
+    "workload_of",
+]
