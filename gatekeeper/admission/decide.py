@@ -14,6 +14,7 @@ from ..context import DENY, Decision, Principal, RequestContext
 from ..errors import Deny
 from ..pipeline import run_stage
 from ..runtime import Runtime
+from ..stages.kubernetes import KubernetesComputeStage
 
 ISSUER = "kubernetes-admission"
 
@@ -30,6 +31,10 @@ async def decide(
             continue
         if stage.name == "quota" and not consume:
             continue
+        if isinstance(stage, KubernetesComputeStage):
+            # The review carries the object as it will be stored: nothing to read from the API
+            # server (the webhook holds no credentials for it), so the plain compute stage.
+            stage = stage.inner
         t0 = clock()
         try:
             await run_stage(stage, ctx)

@@ -10,10 +10,6 @@ eight GPUs per pod). The D:5-parented ``acme-sg`` gets neither; the US ``frontie
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -21,49 +17,9 @@ import pytest
 
 from gatekeeper.demo import DemoKeys
 from tests.e2e.gate import Gate
-from tests.security.harness import US_IP, gate_config
-from tests.support import free_port, repo_root, wait_port
+from tests.security.harness import US_IP
 
-NS = "ml"
-
-
-class ApiServer:
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.log = tmp / "apiserver.jsonl"
-        self.log.touch()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.adapters.kubernetes.apiserver", "--port", str(self.port),
-             "--log", str(self.log)],
-            cwd=repo_root(),
-        )  # fmt: skip
-        wait_port(self.port)
-
-    def seen(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[Gate, DemoKeys, ApiServer]]:
-    api = ApiServer(tmp_path)
-    keys = DemoKeys(tmp_path)
-    cfg = gate_config(tmp_path, keys, f"http://127.0.0.1:{api.port}")
-    upstream = f"http://127.0.0.1:{api.port}"
-    cfg["routes"] = [
-        {"name": "k8s-write", "match": {"path_prefix": "/apis/", "methods": ["POST", "PUT", "PATCH"]},
-         "upstream": upstream, "adapter": "kubernetes", "gpu_model": "H100-SXM", "max_hours": 24},
-        {"name": "k8s-read", "match": {"path_prefix": "/apis/"}, "upstream": upstream},
-    ]  # fmt: skip
-    gate = Gate(tmp_path, cfg)
-    try:
-        yield gate, keys, api
-    finally:
-        gate.stop()
-        api.stop()
+from .stack import NS, ApiServer, measured
 
 
 def apps_api(gate: Gate, token: str) -> Any:
@@ -93,20 +49,6 @@ def deployment(gpus: int, replicas: int = 1) -> Any:
             ),
         ),
     )  # fmt: skip
-
-
-def measured(gate: Gate) -> list[tuple[str, str, float | None, str]]:
-    """(method, path, gpus, action) of every decision record, in order."""
-    audit = Path(gate.config["audit"]["sinks"][0]["path"])
-    out = []
-    for line in audit.read_text().splitlines():
-        rec = json.loads(line)
-        if "decision" in rec:
-            gpus = rec["compute"]["gpus"] if rec.get("compute") else None
-            out.append(
-                (rec["http"]["method"], rec["http"]["path"], gpus, rec["decision"]["action"])
-            )
-    return out
 
 
 GPU_PATCH = {"spec": {"template": {"spec": {"containers": [
