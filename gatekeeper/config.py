@@ -180,8 +180,8 @@ class KubernetesTemplate:
     template: str
     each: str | None = None
     count: tuple[str, ...] = ()
-    when: str | None = None  # only when this path is present
-    unless: str | None = None  # only when this path is absent
+    when: str | None = None  # only when this path is present (``path=value``: and equals value)
+    unless: str | None = None  # only when that does not hold
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,3 +173,25 @@ async def test_no_class_admits_a_d5_parented_tenant(tmp_path: Path, name: str, m
         answer = await hook.answer(make())
         assert answer["allowed"] is False, answer
         assert answer["status"]["reason"] in ("d5-headquarters", "unmeasurable-request"), answer
+
+
+async def test_metrics_as_for_the_proxy(tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    def count(action: str) -> float:
+        labels = {"route": "admission", "action": action, "enforced": "true"}
+        return REGISTRY.get_sample_value("gatekeeper_requests_total", labels) or 0.0
+
+    def denials() -> float:
+        labels = {"route": "admission", "reason": "d5-headquarters"}
+        return REGISTRY.get_sample_value("gatekeeper_denials_total", labels) or 0.0
+
+    before = (count("allow"), count("require_license"), denials())
+    async with running_webhook(tmp_path) as hook:
+        await hook.answer(review_of(job(1), namespace="lab"))
+        await hook.answer(review_of(job(1), namespace="team-a"))
+    assert (count("allow"), count("require_license"), denials()) == (
+        before[0] + 1,
+        before[1] + 1,
+        before[2] + 1,
+    )

@@ -52,14 +52,19 @@ def _kubeflow(kind: str, api: str, specs: str, extra: str = "") -> KubernetesWor
 
 
 def _ray(prefix: str) -> tuple[KubernetesTemplate, ...]:
+    # With the in-tree autoscaler a group grows to maxReplicas, which the CRD defaults to 2^31-1
+    # when absent: no default here, so only the inventory bounds it. Without the autoscaler the
+    # larger of replicas and maxReplicas counts (a group with neither: unbounded as well).
+    autoscaling = f"{prefix}.enableInTreeAutoscaling=true"
+    groups = f"{prefix}.workerGroupSpecs"
     return (
         T(f"{prefix}.headGroupSpec.template"),
-        # no default: a group without either field is unbounded (the CRD defaults maxReplicas
-        # to 2^31-1), so only the inventory can bound it
+        T("template", each=groups, count=("maxReplicas", "numOfHosts=1"), when=autoscaling),
         T(
             "template",
-            each=f"{prefix}.workerGroupSpecs",
+            each=groups,
             count=("replicas|maxReplicas", "numOfHosts=1"),
+            unless=autoscaling,
         ),
     )
 
@@ -310,9 +315,11 @@ def check_tables(section: KubernetesConfig) -> list[tuple[str, str]]:
         for j, t in enumerate(w.templates):
             tb = f"{base}.templates[{j}]"
             _collect(problems, f"{tb}.template", lambda p=t.template: check_path(p, empty_ok=True))
-            for key, opt in (("each", t.each), ("when", t.when), ("unless", t.unless)):
+            if t.each is not None:
+                _collect(problems, f"{tb}.each", lambda p=t.each: check_path(p))
+            for key, opt in (("when", t.when), ("unless", t.unless)):
                 if opt is not None:
-                    _collect(problems, f"{tb}.{key}", lambda p=opt: check_path(p))
+                    _collect(problems, f"{tb}.{key}", lambda p=opt: check_path(p.split("=")[0]))
             for k, f in enumerate(t.count):
                 _collect(problems, f"{tb}.count[{k}]", lambda p=f: parse_factor(p))
     return problems

@@ -128,15 +128,32 @@ def get_field(node: Any, path: str, root: Any) -> Any:
     return node
 
 
-def _factor(f: Factor, element: Any, root: Any, what: str) -> int | None:
-    values = [get_field(element, p, root) for p in f.paths]
-    present = [v for v in values if v is not None]
-    if not present:
+def _factor(f: Factor, element: Any, root: Any, base: str) -> int | None:
+    """One replica factor of ``element`` (at field path ``base``; ``$.`` paths from ``root``)."""
+    best: int | None = None
+    for path in f.paths:
+        value = get_field(element, path, root)
+        if value is None:
+            continue
+        where = path[2:] if path.startswith("$.") else ".".join(p for p in (base, path) if p)
+        n = number(value, where, allow_str=False)
+        if n > MAX_MULTIPLIER:
+            raise BadRequest("bad-value", f"{where}: replica count {n:.0f} out of range")
+        best = int(n) if best is None else max(best, int(n))
+    if best is None:
         return f.default
-    best = max(int(number(v, f"{what}.{'|'.join(f.paths)}", allow_str=False)) for v in present)
-    if best > MAX_MULTIPLIER:
-        raise BadRequest("bad-value", f"{what}: replica count {best} out of range")
     return max(best - f.minus, 0)
+
+
+def _holds(obj: Any, condition: str) -> bool:
+    """``path``: the field is present; ``path=value``: it is, and reads ``value`` (YAML's
+    ``true``/``false`` as written in JSON)."""
+    path, eq, wanted = condition.partition("=")
+    value = get_field(obj, path, obj)
+    if not eq:
+        return value is not None
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return value is not None and text == wanted
 
 
 def _elements(obj: Any, t: KubernetesTemplate) -> list[tuple[str, Any]]:
@@ -144,9 +161,15 @@ def _elements(obj: Any, t: KubernetesTemplate) -> list[tuple[str, Any]]:
         return [("", obj)]
     value = get_field(obj, t.each, obj)
     if isinstance(value, list):
-        return [(f"{t.each}[{i}]", v) for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        return [(f"{t.each}.{k}", v) for k, v in value.items()]
+        pairs = [(f"{t.each}[{i}]", v) for i, v in enumerate(value)]
+    elif isinstance(value, dict):
+        pairs = [(f"{t.each}.{k}", v) for k, v in value.items()]
+    else:
+        pairs = None
+    if pairs is not None:
+        for where, element in pairs:
+            as_mapping(element, where)
+        return pairs
     if value is None:
         return []
     raise BadRequest("bad-value", f"{t.each}: expected a list or an object")
@@ -232,9 +255,9 @@ class _Measure:
         t: KubernetesTemplate,
         hours_of: Callable[[list[Pool]], tuple[float, tuple[str, ...]]],
     ) -> list[Part]:
-        if t.when is not None and get_field(obj, t.when, obj) is None:
+        if t.when is not None and not _holds(obj, t.when):
             return []
-        if t.unless is not None and get_field(obj, t.unless, obj) is not None:
+        if t.unless is not None and _holds(obj, t.unless):
             return []
         parts: list[Part] = []
         for base, element in _elements(obj, t):
@@ -243,19 +266,20 @@ class _Measure:
                 for text in t.count:  # no pods; the counts must still be numbers
                     f = parse_factor(text)
                     if not f.nodes:
-                        _factor(f, element, obj, base or "spec")
+                        _factor(f, element, obj, base)
                 continue
             where = ".".join(p for p in (base, t.template) if p)
             tpl_map = as_mapping(tpl, where or "object")
             spec_where = f"{where}.spec" if where else "spec"
             spec = as_mapping(tpl_map.get("spec"), spec_where)
-            parts.extend(self._pod(obj, element, spec, spec_where, t, hours_of))
+            parts.extend(self._pod(obj, element, base, spec, spec_where, t, hours_of))
         return parts
 
     def _pod(
         self,
         obj: dict[Any, Any],
         element: Any,
+        base: str,
         spec: dict[Any, Any],
         what: str,
         t: KubernetesTemplate,
@@ -271,7 +295,7 @@ class _Measure:
             if f.nodes:
                 per_node_pods = True
                 continue
-            n = _factor(f, element, obj, what)
+            n = _factor(f, element, obj, base)
             count = None if count is None or n is None else count * n
         hours, hour_assumptions = hours_of(pools)
         claim_devices, claim_models, node_bound = self.claims(spec, what, pools)

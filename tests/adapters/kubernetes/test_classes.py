@@ -439,3 +439,34 @@ def test_body_kind_must_agree_with_the_url() -> None:
 
 def test_route_default() -> None:
     assert R.max_hours == 24.0
+
+
+def test_ray_autoscaler_counts_max_replicas_or_is_unbounded() -> None:
+    def cluster(autoscale: bool | None, **group: Any) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "headGroupSpec": {"template": {"spec": {"containers": [container()]}}},
+            "workerGroupSpecs": [
+                {
+                    "groupName": "g",
+                    **group,
+                    "template": {"spec": {"containers": [container(**{GPU: 1})]}},
+                }
+            ],
+        }
+        if autoscale is not None:
+            spec["enableInTreeAutoscaling"] = autoscale
+        return {
+            "apiVersion": "ray.io/v1",
+            "kind": "RayCluster",
+            "metadata": {"name": "r"},
+            "spec": spec,
+        }
+
+    assert post(cluster(None, replicas=2)).gpus == 2.0
+    assert post(cluster(False, replicas=2, maxReplicas=5)).gpus == 5.0
+    assert post(cluster(True, replicas=2, maxReplicas=5, numOfHosts=2)).gpus == 10.0
+    e = refused(post, cluster(True, replicas=2))
+    assert (
+        e.detail
+        == "spec.workerGroupSpecs[0].template.spec: replica count unbounded (no maximum and no inventory pool)"
+    )
