@@ -196,13 +196,16 @@ class _Measure:
         self.namespace = namespace
 
     def pools(self, spec: dict[Any, Any], what: str) -> list[Pool]:
+        """The pools a pod may land on: those its node selector picks, else the route's entry.
+
+        A pod that selects no declared pool on a route without one may land on nodes the
+        inventory does not list, so no pool bounds it (``[]``), not even all of them together.
+        """
         found = self.inventory.kubernetes_pool(node_selector(spec, what))
         if found:
             return found
         default = self.inventory.entry(self.route.inventory)
-        if default is not None:
-            return [default]
-        return self.inventory.for_scheduler("kubernetes")
+        return [default] if default is not None else []
 
     def hours(
         self, obj: dict[Any, Any], w: KubernetesWorkload, pools: list[Pool]
@@ -329,7 +332,7 @@ class _Measure:
             total = float(pool_total)
             assumptions.append(A_POOL_CAP)
         models = (*pod_models(spec, what), *pod.models, *sorted(claim_models))
-        if not models and pools and self.route.gpu_model is None:
+        if not models and pools:
             models = tuple(p.model.name for p in pools)
             assumptions.append(A_MODEL_POOL)
         return [Part(total, hours, tuple(dict.fromkeys(models)), (*assumptions, *hour_assumptions))]
@@ -357,7 +360,7 @@ class _Measure:
         if devices <= 0:
             return []
         models = tuple(sorted(claim.models))
-        if not models and pools and self.route.gpu_model is None:
+        if not models and pools:
             models = tuple(p.model.name for p in pools)
             assumptions.append(A_MODEL_POOL)
         hours, more = self.hours(obj, KubernetesWorkload(kind, ""), pools)

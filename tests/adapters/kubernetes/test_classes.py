@@ -149,7 +149,9 @@ def test_dra_allocation_all_and_unknown_class() -> None:
         },
     }
     assert refused(post, claim).reason == "unmeasurable-request"
-    assert post(claim, inventory=_inventory()).gpus == 8.0  # one node's devices
+    pooled = route("kubernetes", inventory="k8s-h100")
+    assert post(claim, pooled, inventory=_inventory()).gpus == 8.0  # one node's devices
+    assert refused(post, claim, inventory=_inventory()).reason == "unmeasurable-request"
     other = copy.deepcopy(claim)
     other["spec"]["devices"]["requests"][0] = {"name": "x", "deviceClassName": "fpga.example.org"}
     e = refused(post, other)
@@ -470,3 +472,15 @@ def test_ray_autoscaler_counts_max_replicas_or_is_unbounded() -> None:
         e.detail
         == "spec.workerGroupSpecs[0].template.spec: replica count unbounded (no maximum and no inventory pool)"
     )
+
+
+def test_pool_model_counts_when_the_pod_names_none() -> None:
+    c = post(pod(container(**{GPU: 2}), nodeSelector={"pool": "h100"}), inventory=_inventory())
+    assert (c.gpus, c.gpu_model) == (2.0, "H100-SXM")
+    assert "model-from-inventory" in c.assumptions
+    # a pod that selects no declared pool on a route without one: the route's default, no cap
+    c = post(pod(container(**{GPU: 16})), inventory=_inventory())
+    assert (c.gpus, c.gpu_model) == (
+        16.0,
+        "H100-SXM",
+    ) and "model-from-inventory" not in c.assumptions
