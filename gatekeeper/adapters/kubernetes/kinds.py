@@ -17,7 +17,11 @@ Replica semantics, by kind (the most pods of one template that can exist at once
   ``elasticPolicy.maxReplicas`` can grow any of them;
 - KubeRay: one head plus, per worker group, the larger of ``replicas`` and ``maxReplicas``
   (the autoscaler's ceiling) x ``numOfHosts``; RayJob adds its submitter pod;
-- LeaderWorkerSet: ``replicas`` groups of ``size`` pods (one leader and ``size - 1`` workers).
+- LeaderWorkerSet: ``replicas`` groups of ``size`` pods (one leader and ``size - 1`` workers);
+- Volcano Job: per task ``replicas`` (default 1).
+
+Kubeflow's TrainJob and CodeFlare's AppWrapper are not in the table: their pods come from a
+runtime or an embedded object of any kind, so they are refused.
 
 Rolling-update surge pods (Deployment ``maxSurge``) and RayService's second cluster during an
 upgrade exist only after a further write (the new template), which is measured in turn.
@@ -108,6 +112,12 @@ BUILTIN: tuple[KubernetesWorkload, ...] = (
             ),
         )
         for api in ("jobset.x-k8s.io/v1alpha2",)
+    ),
+    # Volcano: per task ``replicas`` (default 1) pods of its template
+    W(
+        "Job",
+        "batch.volcano.sh/v1alpha1",
+        templates=(T("template", each="spec.tasks", count=("replicas=1",)),),
     ),
     _kubeflow(
         "PyTorchJob",

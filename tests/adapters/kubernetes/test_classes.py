@@ -484,3 +484,13 @@ def test_pool_model_counts_when_the_pod_names_none() -> None:
         16.0,
         "H100-SXM",
     ) and "model-from-inventory" not in c.assumptions
+
+
+def test_volcano_job_and_refused_kinds() -> None:
+    vj = {"apiVersion": "batch.volcano.sh/v1alpha1", "kind": "Job", "metadata": {"name": "v"},
+          "spec": {"tasks": [{"name": "w", "replicas": 3, "template": {"spec": {"containers": [container(**{GPU: 4})]}}},
+                             {"name": "ps", "template": {"spec": {"containers": [container(**{GPU: 1})]}}}]}}  # fmt: skip
+    assert post(vj).gpus == 13.0
+    tj = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": {"name": "t"},
+          "spec": {"runtimeRef": {"name": "torch-distributed"}, "trainer": {"numNodes": 2}}}  # fmt: skip
+    assert refused(post, tj).reason == "unmeasurable-request"
