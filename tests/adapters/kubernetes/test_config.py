@@ -79,3 +79,33 @@ def test_bad_sections(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as e:
         parse_config_text(text)
     assert message in str(e.value).splitlines(), str(e.value)
+
+
+def test_configured_crd_is_measured_through_the_route() -> None:
+    from multidict import CIMultiDict
+
+    from gatekeeper.adapters import measure
+
+    from ..helpers import CATALOG
+
+    cfg = parse_config_text(
+        """
+kubernetes:
+  workloads:
+    - kind: Trainer
+      api_version: example.com/v1
+      templates: [{each: spec.groups, template: template, count: ["replicas=1"]}]
+      hours: [spec.deadlineSeconds]
+routes:
+  - {name: k, upstream: "http://127.0.0.1:1", adapter: kubernetes, gpu_model: H100-SXM}
+"""
+    )
+    body = (
+        b'{"apiVersion": "example.com/v1", "kind": "Trainer", "metadata": {"name": "t"},'
+        b' "spec": {"deadlineSeconds": 3600, "groups": [{"replicas": 4, "template": {"spec":'
+        b' {"containers": [{"name": "m", "resources": {"limits": {"nvidia.com/gpu": 8}}}]}}}]}}'
+    )
+    headers = CIMultiDict({"Content-Type": "application/json"})
+    path = "/apis/example.com/v1/namespaces/a/trainers"
+    c = measure(cfg.routes[0], "POST", path, headers, body, CATALOG)
+    assert c is not None and (c.gpus, c.hours, c.gpu_hours) == (32.0, 1.0, 32.0)
