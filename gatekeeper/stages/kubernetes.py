@@ -18,6 +18,7 @@ patched as empty (server-side apply creates it; other patches fail at the API se
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -40,6 +41,7 @@ _CLAIM_KEYS = {
     "resourceClaimTemplateName": "ResourceClaimTemplate",
 }
 DRA_VERSIONS = ("v1", "v1beta2", "v1beta1")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a DNS-1123 subdomain
 CLAIM_CACHE_S = 30.0
 CLAIM_CACHE_SIZE = 1024
 
@@ -122,8 +124,8 @@ class KubernetesComputeStage:
         self, route: RouteConfig, namespace: str | None, kind: str, name: str, headers: Any
     ) -> dict[str, Any] | None:
         """A pod's ResourceClaim or ResourceClaimTemplate (``None``: not found in any version)."""
-        if namespace is None or "/" in name or "/" in namespace:
-            return None
+        if namespace is None or not _NAME.match(name) or not _NAME.match(namespace):
+            return None  # SECURITY: only a real object name goes into the URL read
         plural = "resourceclaimtemplates" if kind == "ResourceClaimTemplate" else "resourceclaims"
         key = (route.upstream, namespace, plural, name, _who(headers))
         hit = self._claims.get(key)

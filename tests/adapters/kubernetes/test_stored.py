@@ -36,3 +36,15 @@ async def test_unreachable_api_server_is_a_dependency_error() -> None:
     with pytest.raises(DependencyError) as e:
         await stage.read(f"http://127.0.0.1:{free_port()}", f"{D}/serve", None, {})
     assert (e.value.reason, e.value.status) == ("upstream-unreachable", 502)
+
+
+async def test_claim_names_that_are_not_object_names_are_not_read() -> None:
+    from dataclasses import replace
+
+    from ..helpers import route
+
+    stage = KubernetesComputeStage(ComputeStage(CATALOG), timeout_s=2)
+    # nothing listens there: a read would fail with 502
+    r = replace(route("kubernetes"), upstream=f"http://127.0.0.1:{free_port()}")
+    for name in ("x?watch=true", "../secrets/s", "UPPER", ""):
+        assert await stage.read_claim(r, "ml", "ResourceClaim", name, {}) is None
