@@ -238,6 +238,10 @@ class AdmissionConfig:
     max_hours: float = 168.0
     mode: str = "enforce"  # enforce | monitor
     unknown_gpu: str = "controlled"
+    # where the webhook reads the DRA claims a pod names, as its own service account
+    api_server: str | None = None
+    token_file: str | None = None
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,6 +540,9 @@ _CHECKS: dict[tuple[type, str], Check] = {
     (AdmissionConfig, "max_hours"): _range(0.001),
     (AdmissionConfig, "unknown_gpu"): _choice("controlled", "deny"),
     (AdmissionConfig, "inventory"): _nonempty,
+    (AdmissionConfig, "api_server"): _url("http", "https"),
+    (AdmissionConfig, "token_file"): _path,
+    (AdmissionConfig, "ca_file"): _path,
     (RouteMatch, "path_prefix"): _prefix,
     (RouteMatch, "path_regex"): _regex,
     (RouteMatch, "methods"): _methods,

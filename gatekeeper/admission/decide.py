@@ -14,13 +14,18 @@ from ..context import DENY, Decision, Principal, RequestContext
 from ..errors import Deny
 from ..pipeline import run_stage
 from ..runtime import Runtime
-from ..stages.kubernetes import KubernetesComputeStage
+from ..stages.kubernetes import ClaimAccess, KubernetesComputeStage
 
 ISSUER = "kubernetes-admission"
 
 
 async def decide(
-    runtime: Runtime, ctx: RequestContext, principal: Principal, *, consume: bool
+    runtime: Runtime,
+    ctx: RequestContext,
+    principal: Principal,
+    *,
+    consume: bool,
+    access: ClaimAccess | None = None,
 ) -> None:
     """Set ``ctx.decision`` (and every fact on the way); raises ``Deny``/``DependencyError``."""
     clock = time.perf_counter
@@ -32,9 +37,9 @@ async def decide(
         if stage.name == "quota" and not consume:
             continue
         if isinstance(stage, KubernetesComputeStage):
-            # The review carries the object as it will be stored: nothing to read from the API
-            # server (the webhook holds no credentials for it), so the plain compute stage.
-            stage = stage.inner
+            # The review carries the object as it will be stored: only the DRA claims its pods
+            # name are read, as the webhook's own service account (none configured: none read).
+            stage = stage.inner if access is None else stage.for_admission(access)
         t0 = clock()
         try:
             await run_stage(stage, ctx)

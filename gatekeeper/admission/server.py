@@ -25,6 +25,7 @@ from ..context import ALLOW, RequestContext, RequestInfo
 from ..errors import Deny, DependencyError
 from ..proxy.ids import new_decision_id
 from ..runtime import Runtime
+from ..stages.kubernetes import ClaimAccess
 from .decide import decide, principal_for, settle
 from .review import Review, ReviewError, as_request, parse_review, response, tenant_of
 
@@ -41,7 +42,7 @@ def admission_route(cfg: Config, adm: AdmissionConfig) -> RouteConfig:
     """The route every admission request is decided on (the webhook's own settings)."""
     return RouteConfig(
         name=ROUTE_NAME,
-        upstream="https://kubernetes.default.svc",
+        upstream=adm.api_server or "https://kubernetes.default.svc",
         adapter="kubernetes",
         mode=adm.mode,
         gpu_model=adm.gpu_model,
@@ -59,6 +60,10 @@ class AdmissionHandler:
         self.runtime = runtime
         self.tenants = adm.tenants
         self.route = admission_route(cfg, adm)
+        self.access: ClaimAccess | None = None
+        if adm.api_server is not None:
+            tls = ssl.create_default_context(cafile=adm.ca_file) if adm.ca_file else None
+            self.access = ClaimAccess(adm.token_file, tls)
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -89,7 +94,9 @@ class AdmissionHandler:
         principal = principal_for(review.username, tenant_of(review, self.tenants))
         status, reason, detail = 200, "", ""
         try:
-            await decide(self.runtime, ctx, principal, consume=not review.dry_run)
+            await decide(
+                self.runtime, ctx, principal, consume=not review.dry_run, access=self.access
+            )
         except Deny as deny:
             status, reason, detail = deny.status, deny.reason, deny.detail
             settle(ctx, status, reason, deny)

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import ssl
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -61,15 +63,49 @@ def stored_path(method: str, path: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ClaimAccess:
+    """How the webhook reads claims: as its own service account (``admission.token_file``)."""
+
+    token_file: str | None
+    ssl_context: ssl.SSLContext | None
+
+    def bearer(self) -> str | None:
+        if self.token_file is None:
+            return None
+        try:
+            with open(self.token_file) as fh:  # re-read: service-account tokens rotate
+                token = fh.read().strip()
+        except OSError as exc:
+            raise DependencyError(
+                "token-unavailable", f"admission.token_file: {exc.strerror}"
+            ) from None
+        return f"Bearer {token}" if token else None
+
+
 class KubernetesComputeStage:
     """Wraps ``ComputeStage``: reads the stored object first where the measurement needs it."""
 
     name = "compute"
 
-    def __init__(self, inner: ComputeStage, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        inner: ComputeStage,
+        *,
+        timeout_s: float = 5.0,
+        access: ClaimAccess | None = None,
+    ) -> None:
         self.inner = inner
         self.timeout_s = timeout_s
+        # the webhook's face: its object is final, only claims are read, with its own token
+        self.access = access
         self._claims: dict[tuple[str, ...], tuple[float, dict[str, Any]]] = {}
+
+    def for_admission(self, access: ClaimAccess) -> KubernetesComputeStage:
+        """This stage as the webhook runs it (the same claim cache)."""
+        stage = KubernetesComputeStage(self.inner, timeout_s=self.timeout_s, access=access)
+        stage._claims = self._claims
+        return stage
 
     def run(self, ctx: RequestContext) -> Awaitable[None] | None:
         route = ctx.route_config
@@ -77,7 +113,7 @@ class KubernetesComputeStage:
         if route is None or route.adapter != "kubernetes" or req.method not in _WRITES:
             self.inner.run(ctx)
             return None
-        target = stored_path(req.method, req.path)
+        target = stored_path(req.method, req.path) if self.access is None else None
         if target is not None and self._metadata_patch(ctx):
             target = None
         if target is None and _CLAIM_MARK not in ctx.body:
@@ -150,14 +186,15 @@ class KubernetesComputeStage:
         if strip_prefix and path.startswith(strip_prefix):
             path = path[len(strip_prefix) :] or "/"
         send = {"Accept": "application/json"}
-        auth = header(headers, "Authorization")
+        auth = header(headers, "Authorization") if self.access is None else self.access.bearer()
         if auth is not None:
             send["Authorization"] = auth
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        tls = self.access.ssl_context if self.access is not None else None
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(upstream.rstrip("/") + path, headers=send) as r,
+                session.get(upstream.rstrip("/") + path, headers=send, ssl=tls or True) as r,
             ):
                 status = r.status
                 body = await r.content.read(MAX_BODY_BYTES + 1)
@@ -212,4 +249,4 @@ def _who(headers: Any) -> str:
     return hashlib.sha256(auth.encode()).hexdigest()
 
 
-__all__ = ["KubernetesComputeStage", "claim_refs", "stored_path"]
+__all__ = ["ClaimAccess", "KubernetesComputeStage", "claim_refs", "stored_path"]

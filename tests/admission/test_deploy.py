@@ -114,3 +114,25 @@ def test_every_registered_workload_is_in_the_table() -> None:
 def test_files_parse() -> None:
     for path in WEBHOOK.glob("*.yaml"):
         assert list(yaml.safe_load_all(Path(path).read_text()))
+
+
+def test_claim_reader_rbac() -> None:
+    binding = DOCS[("ClusterRoleBinding", "gatekeeper-read-claims")]
+    role = DOCS[("ClusterRole", "gatekeeper-read-claims")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "gatekeeper", "namespace": NAMESPACE}
+    ]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["resource.k8s.io"],
+            "resources": ["resourceclaims", "resourceclaimtemplates"],
+            "verbs": ["get"],
+        }
+    ]
+    patch = yaml.safe_load((WEBHOOK / "deployment-patch.yaml").read_text())["spec"]["template"][
+        "spec"
+    ]
+    assert (
+        patch["serviceAccountName"] == "gatekeeper"
+        and patch["automountServiceAccountToken"] is True
+    )

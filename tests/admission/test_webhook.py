@@ -195,3 +195,36 @@ async def test_metrics_as_for_the_proxy(tmp_path: Path) -> None:
         before[1] + 1,
         before[2] + 1,
     )
+
+
+async def test_pod_claims_read_as_the_webhooks_service_account(tmp_path: Path) -> None:
+    """With admission.api_server the webhook reads the claim templates a pod names (with its own
+    token) and measures the pod exactly; the D:5-parented tenant is then refused by policy."""
+    import aiohttp as client
+
+    from tests.adapters.kubernetes.stack import ApiServer
+
+    api = ApiServer(tmp_path)
+    token = tmp_path / "token"
+    token.write_text("service-account-token\n")
+    try:
+        async with client.ClientSession() as s:
+            for ns in ("lab", "team-a"):
+                url = f"http://127.0.0.1:{api.port}/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaimtemplates"
+                async with s.post(url, json=claim_template()) as r:
+                    assert r.status == 201
+        async with running_webhook(
+            tmp_path, api_server=f"http://127.0.0.1:{api.port}", token_file=str(token)
+        ) as hook:
+            ok = await hook.answer(review_of(dra_pod(), namespace="lab"))
+            assert ok["allowed"] is True and ok["auditAnnotations"]["gpus"] == "8"
+            no = await hook.answer(review_of(dra_pod(), namespace="team-a"))
+            assert no["allowed"] is False and no["status"]["reason"] == "d5-headquarters"
+        gets = [e for e in api.seen() if e["method"] == "GET"]
+        assert gets and all(e["bearer"] for e in gets)
+        assert {e["path"] for e in gets} == {
+            f"/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaimtemplates/eight"
+            for ns in ("lab", "team-a")
+        }
+    finally:
+        api.stop()

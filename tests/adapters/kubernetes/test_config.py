@@ -70,6 +70,10 @@ kubernetes:
             "<string>:1: admission.inventory: no inventory entry 'nope'",
         ),
         (
+            'admission: {api_server: "ftp://x", tls: {cert: a, key: b}}\n',
+            "<string>:1: admission.api_server: not a valid http/https URL: 'ftp://x'",
+        ),
+        (
             "admission: {tls: {cert: a, key: b}, tenants: {users: {alice: 5}}}\n",
             "<string>:1: admission.tenants.users.alice: must map strings to strings",
         ),
