@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import statistics
 import sys
 import time
@@ -120,6 +121,7 @@ async def run(
     body: bytes = b"",
     headers: list[str] | None = None,
     warm_connections: int = 8,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Result:
     """Send ``rate`` requests per second for ``duration_s`` seconds; see the module docstring."""
     host, port, raw = build_request(url, method, body, headers)
@@ -127,7 +129,7 @@ async def run(
     idle: deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = deque()
     open_count = 0
     for _ in range(warm_connections):
-        idle.append(await asyncio.open_connection(host, port))
+        idle.append(await asyncio.open_connection(host, port, ssl=ssl_context))
         open_count += 1
     res.max_connections = open_count
     clock = time.perf_counter
@@ -144,7 +146,7 @@ async def run(
             if idle:
                 reader, writer = idle.pop()
             else:
-                reader, writer = await asyncio.open_connection(host, port)
+                reader, writer = await asyncio.open_connection(host, port, ssl=ssl_context)
                 open_count += 1
                 res.max_connections = max(res.max_connections, open_count)
             sent = clock()

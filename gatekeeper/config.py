@@ -170,6 +170,84 @@ class GenericAdapterConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class KubernetesTemplate:
+    """Where one kind keeps a pod template, and how many pods of it may run at once.
+
+    Paths are dotted field names (``spec.template``) relative to the object, or to each element of
+    ``each`` (a list or a map of the object). ``count`` factors are multiplied: ``a|b=1`` is the
+    largest of the fields present (1 when none is), ``size-1=1`` one less than the field, a factor
+    without a default is unbounded when absent, ``$.`` starts at the object, ``@nodes`` is the
+    node count of the pool the pods may land on (DaemonSet).
+    """
+
+    template: str
+    each: str | None = None
+    count: tuple[str, ...] = ()
+    when: str | None = None  # only when this path is present (``path=value``: and equals value)
+    unless: str | None = None  # only when that does not hold
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesWorkload:
+    """A kind the gate measures; without ``templates`` it never carries pods (measures zero)."""
+
+    kind: str
+    api_version: str  # group/version, e.g. kubeflow.org/v1 (core kinds: v1)
+    resource: str | None = None  # the URL's plural; default: the kind in lower case plus "s"
+    templates: tuple[KubernetesTemplate, ...] = ()
+    hours: tuple[str, ...] = ()  # fields in seconds that bound the run (the smallest counts)
+    scale: str | None = None  # the field the /scale subresource sets
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesAccelerator:
+    """An extended resource or DRA device class and the physical accelerators one unit touches
+    (0: not an accelerator at all, e.g. an RDMA device)."""
+
+    name: str  # a trailing * matches every name with that prefix
+    devices: float = 1.0
+    model: str | None = None  # the catalog model it always is, when known
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesConfig:
+    """Operator additions to the Kubernetes measurement tables (``kubernetes:``)."""
+
+    workloads: tuple[KubernetesWorkload, ...] = ()
+    accelerator_resources: tuple[KubernetesAccelerator, ...] = ()
+    device_classes: tuple[KubernetesAccelerator, ...] = ()
+    # Kueue's kueue.x-k8s.io/max-exec-time-seconds bounds hours only where Kueue enforces it
+    kueue_enforces_max_exec_time: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionTenants:
+    """Who is behind an admission request: userInfo.username or the namespace -> entity id."""
+
+    users: dict[str, str] = field(default_factory=dict)
+    namespaces: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionConfig:
+    """The validating admission webhook listener (``POST /v1/admission``, TLS)."""
+
+    host: str = "0.0.0.0"
+    port: int = 8443
+    tls: TLSConfig | None = None
+    tenants: AdmissionTenants = field(default_factory=AdmissionTenants)
+    inventory: str | None = None  # default inventory entry for measured objects
+    gpu_model: str | None = None
+    max_hours: float = 168.0
+    mode: str = "enforce"  # enforce | monitor
+    unknown_gpu: str = "controlled"
+    # where the webhook reads the DRA claims a pod names, as its own service account
+    api_server: str | None = None
+    token_file: str | None = None
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     name: str
     upstream: str
@@ -190,6 +268,8 @@ class RouteConfig:
     # the inventory entry (``inventory[].name``) that bounds this route's requests when the request
     # itself names no partition / node pool the inventory knows
     inventory: str | None = None
+    # kubernetes: this route's own tables (default: the top-level ``kubernetes:`` section)
+    kubernetes: KubernetesConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +320,8 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     routes: tuple[RouteConfig, ...] = ()
     inventory: tuple[InventoryEntry, ...] = ()
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
+    admission: AdmissionConfig | None = None
 
 
 # -------------------------------------------------------------------------------------- loader
@@ -250,6 +332,7 @@ class Config:
 # needs one line, not a new parser.
 
 import os  # noqa: E402
+import re  # noqa: E402
 from typing import Any  # noqa: E402
 
 # The walker's names under the aliases the table below was written with.
@@ -343,6 +426,18 @@ _CHECKS: dict[tuple[type, str], Check] = {
     (InventoryAccelerators, "count"): _range(0, 1024),
     (InventoryNode, "shards_per_gpu"): _range(0, 1_000_000),
     (InventoryNode, "mps_per_gpu"): _range(0, 1_000_000),
+    (KubernetesWorkload, "kind"): _nonempty,
+    (KubernetesWorkload, "api_version"): _nonempty,
+    (KubernetesAccelerator, "name"): _nonempty,
+    (KubernetesAccelerator, "devices"): _range(0, 1024),
+    (AdmissionConfig, "port"): _range(0, 65535),
+    (AdmissionConfig, "mode"): _choice("enforce", "monitor"),
+    (AdmissionConfig, "max_hours"): _range(0.001),
+    (AdmissionConfig, "unknown_gpu"): _choice("controlled", "deny"),
+    (AdmissionConfig, "inventory"): _nonempty,
+    (AdmissionConfig, "api_server"): _url("http", "https"),
+    (AdmissionConfig, "token_file"): _path,
+    (AdmissionConfig, "ca_file"): _path,
     (RouteMatch, "path_prefix"): _prefix,
     (RouteMatch, "path_regex"): _regex,
     (RouteMatch, "methods"): _methods,
@@ -389,6 +484,7 @@ def _cross_checks(cfg: Config, raw: LocDict, ctx: _Ctx) -> None:
         if sink.type == "redis_stream" and sink.url is None:
             ctx.err(line, f"audit.sinks[{i}].url", "a redis_stream sink needs a url")
     _check_inventory(cfg, raw, ctx)
+    _check_kubernetes(cfg, raw, ctx)
     if (
         cfg.listen.port != 0
         and cfg.listen.port == cfg.admin.port
@@ -437,6 +533,64 @@ def _check_inventory(cfg: Config, raw: LocDict, ctx: _Ctx) -> None:
             )
 
 
+def _check_kubernetes(cfg: Config, raw: LocDict, ctx: _Ctx) -> None:
+    """Kubernetes table paths parse; the admission listener's inventory entry exists."""
+    from .adapters.kubernetes.kinds import check_tables
+
+    sections: list[tuple[str, KubernetesConfig, Any]] = [
+        ("kubernetes", cfg.kubernetes, raw.get("kubernetes"))
+    ]
+    routes_node = raw.get("routes")
+    raw_routes: list[Any] = routes_node if isinstance(routes_node, list) else []
+    for i, route in enumerate(cfg.routes):
+        if route.kubernetes is not None:
+            raw_route = raw_routes[i] if i < len(raw_routes) else None
+            own = raw_route.get("kubernetes") if isinstance(raw_route, dict) else None
+            sections.append((f"routes[{i}].kubernetes", route.kubernetes, own))
+    for path, section, node in sections:
+        for key, message in check_tables(section):
+            ctx.err(_line_at(node, key, raw.line), f"{path}.{key}", message)
+    adm = cfg.admission
+    if adm is not None:
+        line = raw.line_of("admission")
+        names = {e.name: e for e in cfg.inventory}
+        if adm.inventory is not None and adm.inventory not in names:
+            ctx.err(line, "admission.inventory", f"no inventory entry {adm.inventory!r}")
+        elif adm.inventory is not None and names[adm.inventory].scheduler != "kubernetes":
+            ctx.err(line, "admission.inventory", f"{adm.inventory!r} is not a kubernetes entry")
+        if adm.tls is None:
+            ctx.err(line, "admission.tls", "the admission webhook is served over TLS only")
+        if adm.port != 0 and adm.port in (cfg.listen.port, cfg.admin.port):
+            ctx.err(line, "admission.port", "the admission listener needs its own port")
+
+
+def _line_at(node: Any, key: str, default: int | None) -> int | None:
+    """The line of ``key`` (``a[0].b``) inside a located mapping, as deep as it can be found."""
+    line = line_of(node, None, default)
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", key):
+        index: str | int = int(part[1:-1]) if part.startswith("[") else part
+        found = (isinstance(node, dict) and index in node) or (
+            isinstance(node, list) and isinstance(index, int) and index < len(node)
+        )
+        if not found:
+            break
+        line, node = line_of(node, index, line), node[index]
+    return line
+
+
+def _inherit_kubernetes(cfg: Config) -> Config:
+    """Kubernetes routes without their own ``kubernetes:`` take the top-level section."""
+    from dataclasses import replace
+
+    routes = tuple(
+        replace(r, kubernetes=cfg.kubernetes)
+        if r.adapter == "kubernetes" and r.kubernetes is None
+        else r
+        for r in cfg.routes
+    )
+    return replace(cfg, routes=routes)
+
+
 def _check_pointers(generic: GenericAdapterConfig, ctx: _Ctx, line: int | None, path: str) -> None:
     for name in ("gpus_pointer", "model_pointer", "hours_pointer"):
         pointer = getattr(generic, name)
@@ -462,7 +616,7 @@ def config_from_yaml(data: Any, filename: str, base_dir: str) -> Config:
     if ctx.problems or cfg is None:
         ordered: list[Problem] = sorted(ctx.problems, key=lambda p: p.line or 0)
         raise ConfigError(ordered)
-    return _replace_source(cfg, filename, base_dir)
+    return _replace_source(_inherit_kubernetes(cfg), filename, base_dir)
 
 
 def _replace_source(cfg: Config, filename: str, base_dir: str) -> Config:

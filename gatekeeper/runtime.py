@@ -41,6 +41,7 @@ from .stages.authn import AuthnStage
 from .stages.compute import ComputeStage
 from .stages.enforce import EnforceStage
 from .stages.geo import GeoStage
+from .stages.kubernetes import KubernetesComputeStage
 from .stages.ownership import OwnershipStage
 from .stages.policy import PolicyStage
 from .stages.quota import QuotaStage
@@ -166,7 +167,11 @@ class Runtime:
         """The stage order, literally. Routes with ``authenticate: false`` have no principal,
         hence no ownership either; the policy sees those facts as absent."""
         geo = GeoStage(parts["geo"])
-        compute = ComputeStage(parts["catalog"], parts["inventory"])
+        # Kubernetes patches and /scale are measured on the stored object (stages/kubernetes.py).
+        compute = KubernetesComputeStage(
+            ComputeStage(parts["catalog"], parts["inventory"]),
+            timeout_s=self.cfg.limits.upstream_timeout_s,
+        )
         policy = PolicyStage(parts["policy"], data_version=data_version or None)
         enforce = EnforceStage()
         authenticated: tuple[Stage, ...] = (

@@ -138,6 +138,17 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
         await _close_all(upstreams, runtime)
         return _cannot_listen("admin", cfg.admin.host, cfg.admin.port, exc)
 
+    from .admission import start_admission
+
+    try:
+        admission_runner = await start_admission(cfg, runtime, reuse_port=multi)
+    except OSError as exc:
+        listener.close()
+        await admin_runner.cleanup()
+        await _close_all(upstreams, runtime)
+        assert cfg.admission is not None
+        return _cannot_listen("admission", cfg.admission.host, cfg.admission.port, exc)
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reloads: set[asyncio.Task[bool]] = set()
@@ -179,6 +190,8 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     listener.close()
     await server.shutdown(cfg.limits.drain_timeout_s)
     handler.close()
+    if admission_runner is not None:
+        await admission_runner.cleanup()
     await admin_runner.cleanup()
     heap.close()
     await upstreams.close()

@@ -1,0 +1,252 @@
+"""The ``compute`` stage for Kubernetes routes whose write changes a stored object.
+
+A ``PATCH`` of an object and any write to its ``/scale`` subresource are measured on the object
+as it will be stored: this stage reads the current object from the route's upstream (the API
+server) and hands it to the adapter (``measure_change``), which applies the patch and measures
+the result. A write whose pods name DRA claims (``resourceClaimName``,
+``resourceClaimTemplateName``) has the claims read too (the newest ``resource.k8s.io`` version the
+API server serves; cached briefly: a claim's spec is immutable). Every other request goes to the
+plain compute stage.
+
+# SECURITY: the read carries the client's own ``Authorization`` header, so the gate reads exactly
+what the client may read -- it holds no cluster credentials of its own, and a client cannot use
+the gate to learn an object it could not read itself. A client without ``get`` permission on the
+object gets 400 ``unmeasurable-request`` (the gate cannot bound the change); a missing object is
+patched as empty (server-side apply creates it; other patches fail at the API server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import ssl
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from ..adapters.common import MAX_BODY_BYTES, header, load_body, load_json
+from ..adapters.kubernetes import measure_change, parse_path
+from ..adapters.kubernetes.patch import metadata_only
+from ..adapters.kubernetes.pods import unmeasurable
+from ..config import RouteConfig
+from ..context import R_UPSTREAM_UNREACHABLE, RequestContext
+from ..errors import BadRequest, DependencyError
+from .compute import ComputeStage
+
+_WRITES = frozenset({"POST", "PUT", "PATCH"})
+_CLAIM_MARK = b"resourceClaim"  # in resourceClaimName and resourceClaimTemplateName
+_CLAIM_KEYS = {
+    "resourceClaimName": "ResourceClaim",
+    "resourceClaimTemplateName": "ResourceClaimTemplate",
+}
+DRA_VERSIONS = ("v1", "v1beta2", "v1beta1")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a DNS-1123 subdomain
+CLAIM_CACHE_S = 30.0
+CLAIM_CACHE_SIZE = 1024
+
+
+def stored_path(method: str, path: str) -> str | None:
+    """The object's own path when this write is measured on the stored object, else ``None``."""
+    if method not in _WRITES:
+        return None
+    api = parse_path(path)
+    if api is None or api.name is None:
+        return None
+    base = path.split("?", 1)[0]
+    if api.subresource == "scale":
+        return base[: -len("/scale")] if base.endswith("/scale") else None
+    if api.subresource is None and method == "PATCH":
+        return base
+    return None
+
+
+@dataclass(frozen=True)
+class ClaimAccess:
+    """How the webhook reads claims: as its own service account (``admission.token_file``)."""
+
+    token_file: str | None
+    ssl_context: ssl.SSLContext | None
+
+    def bearer(self) -> str | None:
+        if self.token_file is None:
+            return None
+        try:
+            with open(self.token_file) as fh:  # re-read: service-account tokens rotate
+                token = fh.read().strip()
+        except OSError as exc:
+            raise DependencyError(
+                "token-unavailable", f"admission.token_file: {exc.strerror}"
+            ) from None
+        return f"Bearer {token}" if token else None
+
+
+class KubernetesComputeStage:
+    """Wraps ``ComputeStage``: reads the stored object first where the measurement needs it."""
+
+    name = "compute"
+
+    def __init__(
+        self,
+        inner: ComputeStage,
+        *,
+        timeout_s: float = 5.0,
+        access: ClaimAccess | None = None,
+    ) -> None:
+        self.inner = inner
+        self.timeout_s = timeout_s
+        # the webhook's face: its object is final, only claims are read, with its own token
+        self.access = access
+        self._claims: dict[tuple[str, ...], tuple[float, dict[str, Any]]] = {}
+
+    def for_admission(self, access: ClaimAccess) -> KubernetesComputeStage:
+        """This stage as the webhook runs it (the same claim cache)."""
+        stage = KubernetesComputeStage(self.inner, timeout_s=self.timeout_s, access=access)
+        stage._claims = self._claims
+        return stage
+
+    def run(self, ctx: RequestContext) -> Awaitable[None] | None:
+        route = ctx.route_config
+        req = ctx.request
+        if route is None or route.adapter != "kubernetes" or req.method not in _WRITES:
+            self.inner.run(ctx)
+            return None
+        target = stored_path(req.method, req.path) if self.access is None else None
+        if target is not None and self._metadata_patch(ctx):
+            target = None
+        if target is None and _CLAIM_MARK not in ctx.body:
+            self.inner.run(ctx)
+            return None
+        return self._measure(ctx, target)
+
+    def _metadata_patch(self, ctx: RequestContext) -> bool:
+        if ctx.request.method != "PATCH" or ctx.request.path.endswith("/scale"):
+            return False
+        try:
+            doc = load_json(ctx.body) if ctx.body.strip() else {}
+        except BadRequest:
+            return False  # the adapter reports the body's own problem
+        return metadata_only(doc, _ctype(ctx.headers)) and _CLAIM_MARK not in ctx.body
+
+    async def _measure(self, ctx: RequestContext, target: str | None) -> None:
+        route = ctx.route_config
+        current = None
+        if target is not None:
+            current = await self.read(route.upstream, target, route.strip_prefix, ctx.headers)
+        claims: dict[tuple[str, str], dict[str, Any]] = {}
+        if _CLAIM_MARK in ctx.body or (current is not None and claim_refs(current)):
+            refs = claim_refs(current) | claim_refs(_body(ctx))
+            api = parse_path(ctx.request.path)
+            namespace = api.namespace if api is not None else None
+            for kind, name in sorted(refs):
+                found = await self.read_claim(route, namespace, kind, name, ctx.headers)
+                if found is not None:
+                    claims[(kind, name)] = found
+        ctx.compute = measure_change(
+            route,
+            ctx.request.method,
+            ctx.request.path,
+            ctx.headers,
+            ctx.body,
+            self.inner.catalog,
+            self.inner.inventory,
+            current=current,
+            resolver=lambda kind, _ns, name: claims.get((kind, name)),
+        )
+
+    async def read_claim(
+        self, route: RouteConfig, namespace: str | None, kind: str, name: str, headers: Any
+    ) -> dict[str, Any] | None:
+        """A pod's ResourceClaim or ResourceClaimTemplate (``None``: not found in any version)."""
+        if namespace is None or not _NAME.match(name) or not _NAME.match(namespace):
+            return None  # SECURITY: only a real object name goes into the URL read
+        plural = "resourceclaimtemplates" if kind == "ResourceClaimTemplate" else "resourceclaims"
+        key = (route.upstream, namespace, plural, name, _who(headers))
+        hit = self._claims.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        for version in DRA_VERSIONS:  # the newest version the API server serves answers
+            path = f"/apis/resource.k8s.io/{version}/namespaces/{namespace}/{plural}/{name}"
+            doc = await self.read(route.upstream, path, None, headers)
+            if doc:
+                if len(self._claims) >= CLAIM_CACHE_SIZE:
+                    self._claims.clear()
+                # a claim's spec is immutable: a short cache saves a read per pod of a workload
+                self._claims[key] = (time.monotonic() + CLAIM_CACHE_S, doc)
+                return doc
+        return None
+
+    async def read(
+        self, upstream: str, path: str, strip_prefix: str | None, headers: Any
+    ) -> dict[str, Any]:
+        """GET an object with the client's credentials (see the module docstring); ``{}`` when
+        the API server has none there."""
+        if strip_prefix and path.startswith(strip_prefix):
+            path = path[len(strip_prefix) :] or "/"
+        send = {"Accept": "application/json"}
+        auth = header(headers, "Authorization") if self.access is None else self.access.bearer()
+        if auth is not None:
+            send["Authorization"] = auth
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        tls = self.access.ssl_context if self.access is not None else None
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(upstream.rstrip("/") + path, headers=send, ssl=tls or True) as r,
+            ):
+                status = r.status
+                body = await r.content.read(MAX_BODY_BYTES + 1)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise DependencyError(
+                R_UPSTREAM_UNREACHABLE,
+                f"reading the stored object failed: {type(exc).__name__}",
+                status=502,
+            ) from None
+        if status == 404:
+            return {}
+        if status != 200:
+            raise unmeasurable(path, f"the stored object could not be read (HTTP {status})")
+        doc = load_json(body)
+        if not isinstance(doc, dict):
+            raise unmeasurable(path, "the stored object is not an object")
+        return doc
+
+
+def claim_refs(doc: Any) -> set[tuple[str, str]]:
+    """Every (kind, name) a document's ``resourceClaimName``/``resourceClaimTemplateName`` name
+    (anywhere: more reads than needed cost time, never a wrong measurement)."""
+    out: set[tuple[str, str]] = set()
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                kind = _CLAIM_KEYS.get(key) if isinstance(key, str) else None
+                if kind is not None and isinstance(value, str) and value:
+                    out.add((kind, value))
+                else:
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return out
+
+
+def _body(ctx: RequestContext) -> Any:
+    try:
+        return load_body(ctx.body, _ctype(ctx.headers)) if ctx.body.strip() else None
+    except BadRequest:
+        return None  # the adapter reports the body's own problem
+
+
+def _ctype(headers: Any) -> str:
+    return (header(headers, "Content-Type") or "").split(";", 1)[0].strip().lower()
+
+
+def _who(headers: Any) -> str:
+    auth = header(headers, "Authorization") or ""
+    return hashlib.sha256(auth.encode()).hexdigest()
+
+
+__all__ = ["ClaimAccess", "KubernetesComputeStage", "claim_refs", "stored_path"]

@@ -1,0 +1,67 @@
+"""Malformed and hostile Kubernetes objects: each refused with its exact reason and field path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from gatekeeper.errors import BadRequest
+
+from .support import post
+
+GPU = "nvidia.com/gpu"
+
+
+def dep(replicas: Any, gpus: Any = 1, containers: Any = None) -> dict[str, Any]:
+    if containers is None:
+        containers = [{"name": "m", "resources": {"limits": {GPU: gpus}}}]
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"replicas": replicas, "template": {"spec": {"containers": containers}}}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("doc", "reason", "detail"),
+    [
+        (dep("3"), "bad-value", "spec.replicas: expected a non-negative number"),
+        (dep(10**12), "bad-value", "spec.replicas: replica count 1000000000000 out of range"),
+        (dep(-1), "bad-value", "spec.replicas: expected a finite non-negative number"),
+        (dep(True), "bad-value", "spec.replicas: expected a number, got a boolean"),
+        (dep(1, "1e400"), "bad-value",
+         "spec.template.spec.containers[0].resources.limits[nvidia.com/gpu]: expected a finite non-negative number"),
+        (dep(1, "eight"), "bad-value",
+         "spec.template.spec.containers[0].resources.limits[nvidia.com/gpu]: bad quantity 'eight'"),
+        (dep(1, containers={"m": {}}), "bad-value", "spec.template.spec.containers: expected a list"),
+        (dep(10_000_000, 8), "gpu-count-out-of-range", "GPU count 8e+07 exceeds 1e+07"),
+        ({"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet", "metadata": {"name": "j"},
+          "spec": {"replicatedJobs": {"w": 1}}}, "bad-value", "spec.replicatedJobs.w: expected an object"),
+        ({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "p"},
+          "spec": {"pytorchReplicaSpecs": {"Worker": {"replicas": "many"}}}},
+         "bad-value", "spec.pytorchReplicaSpecs.Worker.replicas: expected a non-negative number"),
+        ({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "metadata": {"name": "c"},
+          "spec": {"devices": {"requests": [{"name": "g", "exactly": {"deviceClassName": "gpu.nvidia.com",
+                                                                      "allocationMode": "Some"}}]}}},
+         "unmeasurable-request", "spec.devices.requests[0].exactly.allocationMode: unknown allocation mode 'Some'"),
+    ],
+)  # fmt: skip
+def test_refused(doc: dict[str, Any], reason: str, detail: str) -> None:
+    with pytest.raises(BadRequest) as e:
+        post(doc)
+    assert (e.value.reason, e.value.detail) == (reason, detail)
+
+
+def test_yaml_anchors_count_every_use() -> None:
+    """An anchored container reused in several replica specs is counted in each."""
+    text = """
+apiVersion: kubeflow.org/v1
+kind: PyTorchJob
+metadata: {name: p}
+spec:
+  pytorchReplicaSpecs:
+    Master: {replicas: 1, template: &t {spec: {containers: [{name: m, resources: {limits: {nvidia.com/gpu: 8}}}]}}}
+    Worker: {replicas: 3, template: *t}
+"""
+    path = "/apis/kubeflow.org/v1/namespaces/a/pytorchjobs"
+    assert post(text.encode(), path=path, ctype="application/yaml").gpus == 32.0
+    assert yaml.safe_load(text)["kind"] == "PyTorchJob"
