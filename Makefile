@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: install demo test lint typecheck unit policy-test tools bench clean
+.PHONY: install demo test lint typecheck unit policy-test tools conformance-tools bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,18 @@ tools:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
 	  || echo "warning: could not install promtool; its test will fail"; }
 
+# Debian's Slurm (22.05) for the conformance suite (tests/conformance): munged, slurmdbd,
+# slurmctld, slurmd, slurmrestd with its JWT plugin, and the clients; installed when missing.
+# slurmdbd keeps its records in MariaDB on 127.0.0.1:3306 (root, no password).
+SLURM_DEBS := munge slurmctld slurmd slurmrestd slurmdbd slurm-client slurm-wlm-jwt-plugin
+conformance-tools:
+	@for b in munged slurmctld slurmd slurmrestd slurmdbd sbatch; do command -v $$b >/dev/null 2>&1 || missing=1; done; \
+	  dpkg -s slurm-wlm-jwt-plugin >/dev/null 2>&1 || missing=1; \
+	  test -z "$$missing" || { \
+	  echo "installing Slurm for the conformance suite (Debian packages $(SLURM_DEBS))"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SLURM_DEBS) >/dev/null) \
+	  || echo "warning: could not install Slurm; the Slurm conformance suite will be skipped"; }
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gatekeeper tests bench
 	$(VENV)/bin/ruff format --check gatekeeper tests bench
@@ -36,7 +48,7 @@ policy-test: $(STAMP)
 	$(VENV)/bin/gatekeeper policy test policies/tests
 
 # pytest exits 5 when it collects no test; make treats any non-zero status as failure.
-unit: $(STAMP) tools
+unit: $(STAMP) tools conformance-tools
 	$(PY) -m pytest -q
 
 test: lint typecheck policy-test unit

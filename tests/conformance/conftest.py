@@ -1,0 +1,35 @@
+"""Session fixtures starting the real schedulers the conformance suites compare the gate with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conformance.slurm_lab import MYSQL_HOST, MYSQL_PORT, SlurmLab, missing_binaries
+from tests.support import wait_port
+
+
+@pytest.fixture(scope="session")
+def slurm_lab() -> Iterator[SlurmLab]:
+    """A real Slurm 22.05 cluster on loopback (see ``slurm_lab``), shared by the session."""
+    missing = missing_binaries()
+    if missing:
+        # `make test` installs them (Makefile target `conformance-tools`); only a machine without
+        # the Debian packages gets here, and it says so loudly.
+        pytest.skip(
+            f"SLURM CONFORMANCE NOT RUN: missing {', '.join(missing)} "
+            "(install: make conformance-tools)"
+        )
+    try:
+        wait_port(MYSQL_PORT, MYSQL_HOST, timeout=5)
+    except TimeoutError:
+        pytest.skip(
+            f"SLURM CONFORMANCE NOT RUN: no MariaDB on {MYSQL_HOST}:{MYSQL_PORT} for slurmdbd "
+            "(held jobs show their requested GPUs only with accounting)"
+        )
+    lab = SlurmLab().start()
+    try:
+        yield lab
+    finally:
+        lab.stop()
