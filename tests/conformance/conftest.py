@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conformance.slurm_gate import GateProbe
 from tests.conformance.slurm_lab import MYSQL_HOST, MYSQL_PORT, SlurmLab, missing_binaries
 from tests.support import wait_port
 
@@ -33,3 +34,16 @@ def slurm_lab() -> Iterator[SlurmLab]:
         yield lab
     finally:
         lab.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_probe(
+    slurm_lab: SlurmLab, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GateProbe]:
+    """A real ``gatekeeper serve`` with a Slurm route to the lab's slurmrestd."""
+    probe = GateProbe(slurm_lab, tmp_path_factory.mktemp("slurm-gate"))
+    try:
+        yield probe
+    finally:
+        probe.stop()
+        slurm_lab.cancel_all()

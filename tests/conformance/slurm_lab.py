@@ -300,6 +300,9 @@ class SlurmLab:
         self._wait("slurmctld", lambda: _listening(self.ctld_port), 60)
         self._spawn("slurmd", ["slurmd", "-D", "-N", "n1", "-f", str(self.conf)])
         self._wait("slurmd", self._n1_idle, 90)
+        self._start_rest()
+
+    def _start_rest(self) -> None:
         self._spawn(
             "slurmrestd",
             ["slurmrestd", "-f", str(self.conf), "-a", "rest_auth/jwt",
@@ -309,6 +312,21 @@ class SlurmLab:
             SLURM_JWT="daemon",
         )  # fmt: skip
         self._wait("slurmrestd", lambda: _listening(self.rest_port), 60)
+
+    def restart_rest_if_dead(self, grace: float = 2.0) -> bool:
+        """Start slurmrestd again if it died (22.05's v0.0.36 plugin crashes on some invalid
+        ``gres`` values); True when it had died. Waits up to ``grace`` seconds for a process that
+        is going down to be gone."""
+        proc = self.procs["slurmrestd"]
+        deadline = time.monotonic() + grace
+        while proc.poll() is None and not _listening(self.rest_port):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        if proc.poll() is None:
+            return False
+        self._start_rest()
+        return True
 
     def _n1_idle(self) -> bool:
         out = subprocess.run(
@@ -436,23 +454,32 @@ class SlurmLab:
         that it requested (its requested TRES). An array job's record shows one task: the total
         is that times the number of tasks."""
         rec = self.job_record(job_id)
-        tasks = _array_tasks(rec)
+        members = _het_members(rec)
+        if len(members) > 1:  # a heterogeneous job: every component's GPUs
+            parts = [self._granted(rec if m == job_id else self.job_record(m)) for m in members]
+            first = parts[0]
+            return Granted(sum(p.gpus for p in parts), sum(p.nodes for p in parts), first.model,
+                           first.source, sum(p.shards for p in parts), first.state, rec)  # fmt: skip
+        return self._granted(rec)
+
+    def _granted(self, rec: dict[str, Any]) -> Granted:
+        tasks = array_tasks(rec)
         model = None
         detail = rec.get("gres_detail") or []
         if detail:
             gpus = shards = 0
             for entry in detail:
-                g, s, m = _parse_gres_detail(str(entry))
+                g, s, m = parse_gres_detail(str(entry))
                 gpus += g
                 shards += s
                 model = model or m
             nodes = int(rec.get("node_count") or len(detail))
             return Granted(gpus * tasks, nodes, model, "gres_detail", shards * tasks,
                            _state(rec), rec)  # fmt: skip
-        tres = _parse_tres(str(rec.get("tres_alloc_str") or ""))
+        tres = parse_tres(str(rec.get("tres_alloc_str") or ""))
         source = "tres_alloc_str"
         if not tres:
-            tres = _parse_tres(str(rec.get("tres_req_str") or ""))
+            tres = parse_tres(str(rec.get("tres_req_str") or ""))
             source = "tres_req_str"
         gpus = int(tres.get("gres/gpu", 0))
         for key in tres:
@@ -474,20 +501,56 @@ class SlurmLab:
                 return got
             time.sleep(0.2)
 
+    def node_states(self) -> dict[str, str]:
+        """Every node's state as ``scontrol show nodes`` gives it (cloud nodes included)."""
+        out = self.run("scontrol", "show", "nodes", "-o")
+        states: dict[str, str] = {}
+        for line in out.splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            if "NodeName" in fields:
+                states[fields["NodeName"]] = fields.get("State", "")
+        return states
+
+    def wait_nodes_free(self, timeout: float = 60) -> None:
+        """Wait until no node is allocated, completing or changing power state, so that the
+        next job can have any node."""
+        busy = ("ALLOCATED", "MIXED", "COMPLETING", "POWERING_UP", "POWERING_DOWN", "CONFIGURING")
+        deadline = time.monotonic() + timeout
+        forced: set[str] = set()
+        while True:
+            states = self.node_states()
+            pending = {n: s for n, s in states.items() if any(b in s for b in busy)}
+            if not pending:
+                return
+            # a cloud node whose job was cancelled while it "booted" stays POWERING_UP until
+            # ResumeTimeout: power it down (SuspendTimeout is 1 s) so the next job can have it
+            stuck = [n for n, s in pending.items()
+                     if "POWERING_UP" in s and "IDLE" in s and n not in forced]  # fmt: skip
+            if stuck:
+                self.run("scontrol", "update", f"nodename={','.join(stuck)}",
+                         "state=POWER_DOWN_FORCE")  # fmt: skip
+                forced.update(stuck)
+            if time.monotonic() > deadline:
+                raise SlurmLabError(f"nodes still busy after {timeout}s: {pending}")
+            time.sleep(0.2)
+
     def job_ids(self) -> list[int]:
         out = self.run("squeue", "-h", "-o", "%A")
         return [int(x) for x in out.split()]
 
     def cancel_all(self) -> None:
-        """Cancel every job of the lab and wait until none is left in the queue."""
-        self.run("scancel", "--user=root")
+        """Cancel every job of the lab and wait until none is left in the queue (a heterogeneous
+        job is cancelled through its leader, an array through its array job id)."""
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            out = self.run("squeue", "-h", "-t", "PD,CF,R,S", "-o", "%A")
-            if not out.strip():
+        while True:
+            out = self.run("squeue", "-h", "-t", "PD,CF,R,S,CG", "-o", "%i")
+            ids = sorted({i.split("+")[0].split("_")[0] for i in out.split()})
+            if not ids:
                 return
+            if time.monotonic() > deadline:
+                raise SlurmLabError(f"jobs left after scancel: {ids}")
+            subprocess.run(["scancel", *ids], capture_output=True, env=self.env(), timeout=60)
             time.sleep(0.2)
-        raise SlurmLabError(f"jobs left after scancel: {out.split()}")
 
 
 def _listening(port: int) -> bool:
@@ -505,7 +568,18 @@ def _state(rec: dict[str, Any]) -> str:
     return str(state or "")
 
 
-def _array_tasks(rec: dict[str, Any]) -> int:
+def _het_members(rec: dict[str, Any]) -> list[int]:
+    """The job ids of a heterogeneous job's components (``het_job_id_set`` ``5-6``), else []."""
+    spec = str(rec.get("het_job_id_set") or "")
+    ids: list[int] = []
+    for part in filter(None, spec.split(",")):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit():
+            ids.extend(range(int(lo), int(hi or lo) + 1))
+    return ids
+
+
+def array_tasks(rec: dict[str, Any]) -> int:
     """The number of tasks of a pending array job (1 for a plain job or one split-off task)."""
     spec = rec.get("array_task_string") or ""
     if not spec:
@@ -527,7 +601,7 @@ def _array_tasks(rec: dict[str, Any]) -> int:
     return max(total, 1)
 
 
-def _parse_tres(text: str) -> dict[str, int]:
+def parse_tres(text: str) -> dict[str, int]:
     """``cpu=1,mem=1M,node=1,billing=1,gres/gpu=8`` -> counts (memory sizes are not needed)."""
     out: dict[str, int] = {}
     for item in text.split(","):
@@ -541,7 +615,7 @@ def _parse_tres(text: str) -> dict[str, int]:
     return out
 
 
-def _parse_gres_detail(text: str) -> tuple[int, int, str | None]:
+def parse_gres_detail(text: str) -> tuple[int, int, str | None]:
     """One node's ``gres_detail`` (``gpu:h100:8(IDX:0-7),shard:0``) -> (gpus, shards, model)."""
     gpus = shards = 0
     model = None

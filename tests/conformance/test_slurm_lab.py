@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conformance.slurm_lab import GPUS_PER_NODE, SlurmLab, _parse_gres_detail, _parse_tres
+from tests.conformance.slurm_lab import GPUS_PER_NODE, SlurmLab, parse_gres_detail, parse_tres
 
 SCRIPT = "#!/bin/sh\nsleep 300\n"
 BASE = {"name": "smoke", "current_working_directory": "/tmp", "environment": {"PATH": "/bin"}}
@@ -37,13 +37,13 @@ def test_an_array_job_counts_every_task(slurm_lab: SlurmLab) -> None:
 
 
 def test_the_readers_of_slurm_strings() -> None:
-    assert _parse_tres("cpu=1,mem=500G,node=2,billing=1,gres/gpu=4") == {
+    assert parse_tres("cpu=1,mem=500G,node=2,billing=1,gres/gpu=4") == {
         "cpu": 1, "node": 2, "billing": 1, "gres/gpu": 4,
     }  # fmt: skip
-    assert _parse_gres_detail(f"gpu:h100:{GPUS_PER_NODE}(IDX:0-7),shard:4(8/32,0/32)") == (
+    assert parse_gres_detail(f"gpu:h100:{GPUS_PER_NODE}(IDX:0-7),shard:4(8/32,0/32)") == (
         GPUS_PER_NODE, 4, "h100",
     )  # fmt: skip
-    assert _parse_gres_detail("shard:4(IDX:0)") == (0, 4, None)
+    assert parse_gres_detail("shard:4(IDX:0)") == (0, 4, None)
 
 
 def test_stopping_leaves_no_process_behind() -> None:
