@@ -35,6 +35,7 @@ R_AUDIT_UNAVAILABLE = "audit-unavailable"
 R_UPSTREAM_UNREACHABLE = "upstream-unreachable"
 R_UPSTREAM_TIMEOUT = "upstream-timeout"
 R_UNKNOWN_GPU_MODEL = "unknown-gpu-model"
+R_UNMEASURABLE = "unmeasurable-request"
 R_DEFAULT = "default-action"
 
 
