@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: install demo test lint typecheck unit policy-test tools conformance-tools bench clean
+.PHONY: install demo test lint typecheck unit policy-test tools conformance-tools ray-tools bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,17 @@ conformance-tools:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SLURM_DEBS) >/dev/null) \
 	  || echo "warning: could not install Slurm; the Slurm conformance suite will be skipped"; }
 
+# Ray from PyPI for the Ray conformance suite, in a virtualenv of its own (its pins stay out of the
+# gate's); the tests drive its command line. About 400 MB installed; installed when missing.
+RAY_VERSION := 2.60.0
+RAY_VENV    := .venv-ray
+ray-tools:
+	@test -e $(RAY_VENV)/.installed-$(RAY_VERSION) || { \
+	  echo "installing Ray $(RAY_VERSION) into $(RAY_VENV) for the Ray conformance suite"; \
+	  ($(PYTHON) -m venv $(RAY_VENV) && $(RAY_VENV)/bin/pip install --quiet 'ray[default]==$(RAY_VERSION)' \
+	   && touch $(RAY_VENV)/.installed-$(RAY_VERSION)) \
+	  || echo "warning: could not install Ray; the Ray conformance suite will be skipped"; }
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gatekeeper tests bench
 	$(VENV)/bin/ruff format --check gatekeeper tests bench
@@ -48,7 +59,7 @@ policy-test: $(STAMP)
 	$(VENV)/bin/gatekeeper policy test policies/tests
 
 # pytest exits 5 when it collects no test; make treats any non-zero status as failure.
-unit: $(STAMP) tools conformance-tools
+unit: $(STAMP) tools conformance-tools ray-tools
 	$(PY) -m pytest -q
 
 test: lint typecheck policy-test unit
@@ -58,4 +69,4 @@ bench: $(STAMP)
 	bench/run
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(RAY_VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

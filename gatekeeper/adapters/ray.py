@@ -1,4 +1,4 @@
-"""Ray -> requested GPUs, model and hours: job submissions and Serve applications (DOMAIN §5).
+"""Ray -> requested GPUs, model and hours: job submissions and Serve applications.
 
 Measured requests (other methods and paths -- status, logs, stop, delete, package uploads -- ask
 for no compute):

@@ -13,7 +13,7 @@ from tests.support import wait_port
 
 @pytest.fixture(scope="session")
 def slurm_lab() -> Iterator[SlurmLab]:
-    """A real Slurm 22.05 cluster on loopback (see ``slurm_lab``), shared by the session."""
+    """A real Slurm 22.05 cluster on loopback (see ``slurm_lab``), shared by the test run."""
     missing = missing_binaries()
     if missing:
         # `make test` installs them (Makefile target `conformance-tools`); only a machine without

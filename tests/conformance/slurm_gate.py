@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.conformance.common import AuditTail
 from tests.conformance.slurm_lab import (
     GPUS_PER_NODE,
     NODES,
@@ -94,24 +95,16 @@ class GateProbe:
 
     def __init__(self, lab: SlurmLab, tmp: Path) -> None:
         self.lab = lab
-        self.audit = tmp / "audit.jsonl"
         self.gate = Gate(tmp, gate_config(tmp, lab))
-        self._offset = 0
+        self._tail = AuditTail(tmp / "audit.jsonl")
         self._records: dict[str, dict[str, Any]] = {}
 
     def stop(self) -> None:
         self.gate.stop()
 
     def _read_audit(self) -> None:
-        with open(self.audit, "rb") as fh:
-            fh.seek(self._offset)
-            data = fh.read()
-        end = data.rfind(b"\n") + 1
-        self._offset += end
-        for line in data[:end].splitlines():
-            rec = json.loads(line)
-            if "compute" in rec or "decision" in rec:
-                self._records[rec["decision_id"]] = rec
+        for rec in self._tail.decisions():
+            self._records[rec["decision_id"]] = rec
 
     def send(self, method: str, path: str, body: bytes) -> Probe:
         headers = {"Content-Type": "application/json", **self.lab.rest_headers()}

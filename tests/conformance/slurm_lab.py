@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.conformance.common import Lab, processes_with_env
 from tests.support import free_port, wait_port
 
 BINARIES = ("munged", "slurmdbd", "slurmctld", "slurmd", "slurmrestd", "scontrol", "squeue")
@@ -88,7 +89,7 @@ class SlurmLabError(RuntimeError):
     """A lab daemon did not start or a client command failed (the message carries its log)."""
 
 
-class SlurmLab:
+class SlurmLab(Lab):
     """The cluster; ``start()`` brings every daemon up, ``stop()`` takes them down and cleans up."""
 
     def __init__(self, *, accounting: bool = True) -> None:
@@ -274,14 +275,6 @@ class SlurmLab:
             time.sleep(0.1)
         raise SlurmLabError(f"{name} not ready after {timeout}s:\n{self.log(name)}")
 
-    def start(self) -> SlurmLab:
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
     def _start(self) -> None:
         self._write_configs()
         d = self.dir
@@ -367,18 +360,7 @@ class SlurmLab:
     def leftovers(self) -> list[int]:
         """Processes still running with this lab's ``SLURM_CONF`` in their environment (the
         daemons' children inherit it: slurmstepd and job scripts)."""
-        marker = f"SLURM_CONF={self.conf}".encode()
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                environ = (entry / "environ").read_bytes()
-            except OSError:
-                continue
-            if marker in environ.split(b"\0"):
-                found.append(int(entry.name))
-        return found
+        return processes_with_env("SLURM_CONF", str(self.conf))
 
     # ------------------------------------------------------------------ clients
 
