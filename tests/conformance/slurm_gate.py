@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from gatekeeper.demo import DemoKeys, write_config
 from tests.conformance.common import AuditTail
 from tests.conformance.slurm_lab import (
     GPUS_PER_NODE,
@@ -32,6 +35,7 @@ from tests.conformance.slurm_lab import (
     array_tasks,
 )
 from tests.e2e.gate import Gate, base_config
+from tests.support import free_port, repo_root
 
 SCRIPT = "#!/bin/sh\nsleep 600\n"
 BASE_JOB: dict[str, Any] = {
@@ -90,12 +94,35 @@ class Probe:
         return self.gate_refused
 
 
+D5_TENANT = "acme-sg"  # the demo registry's Singapore company owned from a D:5 country
+D5_CLIENT_IP = "165.21.83.88"  # a Singapore address
+
+
+def tenant_gate_config(tmp: Path, lab: SlurmLab) -> tuple[dict[str, Any], dict[str, str]]:
+    """The demo's gate (real tokens, entity registry, GeoIP) with the US remote-access pack in
+    front of the lab, and the headers of a D:5-owned tenant calling from Singapore."""
+    keys = DemoKeys(tmp)
+    path = write_config(tmp, keys, port=free_port(), admin=free_port(), scheduler=lab.rest_url)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["policy"]["files"] = [str(repo_root() / "policies" / "us-remote-access.yaml")]
+    cfg.setdefault("limits", {})["upstream_timeout_s"] = 60
+    headers = {"Authorization": f"Bearer {keys.token(D5_TENANT)}", "X-Forwarded-For": D5_CLIENT_IP}
+    return cfg, headers
+
+
 class GateProbe:
     """Sends bodies through a real gate to the lab and reads the gate's audit records."""
 
-    def __init__(self, lab: SlurmLab, tmp: Path) -> None:
+    def __init__(
+        self,
+        lab: SlurmLab,
+        tmp: Path,
+        config: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.lab = lab
-        self.gate = Gate(tmp, gate_config(tmp, lab))
+        self.headers = headers or {}
+        self.gate = Gate(tmp, config or gate_config(tmp, lab))
         self._tail = AuditTail(tmp / "audit.jsonl")
         self._records: dict[str, dict[str, Any]] = {}
 
@@ -107,7 +134,7 @@ class GateProbe:
             self._records[rec["decision_id"]] = rec
 
     def send(self, method: str, path: str, body: bytes) -> Probe:
-        headers = {"Content-Type": "application/json", **self.lab.rest_headers()}
+        headers = {"Content-Type": "application/json", **self.lab.rest_headers(), **self.headers}
         req = urllib.request.Request(
             self.gate.url + path, data=body, method=method, headers=headers
         )

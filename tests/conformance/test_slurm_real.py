@@ -14,6 +14,7 @@ GPUs, submits them held, and prints its counts.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,9 @@ from tests.conformance.slurm_gate import (
     Probe,
     sbatch,
     scheduler_gpus,
+    tenant_gate_config,
 )
+from tests.conformance.slurm_lab import SlurmLab
 
 
 def job(*, hold: bool = True, **fields: Any) -> dict[str, Any]:
@@ -221,13 +224,13 @@ def _compare(probe: GateProbe, case: Case, result: Probe) -> Outcome:
     return Outcome(case.id, result.gate_gpus, slurm, False, detail)
 
 
-def _params() -> list[Any]:
+def _params(known: dict[str, str]) -> list[Any]:
     out = []
     for case in CASES:
         marks = []
-        if case.id in KNOWN_UNDER:
+        if case.id in known:
             marks.append(
-                pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_UNDER[case.id])
+                pytest.mark.xfail(strict=True, raises=AssertionError, reason=known[case.id])
             )
         out.append(pytest.param(case, id=case.id, marks=marks))
     return out
@@ -236,7 +239,7 @@ def _params() -> list[Any]:
 RESULTS: list[Outcome] = []
 
 
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", _params(KNOWN_UNDER))
 def test_the_gate_never_measures_below_slurm(slurm_probe: GateProbe, case: Case) -> None:
     outcome = run_case(slurm_probe, case)
     RESULTS.append(outcome)
@@ -264,3 +267,60 @@ def test_report_the_table_counts(
             f"{[(o.case, o.gate, o.slurm) for o in under]}, {len(refused)} refused "
             f"{[o.case for o in refused]}"
         )
+
+
+# The table's cases a D:5-owned tenant gets forwarded although slurmctld grants them controlled
+# GPUs: those the adapter of this branch measures as zero (a count above zero is refused a licence
+# by the pack, so it never reaches slurmrestd).
+KNOWN_FORWARDED = {
+    k: KNOWN_UNDER[k]
+    for k in (
+        "exclusive-2-nodes",
+        "exclusive-held",
+        "shards",
+        "shards-2-nodes",
+        "shards-held",
+        "key-case-GPUS",
+        "key-case-Gpus_Per_Node",
+        "v37-key-case",
+        "sbatch-prefix",
+        "sbatch-ntasks-per-gpu",
+        "sbatch-exclusive",
+    )
+}
+
+
+@pytest.fixture(scope="module")
+def d5_probe(slurm_lab: SlurmLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateProbe]:
+    tmp = tmp_path_factory.mktemp("slurm-d5")
+    config, headers = tenant_gate_config(tmp, slurm_lab)
+    probe = GateProbe(slurm_lab, tmp, config=config, headers=headers)
+    try:
+        yield probe
+    finally:
+        probe.stop()
+        slurm_lab.cancel_all()
+
+
+@pytest.mark.parametrize("case", _params(KNOWN_FORWARDED))
+def test_no_d5_tenant_is_forwarded_a_controlled_gpu(d5_probe: GateProbe, case: Case) -> None:
+    """The acceptance line of the measurement work: under the US pack, a tenant owned from a D:5
+    country never gets a body forwarded that slurmctld would give an H100 (all the lab has)."""
+    outcome = run_case(d5_probe, case)
+    if outcome.refused:
+        return  # blocked (451 licence required) or refused (400): slurmrestd never saw it
+    assert outcome.slurm == 0, (
+        f"{case.id}: forwarded for a D:5 tenant with {outcome.gate} GPUs measured; slurmctld "
+        f"grants {outcome.slurm} H100 ({outcome.detail})"
+    )
+
+
+def test_the_d5_tenant_is_served_without_gpus_and_blocked_with_them(d5_probe: GateProbe) -> None:
+    """The test above means something: the tenant's identity, ownership and location are
+    resolved, a body without GPUs reaches slurmrestd, and one with H100s is held for a licence."""
+    plain = d5_probe.submit(job())
+    assert plain.status == 200 and plain.job_id is not None, plain.answer
+    assert plain.gate_gpus == 0
+    with_gpus = d5_probe.submit(job(gpus=1))
+    assert with_gpus.status == 451 and with_gpus.refused, with_gpus.answer
+    assert with_gpus.job_id is None
