@@ -36,6 +36,20 @@ RAY = RAY_VENV / "bin" / "ray"
 NUM_GPUS = 8
 MARKER = "GK_RAY_LAB"
 SUPERVISOR_PREFIX = "_ray_internal_job_actor_"
+# A Serve application the head can import (its directory is on the head's PYTHONPATH): one
+# deployment whose resources come from the configuration the test sends.
+SERVE_APP = """from ray import serve
+
+
+@serve.deployment
+class Model:
+    def __call__(self, request):
+        return "ok"
+
+
+app = Model.bind()
+"""
+SERVE_MODULE = "gk_serve_app"
 
 
 class RayLabError(RuntimeError):
@@ -72,9 +86,12 @@ class RayLab(Lab):
         env[MARKER] = self.marker
         env["RAY_USAGE_STATS_ENABLED"] = "0"
         env["HOME"] = str(self.dir)  # Ray writes ~/.ray; keep it in the lab
+        env["PYTHONPATH"] = str(self.dir / "apps")
         return env
 
     def _start(self) -> None:
+        (self.dir / "apps").mkdir()
+        (self.dir / "apps" / f"{SERVE_MODULE}.py").write_text(SERVE_APP)
         args = [
             str(RAY), "start", "--head", "--disable-usage-stats",
             "--node-ip-address", "127.0.0.1",
@@ -167,6 +184,51 @@ class RayLab(Lab):
             if time.monotonic() > deadline:
                 raise RayLabError(f"no supervisor actor {name} after {timeout}s")
             time.sleep(0.3)
+
+    def serve_available(self) -> bool:
+        """Whether Ray Serve is installed next to the head (``ray[serve]``)."""
+        out = subprocess.run(
+            [str(RAY_VENV / "bin" / "python"), "-c", "import ray.serve, fastapi, uvicorn"],
+            capture_output=True, env=self.env(), timeout=120,
+        )  # fmt: skip
+        return out.returncode == 0
+
+    def replicas(self, app: str, deployment: str) -> list[dict[str, float]]:
+        """``required_resources`` of every live or pending replica actor of a deployment."""
+        class_name = f"ServeReplica:{app}:{deployment}"
+        answer = self.get("/api/v0/actors?detail=1&limit=10000")
+        return [
+            {k: float(v) for k, v in (a.get("required_resources") or {}).items()}
+            for a in answer["data"]["result"]["result"]
+            if a.get("class_name") == class_name and a.get("state") != "DEAD"
+        ]
+
+    def wait_replicas(
+        self, app: str, deployment: str, count: int, timeout: float = 120
+    ) -> list[dict[str, float]]:
+        """The replicas once there are ``count`` of them (the last reading after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.replicas(app, deployment)
+            if len(found) == count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
+
+    def delete_serve(self) -> None:
+        """Remove every Serve application and wait until no replica is left."""
+        req = urllib.request.Request(f"{self.dashboard_url}/api/serve/applications/",
+                                     method="DELETE")  # fmt: skip
+        with contextlib.suppress(urllib.error.HTTPError):
+            urllib.request.urlopen(req, timeout=60).close()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            actors = self.get("/api/v0/actors?detail=1&limit=10000")["data"]["result"]["result"]
+            live = [a for a in actors if str(a.get("class_name", "")).startswith("ServeReplica")
+                    and a.get("state") != "DEAD"]  # fmt: skip
+            if not live:
+                return
+            time.sleep(0.5)
+        raise RayLabError("Serve replicas still alive 120 s after DELETE")
 
     def job_ids(self) -> list[str]:
         return [str(j["submission_id"]) for j in self.get("/api/jobs/")]

@@ -3,7 +3,8 @@ real ``ray job submit`` client (and to the job agent's own path over HTTP); the 
 bound (its audit record's ``compute.gpus``) is compared with what Ray reserves for the entrypoint
 (the job supervisor actor's ``required_resources``, read while it is pending, so an infeasible
 request reads back as well). Never below; equal for plain requests. A refusal (400
-``unmeasurable-request``) must leave Ray without the job.
+``unmeasurable-request``) must leave Ray without the job. Serve applications go through the gate
+too, compared with the ``required_resources`` of their replica actors.
 """
 
 from __future__ import annotations
@@ -13,12 +14,27 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conformance.common import AuditTail
-from tests.conformance.ray_lab import NUM_GPUS, RayLab, gpus_of, ray_missing
+from tests.conformance.ray_lab import NUM_GPUS, SERVE_MODULE, RayLab, gpus_of, ray_missing
 from tests.e2e.gate import Gate, base_config
+from tests.support import free_port
+
+
+def send_json(method: str, url: str, body: Any) -> tuple[int, bytes]:
+    """One JSON request; (status, raw answer) whatever the status."""
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method=method,
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
 
 
 class RayGate:
@@ -115,27 +131,105 @@ def test_refused_submissions_never_reach_ray(ray_gate: RayGate, options: list[st
     status, output, sid = lab.cli_submit(ray_gate.gate.url, *options)
     assert status != 0 and sid is None, output
     assert "unmeasurable-request" in output
-    bound, reasons = ray_gate.submission_bound()
-    assert (bound is None and reasons[:1] == ["unmeasurable-request"]) or bound is None
+    bound, _ = ray_gate.submission_bound()
+    assert bound is None  # refused while measuring: nothing measured, nothing forwarded
     assert set(lab.job_ids()) == before
 
 
 def test_the_job_agent_path_is_measured(ray_gate: RayGate) -> None:
     lab = ray_gate.lab
     body = {"entrypoint": "sleep 600", "entrypoint_num_gpus": 3}
-    req = urllib.request.Request(
-        f"{ray_gate.gate.url}/api/job_agent/jobs/",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            answer = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise AssertionError(f"{exc.code} {exc.read()!r}") from None
-    sid = answer["submission_id"]
+    status, raw = send_json("POST", f"{ray_gate.gate.url}/api/job_agent/jobs/", body)
+    assert status == 200, raw
+    sid = json.loads(raw)["submission_id"]
     bound, _ = ray_gate.submission_bound()
     reserved = gpus_of(lab.reserved(sid))
     assert reserved == 3 and bound == 3
     lab.stop_jobs()
+
+
+# ----------------------------------------------------------------------------- Serve
+
+SERVE_APP_NAME = "gk"
+
+
+def serve_config(deployment: dict[str, Any], port: int) -> dict[str, Any]:
+    return {
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [
+            {
+                "name": SERVE_APP_NAME,
+                "route_prefix": "/gk",
+                "import_path": f"{SERVE_MODULE}:app",
+                "deployments": [{"name": "Model", **deployment}],
+            }
+        ],
+    }
+
+
+# (id, deployment, replicas Ray starts, GPUs per replica Ray reserves, plain: gate must equal)
+SERVE_CASES: list[tuple[str, dict[str, Any], int, float, bool]] = [
+    ("replicas", {"num_replicas": 2, "ray_actor_options": {"num_gpus": 1, "num_cpus": 0}},
+     2, 1, True),
+    ("fractional", {"num_replicas": 3, "ray_actor_options": {"num_gpus": 0.5, "num_cpus": 0}},
+     3, 0.5, True),
+    ("infeasible", {"num_replicas": 2, "ray_actor_options": {"num_gpus": 6, "num_cpus": 0}},
+     2, 6, True),
+    ("autoscaling", {"autoscaling_config": {"min_replicas": 1, "initial_replicas": 1,
+                                            "max_replicas": 4},
+                     "ray_actor_options": {"num_gpus": 1, "num_cpus": 0}}, 1, 1, False),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def serve_ready(ray_gate: RayGate) -> RayGate:
+    if not ray_gate.lab.serve_available():
+        pytest.skip("RAY SERVE CONFORMANCE NOT RUN: ray[serve] is not installed (make ray-tools)")
+    return ray_gate
+
+
+def put_serve(rg: RayGate, config: dict[str, Any]) -> tuple[int, bytes]:
+    return send_json("PUT", f"{rg.gate.url}/api/serve/applications/", config)
+
+
+def serve_bound(rg: RayGate) -> float | None:
+    puts = [r for r in rg.tail.decisions() if r["http"]["method"] == "PUT"]
+    assert len(puts) == 1, puts
+    compute = puts[0].get("compute")
+    return float(compute["gpus"]) if compute else None
+
+
+@pytest.mark.parametrize(
+    ("deployment", "replicas", "per_replica", "plain"),
+    [c[1:] for c in SERVE_CASES],
+    ids=[c[0] for c in SERVE_CASES],
+)
+def test_serve_application_through_the_gate(
+    serve_ready: RayGate, deployment: dict[str, Any], replicas: int, per_replica: float,
+    plain: bool,
+) -> None:  # fmt: skip
+    lab = serve_ready.lab
+    status, answer = put_serve(serve_ready, serve_config(deployment, free_port()))
+    assert status == 200, answer
+    bound = serve_bound(serve_ready)
+    try:
+        found = lab.wait_replicas(SERVE_APP_NAME, "Model", replicas)
+        assert len(found) == replicas, found
+        reserved = sum(gpus_of(r) for r in found)
+        assert reserved == replicas * per_replica, found
+        assert bound is not None and bound >= reserved, f"gate {bound} < Ray {reserved}"
+        if plain:
+            assert bound == reserved
+    finally:
+        lab.delete_serve()
+
+
+def test_serve_without_num_gpus_never_reaches_ray(serve_ready: RayGate) -> None:
+    lab = serve_ready.lab
+    status, answer = put_serve(
+        serve_ready, serve_config({"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
+                                  free_port()),
+    )  # fmt: skip
+    assert status == 400 and b"unmeasurable-request" in answer, answer
+    assert serve_bound(serve_ready) is None
+    assert lab.replicas(SERVE_APP_NAME, "Model") == []
