@@ -27,10 +27,11 @@ tools:
 
 # Debian's Slurm (22.05) for the conformance suite (tests/conformance): munged, slurmdbd,
 # slurmctld, slurmd, slurmrestd with its JWT plugin, and the clients; installed when missing.
-# slurmdbd keeps its records in MariaDB on 127.0.0.1:3306 (root, no password).
-SLURM_DEBS := munge slurmctld slurmd slurmrestd slurmdbd slurm-client slurm-wlm-jwt-plugin
+# slurmdbd keeps its records in MariaDB on 127.0.0.1:3306 (root, no password) or, where none
+# runs, in a private mariadbd the lab starts.
+SLURM_DEBS := munge slurmctld slurmd slurmrestd slurmdbd slurm-client slurm-wlm-jwt-plugin mariadb-server
 conformance-tools:
-	@for b in munged slurmctld slurmd slurmrestd slurmdbd sbatch; do command -v $$b >/dev/null 2>&1 || missing=1; done; \
+	@for b in munged slurmctld slurmd slurmrestd slurmdbd sbatch mariadbd; do command -v $$b >/dev/null 2>&1 || missing=1; done; \
 	  dpkg -s slurm-wlm-jwt-plugin >/dev/null 2>&1 || missing=1; \
 	  test -z "$$missing" || { \
 	  echo "installing Slurm for the conformance suite (Debian packages $(SLURM_DEBS))"; \

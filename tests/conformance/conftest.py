@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -25,10 +26,11 @@ def slurm_lab() -> Iterator[SlurmLab]:
     try:
         wait_port(MYSQL_PORT, MYSQL_HOST, timeout=5)
     except TimeoutError:
-        pytest.skip(
-            f"SLURM CONFORMANCE NOT RUN: no MariaDB on {MYSQL_HOST}:{MYSQL_PORT} for slurmdbd "
-            "(held jobs show their requested GPUs only with accounting)"
-        )
+        if shutil.which("mariadbd") is None:
+            pytest.skip(
+                f"SLURM CONFORMANCE NOT RUN: no MariaDB on {MYSQL_HOST}:{MYSQL_PORT} and no "
+                "mariadbd to start one for slurmdbd (install: make conformance-tools)"
+            )
     lab = SlurmLab().start()
     try:
         yield lab

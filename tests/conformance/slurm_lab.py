@@ -92,8 +92,9 @@ class SlurmLabError(RuntimeError):
 class SlurmLab(Lab):
     """The cluster; ``start()`` brings every daemon up, ``stop()`` takes them down and cleans up."""
 
-    def __init__(self, *, accounting: bool = True) -> None:
+    def __init__(self, *, accounting: bool = True, private_database: bool = False) -> None:
         self.accounting = accounting
+        self.private_database = private_database
         # SECURITY: a private, short directory (munged refuses long socket paths), o+x so munged
         # accepts its parents; nothing in it is shared with the machine's own daemons.
         self.dir = Path(tempfile.mkdtemp(prefix="gksl", dir="/tmp"))
@@ -104,6 +105,7 @@ class SlurmLab(Lab):
         self.slurmd_port = free_port()
         self.dbd_port = free_port()
         self.rest_port = free_port()
+        self.db_port = MYSQL_PORT  # the machine's MariaDB, else a private one (_start_database)
         self.dead_port = free_port()  # the cloud nodes' address: nothing ever listens there
         self.hostname = socket.gethostname().split(".")[0]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -136,7 +138,7 @@ class SlurmLab(Lab):
     def _write_configs(self) -> None:
         d = self.dir
         for sub in ("state", "spool", "log", "dev", "munge"):
-            (d / sub).mkdir(mode=0o700)
+            (d / sub).mkdir(mode=0o700, exist_ok=True)
         for i in range(GPUS_PER_NODE):
             (d / "dev" / f"nvidia{i}").touch()
         key = d / "munge" / "munge.key"
@@ -237,7 +239,7 @@ class SlurmLab(Lab):
                         "DebugLevel=info",
                         "StorageType=accounting_storage/mysql",
                         f"StorageHost={MYSQL_HOST}",
-                        f"StoragePort={MYSQL_PORT}",
+                        f"StoragePort={self.db_port}",
                         "StorageUser=root",
                         f"StorageLoc={self.database}",
                     ]
@@ -275,7 +277,34 @@ class SlurmLab(Lab):
             time.sleep(0.1)
         raise SlurmLabError(f"{name} not ready after {timeout}s:\n{self.log(name)}")
 
+    def _start_database(self) -> None:
+        """Use the MariaDB on 127.0.0.1:3306 when there is one; else start a private mariadbd
+        (no grant tables: it listens on loopback only and lives as long as the lab)."""
+        if _listening(MYSQL_PORT) and not self.private_database:
+            return
+        if shutil.which("mariadbd") is None or shutil.which("mariadb-install-db") is None:
+            raise SlurmLabError(f"no MariaDB on {MYSQL_HOST}:{MYSQL_PORT} and no mariadbd")
+        self.db_port = free_port()
+        data = self.dir / "db"
+        out = subprocess.run(
+            ["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
+             "--auth-root-authentication-method=normal", "--skip-test-db"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise SlurmLabError(f"mariadb-install-db exited {out.returncode}: {out.stderr[-2000:]}")
+        self._spawn(
+            "mariadbd",
+            ["mariadbd", "--no-defaults", f"--datadir={data}", f"--port={self.db_port}",
+             "--bind-address=127.0.0.1", f"--socket={self.dir / 'db.sock'}", "--user=root",
+             "--skip-grant-tables", "--skip-log-bin", "--innodb-buffer-pool-size=32M"],
+        )  # fmt: skip
+        self._wait("mariadbd", lambda: _listening(self.db_port), 120)
+
     def _start(self) -> None:
+        if self.accounting:
+            self.dir.joinpath("log").mkdir(mode=0o700)
+            self._start_database()
         self._write_configs()
         d = self.dir
         self._spawn(
@@ -335,7 +364,7 @@ class SlurmLab(Lab):
         if ctld is not None and ctld.poll() is None:
             with contextlib.suppress(SlurmLabError, subprocess.TimeoutExpired):
                 self.cancel_all()
-        for name in ("slurmrestd", "slurmd", "slurmctld", "slurmdbd", "munged"):
+        for name in ("slurmrestd", "slurmd", "slurmctld", "slurmdbd", "munged", "mariadbd"):
             proc = self.procs.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue
@@ -349,7 +378,7 @@ class SlurmLab(Lab):
         for pid in self.leftovers():
             with contextlib.suppress(OSError):
                 os.kill(pid, 9)
-        if self.accounting:
+        if self.accounting and self.db_port == MYSQL_PORT:
             subprocess.run(
                 ["mysql", "-h", MYSQL_HOST, "-P", str(MYSQL_PORT), "-uroot",
                  "-e", f"DROP DATABASE IF EXISTS `{self.database}`"],

@@ -47,9 +47,12 @@ def test_the_readers_of_slurm_strings() -> None:
 
 
 def test_stopping_leaves_no_process_behind() -> None:
-    lab = SlurmLab(accounting=False).start()
+    # with a private MariaDB, as on a machine that has none on 127.0.0.1:3306
+    lab = SlurmLab(private_database=True).start()
+    assert lab.db_port != 3306 and "mariadbd" in lab.procs
     job_id = submit(lab, gpus=1)
     assert lab.wait_allocated(job_id).gpus == 1  # runs on n1: a slurmstepd and a script
+    assert submit(lab, gpus=2, hold=True) and lab.granted(job_id + 1).gpus == 2  # accounting
     pids = [p.pid for p in lab.procs.values()]
     lab.stop()
     assert lab.leftovers() == []
