@@ -38,6 +38,10 @@ from tests.e2e.gate import Gate, base_config
 from tests.support import free_port, repo_root
 
 SCRIPT = "#!/bin/sh\nsleep 600\n"
+# Bodies that are to be read back but not run begin a day later: slurmctld validates them at
+# submission like any job (a held job's request is not checked against the nodes, so a held job
+# may ask for more GPUs than its nodes could ever give it) and never schedules them.
+LATER = {"begin_time": "now+24hours"}
 BASE_JOB: dict[str, Any] = {
     "name": "conformance",
     "current_working_directory": "/tmp",
@@ -221,11 +225,11 @@ def _count_indexes(spec: str) -> int:
 
 
 def sbatch(lab: SlurmLab, script: str, *, hold: bool = True) -> int | None:
-    """Submit ``script`` with the real ``sbatch`` (which reads its ``#SBATCH`` lines); the job id,
-    or None when sbatch refuses it."""
+    """Submit ``script`` with the real ``sbatch`` (which reads its ``#SBATCH`` lines), to begin a
+    day later when ``hold``; the job id, or None when sbatch refuses it."""
     args = ["sbatch", "--parsable", "-D", "/tmp", "-o", "/dev/null"]
     if hold:
-        args.append("--hold")
+        args.append("--begin=" + LATER["begin_time"])
     out = subprocess.run(
         args, input=script, capture_output=True, text=True, env=lab.env(), timeout=60
     )

@@ -3,8 +3,8 @@
 hypothesis draws job descriptions over the fields of the v0.0.36-38 job properties that reach GPUs
 (per-job, per-node, per-task and per-socket GPU counts, ``gres`` with GPUs or shards, tasks,
 node counts and ranges, arrays, whole-node ``exclusive``, partitions), in the key case and
-wrappers (``job``, ``jobs``, both) the older plugins accept. Each body is submitted held through
-a real gate; slurmctld's requested TRES for the job (see ``scheduler_gpus``) is the truth. Bodies
+wrappers (``job``, ``jobs``, both) the older plugins accept. Each body is submitted through a real
+gate to begin a day later (validated like any job, never scheduled); slurmctld's requested TRES for the job (see ``scheduler_gpus``) is the truth. Bodies
 slurmrestd refuses are counted and not compared; bodies the gate refuses are safe and counted.
 
 Two corpora: ``plain`` bodies (one GPU source, lower-case keys, ``job`` wrapper, explicit node
@@ -23,12 +23,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.conformance.slurm_gate import BASE_JOB, SCRIPT, GateProbe, scheduler_gpus
+from tests.conformance.slurm_gate import BASE_JOB, LATER, SCRIPT, GateProbe, scheduler_gpus
 from tests.conformance.slurm_lab import SlurmLabError
 
 PLAIN_EXAMPLES = 1000
 ALL_EXAMPLES = 1200
-CANCEL_EVERY = 400  # held jobs cancelled in batches (slurmctld keeps them cheaply meanwhile)
+CANCEL_EVERY = 400  # pending jobs cancelled in batches (slurmctld keeps them cheaply meanwhile)
 
 
 @dataclass
@@ -92,7 +92,7 @@ def plain_bodies(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     if draw(st.booleans()):
         desc["array"] = draw(ARRAYS)
     version = draw(st.sampled_from(["v0.0.37", "v0.0.38"]))
-    return version, {"job": {**BASE_JOB, **desc, "hold": True}, "script": SCRIPT}
+    return version, {"job": {**BASE_JOB, **desc, **LATER}, "script": SCRIPT}
 
 
 def _recase(key: str, how: int) -> str:
@@ -123,12 +123,12 @@ def any_bodies(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     if desc and draw(st.integers(0, 3)) == 0:
         key = draw(st.sampled_from(sorted(desc)))
         desc[_recase(key, draw(st.integers(1, 3)))] = desc.pop(key)
-    job = {**BASE_JOB, **desc, "hold": True}
+    job = {**BASE_JOB, **desc, **LATER}
     wrap = draw(st.sampled_from(["job", "job", "jobs", "both"]))
     version = draw(st.sampled_from(["v0.0.36", "v0.0.37", "v0.0.38"]))
     if wrap == "job":
         return version, {"job": job, "script": SCRIPT}
-    other = {**BASE_JOB, "hold": True, "gpus": draw(_count(4))}
+    other = {**BASE_JOB, **LATER, "gpus": draw(_count(4))}
     if wrap == "jobs":
         return version, {"jobs": [job, other], "script": SCRIPT}
     return version, {"job": job, "jobs": [other], "script": SCRIPT}

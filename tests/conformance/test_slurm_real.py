@@ -8,7 +8,7 @@ what it grants for plain requests. A refusal (400 ``unmeasurable-request``) is s
 holds the cases the current Slurm adapter measures below what slurmctld grants, each marked a
 strict expected failure so that it shows as XPASS (and fails) the day the adapter measures it.
 The generated corpus (``test_corpus_*``) draws bodies with hypothesis over the fields that reach
-GPUs, submits them held, and prints its counts.
+GPUs, submits them to begin a day later (``LATER``), and prints its counts.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pytest
 
 from tests.conformance.slurm_gate import (
     BASE_JOB,
+    LATER,
     SCRIPT,
     GateProbe,
     Probe,
@@ -33,10 +34,11 @@ from tests.conformance.slurm_lab import SlurmLab
 
 
 def job(*, hold: bool = True, **fields: Any) -> dict[str, Any]:
-    """A submission body: ``{"job": {...}, "script": ...}`` held unless ``hold=False``."""
+    """A submission body: ``{"job": {...}, "script": ...}``, kept pending (``LATER``) unless
+    ``hold=False``."""
     desc = {**BASE_JOB, **fields}
     if hold:
-        desc["hold"] = True
+        desc.update(LATER)
     return {"job": desc, "script": SCRIPT}
 
 
@@ -58,7 +60,7 @@ def sbatch_case(id: str, lines: str, *, allocate: bool = False, expect: int | No
     script = "#!/bin/sh\n" + lines + "\nsleep 600\n"
     return Case(
         id,
-        {"job": {**BASE_JOB, **({} if allocate else {"hold": True})}, "script": script},
+        {"job": {**BASE_JOB, **({} if allocate else LATER)}, "script": script},
         allocate=allocate,
         script=script,
         expect_gpus=expect,
@@ -78,7 +80,7 @@ CASES = [
     Case(
         "hetjob",
         {
-            "jobs": [{**BASE_JOB, "gpus": 2, "hold": True}, {**BASE_JOB, "gpus": 3, "hold": True}],
+            "jobs": [{**BASE_JOB, "gpus": 2, **LATER}, {**BASE_JOB, "gpus": 3, **LATER}],
             "script": SCRIPT,
         },
         plain=True,
@@ -122,8 +124,8 @@ CASES = [
     Case(
         "job-before-jobs",
         {
-            "job": {**BASE_JOB, "gpus": 6, "hold": True},
-            "jobs": [{**BASE_JOB, "gpus": 1, "hold": True}],
+            "job": {**BASE_JOB, "gpus": 6, **LATER},
+            "jobs": [{**BASE_JOB, "gpus": 1, **LATER}],
             "script": SCRIPT,
         },
         expect_gpus=6,
