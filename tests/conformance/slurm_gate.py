@@ -170,7 +170,10 @@ class GateProbe:
 
 
 def scheduler_gpus(got: Granted) -> int:
-    """The GPUs slurmctld gives the job (see the module docstring)."""
+    """The GPUs slurmctld gives the job (see the module docstring); a heterogeneous job's
+    components each on their own (one may be whole-node, the other not)."""
+    if got.components:
+        return sum(scheduler_gpus(part) for part in got.components)
     if got.source == "gres_detail":
         return got.gpus + _shard_gpus_allocated(got)
     tasks = array_tasks(got.raw)

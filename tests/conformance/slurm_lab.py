@@ -83,6 +83,8 @@ class Granted:
     shards: int = 0
     state: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    # a heterogeneous job's components, each read on its own (the totals above are their sums)
+    components: list[Granted] = field(default_factory=list, repr=False)
 
 
 class SlurmLabError(RuntimeError):
@@ -470,7 +472,8 @@ class SlurmLab(Lab):
             parts = [self._granted(rec if m == job_id else self.job_record(m)) for m in members]
             first = parts[0]
             return Granted(sum(p.gpus for p in parts), sum(p.nodes for p in parts), first.model,
-                           first.source, sum(p.shards for p in parts), first.state, rec)  # fmt: skip
+                           first.source, sum(p.shards for p in parts), first.state, rec,
+                           parts)  # fmt: skip
         return self._granted(rec)
 
     def _granted(self, rec: dict[str, Any]) -> Granted:

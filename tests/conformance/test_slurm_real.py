@@ -109,6 +109,17 @@ CASES = [
     ),
     Case("exclusive-user", job(hold=False, exclusive="user", gpus=1), allocate=True, expect_gpus=1),
     Case("exclusive-held", job(exclusive="exclusive", nodes=3), expect_gpus=24),
+    Case(
+        "hetjob-exclusive-component",
+        {
+            "jobs": [
+                {**BASE_JOB, **LATER, "exclusive": "exclusive", "partition": "small"},
+                {**BASE_JOB, **LATER, "gpus": 2},
+            ],
+            "script": SCRIPT,
+        },
+        expect_gpus=10,
+    ),
     # shares
     Case("shards", job(hold=False, gres="shard:4", partition="small"), allocate=True),
     Case(
@@ -156,6 +167,7 @@ KNOWN_UNDER: dict[str, str] = {
     "exclusive-2-nodes": _WHOLE,
     "exclusive-with-1-gpu": _WHOLE,
     "exclusive-held": _WHOLE,
+    "hetjob-exclusive-component": _WHOLE,
     "sbatch-exclusive": _WHOLE,
     "shards": _SHARD,
     "shards-2-nodes": _SHARD,
