@@ -84,15 +84,6 @@ RAY_CASES: list[tuple[str, str, str, Any, float, float, str | None]] = [
         "H100-SXM",
     ),
     ("no-gpus", "POST", SUBMIT, ray_job(), 0, 48, None),
-    (
-        "zero-gpus-with-type",
-        "POST",
-        SUBMIT,
-        ray_job(entrypoint_num_gpus=0, entrypoint_resources={"accelerator_type:H100": 0.001}),
-        0,
-        48,
-        None,
-    ),
     ("status-get", "GET", "/api/jobs/raysubmit_123", b"", 0, 0, None),
     ("stop", "POST", "/api/jobs/raysubmit_123/stop", b"", 0, 0, None),
 ]
