@@ -1,4 +1,7 @@
-"""The ``gatekeeper`` command line (CONTRACT §1): serve, check, policy, entities, audit, demo."""
+"""The ``gatekeeper`` command line: serve, check, policy, entities, audit, demo.
+
+The commands, their options and exit statuses are described in docs/reference.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Typed, frozen settings for gatekeeper (CONTRACT §2), and the validating loader.
+"""Typed, frozen settings for gatekeeper (docs/configuration.md), and the validating loader.
 
 ``load_config(path)`` reads ``gatekeeper.yaml``, substitutes ``${ENV}``, resolves relative paths
 against the config file's folder and returns a frozen ``Config``. Unknown keys, wrong types, bad

@@ -79,7 +79,7 @@ class Principal:
 
 @dataclass(frozen=True, slots=True)
 class License:
-    """An export licence held by an entity (CONTRACT §4)."""
+    """An export licence held by an entity (docs/entities.md)."""
 
     id: str
     eccns: tuple[str, ...]
@@ -99,7 +99,7 @@ class License:
 
 @dataclass(frozen=True, slots=True)
 class OwnershipProfile:
-    """An entity's resolved ownership facts (CONTRACT §4); computed once per registry load."""
+    """An entity's resolved ownership facts (docs/entities.md); computed once per registry load."""
 
     id: str
     known: bool
@@ -191,7 +191,7 @@ class GeoInfo:
 
 @dataclass(frozen=True, slots=True)
 class ComputeRequest:
-    """How much compute a submission asks for (DOMAIN §3), measured by a scheduler adapter."""
+    """How much compute a submission asks for (docs/gpus.md), measured by a scheduler adapter."""
 
     gpu_model: str | None
     gpus: float
@@ -236,7 +236,7 @@ class RequestInfo:
 
 @dataclass(frozen=True, slots=True)
 class QuotaDef:
-    """A compute budget declared in a policy file (CONTRACT §5.1 ``quotas:``)."""
+    """A compute budget declared in a policy file (``quotas:``, docs/policy.md)."""
 
     name: str
     unit: str  # tpp_hours | gpu_hours | requests
@@ -273,7 +273,8 @@ class QuotaState:
 
 @dataclass(slots=True)
 class Decision:
-    """The gate's verdict on one request (CONTRACT §1 decision JSON, audit ``decision``)."""
+    """The gate's verdict on one request: the decision JSON and the audit record's ``decision``
+    (docs/reference.md)."""
 
     action: str
     rule: str | None

@@ -1,4 +1,4 @@
-"""GeoIP resolution: client address -> ``GeoInfo`` (country, ASN, anonymity flags) (DOMAIN §6).
+"""GeoIP resolution: client address -> ``GeoInfo`` (country, ASN, anonymity flags) .
 
 A Country or City database is required (``builtin`` = the GeoLite2-City file shipped by the
 ``maxminddb-geolite2`` package, so a fresh install works offline); ASN and Anonymous-IP databases

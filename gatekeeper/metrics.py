@@ -1,4 +1,4 @@
-"""Every Prometheus metric gatekeeper exports, defined once (CONTRACT §7).
+"""Every Prometheus metric gatekeeper exports, defined once (docs/reference.md).
 
 With ``workers > 1`` the serve command sets ``PROMETHEUS_MULTIPROC_DIR`` before this module is
 imported, so prometheus-client writes per-process files and ``/metrics`` aggregates them

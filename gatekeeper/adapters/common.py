@@ -496,7 +496,7 @@ def _pick_model(
 
 
 def combine(parts: Iterable[Part], route: RouteConfig, catalog: GpuCatalog) -> ComputeRequest:
-    """Sum measured parts into one ``ComputeRequest`` (DOMAIN §3 units).
+    """Sum measured parts into one ``ComputeRequest`` (docs/gpus.md units).
 
     ``gpus`` and ``gpu_hours``/``tpp_hours`` are sums; ``hours`` is the longest part; ``tpp``,
     ``gpu_model`` and ``eccn`` are those of the most capable part (so ``tpp_hours`` equals

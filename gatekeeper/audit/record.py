@@ -1,4 +1,4 @@
-"""The audit record (CONTRACT §6): its fields, canonical JSON and the SHA-256 hash chain.
+"""The audit record (docs/reference.md): its fields, canonical JSON and the SHA-256 hash chain.
 
 Canonical JSON is ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
 encoded as UTF-8. orjson produces the same bytes for everything except floats below 1e-4 in

@@ -1,4 +1,4 @@
-"""Ed25519 seals of the chain head (CONTRACT §6).
+"""Ed25519 seals of the chain head (docs/reference.md).
 
 A hash chain shows edits, deletions and reordering, but someone who can write the file can rewrite
 its tail and recompute every hash. With ``audit.signing_key`` each group commit therefore ends with

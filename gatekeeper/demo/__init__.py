@@ -1,4 +1,4 @@
-"""``gatekeeper demo``: the whole product, end to end, on loopback (CONTRACT §8).
+"""``gatekeeper demo``: the whole product, end to end, on loopback (README.md).
 
 It writes a demo config, a fresh RSA signing key with its JWKS and an Ed25519 audit-seal key into
 the output folder, starts the stand-in Slurm scheduler and a real ``gatekeeper serve`` process on

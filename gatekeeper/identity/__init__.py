@@ -1,4 +1,6 @@
-"""Identity: who is calling, from a JWT verified against the configured issuers' JWKS (CONTRACT §2).
+"""Identity: who is calling, from a JWT verified against the configured issuers' JWKS.
+
+The issuers, audiences, algorithms and claim names are configuration (docs/configuration.md).
 
 ``Authenticator`` is the one object the rest of the gate uses:
 

@@ -39,7 +39,7 @@ DESCRIPTIONS = {
     TOKEN_CRIT: "the token has critical header parameters this gate does not understand",
 }
 
-# CONTRACT §3 answers every token problem, including a missing token, with
+# The gate answers every token problem, including a missing token, with
 # error="invalid_token". RFC 6750 §3.1 says a request *without* credentials SHOULD carry no error
 # code; set this to None to follow the RFC for token-missing.
 MISSING_TOKEN_ERROR: str | None = "invalid_token"

@@ -1,4 +1,4 @@
-"""Entity registry and the 50%-rule ownership resolver (DOMAIN §4, CONTRACT §4).
+"""Entity registry and the 50%-rule ownership resolver (docs/entities.md).
 
 Public API: ``load_registry(cfg, as_of=day) -> Registry``; ``Registry.profile(id)`` (O(1),
 unknown ids get ``known=False``), ``Registry.get(id)``, ``Registry.profiles()``,

@@ -33,7 +33,7 @@ HALF = 50 * SCALE
 #: percentage). Never counted as 0: the resolver bounds it from above (``possibly_affiliated``).
 UNKNOWN_SHARE = -1
 
-#: Flags that make an entity *listed* for the US 50% rule (DOMAIN §4), read by the policy as
+#: Flags that make an entity *listed* for the US 50% rule (docs/entities.md), read by the policy as
 #: ``ownership.affiliated`` / ``listed_share`` / ``listed_via``: ``entity_list`` (BIS Entity List)
 #: and ``meu`` (BIS Military End-User List) are the lists the BIS Affiliates Rule extends to
 #: 50%-owned affiliates; ``sdn`` is OFAC's 50% rule. They aggregate with each other (30% SDN + 20%

@@ -1,4 +1,4 @@
-"""The ownership computation of DOMAIN §4, done once per load over the whole graph.
+"""The ownership computation (docs/entities.md), done once per load over the whole graph.
 
 ``build_graph`` turns a ``Collector`` into compact adjacency arrays (aliases merged, dangling and
 self edges reported against the row that produced them, duplicate owner→asset edges merged), and

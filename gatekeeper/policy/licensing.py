@@ -1,4 +1,4 @@
-"""When does a held export licence turn ``require_license`` into allow (CONTRACT §5.3).
+"""When does a held export licence turn ``require_license`` into allow (docs/policy.md).
 
 A licence held by the requesting entity (``ownership.licenses``; a parent's licences do not count)
 satisfies the requirement when all of these hold:

@@ -36,7 +36,7 @@ class PolicyInput:
     compute: ComputeRequest | None
     request: RequestInfo | None
     today: datetime.date
-    # TPP-hours already consumed per licence id (the licence budget, CONTRACT §5.3).
+    # TPP-hours already consumed per licence id (the licence budget, docs/policy.md).
     license_used: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
 
 

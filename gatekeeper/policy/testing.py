@@ -1,4 +1,4 @@
-"""Policy test cases (CONTRACT §5.4): ``policies/tests/*.yaml`` → pass/fail per case.
+"""Policy test cases (docs/policy.md): ``policies/tests/*.yaml`` → pass/fail per case.
 
 A test file is a mapping (or, when the caller supplies the policy, a bare list of cases)::
 

@@ -1,4 +1,4 @@
-"""Request-target normalisation (CONTRACT §3), done once before route matching.
+"""Request-target normalisation (docs/reference.md), done once before route matching.
 
 The gate forwards the *normalised* path, so the upstream acts on exactly the path the gate decided
 on. Rules, in order:

@@ -1,4 +1,4 @@
-"""RFC 9457 problem+json answers for blocked requests (CONTRACT §3)."""
+"""RFC 9457 problem+json answers for blocked requests (docs/reference.md)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ SCRIPT_HDR = "#!/bin/bash\n"
 
 # (id, body, gpus, hours, model)
 CASES: list[tuple[str, Any, float, float, str | None]] = [
-    # DOMAIN §5: tres_per_node x node count (max of a range), time_limit struct in minutes.
+    # tres_per_node x node count (max of a range), time_limit struct in minutes.
     (
         "domain-tres-per-node-range",
         job(
@@ -249,7 +249,7 @@ def test_slurm_table(body: Any, gpus: float, hours: float, model: str | None) ->
 
 
 def test_domain_example_exact_figures() -> None:
-    """DOMAIN §5 shape: 8 H100 per node on up to 4 nodes for 720 minutes."""
+    """8 H100 per node on up to 4 nodes for 720 minutes."""
     c = run(R, CASES[0][1], path=PATH)
     assert (c.gpu_hours, c.tpp_hours) == (384.0, 6_079_488.0)
     assert c.eccn == "3A090.a" and c.controlled

@@ -1,4 +1,4 @@
-"""Canonical JSON, the chain hash and the record body (CONTRACT §6)."""
+"""Canonical JSON, the chain hash and the record body (docs/reference.md)."""
 
 from __future__ import annotations
 

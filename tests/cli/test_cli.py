@@ -1,4 +1,4 @@
-"""The command line of CONTRACT §1: exit statuses and outputs, run as real processes."""
+"""The command line: exit statuses and outputs, run as real processes."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def build_dbs(folder: Path) -> dict[str, str]:
         {"autonomous_system_number": 4134, "autonomous_system_organization": "CHINANET"},
     )
     anon = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoIP2-Anonymous-IP")
-    # Keys are present only when true (DOMAIN §6).
+    # Keys are present only when true .
     anon.insert_network(
         IPSet(["198.51.100.10/32"]), {"is_anonymous": True, "is_anonymous_vpn": True}
     )

@@ -1,6 +1,6 @@
 """The resolver against brute-force references on random graphs (≤ 12 nodes, cycles included).
 
-References are written from the DOMAIN §4 definitions, independently of ``resolve.py``:
+References are written from the definitions in docs/entities.md, independently of ``resolve.py``:
 affiliation by naive iteration to a fixpoint (and, for ≤ 8 nodes, as the intersection of every
 closed set: the *least* fixpoint), listed_via by plain reachability through affiliated owners,
 the parent by following the controlling owner with a visited set, look-through ownership by

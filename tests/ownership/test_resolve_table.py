@@ -1,4 +1,4 @@
-"""Table tests for DOMAIN §4: the 50% fixpoint, ultimate parent, look-through owners, paths."""
+"""Table tests for the ownership computation: the 50% fixpoint, ultimate parent, look-through owners, paths."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""The native entity file (CONTRACT §4): hand-written YAML, validated as strictly as the config.
+"""The native entity file (docs/entities.md): hand-written YAML, validated like the config.
 
 Every problem is reported with ``file:line: key.path: message``, all at once; any problem fails the
 load (the native file is the operator's own KYC record, so there is no bad-row tolerance here).
-Beyond CONTRACT §4 the file accepts ``same_as: [ftm:..., csl:...]`` to link imported records to a
-native entity (see ``ownership.model``). Owners may name imported ids directly.
+The file also accepts ``same_as: [ftm:..., csl:...]`` to link imported records to a native
+entity (see ``ownership.model``). Owners may name imported ids directly.
 """
 
 from __future__ import annotations
