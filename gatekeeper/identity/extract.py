@@ -8,8 +8,8 @@ header with another scheme (e.g. Basic) is not a bearer credential and is ignore
 
 The token's shape (``is_compact``) is checked by ``TokenVerifier.verify`` on a cache miss, not
 here: a token found in the verified-token cache has the exact bytes of one that passed the check
-(the cache is keyed by its SHA-256), and the regular expression over a ~1 KB token cost 15k
-instructions per request (1.6% of the gate's, ``bench/instructions.py --clients 16``).
+(the cache is keyed by its SHA-256), and the regular expression over a ~1 KB token is a visible
+share of a request's instructions (``bench/instructions.py --clients 16`` counts them).
 """
 
 from __future__ import annotations

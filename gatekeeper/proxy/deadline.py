@@ -2,9 +2,9 @@
 
 A kept-alive connection moves its deadline several times per request (the header deadline at the
 first byte, cleared at the complete head, the idle deadline after the answer; the upstream's read
-deadline around each exchange). Cancelling and arming an event-loop timer for each move cost
-about 1 µs each in isolation, and ``asyncio.timeout`` about 4 µs, several times per request; in
-the loaded gate that was 3-5% of its CPU (bench/README.md). Here a move only writes ``when``; the
+deadline around each exchange). Cancelling and arming an event-loop timer for each move, or an
+``asyncio.timeout`` around each wait, costs far more than writing a number, several times per
+request: a measurable share of a loaded gate's CPU. Here a move only writes ``when``; the
 one timer per connection stays armed and, when it fires, either expires the deadline or re-arms
 for it. The timer is never armed further ahead than ``tick``, and every delay is at least
 ``tick``, so a pending timer always fires no later than the current deadline: expiry is as exact

@@ -5,10 +5,10 @@ need (URL objects, payload registry, per-request timers, trace hooks, cookie han
 whole-request A/B (``bench/ab.py``) the gate forwarding through it answered markedly fewer
 requests per second than through this client, so this client stays, with protocol tests of its
 own (``tests/proxy/test_lean_*.py``, and byte for byte through the gate in
-``tests/e2e/test_server.py``). This client
-keeps a keep-alive pool of connections per upstream address (``Conn``: an asyncio protocol
-that buffers for its one reader, no streams), writes the request head and the
-(already buffered) body in one ``write``, and parses the response head itself. It handles
+``tests/e2e/test_server.py``). This client keeps a keep-alive pool of connections per upstream
+address (``Conn``: an asyncio protocol that buffers for its one reader, no streams), writes the
+request head and the (already buffered) body in one ``write``, and parses the response head
+itself. It handles
 ``Content-Length``, ``chunked`` and read-until-close bodies and 1xx interim responses; anything
 it does not take (WebSockets, streamed request bodies, ``https``) stays on aiohttp's client.
 Each pooled connection keeps its read deadline in one ``LazyDeadline`` (no timer per exchange).
