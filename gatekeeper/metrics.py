@@ -201,9 +201,9 @@ IN_FLIGHT = Gauge(
 #
 # With workers > 1 every prometheus-client update writes an mmap'ed file (lock, getpid, pack),
 # and a request makes about ten updates: a large share of a worker's CPU. The hot path instead
-# adds to plain Python numbers here, and ``flush()`` moves them to the real metrics: whenever the handler goes idle
-# (at most once per IDLE_FLUSH_S: ``Flusher``), every FLUSH_EVERY_S under load, before
-# ``render()`` and at shutdown. Counters are summed until then (one ``inc`` per flush);
+# adds to plain Python numbers here, and ``flush()`` moves them to the real metrics: whenever the
+# handler goes idle (at most once per IDLE_FLUSH_S: ``Flusher``), every FLUSH_EVERY_S under load,
+# before ``render()`` and at shutdown. Counters are summed until then (one ``inc`` per flush);
 # histograms keep their observations and replay them with the public ``observe()`` (a histogram
 # bucket cannot be raised by more than one through prometheus-client's public API), which moves
 # that cost off the request's path but does not shrink it.
