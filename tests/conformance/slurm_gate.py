@@ -184,8 +184,24 @@ def scheduler_gpus(got: Granted) -> int:
         per_node = max(got.shards // tasks // nodes, 1)
         gpus += min(per_node, GPUS_PER_NODE) * nodes * tasks
     if str(got.raw.get("shared") or "") == "none":  # whole nodes: every GPU of every node
-        return whole
-    return min(gpus, whole) if got.shards else gpus
+        return min(whole, _held(got, tasks))
+    return min(min(gpus, whole) if got.shards else gpus, _held(got, tasks))
+
+
+def never_runs(got: Granted) -> bool:
+    """A job that asks for more nodes than every partition it names holds: slurmctld accepts
+    it and keeps it pending for ever, so it is granted nothing (the gate's bound, capped by the
+    inventory, is then compared with nothing)."""
+    names = [p for p in str(got.raw.get("partition") or "gpu").split(",") if p]
+    return got.nodes > max(NODES_OF.get(name, NODES) for name in names)
+
+
+def _held(got: Granted, tasks: int) -> int:
+    """Every GPU the job's partitions hold, per array task: a pending job that asks for more can
+    never be allocated it (slurmctld records the request and leaves the job pending), and the
+    gate caps its bound at what the inventory says the partition holds."""
+    names = [p for p in str(got.raw.get("partition") or "gpu").split(",") if p]
+    return max(NODES_OF.get(name, NODES) for name in names) * GPUS_PER_NODE * tasks
 
 
 def _shard_gpus_allocated(got: Granted) -> int:

@@ -14,6 +14,8 @@ of each node); where neither does, the job is refused -- never counted as nothin
 - ``ntasks-per-gpu``: tasks / tasks-per-GPU rounded up, at least one per node;
 - whole-node jobs (exclusive, ``shared`` other than ``oversubscribe``, specialised cores) get
   every GPU of their nodes;
+- a per-job count beside per-node counts: Slurm spreads the per-job GPUs over as many nodes as
+  the smallest per-node count needs, and gives each of those nodes its per-node GPUs;
 - the sum of all that is capped by what the partition holds (and by the job's nodes' GPUs when a
   maximum node count is given); hours by the partition's ``max_hours``;
 - the partition names the model (a pool's nodes hold its model, whatever GPU type a request
@@ -149,6 +151,12 @@ def _gpus(ask: Ask, pool: Pool | None, nodes: int, notes: set[str]) -> float:
                 notes.add(A_SHARES)
         by_unit[unit] = by_unit.get(unit, 0.0) + total
     gpus = max(by_unit.values(), default=0.0)
+    per_job = by_unit.get(s.JOB)
+    node_counts = _node_counts(ask)
+    spread = nodes
+    if per_job and node_counts and not ask.max_nodes_given():
+        spread = max(nodes, math.ceil(per_job / min(node_counts)))
+        gpus = max(gpus, float(sum(node_counts) * spread))
     if ask.tasks_per_gpu is not None:
         path = ask.paths[s.TASKS_PER_GPU]
         if ask.tasks_per_gpu == 0:
@@ -170,10 +178,21 @@ def _gpus(ask: Ask, pool: Pool | None, nodes: int, notes: set[str]) -> float:
         )
         # the nodes it needs for its GPUs (a per-job count may span more nodes than asked),
         # each whole
-        needed = max(nodes, math.ceil(gpus / whole.per_node)) if whole.per_node else nodes
+        needed = max(spread, math.ceil(gpus / whole.per_node)) if whole.per_node else spread
         gpus = float(needed * whole.per_node)
         notes.add(A_PER_NODE)
     return gpus
+
+
+def _node_counts(ask: Ask) -> list[float]:
+    """The whole-device counts given per node, one per role that gives one."""
+    out: list[float] = []
+    for role, specs in ask.gpus.items():
+        if s.GPU_ROLES[role][0] == s.NODE:
+            devices = float(sum(spec.count for spec in specs if spec.kind == GPU))
+            if devices:
+                out.append(devices)
+    return out
 
 
 def _cap(ask: Ask, pool: Pool | None, nodes: int, gpus: float) -> float:
