@@ -18,7 +18,8 @@ from ..gpus import GpuCatalog
 from ..inventory import EMPTY_INVENTORY, Inventory
 from ..jsonpointer import MISSING as _MISSING
 from ..jsonpointer import PointerError, parse_pointer, resolve_pointer
-from .common import Part, combine, header, load_json, number, zero
+from .body import load_json
+from .common import Part, combine, header, number, zero
 
 __all__ = ["PointerError", "measure_generic", "parse_pointer", "resolve_pointer"]
 

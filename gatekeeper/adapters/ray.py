@@ -44,8 +44,9 @@ from ..context import R_UNMEASURABLE, ComputeRequest
 from ..errors import BadRequest
 from ..gpus import GpuCatalog
 from ..inventory import EMPTY_INVENTORY, Inventory
-from .common import MAX_MULTIPLIER, Part, as_list, as_mapping, combine, load_json, number, zero
-from .common import sanitize as _label
+from .body import load_json
+from .body import sanitize as _label
+from .common import MAX_MULTIPLIER, Part, as_list, as_mapping, combine, number, zero
 
 ACCELERATOR_PREFIX = "accelerator_type:"
 NO_ACCELERATOR = frozenset({"CPU", "memory", "object_store_memory"})

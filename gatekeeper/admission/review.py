@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ..adapters.common import load_json
+from ..adapters.body import load_json
 from ..config import AdmissionTenants
 from ..errors import BadRequest
 

@@ -27,7 +27,8 @@ from typing import Any
 
 import aiohttp
 
-from ..adapters.common import MAX_BODY_BYTES, header, load_body, load_json
+from ..adapters.body import MAX_BODY_BYTES, load_body, load_json
+from ..adapters.common import header
 from ..adapters.kubernetes import measure_change, parse_path
 from ..adapters.kubernetes.patch import metadata_only
 from ..adapters.kubernetes.pods import unmeasurable

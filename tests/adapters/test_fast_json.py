@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gatekeeper.adapters import common
+from gatekeeper.adapters import body as loader
 from gatekeeper.errors import BadRequest
 
 CASES = [
@@ -37,10 +37,10 @@ def _strict(body: bytes) -> tuple[str, Any]:
         text = body.decode("utf-8")
         doc = json.loads(
             text,
-            object_pairs_hook=common._pairs_hook,
-            parse_constant=common._refuse_constant,
+            object_pairs_hook=loader._pairs_hook,
+            parse_constant=loader._refuse_constant,
         )
-        common.check_shape(doc)
+        loader.check_shape(doc)
     except BadRequest as exc:
         return "err", exc.reason
     except (ValueError, RecursionError):
@@ -51,7 +51,7 @@ def _strict(body: bytes) -> tuple[str, Any]:
 @pytest.mark.parametrize("body", CASES)
 def test_fast_path_matches_strict_parser(body: bytes) -> None:
     try:
-        got: tuple[str, Any] = ("ok", common.load_json(body))
+        got: tuple[str, Any] = ("ok", loader.load_json(body))
     except BadRequest as exc:
         got = ("err", exc.reason)
     want = _strict(body)
@@ -66,7 +66,7 @@ def test_fast_path_matches_strict_parser(body: bytes) -> None:
 def test_duplicate_hidden_behind_colons_in_strings_is_refused() -> None:
     # The dropped member's value holds no colon, the kept one does: counts must still disagree.
     with pytest.raises(BadRequest) as exc:
-        common.load_json(b'{"s":"x","s":"y:z","t":"::"}')
+        loader.load_json(b'{"s":"x","s":"y:z","t":"::"}')
     assert exc.value.reason == "duplicate-key"
 
 
@@ -75,11 +75,11 @@ LIMIT_CASES = [
     b'{"s":"' + b"[{" * 40 + b'","t":[1]}',
     b'{"s":"' + b"[{" * 40 + b'","s":1}',
     # Longer than the node limit in bytes, few nodes: the walk decides.
-    b'{"s":"' + b"x" * (common.MAX_NODES + 10) + b'","t":"a:b"}',
-    b'{"s":"' + b"x" * (common.MAX_NODES + 10) + b'","s":"a"}',
+    b'{"s":"' + b"x" * (loader.MAX_NODES + 10) + b'","t":"a:b"}',
+    b'{"s":"' + b"x" * (loader.MAX_NODES + 10) + b'","s":"a"}',
     # Exactly at the depth limit, and one over.
-    b"[" * (common.MAX_DEPTH - 1) + b"1" + b"]" * (common.MAX_DEPTH - 1),
-    b"[" * common.MAX_DEPTH + b"1" + b"]" * common.MAX_DEPTH,
+    b"[" * (loader.MAX_DEPTH - 1) + b"1" + b"]" * (loader.MAX_DEPTH - 1),
+    b"[" * loader.MAX_DEPTH + b"1" + b"]" * loader.MAX_DEPTH,
     # A colon spelled as an escape next to a duplicate: strict path.
     b'{"a":1,"a":"\\u003a"}',
     b'{"a\\\\u":1,"b":"\\\\"}',

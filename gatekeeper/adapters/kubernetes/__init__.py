@@ -34,7 +34,8 @@ from ...config import RouteConfig
 from ...context import ComputeRequest
 from ...gpus import GpuCatalog
 from ...inventory import EMPTY_INVENTORY, Inventory
-from ..common import as_mapping, header, load_body, sanitize, zero
+from ..body import load_body, sanitize
+from ..common import as_mapping, header, zero
 from .objects import (
     ApiPath,
     ClaimResolver,

@@ -17,14 +17,8 @@ from ...context import ComputeRequest
 from ...errors import BadRequest
 from ...gpus import GpuCatalog
 from ...inventory import EMPTY_INVENTORY, Inventory, Pool
-from ..common import (
-    MAX_MULTIPLIER,
-    Part,
-    as_mapping,
-    combine,
-    number,
-    sanitize,
-)
+from ..body import sanitize
+from ..common import MAX_MULTIPLIER, Part, as_mapping, combine, number
 from .dra import DeviceClasses, object_claim
 from .kinds import Factor, Kinds, build_kinds, parse_factor
 from .pods import (

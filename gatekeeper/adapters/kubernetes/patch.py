@@ -21,7 +21,8 @@ import copy
 from typing import Any
 
 from ...errors import BadRequest
-from ..common import as_mapping, sanitize
+from ..body import sanitize
+from ..common import as_mapping
 from .pods import unmeasurable
 
 MERGE = "application/merge-patch+json"

@@ -22,7 +22,8 @@ from typing import Any
 from ...config import KubernetesAccelerator
 from ...context import R_UNMEASURABLE
 from ...errors import BadRequest
-from ..common import as_list, as_mapping, number, sanitize
+from ..body import sanitize
+from ..common import as_list, as_mapping, number
 
 # name -> physical devices one unit touches; a trailing * is a prefix
 VENDOR_ACCELERATORS: tuple[KubernetesAccelerator, ...] = (

@@ -28,7 +28,8 @@ from ...context import ComputeRequest
 from ...errors import BadRequest
 from ...gpus import GpuCatalog
 from ...inventory import EMPTY_INVENTORY, Inventory
-from ..common import Part, combine, load_json, sanitize, zero
+from ..body import load_json, sanitize
+from ..common import Part, combine, zero
 from . import schema as s
 from .bound import Site, bound, bound_update, larger
 from .fields import Ask, apply, overlay, unmeasurable

@@ -15,6 +15,7 @@ from typing import Any
 
 from ...context import R_UNMEASURABLE
 from ...errors import BadRequest
+from ..body import sanitize
 from ..common import (
     MAX_MULTIPLIER,
     bounded,
@@ -22,7 +23,6 @@ from ..common import (
     parse_array_count,
     parse_node_count,
     parse_slurm_time,
-    sanitize,
 )
 from . import schema as s
 from .gres import GpuSpec, count_hosts, parse_gpus_option, parse_tres

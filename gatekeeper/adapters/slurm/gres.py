@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass
 
 from ...errors import BadRequest
-from ..common import MAX_MULTIPLIER, sanitize
+from ..body import sanitize
+from ..common import MAX_MULTIPLIER
 
 # What a GPU spec counts: whole devices, or shares of one (a shard or an MPS unit lands on one
 # physical device, so a share count bounds the devices it touches).

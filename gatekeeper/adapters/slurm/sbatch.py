@@ -23,7 +23,7 @@ import re
 
 from ...context import R_UNMEASURABLE
 from ...errors import BadRequest
-from ..common import sanitize
+from ..body import sanitize
 from .schema import SBATCH_ARGS, SBATCH_SHORT
 
 MAX_ARGS = 2000  # arguments across the block; real scripts carry a few dozen
