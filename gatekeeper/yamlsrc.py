@@ -192,6 +192,11 @@ def parse_located(text: str, filename: str) -> Any:
 
 def load_located(path: str) -> Any:
     """Read and parse ``path``; unreadable files become a ``ConfigError`` naming the file."""
+    return read_located(path)[1]
+
+
+def read_located(path: str) -> tuple[bytes, Any]:
+    """The bytes of ``path`` and their parse (for callers that also digest the file)."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_FILE_BYTES + 1)
@@ -203,4 +208,4 @@ def load_located(path: str) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem(path, None, "", f"not UTF-8: {exc.reason}")]) from None
-    return parse_located(text, path)
+    return raw, parse_located(text, path)

@@ -13,8 +13,8 @@ import math
 from typing import Any
 
 from ...context import License
-from ...errors import ConfigError, Problem
-from ...yamlsrc import MAX_FILE_BYTES, LocDict, line_of, parse_located
+from ...errors import Problem
+from ...yamlsrc import LocDict, line_of, read_located
 from ..model import (
     ECCN_RE,
     FLAG_RE,
@@ -325,19 +325,8 @@ def _same_as(node: LocDict, where: str, ent_id: str, ck: _Checker, col: Collecto
 def load_native(path: str, col: Collector, src: int, hasher: Any) -> None:
     """Load one native file into ``col``; every problem goes to the source report."""
     rep = col.reports[src]
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError([Problem(path, None, "", f"cannot read: {exc.strerror}")]) from None
+    raw, doc = read_located(path)
     hasher.update(raw)
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError([Problem(path, None, "", f"file larger than {MAX_FILE_BYTES} bytes")])
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(path, None, "", f"not UTF-8: {exc.reason}")]) from None
-    doc = parse_located(text, path)
     ck = _Checker(path)
     if doc is None:
         doc = LocDict()
