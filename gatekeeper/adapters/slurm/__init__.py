@@ -28,6 +28,7 @@ from ...context import ComputeRequest
 from ...errors import BadRequest
 from ...gpus import GpuCatalog
 from ...inventory import EMPTY_INVENTORY, Inventory
+from ...memo import Memo
 from ..common import Part, combine, load_json, sanitize, zero
 from . import schema as s
 from .bound import Site, bound, bound_update, larger
@@ -40,7 +41,7 @@ _PATH = re.compile(r"/(v\d+\.\d+\.\d+)/(.*)$")
 _UPDATE = re.compile(r"^job/[^/]+/?$")
 
 
-def _endpoint(path: str) -> tuple[str, str]:
+def _read_path(path: str) -> tuple[str, str]:
     """(version, endpoint kind: ``submit`` / ``allocate`` / ``update`` / ``other``)."""
     m = _PATH.search(path)
     if m is None:
@@ -57,21 +58,29 @@ def _endpoint(path: str) -> tuple[str, str]:
     return version, "other"
 
 
+# A path's reading depends on the path alone; clients send the same few.
+_endpoint = Memo(_read_path, 256)
+
+
 def _job_fields(version: str, job: dict[Any, Any], where: str) -> list[tuple[str, Any, str]]:
-    """(role, value, path) of each field of one job, in the order the version reads them."""
+    """(role, value, path) of each field of one job that can grant something, in the order the
+    version reads them. Every key is checked before any value is read (an unknown field is
+    refused first); fields known to grant nothing and the script (read once per request, in
+    ``measure_slurm``) are left out."""
     table = s.VERSIONS[version]
-    option_style = version in s.OPTION_STYLE
+    lower = version in s.OPTION_STYLE
     out: list[tuple[str, Any, str]] = []
     for key, value in job.items():
         if not isinstance(key, str) or not key.isascii():
             # Slurm lowers keys byte by byte (ASCII only): a non-ASCII key names no field
             raise unmeasurable(f"{where}.{key}", f"not a job field of {version}")
-        path = f"{where}.{key}"
-        role = table.get(key.lower() if option_style else key)
+        role = table.get(key.lower() if lower else key)
+        if role == s.NEUTRAL or role == s.SCRIPT:
+            continue
         if role is None or role == s.DISABLED:
             why = "refused by slurmrestd" if role else f"not a job field of {version}"
-            raise unmeasurable(path, why)
-        out.append((role, value, path))
+            raise unmeasurable(f"{where}.{key}", why)
+        out.append((role, value, f"{where}.{key}"))
     return out
 
 
@@ -104,12 +113,8 @@ def _components(version: str, kind: str, doc: dict[Any, Any]) -> tuple[list[Any]
     return ([] if value is None else [value]), name
 
 
-def _script_asks(text: Any, path: str) -> list[Ask]:
+def _read_blocks(text: str) -> tuple[Ask, ...]:
     """The ``#SBATCH`` block of a script, one ``Ask`` per component (none: no directive)."""
-    if text is None:
-        return []
-    if not isinstance(text, str):
-        raise BadRequest("bad-value", f"{path}: expected a string")
     asks = []
     for options in read_script(text):
         ask = Ask()
@@ -118,7 +123,21 @@ def _script_asks(text: Any, path: str) -> list[Ask]:
             given = True if value is None else value
             apply(ask, role_of_option(name), given, f"script:#SBATCH --{name}")
         asks.append(ask)
-    return asks
+    return tuple(asks)
+
+
+# A block's reading depends on the script's text alone; a pipeline sends the same script again
+# and again. Held values are copied out, never handed to a caller that could change them.
+_BLOCKS = Memo(_read_blocks, 4096, 512)
+
+
+def _script_asks(text: Any, path: str) -> list[Ask]:
+    """The ``#SBATCH`` block of a script, one ``Ask`` per component (none: no directive)."""
+    if text is None:
+        return []
+    if not isinstance(text, str):
+        raise BadRequest("bad-value", f"{path}: expected a string")
+    return [ask.copy() for ask in _BLOCKS(text)]
 
 
 def _measure_job(
@@ -129,8 +148,7 @@ def _measure_job(
         raise BadRequest("bad-value", f"{path}: expected an object")
     body = Ask()
     for role, value, field_path in _job_fields(version, job, path):
-        if role != s.SCRIPT:  # the script is read once per request (``measure_slurm``)
-            apply(body, role, value, field_path)
+        apply(body, role, value, field_path)
     if update:
         return bound_update(body, site, path)
     if block is None:
