@@ -84,11 +84,15 @@ def _job_fields(version: str, job: dict[Any, Any], where: str) -> list[tuple[str
     return out
 
 
+_ALLOCATE_KEYS = frozenset({"job", "hetjob"})
+_SUBMIT_KEYS = frozenset({"job", "jobs", "script"})
+
+
 def _components(version: str, kind: str, doc: dict[Any, Any]) -> tuple[list[Any], str]:
     """The job descriptions of a request and the path their fields are named under."""
     if kind == "update":
         return [doc], "job"
-    keys = {"job", "hetjob"} if kind == "allocate" else {"job", "jobs", "script"}
+    keys = _ALLOCATE_KEYS if kind == "allocate" else _SUBMIT_KEYS
     for key in doc:
         if key not in keys:
             raise unmeasurable(sanitize(str(key)), f"not a field of a {version} {kind} request")
