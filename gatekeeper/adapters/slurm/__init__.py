@@ -33,7 +33,7 @@ from ..common import Part, combine, load_json, sanitize, zero
 from . import schema as s
 from .bound import Site, bound, bound_update, larger
 from .fields import Ask, apply, overlay, unmeasurable
-from .sbatch import read_script
+from .sbatch import block_text, has_directives, read_script
 from .schema import role_of_option
 
 MAX_JOBS = 1000
@@ -130,8 +130,9 @@ def _read_blocks(text: str) -> tuple[Ask, ...]:
     return tuple(asks)
 
 
-# A block's reading depends on the script's text alone; a pipeline sends the same script again
-# and again. Held values are copied out, never handed to a caller that could change them.
+# A block's reading depends on the block's text alone (the lines before the script's first
+# command: nothing after them is read); pipelines send the same block again and again, with other
+# commands below it. Held values are copied out, never handed to a caller that could change them.
 _BLOCKS = Memo(_read_blocks, 4096, 512)
 
 
@@ -141,7 +142,9 @@ def _script_asks(text: Any, path: str) -> list[Ask]:
         return []
     if not isinstance(text, str):
         raise BadRequest("bad-value", f"{path}: expected a string")
-    return [ask.copy() for ask in _BLOCKS(text)]
+    if not has_directives(text):
+        return []
+    return [ask.copy() for ask in _BLOCKS(block_text(text))]
 
 
 def _measure_job(

@@ -84,6 +84,28 @@ def _split(text: str) -> list[str]:
             return args
 
 
+def _ends_block(line: str) -> bool:
+    """Whether ``line`` is the first command (neither blank nor a comment): the block ends."""
+    if line[:1] == "#":
+        return False
+    stripped = line.lstrip()
+    return bool(stripped) and stripped[0] != "#"
+
+
+def block_text(script: str) -> str:
+    """The lines of ``script`` before its first command: all that sbatch reads directives from
+    (``read_script`` of it equals ``read_script`` of the whole script)."""
+    start = 0
+    while True:
+        end = script.find("\n", start)
+        line = script[start:] if end < 0 else script[start:end]
+        if _ends_block(line):
+            return script[: max(start - 1, 0)]
+        if end < 0:
+            return script
+        start = end + 1
+
+
 def block_arguments(script: str) -> list[list[str]]:
     """The arguments of the directive block, in order, one list per heterogeneous-job component
     (``#SBATCH hetjob`` starts the next one; the rest of its line belongs to that one)."""
@@ -91,8 +113,7 @@ def block_arguments(script: str) -> list[list[str]]:
     total = 0
     for line in script.split("\n"):
         if line[:1] != "#":
-            stripped = line.lstrip()
-            if stripped and stripped[0] != "#":
+            if _ends_block(line):
                 break  # the first command ends the block
             continue
         if line.startswith("#SBATCH"):

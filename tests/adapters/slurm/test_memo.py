@@ -19,6 +19,7 @@ from gatekeeper.adapters.slurm.gres import (
     parse_tres,
     tres_specs,
 )
+from gatekeeper.adapters.slurm.sbatch import block_text, read_script
 from gatekeeper.errors import BadRequest
 from gatekeeper.memo import Memo
 
@@ -46,6 +47,13 @@ SCRIPT_LINES = [
     "# a comment",
     "",
     "srun train",
+    "  # an indented comment",
+    " \t ",
+    "\r",
+    "\tsrun other",
+    " #SBATCH -N 64",
+    "#SBATCH -G 2\r",
+    "#SBATCH --gpus=9 # trailing comment",
 ]
 SCRIPT = st.lists(st.sampled_from(SCRIPT_LINES), max_size=6).map(
     lambda lines: "#!/bin/bash\n" + "\n".join(lines) + "\n"
@@ -93,6 +101,23 @@ def test_host_lists_agree(text: str) -> None:
 @given(SCRIPT)
 def test_script_blocks_agree(text: str) -> None:
     agree(lambda: _read_blocks(text), lambda: tuple(_script_asks(text, "script")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(SCRIPT)
+def test_block_text_holds_all_sbatch_reads(text: str) -> None:
+    block = block_text(text)
+    assert text.startswith(block)
+    agree(lambda: read_script(text), lambda: read_script(block))
+
+
+def test_block_text_stops_before_the_first_command() -> None:
+    assert block_text("#!/bin/sh\n#SBATCH -N 2\n\n  # x\nsrun a\n#SBATCH -G 8\n") == (
+        "#!/bin/sh\n#SBATCH -N 2\n\n  # x"
+    )
+    assert block_text("srun a\n#SBATCH -G 8") == ""
+    assert block_text("#SBATCH -G 8") == "#SBATCH -G 8"
+    assert block_text("") == ""
 
 
 @settings(max_examples=200, deadline=None)
