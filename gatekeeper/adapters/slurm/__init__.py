@@ -28,7 +28,7 @@ from ...context import ComputeRequest
 from ...errors import BadRequest
 from ...gpus import GpuCatalog
 from ...inventory import EMPTY_INVENTORY, Inventory
-from ...memo import Memo
+from ...memo import Memo, remember
 from ..common import Part, combine, load_json, sanitize, zero
 from . import schema as s
 from .bound import Site, bound, bound_update, larger
@@ -132,8 +132,20 @@ def _read_blocks(text: str) -> tuple[Ask, ...]:
 
 # A block's reading depends on the block's text alone (the lines before the script's first
 # command: nothing after them is read); pipelines send the same block again and again, with other
-# commands below it. Held values are copied out, never handed to a caller that could change them.
-_BLOCKS = Memo(_read_blocks, 4096, 512)
+# commands below it, or the very same script (found by its whole text before the block is cut
+# out). Held values are copied out, never handed to a caller that could change them.
+_SCRIPT_TEXT, _SCRIPTS = 4096, 512
+_BLOCKS = Memo(_read_blocks, _SCRIPT_TEXT, _SCRIPTS)
+_BY_SCRIPT: dict[str, tuple[Ask, ...]] = {}
+
+
+def _blocks(script: str) -> tuple[Ask, ...]:
+    """``_read_blocks(script)``, remembered by the script and by its block of directives."""
+    asks = _BY_SCRIPT.get(script)
+    if asks is None:
+        asks = _BLOCKS(block_text(script))  # the same reading: nothing after the block is read
+        remember(_BY_SCRIPT, script, asks, len(script), _SCRIPT_TEXT, _SCRIPTS)
+    return asks
 
 
 def _script_asks(text: Any, path: str) -> list[Ask]:
@@ -144,7 +156,7 @@ def _script_asks(text: Any, path: str) -> list[Ask]:
         raise BadRequest("bad-value", f"{path}: expected a string")
     if not has_directives(text):
         return []
-    return [ask.copy() for ask in _BLOCKS(block_text(text))]
+    return [ask.copy() for ask in _blocks(text)]
 
 
 def _measure_job(

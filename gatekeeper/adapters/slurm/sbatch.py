@@ -92,18 +92,18 @@ def _ends_block(line: str) -> bool:
     return bool(stripped) and stripped[0] != "#"
 
 
+# Whole lines that are blank or comments (``_ends_block`` false), each with its ``\n``: ``\s`` is
+# the whitespace ``str.lstrip`` strips, and lines end at ``\n`` alone, as ``block_arguments`` reads.
+_BLOCK_LINES = re.compile(r"(?:[^\S\n]*(?:#[^\n]*)?\n)*")
+
+
 def block_text(script: str) -> str:
     """The lines of ``script`` before its first command: all that sbatch reads directives from
     (``read_script`` of it equals ``read_script`` of the whole script)."""
-    start = 0
-    while True:
-        end = script.find("\n", start)
-        line = script[start:] if end < 0 else script[start:end]
-        if _ends_block(line):
-            return script[: max(start - 1, 0)]
-        if end < 0:
-            return script
-        start = end + 1
+    end = _BLOCK_LINES.match(script).end()  # type: ignore[union-attr]  # ``*`` always matches
+    if script.find("\n", end) < 0 and not _ends_block(script[end:]):
+        return script  # the last line is no command either: no command at all
+    return script[: max(end - 1, 0)]
 
 
 def block_arguments(script: str) -> list[list[str]]:

@@ -10,7 +10,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatekeeper.adapters.slurm import _BLOCKS, _endpoint, _read_blocks, _read_path, _script_asks
+from gatekeeper.adapters.slurm import (
+    _BLOCKS,
+    _BY_SCRIPT,
+    _endpoint,
+    _read_blocks,
+    _read_path,
+    _script_asks,
+)
 from gatekeeper.adapters.slurm.gres import (
     count_hosts,
     gpus_option_specs,
@@ -54,6 +61,11 @@ SCRIPT_LINES = [
     " #SBATCH -N 64",
     "#SBATCH -G 2\r",
     "#SBATCH --gpus=9 # trailing comment",
+    "\u00a0srun x",  # Unicode spaces: what str.lstrip strips, and line breaks Python knows
+    "\u2003",
+    "\x0b#SBATCH -N 3",
+    "#SBATCH -N 1\x85cmd",
+    "#SBATCH -N 1\u2028-G 4",
 ]
 SCRIPT = st.lists(st.sampled_from(SCRIPT_LINES), max_size=6).map(
     lambda lines: "#!/bin/bash\n" + "\n".join(lines) + "\n"
@@ -133,7 +145,7 @@ def test_a_block_handed_out_cannot_change_the_memo() -> None:
     first[0].nodes["nodes"] = 1000
     first[0].whole = True
     assert _script_asks(text, "script") == list(_read_blocks(text))
-    assert _BLOCKS.cache[text] == _read_blocks(text)
+    assert _BLOCKS.cache[text] == _BY_SCRIPT[text] == _read_blocks(text)
 
 
 def test_memo_stays_bounded_and_skips_long_texts() -> None:
