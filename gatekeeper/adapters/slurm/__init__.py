@@ -143,7 +143,12 @@ def _blocks(script: str) -> tuple[Ask, ...]:
     """``_read_blocks(script)``, remembered by the script and by its block of directives."""
     asks = _BY_SCRIPT.get(script)
     if asks is None:
-        asks = _BLOCKS(block_text(script))  # the same reading: nothing after the block is read
+        # the block is looked for in the first _SCRIPT_TEXT + 1 characters only: a command found
+        # there ends the whole script's block too; none found, the block is too long to remember
+        block = block_text(script[: _SCRIPT_TEXT + 1])
+        if len(block) > _SCRIPT_TEXT:
+            return _read_blocks(script)
+        asks = _BLOCKS(block)  # the same reading: nothing after the block is read
         remember(_BY_SCRIPT, script, asks, len(script), _SCRIPT_TEXT, _SCRIPTS)
     return asks
 

@@ -132,6 +132,15 @@ def test_block_text_stops_before_the_first_command() -> None:
     assert block_text("") == ""
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(4070, 4110), st.sampled_from(["srun x", "   x", " ", "#SBATCH -G 3", "\n"]))
+def test_long_scripts_agree(size: int, tail: str) -> None:
+    # a block near the memo's text limit, with the line after it cut anywhere by the limit
+    head = "#!/bin/bash\n#SBATCH -N 2\n"
+    text = head + "#" * (size - len(head)) + "\n" + tail + "\n#SBATCH --gpus=7\n"
+    agree(lambda: _read_blocks(text), lambda: tuple(_script_asks(text, "script")))
+
+
 @settings(max_examples=200, deadline=None)
 @given(PATH)
 def test_paths_agree(path: str) -> None:
