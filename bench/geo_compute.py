@@ -4,7 +4,8 @@ Prints medians of several runs (µs per call):
 - GeoIP lookup on the built-in GeoLite2-City database: cache hit vs cache miss, against the raw
   ``maxminddb`` ``get()`` measured in the same run (the baseline: what a lookup costs unwrapped).
 - Slurm body measurement (JSON parse + #SBATCH script + catalog), against a bare ``json.loads``
-  of the same body (the baseline).
+  of the same body (the baseline): the same body again and again (the adapter's memos of
+  scripts, GPU strings and paths hit), and bodies whose script differs every time (they miss).
 Run: .venv/bin/python bench/geo_compute.py
 """
 
@@ -40,6 +41,25 @@ def per_call_us(fn: Callable[[int], object], n: int) -> float:
     return statistics.median(samples)
 
 
+def slurm_body(command: str) -> bytes:
+    """A v0.0.41 submission whose batch script ends with ``command``."""
+    return json.dumps(
+        {
+            "job": {
+                "name": "train",
+                "partition": "h100",
+                "current_working_directory": "/home/alice",
+                "environment": ["PATH=/bin:/usr/bin", "HOME=/home/alice"],
+                "tres_per_node": "gres/gpu:h100:8",
+                "nodes": "2-4",
+                "time_limit": {"set": True, "infinite": False, "number": 720},
+                "script": "#!/bin/bash\n#SBATCH --gres=gpu:h100:8\n#SBATCH -N 4\n"
+                f"#SBATCH --time=12:00:00\n#SBATCH --array=0-3\n{command}\n",
+            }
+        }
+    ).encode()
+
+
 def main() -> None:
     rng = random.Random(7)
     n = 20_000
@@ -65,21 +85,7 @@ def main() -> None:
     route = RouteConfig(
         name="s", upstream="http://127.0.0.1:1", adapter="slurm", gpu_model="H100-SXM"
     )
-    body = json.dumps(
-        {
-            "job": {
-                "name": "train",
-                "partition": "h100",
-                "current_working_directory": "/home/alice",
-                "environment": ["PATH=/bin:/usr/bin", "HOME=/home/alice"],
-                "tres_per_node": "gres/gpu:h100:8",
-                "nodes": "2-4",
-                "time_limit": {"set": True, "infinite": False, "number": 720},
-                "script": "#!/bin/bash\n#SBATCH --gres=gpu:h100:8\n#SBATCH -N 4\n"
-                "#SBATCH --time=12:00:00\n#SBATCH --array=0-3\nsrun python train.py\n",
-            }
-        }
-    ).encode()
+    body = slurm_body("srun python train.py")
     m = 5_000
     jbase = per_call_us(lambda i: json.loads(body), m)
     slurm = per_call_us(
@@ -87,6 +93,15 @@ def main() -> None:
     )
     print(f"slurm json.loads of body (baseline) {jbase:8.2f} µs  ({len(body)} bytes)")
     print(f"slurm measure() per body            {slurm:8.2f} µs  ({slurm / jbase:.2f}x baseline)")
+    # every call a script not seen before: one body per call of every run
+    fresh = iter([slurm_body(f"srun python train.py --seed {i}") for i in range(2 * m * RUNS)])
+    jmiss = per_call_us(lambda i: json.loads(next(fresh)), m)
+    miss = per_call_us(
+        lambda i: measure(route, "POST", "/slurm/v0.0.41/job/submit", {}, next(fresh), catalog),
+        m,
+    )
+    print(f"slurm json.loads, fresh scripts     {jmiss:8.2f} µs")
+    print(f"slurm measure(), fresh scripts      {miss:8.2f} µs  ({miss / jmiss:.2f}x baseline)")
     miss_resolver.close()
     hit_resolver.close()
     raw.close()

@@ -28,12 +28,13 @@ from ...context import ComputeRequest
 from ...errors import BadRequest
 from ...gpus import GpuCatalog
 from ...inventory import EMPTY_INVENTORY, Inventory
+from ...memo import Memo, remember
 from ..body import load_json, sanitize
 from ..common import Part, combine, zero
 from . import schema as s
 from .bound import Site, bound, bound_update, larger
 from .fields import Ask, apply, overlay, unmeasurable
-from .sbatch import read_script
+from .sbatch import block_text, has_directives, read_script
 from .schema import role_of_option
 
 MAX_JOBS = 1000
@@ -41,7 +42,7 @@ _PATH = re.compile(r"/(v\d+\.\d+\.\d+)/(.*)$")
 _UPDATE = re.compile(r"^job/[^/]+/?$")
 
 
-def _endpoint(path: str) -> tuple[str, str]:
+def _read_path(path: str) -> tuple[str, str]:
     """(version, endpoint kind: ``submit`` / ``allocate`` / ``update`` / ``other``)."""
     m = _PATH.search(path)
     if m is None:
@@ -58,29 +59,41 @@ def _endpoint(path: str) -> tuple[str, str]:
     return version, "other"
 
 
+# A path's reading depends on the path alone; clients send the same few.
+_endpoint = Memo(_read_path, 256)
+
+
 def _job_fields(version: str, job: dict[Any, Any], where: str) -> list[tuple[str, Any, str]]:
-    """(role, value, path) of each field of one job, in the order the version reads them."""
+    """(role, value, path) of each field of one job that can grant something, in the order the
+    version reads them. Every key is checked before any value is read (an unknown field is
+    refused first); fields known to grant nothing and the script (read once per request, in
+    ``measure_slurm``) are left out."""
     table = s.VERSIONS[version]
-    option_style = version in s.OPTION_STYLE
+    lower = version in s.OPTION_STYLE
     out: list[tuple[str, Any, str]] = []
     for key, value in job.items():
         if not isinstance(key, str) or not key.isascii():
             # Slurm lowers keys byte by byte (ASCII only): a non-ASCII key names no field
             raise unmeasurable(f"{where}.{key}", f"not a job field of {version}")
-        path = f"{where}.{key}"
-        role = table.get(key.lower() if option_style else key)
+        role = table.get(key.lower() if lower else key)
+        if role == s.NEUTRAL or role == s.SCRIPT:
+            continue
         if role is None or role == s.DISABLED:
             why = "refused by slurmrestd" if role else f"not a job field of {version}"
-            raise unmeasurable(path, why)
-        out.append((role, value, path))
+            raise unmeasurable(f"{where}.{key}", why)
+        out.append((role, value, f"{where}.{key}"))
     return out
+
+
+_ALLOCATE_KEYS = frozenset({"job", "hetjob"})
+_SUBMIT_KEYS = frozenset({"job", "jobs", "script"})
 
 
 def _components(version: str, kind: str, doc: dict[Any, Any]) -> tuple[list[Any], str]:
     """The job descriptions of a request and the path their fields are named under."""
     if kind == "update":
         return [doc], "job"
-    keys = {"job", "hetjob"} if kind == "allocate" else {"job", "jobs", "script"}
+    keys = _ALLOCATE_KEYS if kind == "allocate" else _SUBMIT_KEYS
     for key in doc:
         if key not in keys:
             raise unmeasurable(sanitize(str(key)), f"not a field of a {version} {kind} request")
@@ -105,12 +118,8 @@ def _components(version: str, kind: str, doc: dict[Any, Any]) -> tuple[list[Any]
     return ([] if value is None else [value]), name
 
 
-def _script_asks(text: Any, path: str) -> list[Ask]:
+def _read_blocks(text: str) -> tuple[Ask, ...]:
     """The ``#SBATCH`` block of a script, one ``Ask`` per component (none: no directive)."""
-    if text is None:
-        return []
-    if not isinstance(text, str):
-        raise BadRequest("bad-value", f"{path}: expected a string")
     asks = []
     for options in read_script(text):
         ask = Ask()
@@ -119,7 +128,41 @@ def _script_asks(text: Any, path: str) -> list[Ask]:
             given = True if value is None else value
             apply(ask, role_of_option(name), given, f"script:#SBATCH --{name}")
         asks.append(ask)
+    return tuple(asks)
+
+
+# A block's reading depends on the block's text alone (the lines before the script's first
+# command: nothing after them is read); pipelines send the same block again and again, with other
+# commands below it, or the very same script (found by its whole text before the block is cut
+# out). Held values are copied out, never handed to a caller that could change them.
+_SCRIPT_TEXT, _SCRIPTS = 4096, 512
+_BLOCKS = Memo(_read_blocks, _SCRIPT_TEXT, _SCRIPTS)
+_BY_SCRIPT: dict[str, tuple[Ask, ...]] = {}
+
+
+def _blocks(script: str) -> tuple[Ask, ...]:
+    """``_read_blocks(script)``, remembered by the script and by its block of directives."""
+    asks = _BY_SCRIPT.get(script)
+    if asks is None:
+        # the block is looked for in the first _SCRIPT_TEXT + 1 characters only: a command found
+        # there ends the whole script's block too; none found, the block is too long to remember
+        block = block_text(script[: _SCRIPT_TEXT + 1])
+        if len(block) > _SCRIPT_TEXT:
+            return _read_blocks(script)
+        asks = _BLOCKS(block)  # the same reading: nothing after the block is read
+        remember(_BY_SCRIPT, script, asks, len(script), _SCRIPT_TEXT, _SCRIPTS)
     return asks
+
+
+def _script_asks(text: Any, path: str) -> list[Ask]:
+    """The ``#SBATCH`` block of a script, one ``Ask`` per component (none: no directive)."""
+    if text is None:
+        return []
+    if not isinstance(text, str):
+        raise BadRequest("bad-value", f"{path}: expected a string")
+    if not has_directives(text):
+        return []
+    return [ask.copy() for ask in _blocks(text)]
 
 
 def _measure_job(
@@ -130,8 +173,7 @@ def _measure_job(
         raise BadRequest("bad-value", f"{path}: expected an object")
     body = Ask()
     for role, value, field_path in _job_fields(version, job, path):
-        if role != s.SCRIPT:  # the script is read once per request (``measure_slurm``)
-            apply(body, role, value, field_path)
+        apply(body, role, value, field_path)
     if update:
         return bound_update(body, site, path)
     if block is None:

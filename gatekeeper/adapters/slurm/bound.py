@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...config import RouteConfig
 from ...gpus import GpuCatalog
@@ -50,11 +50,13 @@ A_UPDATE = "update-bounded-by-inventory"
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """What a bound is taken against: the route, the catalog and the inventory."""
+    """What a bound is taken against: the route, the catalog and the inventory. A site lives for
+    one request; ``targets`` holds the places each partition list read in it may run."""
 
     route: RouteConfig
     catalog: GpuCatalog
     inventory: Inventory
+    targets: dict[str | None, list[_Target]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +68,20 @@ class _Target:
 
 
 def _targets(ask: Ask, site: Site) -> list[_Target]:
+    """Where the job may run: a function of its partition list and the site alone (both
+    readings of a job, body alone and over its block, mostly name the same list)."""
+    targets = site.targets.get(ask.partition)
+    if targets is None:
+        targets = site.targets[ask.partition] = _find_targets(ask.partition, site)
+    return targets
+
+
+def _find_targets(partition: str | None, site: Site) -> list[_Target]:
     route_pool = site.inventory.entry(site.route.inventory)
-    if not ask.partition:
+    if not partition:
         return [_Target(route_pool, (route_pool.model.name,) if route_pool else ())]
     targets: list[_Target] = []
-    for raw in ask.partition.split(","):
+    for raw in partition.split(","):
         name = raw.strip()
         if not name:
             continue
@@ -126,8 +137,13 @@ def _gpus(ask: Ask, pool: Pool | None, nodes: int, notes: set[str]) -> float:
     by_unit: dict[str, float] = {}
     for role, specs in ask.gpus.items():
         unit = s.GPU_ROLES[role][0]
-        devices = sum(spec.count for spec in specs if spec.kind == GPU)
-        shares = sum(spec.count for spec in specs if spec.kind != GPU)
+        devices: float = 0  # as ``sum`` would give: 0 with nothing to add
+        shares: float = 0
+        for spec in specs:
+            if spec.kind == GPU:
+                devices += spec.count
+            else:
+                shares += spec.count
         if not devices and not shares:
             continue
         mult = (
@@ -231,9 +247,14 @@ def bound(ask: Ask, site: Site) -> Part:
         if pool is None:
             # GPU types the request names count where no pool says what the nodes hold; a
             # pool's nodes hold its model whatever type name a request uses
-            models.extend(m.model for specs in ask.gpus.values() for m in specs if m.model)
+            for specs in ask.gpus.values():
+                models.extend([m.model for m in specs if m.model])
     array = ask.array or 1
-    return Part(gpus * array, hours, tuple(dict.fromkeys(models)), tuple(sorted(notes)))
+    return Part(gpus * array, hours, tuple(dict.fromkeys(models)), _sorted(notes))
+
+
+def _sorted(notes: set[str]) -> tuple[str, ...]:
+    return tuple(sorted(notes)) if notes else ()
 
 
 def bound_update(ask: Ask, site: Site, path: str) -> Part:
@@ -255,11 +276,20 @@ def bound_update(ask: Ask, site: Site, path: str) -> Part:
 
 
 def larger(parts: Sequence[Part]) -> Part:
-    """The larger of two readings of one job (body alone, body over its ``#SBATCH`` block)."""
+    """The larger of two readings of one job (body alone, body over its ``#SBATCH`` block), each
+    as ``bound`` gives it (models without repeats, assumptions sorted)."""
     if len(parts) == 1:
         return parts[0]
     # A reading that grants no accelerator does not lengthen the others.
     counted = [p for p in parts if p.gpus > 0] or list(parts)
-    models = tuple(dict.fromkeys(m for p in counted for m in p.models))
-    notes = tuple(sorted({a for p in counted for a in p.assumptions}))
-    return Part(max(p.gpus for p in counted), max(p.hours for p in counted), models, notes)
+    first = counted[0]
+    if len(counted) == 1:
+        return first  # the one reading that grants accelerators: nothing to merge
+    gpus, hours = first.gpus, first.hours
+    models: dict[str, None] = {}
+    notes: set[str] = set()
+    for p in counted:
+        gpus, hours = max(gpus, p.gpus), max(hours, p.hours)
+        models.update(dict.fromkeys(p.models))
+        notes.update(p.assumptions)
+    return Part(gpus, hours, tuple(models), _sorted(notes))

@@ -25,14 +25,14 @@ from ..common import (
     parse_slurm_time,
 )
 from . import schema as s
-from .gres import GpuSpec, count_hosts, parse_gpus_option, parse_tres
+from .gres import GpuSpec, gpus_option_specs, host_count, tres_specs
 
 
 @dataclass(slots=True)
 class Ask:
     """One job's request; ``None`` is "not given". ``paths`` name the field behind each role."""
 
-    gpus: dict[str, list[GpuSpec]] = field(default_factory=dict)  # by GPU role
+    gpus: dict[str, tuple[GpuSpec, ...]] = field(default_factory=dict)  # by GPU role
     nodes: dict[str, int] = field(default_factory=dict)  # NODES / MIN_NODES / MAX_NODES
     tasks: int | None = None
     tasks_per_node: int | None = None
@@ -116,15 +116,15 @@ def _text(value: Any, path: str) -> str:
     return str(value)
 
 
-def _gpus(role: str, value: Any, path: str) -> list[GpuSpec]:
+def _gpus(role: str, value: Any, path: str) -> tuple[GpuSpec, ...]:
     _, syntax = s.GPU_ROLES[role]
     if value is None or value == "":
-        return []
+        return ()
     if syntax == "gpus" and not isinstance(value, bool) and isinstance(value, int | float):
-        return [GpuSpec(float(_int(value, path) or 0))]
+        return (GpuSpec(float(_int(value, path) or 0)),)
     if not isinstance(value, str):
         raise BadRequest("unknown-gpu-syntax", f"{path}: expected a string")
-    return parse_gpus_option(value) if syntax == "gpus" else parse_tres(value)
+    return gpus_option_specs(value) if syntax == "gpus" else tres_specs(value)
 
 
 def _nodes(value: Any, path: str) -> int | None:
@@ -145,7 +145,7 @@ def _hosts(value: Any, path: str) -> int | None:
         value = ",".join(value)
     if not isinstance(value, str):
         raise BadRequest("bad-value", f"{path}: expected a host list")
-    return count_hosts(value, path) if value.strip() else None
+    return host_count(value, path) if value.strip() else None
 
 
 _SHARING = frozenset({"false", "oversubscribe"})

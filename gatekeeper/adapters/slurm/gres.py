@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from ...errors import BadRequest
+from ...memo import Memo, remember
 from ..body import sanitize
 from ..common import MAX_MULTIPLIER
 
@@ -181,4 +182,33 @@ def _bracket_count(body: str, text: str, what: str) -> int:
         if high < low:
             raise BadRequest("unmeasurable-request", f"{what}: bad host range {sanitize(part)!r}")
         n += high - low + 1
+    return n
+
+
+# ----------------------------------------------------------------------------- memoised forms
+
+# Clients repeat the same few GPU and host-list strings; each result depends on the text alone.
+MEMO_TEXT = 256
+_TRES_MEMO = Memo(lambda text: tuple(parse_tres(text)), MEMO_TEXT)
+_GPUS_MEMO = Memo(lambda text: tuple(parse_gpus_option(text)), MEMO_TEXT)
+_HOSTS_MEMO: dict[str, int] = {}
+
+
+def tres_specs(text: str) -> tuple[GpuSpec, ...]:
+    """``parse_tres`` as a tuple, remembered by text."""
+    return _TRES_MEMO(text)
+
+
+def gpus_option_specs(text: str) -> tuple[GpuSpec, ...]:
+    """``parse_gpus_option`` as a tuple, remembered by text."""
+    return _GPUS_MEMO(text)
+
+
+def host_count(text: str, what: str) -> int:
+    """``count_hosts`` remembered by text (``what`` names the field in a refusal only, and a
+    refusal is never remembered)."""
+    n = _HOSTS_MEMO.get(text)
+    if n is None:
+        n = count_hosts(text, what)
+        remember(_HOSTS_MEMO, text, n, len(text), MEMO_TEXT)
     return n

@@ -84,6 +84,28 @@ def _split(text: str) -> list[str]:
             return args
 
 
+def _ends_block(line: str) -> bool:
+    """Whether ``line`` is the first command (neither blank nor a comment): the block ends."""
+    if line[:1] == "#":
+        return False
+    stripped = line.lstrip()
+    return bool(stripped) and stripped[0] != "#"
+
+
+# Whole lines that are blank or comments (``_ends_block`` false), each with its ``\n``: ``\s`` is
+# the whitespace ``str.lstrip`` strips, and lines end at ``\n`` alone, as ``block_arguments`` reads.
+_BLOCK_LINES = re.compile(r"(?:[^\S\n]*(?:#[^\n]*)?\n)*")
+
+
+def block_text(script: str) -> str:
+    """The lines of ``script`` before its first command: all that sbatch reads directives from
+    (``read_script`` of it equals ``read_script`` of the whole script)."""
+    end = _BLOCK_LINES.match(script).end()  # type: ignore[union-attr]  # ``*`` always matches
+    if script.find("\n", end) < 0 and not _ends_block(script[end:]):
+        return script  # the last line is no command either: no command at all
+    return script[: max(end - 1, 0)]
+
+
 def block_arguments(script: str) -> list[list[str]]:
     """The arguments of the directive block, in order, one list per heterogeneous-job component
     (``#SBATCH hetjob`` starts the next one; the rest of its line belongs to that one)."""
@@ -91,8 +113,7 @@ def block_arguments(script: str) -> list[list[str]]:
     total = 0
     for line in script.split("\n"):
         if line[:1] != "#":
-            stripped = line.lstrip()
-            if stripped and stripped[0] != "#":
+            if _ends_block(line):
                 break  # the first command ends the block
             continue
         if line.startswith("#SBATCH"):
