@@ -22,8 +22,9 @@ from .generic import measure_generic
 from .kubernetes import measure_kubernetes
 from .ray import measure_ray
 from .slurm import measure_slurm
+from .submission import Submission
 
-Adapter = Callable[[RouteConfig, str, str, Any, bytes, GpuCatalog, Inventory], ComputeRequest]
+Adapter = Callable[[Submission, GpuCatalog, Inventory], ComputeRequest]
 
 ADAPTERS: dict[str, Adapter] = {
     "slurm": measure_slurm,
@@ -48,7 +49,7 @@ def measure(
     adapter = ADAPTERS.get(route.adapter)
     if adapter is None:
         raise DependencyError("adapter-misconfigured", f"unknown adapter {route.adapter!r}")
-    return adapter(route, method, path, headers, body, catalog, inventory)
+    return adapter(Submission(route, method, path, headers, body), catalog, inventory)
 
 
 __all__ = ["ADAPTERS", "measure"]

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import GenericAdapterConfig, RouteConfig
+from ..config import GenericAdapterConfig
 from ..context import ComputeRequest
 from ..errors import BadRequest, DependencyError
 from ..gpus import GpuCatalog
-from ..inventory import EMPTY_INVENTORY, Inventory
+from ..inventory import Inventory
 from ..jsonpointer import MISSING as _MISSING
 from ..jsonpointer import PointerError, parse_pointer, resolve_pointer
 from .body import load_json
 from .common import Part, combine, header, number, zero
+from .submission import Submission
 
 __all__ = ["PointerError", "measure_generic", "parse_pointer", "resolve_pointer"]
 
@@ -38,16 +39,9 @@ def _source(headers: Any, doc_loader: Any, header_name: str | None, pointer: str
     return _MISSING
 
 
-def measure_generic(
-    route: RouteConfig,
-    method: str,
-    path: str,
-    headers: Any,
-    body: bytes,
-    catalog: GpuCatalog,
-    inventory: Inventory = EMPTY_INVENTORY,
-) -> ComputeRequest:
+def measure_generic(req: Submission, catalog: GpuCatalog, inventory: Inventory) -> ComputeRequest:
     """Measure a request with the route's ``generic`` settings (see the module docstring)."""
+    route, method, headers, body = req.route, req.method, req.headers, req.body
     cfg: GenericAdapterConfig | None = route.generic
     if cfg is None:
         raise DependencyError(

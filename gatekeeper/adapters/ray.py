@@ -43,10 +43,11 @@ from ..config import RouteConfig
 from ..context import R_UNMEASURABLE, ComputeRequest
 from ..errors import BadRequest
 from ..gpus import GpuCatalog
-from ..inventory import EMPTY_INVENTORY, Inventory
+from ..inventory import Inventory
 from .body import load_json
 from .body import sanitize as _label
 from .common import MAX_MULTIPLIER, Part, as_list, as_mapping, combine, number, zero
+from .submission import Submission
 
 ACCELERATOR_PREFIX = "accelerator_type:"
 NO_ACCELERATOR = frozenset({"CPU", "memory", "object_store_memory"})
@@ -279,16 +280,9 @@ def _serve(doc: dict[Any, Any], route: RouteConfig, catalog: GpuCatalog) -> list
     return parts
 
 
-def measure_ray(
-    route: RouteConfig,
-    method: str,
-    path: str,
-    headers: Any,
-    body: bytes,
-    catalog: GpuCatalog,
-    inventory: Inventory = EMPTY_INVENTORY,
-) -> ComputeRequest:
+def measure_ray(req: Submission, catalog: GpuCatalog, inventory: Inventory) -> ComputeRequest:
     """Measure a Ray job submission or Serve deployment (see the module docstring)."""
+    route, method, path, body = req.route, req.method, req.path, req.body
     kind = _route_of(method, path)
     if not kind:
         return zero()

@@ -32,6 +32,7 @@ from ..adapters.common import header
 from ..adapters.kubernetes import measure_change, parse_path
 from ..adapters.kubernetes.patch import metadata_only
 from ..adapters.kubernetes.pods import unmeasurable
+from ..adapters.submission import Submission
 from ..config import RouteConfig
 from ..context import R_UPSTREAM_UNREACHABLE, RequestContext
 from ..errors import BadRequest, DependencyError
@@ -146,11 +147,7 @@ class KubernetesComputeStage:
                 if found is not None:
                     claims[(kind, name)] = found
         ctx.compute = measure_change(
-            route,
-            ctx.request.method,
-            ctx.request.path,
-            ctx.headers,
-            ctx.body,
+            Submission(route, ctx.request.method, ctx.request.path, ctx.headers, ctx.body),
             self.inner.catalog,
             self.inner.inventory,
             current=current,

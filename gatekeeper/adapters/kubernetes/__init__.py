@@ -33,9 +33,10 @@ from typing import Any
 from ...config import RouteConfig
 from ...context import ComputeRequest
 from ...gpus import GpuCatalog
-from ...inventory import EMPTY_INVENTORY, Inventory
+from ...inventory import Inventory
 from ..body import load_body, sanitize
 from ..common import as_mapping, header, zero
+from ..submission import Submission
 from .objects import (
     ApiPath,
     ClaimResolver,
@@ -75,18 +76,15 @@ def _query(path: str, name: str) -> str | None:
 
 
 def measure_change(
-    route: RouteConfig,
-    method: str,
-    path: str,
-    headers: Any,
-    body: bytes,
+    req: Submission,
     catalog: GpuCatalog,
-    inventory: Inventory = EMPTY_INVENTORY,
+    inventory: Inventory,
     *,
     current: dict[str, Any] | None = None,
     resolver: ClaimResolver | None = None,
 ) -> ComputeRequest:
     """Measure a Kubernetes write; ``current`` is the stored object when the face read it."""
+    route, method, path, headers, body = req
     method = method.upper()
     if method not in ("POST", "PUT", "PATCH"):
         return zero()
@@ -177,16 +175,10 @@ def _set(obj: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 
 def measure_kubernetes(
-    route: RouteConfig,
-    method: str,
-    path: str,
-    headers: Any,
-    body: bytes,
-    catalog: GpuCatalog,
-    inventory: Inventory = EMPTY_INVENTORY,
+    req: Submission, catalog: GpuCatalog, inventory: Inventory
 ) -> ComputeRequest:
     """The adapter entry point (no stored object: see ``measure_change``)."""
-    return measure_change(route, method, path, headers, body, catalog, inventory)
+    return measure_change(req, catalog, inventory)
 
 
 __all__ = [

@@ -23,14 +23,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ...config import RouteConfig
 from ...context import ComputeRequest
 from ...errors import BadRequest
 from ...gpus import GpuCatalog
-from ...inventory import EMPTY_INVENTORY, Inventory
+from ...inventory import Inventory
 from ...memo import Memo, remember
 from ..body import load_json, sanitize
 from ..common import Part, combine, zero
+from ..submission import Submission
 from . import schema as s
 from .bound import Site, bound, bound_update, larger
 from .fields import Ask, apply, overlay, unmeasurable
@@ -181,16 +181,9 @@ def _measure_job(
     return larger([bound(body, site), bound(overlay(block, body), site)])
 
 
-def measure_slurm(
-    route: RouteConfig,
-    method: str,
-    path: str,
-    headers: Any,
-    body: bytes,
-    catalog: GpuCatalog,
-    inventory: Inventory = EMPTY_INVENTORY,
-) -> ComputeRequest:
+def measure_slurm(req: Submission, catalog: GpuCatalog, inventory: Inventory) -> ComputeRequest:
     """Measure a Slurm REST request (see the module docstring for the rules)."""
+    route, path, body = req.route, req.path, req.body
     if not body.strip():
         return zero()
     version, kind = _endpoint(path)

@@ -11,6 +11,7 @@ from multidict import CIMultiDict
 
 from gatekeeper.adapters.kubernetes import ClaimResolver, measure_change, measure_object
 from gatekeeper.adapters.kubernetes.kinds import plural
+from gatekeeper.adapters.submission import Submission
 from gatekeeper.config import RouteConfig
 from gatekeeper.context import ComputeRequest
 from gatekeeper.inventory import EMPTY_INVENTORY, Inventory
@@ -65,11 +66,7 @@ def post(
     body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
     target = path if path is not None else url_for(doc)
     return measure_change(
-        r,
-        method,
-        target,
-        CIMultiDict({"Content-Type": ctype}),
-        body,
+        Submission(r, method, target, CIMultiDict({"Content-Type": ctype}), body),
         CATALOG,
         inventory,
         current=current,
