@@ -20,6 +20,7 @@ from ...inventory import EMPTY_INVENTORY, Inventory, Pool
 from ..common import (
     MAX_MULTIPLIER,
     Part,
+    as_list,
     as_mapping,
     combine,
     number,
@@ -46,6 +47,8 @@ A_MODEL_POOL = "model-from-inventory"
 A_CLAIMS_NODE = "dra-claims-bound-by-node"
 
 DRA_KINDS = frozenset({"ResourceClaim", "ResourceClaimTemplate"})
+# LimitRange sections the API server writes into containers that name no amount of a resource.
+DEFAULTING_SECTIONS = ("default", "defaultRequest")
 
 # A pod's claim, resolved by the face: (kind, namespace, name) -> the object, or None.
 ClaimResolver = Callable[[str, str | None, str], dict[str, Any] | None]
@@ -340,10 +343,30 @@ class _Measure:
     def object(self, obj: dict[Any, Any], w: KubernetesWorkload) -> list[Part]:
         if w.kind in DRA_KINDS:
             return self.dra(obj, w.kind)
+        if (w.api_version, w.kind) == ("v1", "LimitRange"):
+            self.limit_range(obj)
+            return []
         parts: list[Part] = []
         for t in w.templates:
             parts.extend(self.template(obj, w, t, lambda pools: self.hours(obj, w, pools)))
         return parts
+
+    def limit_range(self, obj: dict[Any, Any]) -> None:
+        """Refuse a LimitRange that defaults accelerators: it grants nothing itself, but the
+        API server writes its defaults into every later container that names no amount."""
+        spec = as_mapping(obj.get("spec"), "spec")
+        for i, item in enumerate(as_list(spec.get("limits"), "spec.limits")):
+            entry = as_mapping(item, f"spec.limits[{i}]")
+            for section in DEFAULTING_SECTIONS:
+                where = f"spec.limits[{i}].{section}"
+                for name in as_mapping(entry.get(section), where):
+                    if self.tables.accelerators.unit(name, where) is not None:
+                        # SECURITY: a pod measured with no accelerator would run with these
+                        raise unmeasurable(
+                            f"{where}[{name}]",
+                            "a namespace default of accelerators reaches pods measured "
+                            "without them",
+                        )
 
     def dra(self, obj: dict[Any, Any], kind: str) -> list[Part]:
         claim = object_claim(obj, kind, self.tables.classes)

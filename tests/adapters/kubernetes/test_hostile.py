@@ -65,3 +65,36 @@ spec:
     path = "/apis/kubeflow.org/v1/namespaces/a/pytorchjobs"
     assert post(text.encode(), path=path, ctype="application/yaml").gpus == 32.0
     assert yaml.safe_load(text)["kind"] == "PyTorchJob"
+
+
+def limit_range(limits: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "l"},
+            "spec": {"limits": limits}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("limits", "detail"),
+    [
+        ([{"type": "Container", "default": {GPU: 8}}],
+         "spec.limits[0].default[nvidia.com/gpu]: a namespace default of accelerators reaches "
+         "pods measured without them"),
+        ([{"type": "Container", "max": {"cpu": "4"}},
+          {"type": "Container", "defaultRequest": {"habana.ai/gaudi": "2"}}],
+         "spec.limits[1].defaultRequest[habana.ai/gaudi]: a namespace default of accelerators "
+         "reaches pods measured without them"),
+        ([{"type": "Container", "default": {"example.com/npu-x": 1}}],
+         "spec.limits[0].default[example.com/npu-x]: unknown accelerator resource"),
+    ],
+)  # fmt: skip
+def test_limit_range_defaulting_accelerators_is_refused(limits: Any, detail: str) -> None:
+    """The API server's LimitRanger writes a LimitRange's defaults into every later container that
+    names no amount: a pod measured with none would then run with the namespace's accelerators."""
+    with pytest.raises(BadRequest) as e:
+        post(limit_range(limits), path="/api/v1/namespaces/t/limitranges")
+    assert (e.value.reason, e.value.detail) == ("unmeasurable-request", detail)
+
+
+def test_limit_range_without_accelerator_defaults_measures_zero() -> None:
+    limits = [{"type": "Container", "default": {"cpu": "1", "memory": "1Gi"},
+               "max": {GPU: 8}, "min": {GPU: 0}}]  # fmt: skip
+    assert post(limit_range(limits), path="/api/v1/namespaces/t/limitranges").gpus == 0
