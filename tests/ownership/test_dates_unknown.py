@@ -410,3 +410,24 @@ def test_csl_hostile_ids(tmp_path: Path) -> None:
     assert names["Same Name"].startswith("csl:entity_list-")
     assert names["NUMBER, Bad"].startswith("csl:sdn-")
     assert reg.profile(names["NUMBER, Bad"]).kind == "person"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a share stated as a range or a lower bound keeps only its lower bound: a holding "
+    "that may be a majority is not taken as a possible parent (needs each holding's upper bound "
+    "carried through the graph to the parent rule)",
+)
+@pytest.mark.parametrize("stated", ["50 - 75", ">= 25%", "at least 50", "25-100%"])
+def test_a_possible_majority_is_a_possible_parent(tmp_path: Path, stated: str) -> None:
+    """P (CN) holds A "50 - 75%" (or "at least 25%"): P may hold the majority of A, so A's parent
+    headquarters is CN (P the only candidate) -- never A's own SG, which lets a D:5-parented
+    company through the headquarters rules."""
+    reg = _graph(
+        tmp_path,
+        company("p", jurisdiction=["cn"]),
+        company("a", jurisdiction=["sg"]),
+        owns("o1", "p", "a", stated),
+    )
+    a = reg.profile("ftm:a")
+    assert (a.ultimate_parent, a.parent_hq_country) == ("ftm:p", "CN")
