@@ -22,7 +22,7 @@ from typing import Any
 from ...config import KubernetesAccelerator
 from ...context import R_UNMEASURABLE
 from ...errors import BadRequest
-from ..common import as_list, as_mapping, number, sanitize
+from ..common import LOOKS_ACCELERATOR, as_list, as_mapping, number, sanitize
 
 # name -> physical devices one unit touches; a trailing * is a prefix
 VENDOR_ACCELERATORS: tuple[KubernetesAccelerator, ...] = (
@@ -48,8 +48,6 @@ VENDOR_ACCELERATORS: tuple[KubernetesAccelerator, ...] = (
 
 # Names that are certainly not accelerators (core resources).
 _CORE = re.compile(r"^(cpu|memory|ephemeral-storage|storage|pods|hugepages-[A-Za-z0-9]+)$")
-# A name in neither list that looks like an accelerator is refused, not ignored.
-_LOOKS_ACCELERATOR = re.compile(r"gpu|tpu|npu|ipu|neuron|gaudi|accelerat|mig-|/xpu|qaic", re.I)
 
 _QUANTITY = re.compile(
     r"^\s*\+?(\d+(?:\.\d*)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?\s*$"
@@ -139,7 +137,7 @@ class Accelerators:
         entry = self.lookup(name)
         if entry is not None:
             return entry if entry.devices > 0 else None
-        if _CORE.match(name) or not _LOOKS_ACCELERATOR.search(name):
+        if _CORE.match(name) or not LOOKS_ACCELERATOR.search(name):
             return None
         # SECURITY: an accelerator we have no count for is not zero accelerators
         raise unmeasurable(f"{what}[{name}]", "unknown accelerator resource")

@@ -124,7 +124,7 @@ def _gpus(role: str, value: Any, path: str) -> list[GpuSpec]:
         return [GpuSpec(float(_int(value, path) or 0))]
     if not isinstance(value, str):
         raise BadRequest("unknown-gpu-syntax", f"{path}: expected a string")
-    return parse_gpus_option(value) if syntax == "gpus" else parse_tres(value)
+    return parse_gpus_option(value) if syntax == "gpus" else parse_tres(value, path)
 
 
 def _nodes(value: Any, path: str) -> int | None:

@@ -3,7 +3,9 @@
 TRES strings look like ``gres/gpu:8``, ``gres/gpu:h100:8``, ``gres:gpu:8``, ``gres/gpu=8``,
 ``gres/shard:4`` or a comma list of those; ``--gres`` values like ``gpu:h100:8`` or ``mps:100``;
 ``--gpus*`` values like ``8``, ``h100:8``, ``gpu:h100:8``. Requests of other resources (``cpu=``,
-``mem=``, ``license/``, other generic resources) grant no accelerator and are skipped.
+``mem=``, ``license/``, other generic resources) grant no accelerator and are skipped -- except a
+generic resource whose name looks like an accelerator (``vgpu``, ``gpu_h100``, ``npu``) or is not
+ASCII: gres.conf can bind GPU devices to any name, so such a request is refused.
 
 Host lists are Slurm hostlist expressions (``gpu[01-04,07],login1``): only their host count
 matters here. Whatever cannot be read is refused, never taken as nothing.
@@ -14,8 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ...context import R_UNMEASURABLE
 from ...errors import BadRequest
-from ..common import MAX_MULTIPLIER, sanitize
+from ..common import LOOKS_ACCELERATOR, MAX_MULTIPLIER, sanitize
 
 # What a GPU spec counts: whole devices, or shares of one (a shard or an MPS unit lands on one
 # physical device, so a share count bounds the devices it touches).
@@ -63,8 +66,9 @@ def _type_count(fields: list[str], original: str) -> tuple[str | None, float]:
     raise _bad(original)
 
 
-def parse_tres(text: str) -> list[GpuSpec]:
-    """GPU and share specs in a TRES or ``--gres`` string (``gres/gpu:h100:8,cpu=4``)."""
+def parse_tres(text: str, path: str = "gres") -> list[GpuSpec]:
+    """GPU and share specs in a TRES or ``--gres`` string (``gres/gpu:h100:8,cpu=4``); ``path``
+    names the field in a refusal."""
     if len(text) > MAX_TEXT:
         raise BadRequest("unknown-gpu-syntax", "TRES string too long")
     specs: list[GpuSpec] = []
@@ -79,6 +83,15 @@ def parse_tres(text: str) -> list[GpuSpec]:
                 break
         name = low.partition(":")[0].partition("=")[0]
         if name not in _KINDS:
+            if not name.startswith("license/") and (
+                LOOKS_ACCELERATOR.search(name) or not name.isascii()
+            ):
+                # SECURITY: gres.conf may bind GPUs to this name; we have no count for it
+                raise BadRequest(
+                    R_UNMEASURABLE,
+                    f"{sanitize(path, 200)}: generic resource {sanitize(name)!r} may be an "
+                    "accelerator the gate has no count for",
+                )
             continue  # cpu=, mem=, license/..., other generic resources: no accelerator
         rest = item[len(name) :]
         if rest.startswith("="):  # gpu=8 (TRES request strings)
