@@ -68,18 +68,19 @@ _BUILTIN = KubernetesConfig()
 
 
 @functools.lru_cache(maxsize=64)
-def _tables(section: KubernetesConfig) -> Tables:
+def _tables(section: KubernetesConfig, catalog: GpuCatalog | None) -> Tables:
     return Tables(
         build_kinds(section.workloads),
-        Accelerators(section.accelerator_resources),
+        Accelerators(section.accelerator_resources, catalog),
         DeviceClasses(section.device_classes),
         section.kueue_enforces_max_exec_time,
     )
 
 
-def tables_for(section: KubernetesConfig | None) -> Tables:
-    """The (cached) tables of a configuration section (``None``: the built-in ones)."""
-    return _tables(section or _BUILTIN)
+def tables_for(section: KubernetesConfig | None, catalog: GpuCatalog | None = None) -> Tables:
+    """The (cached) tables of a configuration section (``None``: the built-in ones); with the
+    catalog, a resource named after a catalogued model is an accelerator."""
+    return _tables(section or _BUILTIN, catalog)
 
 
 # ----------------------------------------------------------------------------- paths
@@ -440,7 +441,7 @@ def measure_object(
     if not isinstance(doc, dict):
         raise BadRequest("bad-body", "Kubernetes body must be an object")
     refuse_directives(doc)
-    tables = tables_for(route.kubernetes)
+    tables = tables_for(route.kubernetes, catalog)
     w = workload_of(tables, api, doc)
     namespace = api.namespace if api is not None else None
     if namespace is None:

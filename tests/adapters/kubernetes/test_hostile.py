@@ -98,3 +98,17 @@ def test_limit_range_without_accelerator_defaults_measures_zero() -> None:
     limits = [{"type": "Container", "default": {"cpu": "1", "memory": "1Gi"},
                "max": {GPU: 8}, "min": {GPU: 0}}]  # fmt: skip
     assert post(limit_range(limits), path="/api/v1/namespaces/t/limitranges").gpus == 0
+
+
+@pytest.mark.parametrize("name", ["example.com/h100", "acme.io/H100-SXM", "vendor.net/a100"])
+def test_resource_named_after_a_catalogued_model_is_refused(name: str) -> None:
+    """An extended resource whose name is a catalogued accelerator (a device plugin may be
+    configured to advertise H100s under any name) is not counted as no accelerator."""
+    doc = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"containers": [{"name": "c", "resources": {"limits": {name: 8}}}]}}  # fmt: skip
+    with pytest.raises(BadRequest) as e:
+        post(doc, path="/api/v1/namespaces/t/pods")
+    assert (e.value.reason, e.value.detail) == (
+        "unmeasurable-request",
+        f"spec.containers[0].resources.limits[{name}]: unknown accelerator resource",
+    )
