@@ -4,8 +4,9 @@ TRES strings look like ``gres/gpu:8``, ``gres/gpu:h100:8``, ``gres:gpu:8``, ``gr
 ``gres/shard:4`` or a comma list of those; ``--gres`` values like ``gpu:h100:8`` or ``mps:100``;
 ``--gpus*`` values like ``8``, ``h100:8``, ``gpu:h100:8``. Requests of other resources (``cpu=``,
 ``mem=``, ``license/``, other generic resources) grant no accelerator and are skipped -- except a
-generic resource whose name looks like an accelerator (``vgpu``, ``gpu_h100``, ``npu``) or is not
-ASCII: gres.conf can bind GPU devices to any name, so such a request is refused.
+generic resource whose name looks like an accelerator (``vgpu``, ``gpu_h100``, ``npu``), names a
+model of the shipped GPU catalog (``h100``) or is not ASCII: gres.conf can bind GPU devices to any
+name, so such a request is refused.
 
 Host lists are Slurm hostlist expressions (``gpu[01-04,07],login1``): only their host count
 matters here. Whatever cannot be read is refused, never taken as nothing.
@@ -13,11 +14,13 @@ matters here. Whatever cannot be read is refused, never taken as nothing.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
 from ...context import R_UNMEASURABLE
 from ...errors import BadRequest
+from ...gpus import GpuCatalog, load_gpu_catalog
 from ..common import LOOKS_ACCELERATOR, MAX_MULTIPLIER, sanitize
 
 # What a GPU spec counts: whole devices, or shares of one (a shard or an MPS unit lands on one
@@ -39,6 +42,22 @@ _COUNT = re.compile(r"^(\d{1,9})([kKmMgGtT]?)$")
 _MULT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _TYPE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 MAX_TEXT = 4096
+
+
+@functools.cache
+def _shipped_catalog() -> GpuCatalog:
+    return load_gpu_catalog()
+
+
+def _may_be_accelerator(name: str) -> bool:
+    """Whether a generic resource other than gpu/shard/mps may be an accelerator by its name."""
+    if name.startswith("license/"):
+        return False
+    return (
+        not name.isascii()
+        or LOOKS_ACCELERATOR.search(name) is not None
+        or _shipped_catalog().resolve(name) is not None
+    )
 
 
 def _bad(text: str) -> BadRequest:
@@ -83,9 +102,7 @@ def parse_tres(text: str, path: str = "gres") -> list[GpuSpec]:
                 break
         name = low.partition(":")[0].partition("=")[0]
         if name not in _KINDS:
-            if not name.startswith("license/") and (
-                LOOKS_ACCELERATOR.search(name) or not name.isascii()
-            ):
+            if _may_be_accelerator(name):
                 # SECURITY: gres.conf may bind GPUs to this name; we have no count for it
                 raise BadRequest(
                     R_UNMEASURABLE,

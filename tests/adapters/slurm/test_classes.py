@@ -100,6 +100,8 @@ def test_body_tres_replaces_script_options_of_its_unit() -> None:
         ("tres_per_job", "gres/nvidia.com/gpu:8", "nvidia.com/gpu"),
         ("tres_per_node", "gres/\uff47pu:8", "\uff47pu"),  # a full-width look-alike
         ("tres_per_node", "cpu=4,gres/npu:8", "npu"),
+        ("tres_per_node", "gres/h100:8", "h100"),  # a GRES named after a catalogued model
+        ("tres_per_job", "gres:a100:4", "a100"),
     ],
 )
 def test_generic_resource_that_may_be_an_accelerator_is_refused(
