@@ -347,6 +347,15 @@ class _Measure:
         if (w.api_version, w.kind) == ("v1", "LimitRange"):
             self.limit_range(obj)
             return []
+        if w.kind == "DeviceClass" and w.api_version.startswith("resource.k8s.io/"):
+            name = as_mapping(obj.get("metadata"), "metadata").get("name")
+            if self.tables.classes.counts_none(name):
+                # SECURITY: its selectors could be rewritten to pick GPUs its claims never count
+                raise unmeasurable(
+                    "metadata.name",
+                    f"claims of device class {sanitize(str(name))!r} are counted as no "
+                    "accelerator: it is not written through the gate",
+                )
         parts: list[Part] = []
         for t in w.templates:
             parts.extend(self.template(obj, w, t, lambda pools: self.hours(obj, w, pools)))

@@ -112,3 +112,20 @@ def test_resource_named_after_a_catalogued_model_is_refused(name: str) -> None:
         "unmeasurable-request",
         f"spec.containers[0].resources.limits[{name}]: unknown accelerator resource",
     )
+
+
+def test_device_class_counted_as_none_is_not_rewritten() -> None:
+    """Claims of NVIDIA's ComputeDomain channel classes count no accelerator; a DeviceClass of
+    that name written with a selector for GPUs would make such claims allocate GPUs unmeasured."""
+    doc = {"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
+           "metadata": {"name": "compute-domain-default-channel.nvidia.com"},
+           "spec": {"selectors": [{"cel": {"expression": "device.driver == 'gpu.nvidia.com'"}}]}}  # fmt: skip
+    with pytest.raises(BadRequest) as e:
+        post(doc, path="/apis/resource.k8s.io/v1/deviceclasses")
+    assert (e.value.reason, e.value.detail) == (
+        "unmeasurable-request",
+        "metadata.name: claims of device class 'compute-domain-default-channel.nvidia.com' are "
+        "counted as no accelerator: it is not written through the gate",
+    )
+    doc["metadata"] = {"name": "gpu.nvidia.com"}
+    assert post(doc, path="/apis/resource.k8s.io/v1/deviceclasses").gpus == 0
