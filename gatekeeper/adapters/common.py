@@ -20,6 +20,9 @@ from .body import sanitize
 MAX_GPUS = 10_000_000.0  # per measured part; far above any real cluster
 MAX_HOURS = 1_000_000.0  # ~114 years
 MAX_MULTIPLIER = 10_000_000  # nodes, tasks, replicas, array sizes
+# A resource name (Kubernetes extended resource, Slurm generic resource) that looks like an
+# accelerator: where the gate has no count for it, it is refused, not ignored.
+LOOKS_ACCELERATOR = re.compile(r"gpu|tpu|npu|ipu|neuron|gaudi|accelerat|mig-|/xpu|qaic", re.I)
 
 
 # ----------------------------------------------------------------------------- values

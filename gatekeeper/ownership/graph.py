@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .model import FULL, Collector, Entity
+from .model import CONTROL, FULL, Collector, Entity
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +147,7 @@ def build_graph(col: Collector) -> Graph:
                 in_units.append(u)
                 in_control.append(c)
                 total += max(u, 0)
-                nctrl += c
+                nctrl += c & CONTROL
             overowned += total > FULL
             multi_control += nctrl > 1
         in_start[a + 1] = len(in_owner)

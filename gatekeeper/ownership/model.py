@@ -32,6 +32,10 @@ HALF = 50 * SCALE
 #: Share units of a holding whose size the source does not state (an FtM ``Ownership`` without a
 #: percentage). Never counted as 0: the resolver bounds it from above (``possibly_affiliated``).
 UNKNOWN_SHARE = -1
+#: Edge control bits: control without equity (a VIE contract), and a stated share whose upper
+#: bound may be a majority (an FtM range or lower bound such as "50 - 75" or ">= 25%").
+CONTROL = 1
+MAY_CONTROL = 2
 
 #: Flags that make an entity *listed* for the US 50% rule (docs/entities.md), read by the policy as
 #: ``ownership.affiliated`` / ``listed_share`` / ``listed_via``: ``entity_list`` (BIS Entity List)
@@ -201,12 +205,20 @@ class Collector:
         return None
 
     def add_edge(
-        self, owner: str, asset: str, units: int, control: bool, source: int, line: int | None
+        self,
+        owner: str,
+        asset: str,
+        units: int,
+        control: bool,
+        source: int,
+        line: int | None,
+        *,
+        may_control: bool = False,
     ) -> None:
         self.e_owner.append(self.intern(owner))
         self.e_asset.append(self.intern(asset))
         self.e_units.append(units)
-        self.e_control.append(1 if control else 0)
+        self.e_control.append((CONTROL if control else 0) | (MAY_CONTROL if may_control else 0))
         self.e_source.append(source)
         self.e_line.append(line or 0)
         self.reports[source].edges += 1

@@ -36,7 +36,7 @@ from typing import Any
 
 from ..context import License, OwnershipProfile
 from .graph import EXACT, BoLimits, Graph, build_graph
-from .model import FULL, HALF, SCALE
+from .model import CONTROL, FULL, HALF, MAY_CONTROL, SCALE
 
 __all__ = ["EXACT", "MAX_PATHS", "BoLimits", "Graph", "build_graph", "resolve"]
 
@@ -186,7 +186,9 @@ def controlling_owners(g: Graph) -> tuple[list[int], bytearray]:
     leave more than 50% unaccounted for, an owner of unknown size may hold a majority. One such
     owner is taken as the controlling owner (OpenSanctions' "subsidiary of" has no percentage);
     with several, which of them controls is unknown, so the entity is marked uncertain and its
-    parent's headquarters is reported unknown, never as its own.
+    parent's headquarters is reported unknown, never as its own. A share stated as a range or a
+    lower bound (``MAY_CONTROL``) is a candidate in the same way when its upper bound exceeds 50%
+    and the other stated shares leave it room for a majority.
     """
     n = len(g.ids)
     ids = g.ids
@@ -197,25 +199,30 @@ def controlling_owners(g: Graph) -> tuple[list[int], bytearray]:
         best = -1
         best_u = 0
         known = 0
-        maybe = -1
-        candidates = 0
+        unknown: list[int] = []
+        ranged: list[tuple[int, int]] = []
         for k in range(in_start[a], in_start[a + 1]):
             o = in_owner[k]
-            if in_control[k]:
+            if in_control[k] & CONTROL:
                 best = o  # control beats equity; the native loader rejects a second control edge
                 break
             u = in_units[k]
             if u < 0:
-                candidates += 1
-                maybe = o
+                unknown.append(o)
                 continue
             known += u
+            if in_control[k] & MAY_CONTROL:
+                ranged.append((o, u))
             if u > HALF and (best < 0 or u > best_u or (u == best_u and ids[o] < ids[best])):
                 best, best_u = o, u
-        if best < 0 and candidates and FULL - known > HALF:
-            if candidates == 1:
-                best = maybe
-            else:
+        if best < 0:
+            # SECURITY: a holding that may be the majority is a possible parent, never ignored
+            possible = [o for o, u in ranged if FULL - (known - u) > HALF]
+            if FULL - known > HALF:
+                possible += unknown
+            if len(possible) == 1:
+                best = possible[0]
+            elif possible:
                 uncertain[a] = 1
         ctrl[a] = best
     return ctrl, uncertain

@@ -410,3 +410,48 @@ def test_csl_hostile_ids(tmp_path: Path) -> None:
     assert names["Same Name"].startswith("csl:entity_list-")
     assert names["NUMBER, Bad"].startswith("csl:sdn-")
     assert reg.profile(names["NUMBER, Bad"]).kind == "person"
+
+
+@pytest.mark.parametrize("stated", ["50 - 75", ">= 25%", "at least 50", "25-100%"])
+def test_a_possible_majority_is_a_possible_parent(tmp_path: Path, stated: str) -> None:
+    """P (CN) holds A "50 - 75%" (or "at least 25%"): P may hold the majority of A, so A's parent
+    headquarters is CN (P the only candidate) -- never A's own SG, which lets a D:5-parented
+    company through the headquarters rules."""
+    reg = _graph(
+        tmp_path,
+        company("p", jurisdiction=["cn"]),
+        company("a", jurisdiction=["sg"]),
+        owns("o1", "p", "a", stated),
+    )
+    a = reg.profile("ftm:a")
+    assert (a.ultimate_parent, a.parent_hq_country) == ("ftm:p", "CN")
+
+
+@pytest.mark.parametrize(
+    ("p_share", "k_share", "parent", "hq"),
+    [
+        ("< 25", None, "ftm:a", "SG"),  # certainly a minority: never a parent
+        ("minority", None, "ftm:a", "SG"),
+        ("up to 60", None, "ftm:p", "CN"),  # may be 60%
+        ("25-75", "50", "ftm:a", "SG"),  # K's stated 50 leaves P at most 50
+        ("25-75", "40", "ftm:p", "CN"),  # K's 40 leaves P room for 60
+        ("25-75", "30-60", None, None),  # either may hold the majority: unknown, not A's own
+        ("25-75", "60", "ftm:k", "US"),  # a stated majority decides
+    ],
+)
+def test_possible_majorities_and_the_room_left(
+    tmp_path: Path, p_share: str, k_share: str | None, parent: str | None, hq: str | None
+) -> None:
+    records = [
+        company("p", jurisdiction=["cn"]),
+        company("k", jurisdiction=["us"]),
+        company("a", jurisdiction=["sg"]),
+        owns("o1", "p", "a", p_share),
+    ]
+    if k_share is not None:
+        records.append(owns("o2", "k", "a", k_share))
+    a = _graph(tmp_path, *records).profile("ftm:a")
+    if parent is None:
+        assert (a.ultimate_parent, a.parent_hq_country) == ("ftm:a", None)
+    else:
+        assert (a.ultimate_parent, a.parent_hq_country) == (parent, hq)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from gatekeeper.errors import ConfigError
-from gatekeeper.ownership.sources.ftm import MAX_LINE_BYTES, parse_percentage
+from gatekeeper.ownership.sources.ftm import MAX_LINE_BYTES, parse_percentage, percentage_bounds
 
 from .helpers import company, owns, registry, write_ftm
 
@@ -208,3 +208,18 @@ def test_duplicate_edges_keep_the_larger_share(tmp_path: Path) -> None:
     reg = registry((path, "ftm"))
     assert reg.profile("ftm:A").listed_share == 55.0
     assert reg.stats["duplicate_edges"] == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "bounds"),
+    [
+        ("50%", (50.0, 50.0)),
+        (">= 25", (25.0, 100.0)),
+        ("25-75%", (25.0, 75.0)),
+        ("< 25", (0.0, 25.0)),
+        ("minority", (0.0, 50.0)),
+        ("majority", (50.0001, 100.0)),
+    ],
+)
+def test_percentage_bounds(text: str, bounds: tuple[float, float]) -> None:
+    assert percentage_bounds(text) == pytest.approx(bounds, abs=1e-9)

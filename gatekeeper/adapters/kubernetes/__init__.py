@@ -132,7 +132,7 @@ def _subresource(
             "writes through the API server's proxy reach a service the gate cannot measure",
         )
     if sub in ("ephemeralcontainers", "resize"):
-        tables = tables_for(route.kubernetes)
+        tables = tables_for(route.kubernetes, catalog)
         spec = as_mapping(as_mapping(doc, "body").get("spec"), "spec")
         if sub == "resize" and pod_accelerators(spec, "spec", tables.accelerators).devices > 0:
             raise unmeasurable("spec.containers", "accelerators cannot be resized in place")
@@ -141,7 +141,7 @@ def _subresource(
         )
         return zero()
     if sub == "scale":
-        tables = tables_for(route.kubernetes)
+        tables = tables_for(route.kubernetes, catalog)
         w = tables.kinds.resource(api.api_version, api.resource)
         if w is None or w.scale is None:
             raise unmeasurable(f"{api.resource}/scale", "no known replica field")

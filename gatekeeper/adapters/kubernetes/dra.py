@@ -45,6 +45,11 @@ class DeviceClasses:
         for entry in (*extra, *VENDOR_CLASSES):
             self._by_name.setdefault(entry.name, entry)
 
+    def counts_none(self, name: Any) -> bool:
+        """Whether claims of class ``name`` are counted as no accelerator."""
+        entry = self._by_name.get(name) if isinstance(name, str) else None
+        return entry is not None and entry.devices <= 0
+
     def get(self, name: Any, what: str) -> KubernetesAccelerator:
         if not isinstance(name, str) or not name:
             raise unmeasurable(what, "a device request names no device class")

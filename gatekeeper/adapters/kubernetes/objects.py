@@ -18,7 +18,7 @@ from ...errors import BadRequest
 from ...gpus import GpuCatalog
 from ...inventory import EMPTY_INVENTORY, Inventory, Pool
 from ..body import sanitize
-from ..common import MAX_MULTIPLIER, Part, as_mapping, combine, number
+from ..common import MAX_MULTIPLIER, Part, as_list, as_mapping, combine, number
 from .dra import DeviceClasses, object_claim
 from .kinds import Factor, Kinds, build_kinds, parse_factor
 from .pods import (
@@ -40,6 +40,8 @@ A_MODEL_POOL = "model-from-inventory"
 A_CLAIMS_NODE = "dra-claims-bound-by-node"
 
 DRA_KINDS = frozenset({"ResourceClaim", "ResourceClaimTemplate"})
+# LimitRange sections the API server writes into containers that name no amount of a resource.
+DEFAULTING_SECTIONS = ("default", "defaultRequest")
 
 # A pod's claim, resolved by the face: (kind, namespace, name) -> the object, or None.
 ClaimResolver = Callable[[str, str | None, str], dict[str, Any] | None]
@@ -59,18 +61,19 @@ _BUILTIN = KubernetesConfig()
 
 
 @functools.lru_cache(maxsize=64)
-def _tables(section: KubernetesConfig) -> Tables:
+def _tables(section: KubernetesConfig, catalog: GpuCatalog | None) -> Tables:
     return Tables(
         build_kinds(section.workloads),
-        Accelerators(section.accelerator_resources),
+        Accelerators(section.accelerator_resources, catalog),
         DeviceClasses(section.device_classes),
         section.kueue_enforces_max_exec_time,
     )
 
 
-def tables_for(section: KubernetesConfig | None) -> Tables:
-    """The (cached) tables of a configuration section (``None``: the built-in ones)."""
-    return _tables(section or _BUILTIN)
+def tables_for(section: KubernetesConfig | None, catalog: GpuCatalog | None = None) -> Tables:
+    """The (cached) tables of a configuration section (``None``: the built-in ones); with the
+    catalog, a resource named after a catalogued model is an accelerator."""
+    return _tables(section or _BUILTIN, catalog)
 
 
 # ----------------------------------------------------------------------------- paths
@@ -334,10 +337,39 @@ class _Measure:
     def object(self, obj: dict[Any, Any], w: KubernetesWorkload) -> list[Part]:
         if w.kind in DRA_KINDS:
             return self.dra(obj, w.kind)
+        if (w.api_version, w.kind) == ("v1", "LimitRange"):
+            self.limit_range(obj)
+            return []
+        if w.kind == "DeviceClass" and w.api_version.startswith("resource.k8s.io/"):
+            name = as_mapping(obj.get("metadata"), "metadata").get("name")
+            if self.tables.classes.counts_none(name):
+                # SECURITY: its selectors could be rewritten to pick GPUs its claims never count
+                raise unmeasurable(
+                    "metadata.name",
+                    f"claims of device class {sanitize(str(name))!r} are counted as no "
+                    "accelerator: it is not written through the gate",
+                )
         parts: list[Part] = []
         for t in w.templates:
             parts.extend(self.template(obj, w, t, lambda pools: self.hours(obj, w, pools)))
         return parts
+
+    def limit_range(self, obj: dict[Any, Any]) -> None:
+        """Refuse a LimitRange that defaults accelerators: it grants nothing itself, but the
+        API server writes its defaults into every later container that names no amount."""
+        spec = as_mapping(obj.get("spec"), "spec")
+        for i, item in enumerate(as_list(spec.get("limits"), "spec.limits")):
+            entry = as_mapping(item, f"spec.limits[{i}]")
+            for section in DEFAULTING_SECTIONS:
+                where = f"spec.limits[{i}].{section}"
+                for name in as_mapping(entry.get(section), where):
+                    if self.tables.accelerators.unit(name, where) is not None:
+                        # SECURITY: a pod measured with no accelerator would run with these
+                        raise unmeasurable(
+                            f"{where}[{name}]",
+                            "a namespace default of accelerators reaches pods measured "
+                            "without them",
+                        )
 
     def dra(self, obj: dict[Any, Any], kind: str) -> list[Part]:
         claim = object_claim(obj, kind, self.tables.classes)
@@ -411,7 +443,7 @@ def measure_object(
     if not isinstance(doc, dict):
         raise BadRequest("bad-body", "Kubernetes body must be an object")
     refuse_directives(doc)
-    tables = tables_for(route.kubernetes)
+    tables = tables_for(route.kubernetes, catalog)
     w = workload_of(tables, api, doc)
     namespace = api.namespace if api is not None else None
     if namespace is None:

@@ -22,8 +22,9 @@ from typing import Any
 from ...config import KubernetesAccelerator
 from ...context import R_UNMEASURABLE
 from ...errors import BadRequest
+from ...gpus import GpuCatalog
 from ..body import sanitize
-from ..common import as_list, as_mapping, number
+from ..common import LOOKS_ACCELERATOR, as_list, as_mapping, number
 
 # name -> physical devices one unit touches; a trailing * is a prefix
 VENDOR_ACCELERATORS: tuple[KubernetesAccelerator, ...] = (
@@ -49,8 +50,6 @@ VENDOR_ACCELERATORS: tuple[KubernetesAccelerator, ...] = (
 
 # Names that are certainly not accelerators (core resources).
 _CORE = re.compile(r"^(cpu|memory|ephemeral-storage|storage|pods|hugepages-[A-Za-z0-9]+)$")
-# A name in neither list that looks like an accelerator is refused, not ignored.
-_LOOKS_ACCELERATOR = re.compile(r"gpu|tpu|npu|ipu|neuron|gaudi|accelerat|mig-|/xpu|qaic", re.I)
 
 _QUANTITY = re.compile(
     r"^\s*\+?(\d+(?:\.\d*)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?\s*$"
@@ -109,9 +108,12 @@ def quantity(value: Any, what: str) -> float:
 class Accelerators:
     """Resource name -> physical accelerators per unit (operator entries before the vendor list)."""
 
-    __slots__ = ("_exact", "_prefixes")
+    __slots__ = ("_catalog", "_exact", "_prefixes")
 
-    def __init__(self, extra: Iterable[KubernetesAccelerator] = ()) -> None:
+    def __init__(
+        self, extra: Iterable[KubernetesAccelerator] = (), catalog: GpuCatalog | None = None
+    ) -> None:
+        self._catalog = catalog  # a name that is a catalogued model is an accelerator
         self._exact: dict[str, KubernetesAccelerator] = {}
         self._prefixes: list[tuple[str, KubernetesAccelerator]] = []
         for entry in (*extra, *VENDOR_ACCELERATORS):
@@ -140,7 +142,10 @@ class Accelerators:
         entry = self.lookup(name)
         if entry is not None:
             return entry if entry.devices > 0 else None
-        if _CORE.match(name) or not _LOOKS_ACCELERATOR.search(name):
+        named_model = self._catalog is not None and (
+            self._catalog.resolve(name.rpartition("/")[2]) is not None
+        )
+        if _CORE.match(name) or not (named_model or LOOKS_ACCELERATOR.search(name)):
             return None
         # SECURITY: an accelerator we have no count for is not zero accelerators
         raise unmeasurable(f"{what}[{name}]", "unknown accelerator resource")

@@ -124,7 +124,7 @@ def _gpus(role: str, value: Any, path: str) -> tuple[GpuSpec, ...]:
         return (GpuSpec(float(_int(value, path) or 0)),)
     if not isinstance(value, str):
         raise BadRequest("unknown-gpu-syntax", f"{path}: expected a string")
-    return gpus_option_specs(value) if syntax == "gpus" else tres_specs(value)
+    return gpus_option_specs(value) if syntax == "gpus" else tres_specs(value, path)
 
 
 def _nodes(value: Any, path: str) -> int | None:

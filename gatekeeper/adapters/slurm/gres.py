@@ -3,7 +3,10 @@
 TRES strings look like ``gres/gpu:8``, ``gres/gpu:h100:8``, ``gres:gpu:8``, ``gres/gpu=8``,
 ``gres/shard:4`` or a comma list of those; ``--gres`` values like ``gpu:h100:8`` or ``mps:100``;
 ``--gpus*`` values like ``8``, ``h100:8``, ``gpu:h100:8``. Requests of other resources (``cpu=``,
-``mem=``, ``license/``, other generic resources) grant no accelerator and are skipped.
+``mem=``, ``license/``, other generic resources) grant no accelerator and are skipped -- except a
+generic resource whose name looks like an accelerator (``vgpu``, ``gpu_h100``, ``npu``), names a
+model of the shipped GPU catalog (``h100``) or is not ASCII: gres.conf can bind GPU devices to any
+name, so such a request is refused.
 
 Host lists are Slurm hostlist expressions (``gpu[01-04,07],login1``): only their host count
 matters here. Whatever cannot be read is refused, never taken as nothing.
@@ -11,13 +14,16 @@ matters here. Whatever cannot be read is refused, never taken as nothing.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
+from ...context import R_UNMEASURABLE
 from ...errors import BadRequest
+from ...gpus import GpuCatalog, load_gpu_catalog
 from ...memo import Memo, remember
 from ..body import sanitize
-from ..common import MAX_MULTIPLIER
+from ..common import LOOKS_ACCELERATOR, MAX_MULTIPLIER
 
 # What a GPU spec counts: whole devices, or shares of one (a shard or an MPS unit lands on one
 # physical device, so a share count bounds the devices it touches).
@@ -38,6 +44,22 @@ _COUNT = re.compile(r"^(\d{1,9})([kKmMgGtT]?)$")
 _MULT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _TYPE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 MAX_TEXT = 4096
+
+
+@functools.cache
+def _shipped_catalog() -> GpuCatalog:
+    return load_gpu_catalog()
+
+
+def _may_be_accelerator(name: str) -> bool:
+    """Whether a generic resource other than gpu/shard/mps may be an accelerator by its name."""
+    if name.startswith("license/"):
+        return False
+    return (
+        not name.isascii()
+        or LOOKS_ACCELERATOR.search(name) is not None
+        or _shipped_catalog().resolve(name) is not None
+    )
 
 
 def _bad(text: str) -> BadRequest:
@@ -65,8 +87,9 @@ def _type_count(fields: list[str], original: str) -> tuple[str | None, float]:
     raise _bad(original)
 
 
-def parse_tres(text: str) -> list[GpuSpec]:
-    """GPU and share specs in a TRES or ``--gres`` string (``gres/gpu:h100:8,cpu=4``)."""
+def parse_tres(text: str, path: str = "gres") -> list[GpuSpec]:
+    """GPU and share specs in a TRES or ``--gres`` string (``gres/gpu:h100:8,cpu=4``); ``path``
+    names the field in a refusal."""
     if len(text) > MAX_TEXT:
         raise BadRequest("unknown-gpu-syntax", "TRES string too long")
     specs: list[GpuSpec] = []
@@ -81,6 +104,13 @@ def parse_tres(text: str) -> list[GpuSpec]:
                 break
         name = low.partition(":")[0].partition("=")[0]
         if name not in _KINDS:
+            if _may_be_accelerator(name):
+                # SECURITY: gres.conf may bind GPUs to this name; we have no count for it
+                raise BadRequest(
+                    R_UNMEASURABLE,
+                    f"{sanitize(path, 200)}: generic resource {sanitize(name)!r} may be an "
+                    "accelerator the gate has no count for",
+                )
             continue  # cpu=, mem=, license/..., other generic resources: no accelerator
         rest = item[len(name) :]
         if rest.startswith("="):  # gpu=8 (TRES request strings)
@@ -189,14 +219,19 @@ def _bracket_count(body: str, text: str, what: str) -> int:
 
 # Clients repeat the same few GPU and host-list strings; each result depends on the text alone.
 MEMO_TEXT = 256
-_TRES_MEMO = Memo(lambda text: tuple(parse_tres(text)), MEMO_TEXT)
+_TRES_MEMO: dict[str, tuple[GpuSpec, ...]] = {}
 _GPUS_MEMO = Memo(lambda text: tuple(parse_gpus_option(text)), MEMO_TEXT)
 _HOSTS_MEMO: dict[str, int] = {}
 
 
-def tres_specs(text: str) -> tuple[GpuSpec, ...]:
-    """``parse_tres`` as a tuple, remembered by text."""
-    return _TRES_MEMO(text)
+def tres_specs(text: str, path: str = "gres") -> tuple[GpuSpec, ...]:
+    """``parse_tres`` as a tuple, remembered by text (``path`` names the field in a refusal
+    only, and a refusal is never remembered)."""
+    hit = _TRES_MEMO.get(text)
+    if hit is None:
+        hit = tuple(parse_tres(text, path))
+        remember(_TRES_MEMO, text, hit, len(text), MEMO_TEXT)
+    return hit
 
 
 def gpus_option_specs(text: str) -> tuple[GpuSpec, ...]:

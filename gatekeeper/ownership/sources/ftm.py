@@ -50,6 +50,7 @@ import orjson
 from ...errors import ConfigError, Problem
 from ..model import (
     FLAG_RE,
+    HALF,
     ID_RE,
     SCALE,
     UNKNOWN_SHARE,
@@ -122,27 +123,34 @@ def parse_percentage(text: str) -> float:
     "majority" -> just above 50 (50.0001: a majority, so a parent); "25-50%" -> 25; "< 25",
     "up to 25", "minority" -> 0 (nothing certain). Raises ``ValueError`` for anything else.
     """
+    return percentage_bounds(text)[0]
+
+
+def percentage_bounds(text: str) -> tuple[float, float]:
+    """The lower and upper bounds of the share ``text`` states (see ``parse_percentage``): an
+    exact number is both; ">= 25" is 25 to 100, "25-75%" 25 to 75, "< 25" 0 to 25, "minority"
+    0 to 50. The upper bound says whether the holding may be a majority."""
     t = " ".join(text.strip().lower().replace("\u2265", ">=").replace("\u2264", "<=").split())
     if not t or len(t) > 64:
         raise ValueError("empty or overlong percentage")
     if t in _MAJORITY:
-        return 50.0 + _EPS
+        return 50.0 + _EPS, 100.0
     if t in _MINORITY:
-        return 0.0
+        return 0.0, 50.0
     if m := _EXACT.match(t):
-        return _num(m.group(1))
+        value = _num(m.group(1))
+        return value, value
     if m := _AT_LEAST.match(t):
-        return _num(m.group(1))
+        return _num(m.group(1)), 100.0
     if m := _MORE.match(t):
-        return min(_num(m.group(1)) + _EPS, 100.0)
+        return min(_num(m.group(1)) + _EPS, 100.0), 100.0
     if m := _LESS.match(t):
-        _num(m.group(1))
-        return 0.0
+        return 0.0, _num(m.group(1))
     if m := _RANGE.match(t):
         lo, hi = _num(m.group(1)), _num(m.group(2))
         if lo > hi:
             raise ValueError("range upside down")
-        return lo
+        return lo, hi
     raise ValueError("not a percentage")
 
 
@@ -350,13 +358,18 @@ def load_ftm(path: str, col: Collector, src: int, hasher: Any) -> None:
                 continue
             pct = props.get("percentage")
             units = UNKNOWN_SHARE
+            may_control = False
             if isinstance(pct, list) and pct:
                 try:
-                    units = max(round(parse_percentage(str(p)) * SCALE) for p in pct)
+                    bounds = [percentage_bounds(str(p)) for p in pct]
+                    units = max(round(lo * SCALE) for lo, _ in bounds)
+                    may_control = max(round(hi * SCALE) for _, hi in bounds) > HALF
                 except ValueError as exc:
                     shown = str(pct[0])[:40]
                     rep.bad(lineno, "properties.percentage", f"{shown!r}: {exc}")
                     continue
             else:
                 rep.note("edges_without_share")
-            col.add_edge("ftm:" + owner, "ftm:" + asset, units, False, src, lineno)
+            col.add_edge(
+                "ftm:" + owner, "ftm:" + asset, units, False, src, lineno, may_control=may_control
+            )

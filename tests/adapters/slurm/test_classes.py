@@ -13,7 +13,7 @@ from gatekeeper.context import ComputeRequest
 from gatekeeper.errors import BadRequest
 
 from ..helpers import CATALOG, check
-from .cases import CASES, INVENTORY, REFUSED, ROUTES
+from .cases import CASES, ENV, INVENTORY, REFUSED, ROUTES, SH, V41
 
 
 def run(route: str, path: str, body: Any) -> ComputeRequest:
@@ -88,3 +88,38 @@ def test_body_tres_replaces_script_options_of_its_unit() -> None:
         }
     }
     assert run("plain", "/slurm/v0.0.41/job/submit", body).gpus == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "name"),
+    [
+        ("tres_per_node", "gres/vgpu:8", "vgpu"),
+        ("tres_per_job", "gres/gpu_h100:8", "gpu_h100"),
+        ("tres_per_task", "gres/gpus:2", "gpus"),
+        ("tres_per_node", "gres/gpu/h100:8", "gpu/h100"),
+        ("tres_per_job", "gres/nvidia.com/gpu:8", "nvidia.com/gpu"),
+        ("tres_per_node", "gres/\uff47pu:8", "\uff47pu"),  # a full-width look-alike
+        ("tres_per_node", "cpu=4,gres/npu:8", "npu"),
+        ("tres_per_node", "gres/h100:8", "h100"),  # a GRES named after a catalogued model
+        ("tres_per_job", "gres:a100:4", "a100"),
+    ],
+)
+def test_generic_resource_that_may_be_an_accelerator_is_refused(
+    field: str, value: str, name: str
+) -> None:
+    """A generic resource other than gpu/shard/mps is granted only where gres.conf declares it,
+    and gres.conf can bind GPU devices to any name: one that looks like an accelerator is not
+    counted as none."""
+    body = {"job": {"partition": "h100", **ENV, field: value}, "script": SH}
+    with pytest.raises(BadRequest) as exc:
+        run("pooled", V41, body)
+    assert (exc.value.reason, exc.value.detail) == (
+        "unmeasurable-request",
+        f"job.{field}: generic resource {name!r} may be an accelerator the gate has no count for",
+    )
+
+
+def test_other_generic_resources_and_licenses_grant_nothing() -> None:
+    body = {"job": {"partition": "h100", **ENV,
+                    "tres_per_node": "gres/nic:1,license/gpu_seats:2,cpu=4"}, "script": SH}  # fmt: skip
+    assert run("pooled", V41, body).gpus == 0
