@@ -30,13 +30,18 @@ a deployment without ``ray_actor_options.num_gpus``, ``num_replicas: auto`` with
 ``max_replicas``, ``external_scaler_enabled``. Hours: Ray has no time limit in the body, so the
 route's ``max_hours`` (a limit the provider enforces) applies.
 
-Only what the request reserves is visible: tasks and actors the entrypoint (or a deployment's code)
-starts use the cluster's GPUs without passing the gate. Size the route and the cluster with that
-in mind.
+The code a job runs (or a deployment's replicas run) can start tasks and actors that reserve the
+cluster's GPUs without passing the gate, so what the request declares is not a bound of what it
+may use. When the route names a Ray pool of the inventory (``routes[].inventory``), every job and
+every Serve application is bounded by that pool: all its accelerators, of its model, for the
+route's hours (assumption ``gpus-from-ray-cluster``). Without one, only the declared reservations
+are counted, and every such decision says so (assumption ``ray-code-unbounded``): configure the
+pool for any cluster that holds controlled accelerators.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ..config import RouteConfig
@@ -280,6 +285,10 @@ def _serve(doc: dict[Any, Any], route: RouteConfig, catalog: GpuCatalog) -> list
     return parts
 
 
+A_CLUSTER = "gpus-from-ray-cluster"  # the job's code may reserve every GPU of the route's pool
+A_UNBOUNDED = "ray-code-unbounded"  # no Ray pool on the route: only declared GPUs are counted
+
+
 def measure_ray(req: Submission, catalog: GpuCatalog, inventory: Inventory) -> ComputeRequest:
     """Measure a Ray job submission or Serve deployment (see the module docstring)."""
     route, method, path, body = req.route, req.method, req.path, req.body
@@ -292,4 +301,14 @@ def measure_ray(req: Submission, catalog: GpuCatalog, inventory: Inventory) -> C
     if not isinstance(doc, dict):
         raise BadRequest("bad-body", "Ray request must be a JSON object")
     parts = _job(doc, route, catalog) if kind == "job" else _serve(doc, route, catalog)
+    pool = inventory.entry(route.inventory)
+    if pool is None or pool.scheduler != "ray":
+        measured = combine(parts, route, catalog)
+        return replace(measured, assumptions=tuple(sorted({*measured.assumptions, A_UNBOUNDED})))
+    # SECURITY: tasks and actors the code starts reserve GPUs the request never names; the
+    # cluster bounds them (a declaration larger than the cluster can never be granted, and is
+    # kept as the larger figure)
+    if sum(p.gpus for p in parts) <= pool.accelerators:
+        hours = min(route.max_hours, pool.max_hours) if pool.max_hours else route.max_hours
+        parts = [Part(pool.accelerators, hours, (pool.model.name,), (A_CLUSTER,))]
     return combine(parts, route, catalog)

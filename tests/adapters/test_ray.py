@@ -238,12 +238,6 @@ def test_serve_never_below_what_its_replicas_reserve(
         assert result.gpus > 0  # never zero for a request that reserves GPUs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Ray job is measured by its entrypoint's own reservation; the tasks and actors its "
-    "code starts reserve the cluster's GPUs without passing the gate (documented in the module). "
-    "A sound bound is the route's Ray pool (refused without one): a product decision left open",
-)
 def test_job_bound_covers_what_its_code_can_reserve() -> None:
     """``entrypoint: python train.py`` with no ``entrypoint_num_gpus``: the driver may call
     ``ray.remote(num_gpus=8)`` and Ray grants it GPUs of the cluster. Measured 0, a D:5-parented
@@ -259,3 +253,25 @@ def test_job_bound_covers_what_its_code_can_reserve() -> None:
     r = route("ray", max_hours=48.0, inventory="ray-h100")
     c = measure(r, "POST", "/api/jobs/", CIMultiDict(), body, CATALOG, inventory)
     assert c is not None and c.gpus == 32
+
+
+def test_without_a_pool_every_ray_decision_says_code_is_unbounded() -> None:
+    c = run(route("ray", max_hours=48.0), job(entrypoint_num_gpus=1), path=SUBMIT)
+    assert c.gpus == 1 and "ray-code-unbounded" in c.assumptions
+
+
+def test_a_declaration_larger_than_the_pool_is_kept() -> None:
+    pool = InventoryEntry(
+        name="ray-small",
+        scheduler="ray",
+        nodes=1,
+        node=InventoryNode(accelerators=InventoryAccelerators(model="H100-SXM", count=2)),
+    )
+    inventory = build_inventory((pool,), CATALOG)
+    r = route("ray", max_hours=48.0, inventory="ray-small")
+    body = b'{"entrypoint": "python train.py", "entrypoint_num_gpus": 4}'
+    c = measure(r, "POST", SUBMIT, CIMultiDict(), body, CATALOG, inventory)
+    assert c is not None and c.gpus == 4
+    small = b'{"entrypoint": "python train.py", "entrypoint_num_gpus": 1}'
+    c = measure(r, "POST", SUBMIT, CIMultiDict(), small, CATALOG, inventory)
+    assert c is not None and c.gpus == 2 and "gpus-from-ray-cluster" in c.assumptions

@@ -1,7 +1,7 @@
 """No tenant owned from D:5 gets a forwarded Ray request that could reach a controlled GPU.
 
-Every body of the Ray tables (``test_ray.MEASURED`` with at least one GPU, and every body the
-adapter refuses) goes through the gate's own decision path (``gatekeeper check``'s
+Every body of the Ray tables (``test_ray.MEASURED`` with at least one GPU, every body the adapter
+refuses, and a job that declares no GPU while its code may reserve the cluster's) goes through the gate's own decision path (``gatekeeper check``'s
 ``decide_offline``, with real tokens, entities and GeoIP) under the shipped US pack, as
 ``acme-sg``: a Singapore company whose ultimate parent is headquartered in a D:5 country. None
 may be allowed: each is held for a licence (451) or refused as unmeasurable (400). A US lab is
@@ -40,16 +40,25 @@ def _config(tmp: Path, keys: DemoKeys) -> Path:
         "adapter": "ray",
         "gpu_model": "H100-SXM",
         "max_hours": 48,
+        "inventory": "ray-h100",
     }
+    cfg["inventory"] = [
+        {"name": "ray-h100", "scheduler": "ray", "nodes": 2,
+         "node": {"accelerators": {"model": "H100-SXM", "count": 8}}}
+    ]  # fmt: skip
     cfg["routes"].insert(0, ray)
     path = tmp / "ray-us.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
+# A job that declares no GPU: its code may still reserve every GPU of the cluster.
+UNDECLARED = ("code-only", "POST", "/api/jobs/", {"entrypoint": "python train.py"})
+
+
 def _bodies() -> list[tuple[str, str, str, Any]]:
     gpus = [(i, m, p, b) for i, m, p, b, n, _ in MEASURED if n > 0 and m in ("POST", "PUT")]
-    return gpus + [(i, m, p, b) for i, m, p, b, _ in REFUSED]
+    return [*gpus, *[(i, m, p, b) for i, m, p, b, _ in REFUSED], UNDECLARED]
 
 
 async def _decide_all(config: Path, keys: DemoKeys) -> dict[str, dict[str, Any]]:
@@ -91,3 +100,5 @@ def test_no_ray_body_reaching_a_gpu_is_allowed(decisions: dict[str, dict[str, An
     assert allowed == {}
     for case_id, d in decisions.items():
         assert d["status"] in (400, 451), (case_id, d["status"], d["reasons"])
+    code_only = decisions["code-only"]["compute"]
+    assert code_only["gpus"] == 16 and "gpus-from-ray-cluster" in code_only["assumptions"]
