@@ -228,5 +228,5 @@ def test_corpus_any_body_is_never_measured_below_slurm(
     tally = run_corpus(slurm_probe, any_bodies(), ALL_EXAMPLES, plain=False)
     with capsys.disabled():
         print("\n" + _report(tally, "all"))
-    assert tally.compared >= ALL_EXAMPLES // 6, _report(tally, "all")
+    assert tally.compared >= ALL_EXAMPLES // 8, _report(tally, "all")
     assert not tally.under, _report(tally, "all")
