@@ -15,15 +15,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
+import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -334,3 +338,18 @@ async def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> fl
         if time.monotonic() - start > timeout:
             raise TimeoutError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+@contextlib.contextmanager
+def tmpfs_mount(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` for the test (mounting needs root: where it is
+    refused, the test is skipped with a loud reason)."""
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"CANNOT MOUNT A TMPFS HERE (needs root): {done.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

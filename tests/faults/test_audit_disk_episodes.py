@@ -37,6 +37,7 @@ from tests.faults.harness import (
     metric,
     start_gate,
     submit,
+    tmpfs_mount,
     write_entities,
     write_policy,
 )
@@ -55,16 +56,8 @@ AUDIT_UNAVAILABLE = "urn:gatekeeper:problem:audit-unavailable"
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"CANNOT MOUNT A TMPFS HERE (needs root): {done.stderr.decode().strip()}")
-    try:
+    with tmpfs_mount(tmp_path / "mnt", "2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _fill(folder: Path) -> Path:

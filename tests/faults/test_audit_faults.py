@@ -34,6 +34,7 @@ from tests.faults.harness import (
     metric,
     start_gate,
     submit,
+    tmpfs_mount,
     wait_for,
     write_entities,
     write_policy,
@@ -206,16 +207,8 @@ async def test_kill_9_one_of_two_workers(tmp_path: Path, upstream: Upstream) -> 
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs_mount(tmp_path / "mnt", "512k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _fill(folder: Path) -> Path:
