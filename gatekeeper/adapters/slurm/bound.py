@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ...config import RouteConfig
 from ...gpus import GpuCatalog
@@ -48,15 +48,17 @@ A_TASKS = "gpus-from-tasks"
 A_UPDATE = "update-bounded-by-inventory"
 
 
-@dataclass(frozen=True, slots=True)
 class Site:
     """What a bound is taken against: the route, the catalog and the inventory. A site lives for
     one request; ``targets`` holds the places each partition list read in it may run."""
 
-    route: RouteConfig
-    catalog: GpuCatalog
-    inventory: Inventory
-    targets: dict[str | None, list[_Target]] = field(default_factory=dict)
+    __slots__ = ("catalog", "inventory", "route", "targets")
+
+    def __init__(self, route: RouteConfig, catalog: GpuCatalog, inventory: Inventory) -> None:
+        self.route = route
+        self.catalog = catalog
+        self.inventory = inventory
+        self.targets: dict[str | None, list[_Target]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,7 @@ def _gpus(ask: Ask, pool: Pool | None, nodes: int, notes: set[str]) -> float:
     tasks = _tasks(ask, nodes)
     node_gpus = nodes * pool.per_node if pool is not None else None
     by_unit: dict[str, float] = {}
+    node_counts: list[float] = []  # the whole-device counts given per node, one per role
     for role, specs in ask.gpus.items():
         unit = s.GPU_ROLES[role][0]
         devices: float = 0  # as ``sum`` would give: 0 with nothing to add
@@ -146,6 +149,8 @@ def _gpus(ask: Ask, pool: Pool | None, nodes: int, notes: set[str]) -> float:
                 shares += spec.count
         if not devices and not shares:
             continue
+        if devices and unit == s.NODE:
+            node_counts.append(float(devices))
         mult = (
             1 if unit == s.JOB else nodes if unit == s.NODE else tasks if unit == s.TASK else None
         )
@@ -168,7 +173,6 @@ def _gpus(ask: Ask, pool: Pool | None, nodes: int, notes: set[str]) -> float:
         by_unit[unit] = by_unit.get(unit, 0.0) + total
     gpus = max(by_unit.values(), default=0.0)
     per_job = by_unit.get(s.JOB)
-    node_counts = _node_counts(ask)
     spread = nodes
     if per_job and node_counts and not ask.max_nodes_given():
         spread = max(nodes, math.ceil(per_job / min(node_counts)))
@@ -198,17 +202,6 @@ def _gpus(ask: Ask, pool: Pool | None, nodes: int, notes: set[str]) -> float:
         gpus = float(needed * whole.per_node)
         notes.add(A_PER_NODE)
     return gpus
-
-
-def _node_counts(ask: Ask) -> list[float]:
-    """The whole-device counts given per node, one per role that gives one."""
-    out: list[float] = []
-    for role, specs in ask.gpus.items():
-        if s.GPU_ROLES[role][0] == s.NODE:
-            devices = float(sum(spec.count for spec in specs if spec.kind == GPU))
-            if devices:
-                out.append(devices)
-    return out
 
 
 def _cap(ask: Ask, pool: Pool | None, nodes: int, gpus: float) -> float:
@@ -253,6 +246,11 @@ def bound(ask: Ask, site: Site) -> Part:
     return Part(gpus * array, hours, tuple(dict.fromkeys(models)), _sorted(notes))
 
 
+def _covers(a: Part, b: Part) -> bool:
+    """Whether ``a`` rests on every assumption ``b`` does."""
+    return a.assumptions == b.assumptions or set(a.assumptions).issuperset(b.assumptions)
+
+
 def _sorted(notes: set[str]) -> tuple[str, ...]:
     return tuple(sorted(notes)) if notes else ()
 
@@ -285,6 +283,15 @@ def larger(parts: Sequence[Part]) -> Part:
     first = counted[0]
     if len(counted) == 1:
         return first  # the one reading that grants accelerators: nothing to merge
+    if len(counted) == 2:
+        # the usual pair: when one reading is at least the other in every respect (and names
+        # the same models in the same order) it is the merge below
+        a, b = counted
+        if a.models == b.models:
+            if a.gpus >= b.gpus and a.hours >= b.hours and _covers(a, b):
+                return a
+            if b.gpus >= a.gpus and b.hours >= a.hours and _covers(b, a):
+                return b
     gpus, hours = first.gpus, first.hours
     models: dict[str, None] = {}
     notes: set[str] = set()
