@@ -1,11 +1,10 @@
-"""Where the gate's own time goes, per stage, on the full allow path (issue 3 #3, issue 10).
+"""Where the gate's own time goes, per stage, on the full allow path.
 
 Starts the benchmark stack (nginx upstream, private Redis, a ``workers: 1`` gate with the full
 allow path of ``bench/fixtures.py``), sends ``--requests`` submissions at ``--concurrency``, then
 reads the gate's own histograms from ``/metrics``: ``gatekeeper_stage_seconds{stage}`` against
 ``gatekeeper_decision_seconds`` (the gate's time from arrival to durable audit record, without the
-upstream). Prints µs per request and the share of the gate's time for each stage — authn's share
-is the figure issue 3 asks for. Run: ``.venv/bin/python bench/stage_share.py``.
+upstream). Prints µs per request and the share of the gate's time for each stage. Run: ``.venv/bin/python bench/stage_share.py``.
 """
 
 from __future__ import annotations

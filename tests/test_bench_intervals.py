@@ -1,4 +1,4 @@
-"""The benchmarks' interval for a median (bench/intervals.py): the figures of issue 10 rest on it."""
+"""The benchmarks' interval for a median (bench/intervals.py): the benchmark reports rest on it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Config loading: every bad file in tests/data/config/bad/ has its exact message (issue 2, #4)."""
+"""Config loading: every bad file in tests/data/config/bad/ has its exact message."""
 
 from __future__ import annotations
 

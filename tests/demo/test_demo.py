@@ -1,4 +1,4 @@
-"""``gatekeeper demo`` runs end to end and every scenario line has its decision (issue 9, #1)."""
+"""``gatekeeper demo`` runs end to end and every scenario line has its decision."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``gatekeeper check`` with real tokens, entities and GeoIP, for every rule of both packs (issue 6, #3)."""
+"""``gatekeeper check`` with real tokens, entities and GeoIP, for every rule of both packs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Path tricks against a real gate (issue 2, acceptance 3).
+"""Path tricks against a real gate.
 
 Routes: ``/admin-only/`` goes to a *different* upstream than everything else, so a trick that
 reaches it by a disguised path shows up as a request on the wrong upstream. Every case is either

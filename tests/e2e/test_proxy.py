@@ -1,4 +1,4 @@
-"""End-to-end proxy behaviour with real processes (issue 2, acceptance 2)."""
+"""End-to-end proxy behaviour with real processes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hot reload keeps the last good configuration; admin quota and explain endpoints (issues 3, 4, 6, 7)."""
+"""Hot reload keeps the last good configuration; admin quota and explain endpoints."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``workers: 2`` serves from two processes sharing one port; SIGHUP reaches both (issue 2, #5)."""
+"""``workers: 2`` serves from two processes sharing one port; SIGHUP reaches both."""
 
 from __future__ import annotations
 

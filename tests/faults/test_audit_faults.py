@@ -1,4 +1,4 @@
-"""Audit under faults through a real gate (issue 8, acceptance 1 and 3).
+"""Audit under faults through a real gate.
 
 * kill -9 under concurrent load: every request that got an answer or reached the upstream has its
   decision record on disk, and ``gatekeeper audit verify`` passes up to a possibly torn last line,

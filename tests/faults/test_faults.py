@@ -1,4 +1,4 @@
-"""Faults with real processes (issue 11, part 4): each one gives its documented status, nothing is
+"""Faults with real processes: each one gives its documented status, nothing is
 forwarded without a decision and an audit record, and the gate recovers without a restart.
 
 Redis killed and restarted (quota store) is in ``tests/race/test_gate_race.py``; kill -9 and disk

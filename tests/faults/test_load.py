@@ -1,4 +1,4 @@
-"""A 60-second fixed-rate load test (issue 11, part 5): open loop, mixed allowed and denied
+"""A 60-second fixed-rate load test: open loop, mixed allowed and denied
 requests, ``workers: 2``, the shipped policy packs, the demo registry and a private Redis.
 
 Passes when: every scheduled request got an answer, zero 5xx (no fault is injected here), every

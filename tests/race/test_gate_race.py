@@ -1,4 +1,4 @@
-"""Quotas through real gates (issue 7, acceptance 1-3): no race over-admits, no split escapes.
+"""Quotas through real gates: no race over-admits, no split escapes.
 
 Several ``gatekeeper serve`` processes on different ports share one private redis-server (or a
 3-master Redis Cluster). 2,000 authenticated Slurm submissions are released at once against a

@@ -1,4 +1,4 @@
-"""Hostile bodies through a real gate on the Slurm and Kubernetes routes (issue 11, part 2).
+"""Hostile bodies through a real gate on the Slurm and Kubernetes routes.
 
 Each is refused with a 4xx problem+json naming the reason (400; 413 for size), audited, never a 5xx
 and never forwarded. Where the body is valid but tricky (YAML anchors and merge keys), the gate must

@@ -1,4 +1,4 @@
-"""HTTP-level attacks on a real ``gatekeeper serve`` over raw sockets (issue 11, part 1).
+"""HTTP-level attacks on a real ``gatekeeper serve`` over raw sockets.
 
 Every case either gets one clean 4xx (problem+json, with a decision id, connection closed when the
 framing is broken) or is processed as exactly the request(s) the gate decided on. After each test

@@ -1,4 +1,4 @@
-"""Identity spoofing attempts (issue 11, part 3): client-supplied ``X-Gatekeeper-*`` headers in
+"""Identity spoofing attempts: client-supplied ``X-Gatekeeper-*`` headers in
 every spelling, client-address headers, and forged identities next to a valid token. What reached
 the upstream is scanned here and again, for the whole folder, by ``test_zz_spoofing.py``.
 """
