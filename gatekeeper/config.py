@@ -303,6 +303,8 @@ class InventoryEntry:
     partitions: tuple[str, ...] = ()  # slurm partitions this entry covers
     node_selector: dict[str, str] = field(default_factory=dict)  # kubernetes node labels
     max_hours: float | None = None
+    # slurm: the partitions give every job whole nodes (OverSubscribe=EXCLUSIVE)
+    exclusive: bool = False
 
 
 @dataclass(frozen=True, slots=True)

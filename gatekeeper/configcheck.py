@@ -89,6 +89,8 @@ def _check_inventory(cfg: Config, raw: LocDict, ctx: Ctx) -> None:
         by_name[entry.name] = entry
         if entry.scheduler != "slurm" and entry.partitions:
             ctx.err(line, f"inventory[{i}].partitions", "only slurm entries have partitions")
+        if entry.scheduler != "slurm" and entry.exclusive:
+            ctx.err(line, f"inventory[{i}].exclusive", "only slurm entries are exclusive")
         if entry.scheduler != "kubernetes" and entry.node_selector:
             ctx.err(line, f"inventory[{i}].node_selector", "only kubernetes entries select nodes")
         for name in entry.partitions:
