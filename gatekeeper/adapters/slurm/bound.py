@@ -277,8 +277,8 @@ def bound_update(ask: Ask, site: Site, path: str) -> Part:
 
 
 def larger(parts: Sequence[Part]) -> Part:
-    """The larger of two readings of one job (body alone, body over its ``#SBATCH`` block), each
-    as ``bound`` gives it (models without repeats, assumptions sorted)."""
+    """The larger of the readings of one job (body alone, body over a script's ``#SBATCH``
+    block), each as ``bound`` gives it (models without repeats, assumptions sorted)."""
     if len(parts) == 1:
         return parts[0]
     # A reading that grants no accelerator does not lengthen the others.
