@@ -270,6 +270,9 @@ class RouteConfig:
     inventory: str | None = None
     # kubernetes: this route's own tables (default: the top-level ``kubernetes:`` section)
     kubernetes: KubernetesConfig | None = None
+    # ray: count only the GPUs a request declares, without a Ray pool (unsafe: a job's code can
+    # reserve any GPU of the cluster)
+    unsafe_ray_without_inventory: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +303,8 @@ class InventoryEntry:
     partitions: tuple[str, ...] = ()  # slurm partitions this entry covers
     node_selector: dict[str, str] = field(default_factory=dict)  # kubernetes node labels
     max_hours: float | None = None
+    # slurm: the partitions give every job whole nodes (OverSubscribe=EXCLUSIVE)
+    exclusive: bool = False
 
 
 @dataclass(frozen=True, slots=True)

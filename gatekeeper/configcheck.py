@@ -2,9 +2,9 @@
 
 Route names and issuers are unique; a generic route has its section and valid JSON pointers; each
 audit sink has what its type needs; inventory entries are unique, a Slurm partition belongs to one
-entry and a route names an entry of its own scheduler; Kubernetes tables parse and the admission
-listener is served over TLS on a port of its own. Every problem goes to the loader's ``Ctx`` with
-its line, so all of them are reported together.
+entry, a route names an entry of its own scheduler and a Ray route must name one; Kubernetes
+tables parse and the admission listener is served over TLS on a port of its own. Every problem
+goes to the loader's ``Ctx`` with its line, so all of them are reported together.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from .jsonpointer import PointerError, parse_pointer
 from .yamlsrc import LocDict, LocList, line_of
 
 if TYPE_CHECKING:
-    from .config import Config, GenericAdapterConfig, InventoryEntry, KubernetesConfig
+    from .config import (
+        Config,
+        GenericAdapterConfig,
+        InventoryEntry,
+        KubernetesConfig,
+        RouteConfig,
+    )
 
 
 def cross_checks(cfg: Config, raw: LocDict, ctx: Ctx) -> None:
@@ -83,6 +89,8 @@ def _check_inventory(cfg: Config, raw: LocDict, ctx: Ctx) -> None:
         by_name[entry.name] = entry
         if entry.scheduler != "slurm" and entry.partitions:
             ctx.err(line, f"inventory[{i}].partitions", "only slurm entries have partitions")
+        if entry.scheduler != "slurm" and entry.exclusive:
+            ctx.err(line, f"inventory[{i}].exclusive", "only slurm entries are exclusive")
         if entry.scheduler != "kubernetes" and entry.node_selector:
             ctx.err(line, f"inventory[{i}].node_selector", "only kubernetes entries select nodes")
         for name in entry.partitions:
@@ -95,9 +103,10 @@ def _check_inventory(cfg: Config, raw: LocDict, ctx: Ctx) -> None:
             partitions.setdefault(name, entry.name)
     raw_routes = raw.get("routes") if isinstance(raw.get("routes"), list) else LocList()
     for i, route in enumerate(cfg.routes):
+        line = line_of(raw_routes, i, raw.line)
+        _check_ray_pool(route, i, line, ctx)
         if route.inventory is None:
             continue
-        line = line_of(raw_routes, i, raw.line)
         target = by_name.get(route.inventory)
         if target is None:
             ctx.err(line, f"routes[{i}].inventory", f"no inventory entry {route.inventory!r}")
@@ -108,6 +117,23 @@ def _check_inventory(cfg: Config, raw: LocDict, ctx: Ctx) -> None:
                 f"inventory entry {route.inventory!r} is for {target.scheduler}, "
                 f"the route's adapter is {route.adapter}",
             )
+
+
+def _check_ray_pool(route: RouteConfig, i: int, line: int | None, ctx: Ctx) -> None:
+    """A Ray route needs the cluster's pool: a job's code reserves GPUs it never declares."""
+    if route.adapter != "ray":
+        if route.unsafe_ray_without_inventory:
+            ctx.err(line, f"routes[{i}].unsafe_ray_without_inventory", "only for adapter ray")
+        return
+    if route.inventory is None and not route.unsafe_ray_without_inventory:
+        ctx.err(
+            line,
+            f"routes[{i}].inventory",
+            f"Ray route {route.name!r} names no inventory pool: a job's code can reserve any GPU "
+            "of the cluster, which only the pool bounds; declare the cluster's nodes as an "
+            "inventory entry with scheduler: ray and name it here (unsafe_ray_without_inventory: "
+            "true counts declared GPUs only)",
+        )
 
 
 def _check_kubernetes(cfg: Config, raw: LocDict, ctx: Ctx) -> None:

@@ -2,8 +2,9 @@
 
 Operators declare, per Slurm partition group, Kubernetes node pool or Ray cluster, how many nodes
 there are, which accelerators (catalog model, count) each node holds, how many shares (Slurm
-shards, MPS units, time-slices) each device is cut into, and the longest job allowed. Adapters use
-it to turn requests into sound upper bounds: a whole-node job gets every accelerator of its nodes,
+shards, MPS units, time-slices) each device is cut into, the longest job allowed, and whether a
+Slurm pool gives every job whole nodes. Adapters use it to turn requests into sound upper bounds:
+a whole-node job (or any job on an exclusive pool) gets every accelerator of its nodes,
 a share lands on at most one physical device per share, no request gets more than its pool holds,
 and the pool names the model when the request does not.
 
@@ -39,6 +40,7 @@ class Pool:
     max_hours: float | None
     partitions: tuple[str, ...]
     node_selector: Mapping[str, str]
+    exclusive: bool = False  # every job gets whole nodes (Slurm OverSubscribe=EXCLUSIVE)
 
     @property
     def accelerators(self) -> int:
@@ -115,6 +117,7 @@ def build_inventory(
                 max_hours=entry.max_hours,
                 partitions=entry.partitions,
                 node_selector=dict(entry.node_selector),
+                exclusive=entry.exclusive,
             )
         )
     if problems:
@@ -135,6 +138,7 @@ def _digest(pools: tuple[Pool, ...]) -> str:
             p.max_hours,
             list(p.partitions),
             sorted(p.node_selector.items()),
+            p.exclusive,
         ]
         for p in pools
     ]

@@ -32,11 +32,12 @@ route's ``max_hours`` (a limit the provider enforces) applies.
 
 The code a job runs (or a deployment's replicas run) can start tasks and actors that reserve the
 cluster's GPUs without passing the gate, so what the request declares is not a bound of what it
-may use. When the route names a Ray pool of the inventory (``routes[].inventory``), every job and
-every Serve application is bounded by that pool: all its accelerators, of its model, for the
-route's hours (assumption ``gpus-from-ray-cluster``). Without one, only the declared reservations
-are counted, and every such decision says so (assumption ``ray-code-unbounded``): configure the
-pool for any cluster that holds controlled accelerators.
+may use. Every job and every Serve application is therefore bounded by the route's Ray pool
+(``routes[].inventory``): all its accelerators, of its model, for the route's hours (assumption
+``gpus-from-ray-cluster``). A Ray route without a pool is a configuration error, unless it sets
+``unsafe_ray_without_inventory``: then only the declared reservations are counted, and every
+decision says so (assumption ``ray-code-unbounded``); a route that reaches here with neither (built
+without the configuration loader) is refused.
 """
 
 from __future__ import annotations
@@ -303,6 +304,11 @@ def measure_ray(req: Submission, catalog: GpuCatalog, inventory: Inventory) -> C
     parts = _job(doc, route, catalog) if kind == "job" else _serve(doc, route, catalog)
     pool = inventory.entry(route.inventory)
     if pool is None or pool.scheduler != "ray":
+        if not route.unsafe_ray_without_inventory:
+            # SECURITY: the code may reserve every GPU of a cluster nothing describes
+            raise unmeasurable(
+                "routes.inventory", f"route {_label(route.name)!r} names no Ray inventory pool"
+            )
         measured = combine(parts, route, catalog)
         return replace(measured, assumptions=tuple(sorted({*measured.assumptions, A_UNBOUNDED})))
     # SECURITY: tasks and actors the code starts reserve GPUs the request never names; the

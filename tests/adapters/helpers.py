@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import yaml
 from multidict import CIMultiDict
 
 from gatekeeper.adapters import measure
 from gatekeeper.config import GenericAdapterConfig, RouteConfig
 from gatekeeper.context import ComputeRequest
+from gatekeeper.demo import DemoKeys, write_config
 from gatekeeper.gpus import GpuCatalog, load_gpu_catalog
+from tests.support import repo_root
 
 CATALOG: GpuCatalog = load_gpu_catalog(None)
 TPP = {m.name: m.tpp for m in CATALOG.models}
@@ -51,3 +55,15 @@ def check(c: ComputeRequest, gpus: float, hours: float, model: str | None) -> No
     elif model in TPP:
         assert c.tpp == TPP[model], c
         assert c.tpp_hours == gpus * hours * TPP[model], c
+
+
+def us_pack_config(tmp: Path, keys: DemoKeys, port: int, admin: int, **sections: Any) -> Path:
+    """The demo configuration (real tokens, entities, GeoIP) under the shipped US pack, with the
+    top-level ``sections`` given replaced (e.g. ``inventory``)."""
+    base = write_config(tmp, keys, port=port, admin=admin, scheduler="http://127.0.0.1:6820")
+    cfg = yaml.safe_load(base.read_text())
+    cfg["policy"]["files"] = [str(repo_root() / "policies" / "us-remote-access.yaml")]
+    cfg.update(sections)
+    path = tmp / f"us-{port}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path

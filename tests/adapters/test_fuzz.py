@@ -103,7 +103,7 @@ JSONISH = st.recursive(
 ROUTES: dict[str, tuple[RouteConfig, str]] = {
     "slurm": (route("slurm"), "/slurm/v0.0.41/job/submit"),
     "kubernetes": (route("kubernetes"), "/apis/batch/v1/namespaces/a/jobs/x"),
-    "ray": (route("ray"), "/api/jobs/"),
+    "ray": (route("ray", unsafe_ray_without_inventory=True), "/api/jobs/"),
     "generic": (
         generic_route(
             gpus_pointer="/gpus", model_pointer="/spec/model", hours_pointer="/spec/hours"

@@ -18,7 +18,8 @@ from gatekeeper.inventory import build_inventory
 
 from .helpers import CATALOG, check, route, run
 
-RAY = route("ray", max_hours=48.0)
+# The declared reading alone (a route opted out of the pool bound; see the pool tests below).
+RAY = route("ray", max_hours=48.0, unsafe_ray_without_inventory=True)
 SUBMIT = "/api/jobs/"
 AGENT = "/api/job_agent/jobs/"
 SERVE = "/api/serve/applications/"
@@ -255,9 +256,66 @@ def test_job_bound_covers_what_its_code_can_reserve() -> None:
     assert c is not None and c.gpus == 32
 
 
-def test_without_a_pool_every_ray_decision_says_code_is_unbounded() -> None:
-    c = run(route("ray", max_hours=48.0), job(entrypoint_num_gpus=1), path=SUBMIT)
+def test_opted_out_route_says_code_is_unbounded_on_every_decision() -> None:
+    c = run(RAY, job(entrypoint_num_gpus=1), path=SUBMIT)
     assert c.gpus == 1 and "ray-code-unbounded" in c.assumptions
+
+
+def test_without_a_pool_a_ray_request_is_refused() -> None:
+    """A route built without the loader's check (no pool, no opt-out) counts nothing declared."""
+    with pytest.raises(BadRequest) as e:
+        run(route("ray", max_hours=48.0), {"entrypoint": "python train.py"}, path=SUBMIT)
+    assert e.value.reason == R_UNMEASURABLE
+    assert e.value.detail == "routes.inventory: route 'ray-test' names no Ray inventory pool"
+
+
+RAY_ROUTE = """
+routes:
+  - {name: ray-jobs, match: {path_prefix: /api/jobs}, upstream: "http://ray-head:8265",
+     adapter: ray, gpu_model: H100-SXM%s}
+"""
+RAY_POOL = """
+inventory:
+  - {name: ray-h100, scheduler: ray, nodes: 2, node: {accelerators: {model: H100-SXM, count: 8}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "pool", "error"),
+    [
+        ("", "", "routes[0].inventory: Ray route 'ray-jobs' names no inventory pool"),
+        (", inventory: ray-h100", RAY_POOL, None),
+        (", unsafe_ray_without_inventory: true", "", None),
+        (", unsafe_ray_without_inventory: false", "", "routes[0].inventory: Ray route"),
+    ],
+)
+def test_a_ray_route_needs_a_pool_at_start_up(extra: str, pool: str, error: str | None) -> None:
+    """The D:5 view: a gate that could forward a Ray job bounded only by what it declares,
+    while its code reserves any GPU of the cluster, does not start."""
+    from gatekeeper.config import parse_config_text
+    from gatekeeper.errors import ConfigError
+
+    text = RAY_ROUTE % extra + pool
+    if error is None:
+        cfg = parse_config_text(text, "<test>", ".")
+        assert cfg.routes[0].adapter == "ray"
+        return
+    with pytest.raises(ConfigError) as e:
+        parse_config_text(text, "<test>", ".")
+    message = str(e.value)
+    assert error in message and "scheduler: ray" in message, message
+
+
+def test_opt_out_is_for_ray_routes_only() -> None:
+    from gatekeeper.config import parse_config_text
+    from gatekeeper.errors import ConfigError
+
+    text = """
+routes:
+  - {name: s, upstream: "http://s:1", adapter: slurm, unsafe_ray_without_inventory: true}
+"""
+    with pytest.raises(ConfigError, match="unsafe_ray_without_inventory: only for adapter ray"):
+        parse_config_text(text, "<test>", ".")
 
 
 def test_a_declaration_larger_than_the_pool_is_kept() -> None:

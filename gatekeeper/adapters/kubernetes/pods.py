@@ -2,8 +2,11 @@
 
 Accelerators are extended resources (a vendor list below plus ``kubernetes.accelerator_resources``),
 each unit counted as the physical devices it can touch: a MIG slice or a time-sliced share
-(``nvidia.com/gpu.shared``) touches one whole GPU, a Neuron core one Neuron device. A resource name
-that looks like an accelerator (``gpu``, ``tpu``, ``npu``, ...) but is in neither list is refused.
+(``nvidia.com/gpu.shared``) touches one whole GPU, a Neuron core one Neuron device. Every other
+resource name is refused unless it is known to hold no accelerator: the core resources, a short
+list of device plugins that advertise no accelerator (``NOT_ACCELERATORS``), or an operator entry
+with ``devices: 0``. A device plugin can advertise GPUs under any name, so an extended resource
+nobody describes is not zero accelerators.
 
 The pod's request is what the scheduler reserves: per resource, the larger of the init phase (each
 init container plus the sidecars started before it) and the running phase (every app container
@@ -46,6 +49,29 @@ VENDOR_ACCELERATORS: tuple[KubernetesAccelerator, ...] = (
     KubernetesAccelerator("gpu.intel.com/xe"),
     KubernetesAccelerator("gpu.intel.com/*"),
     KubernetesAccelerator("qualcomm.com/qaic"),
+    # Chips outside the catalog name a model it does not know: priced as its most capable part
+    # (``unknown_gpu``), never as the route's default model. A virtual NPU or an sMLU share unit
+    # lives on one device, so one device per unit bounds every plugin mode.
+    KubernetesAccelerator("huawei.com/Ascend*", model="Huawei-Ascend"),
+    KubernetesAccelerator("huawei.com/npu*", model="Huawei-Ascend"),
+    KubernetesAccelerator("cambricon.com/mlu*", model="Cambricon-MLU"),
+)
+
+# Device plugins that advertise no accelerator (RDMA and EFA network devices, KubeVirt's host
+# devices, SGX enclave memory). Exact names except RDMA's, whose names its plugin's configuration
+# chooses; a name that looks like an accelerator is refused even here. Operators add theirs as
+# ``kubernetes.accelerator_resources`` entries with ``devices: 0``.
+NOT_ACCELERATORS: tuple[str, ...] = (
+    "rdma/*",
+    "vpc.amazonaws.com/efa",
+    "vpc.amazonaws.com/pod-eni",
+    "vpc.amazonaws.com/privateipv4address",
+    "devices.kubevirt.io/kvm",
+    "devices.kubevirt.io/tun",
+    "devices.kubevirt.io/vhost-net",
+    "sgx.intel.com/epc",
+    "sgx.intel.com/enclave",
+    "sgx.intel.com/provision",
 )
 
 # Names that are certainly not accelerators (core resources).
@@ -142,13 +168,29 @@ class Accelerators:
         entry = self.lookup(name)
         if entry is not None:
             return entry if entry.devices > 0 else None
+        if _CORE.match(name):
+            return None
         named_model = self._catalog is not None and (
             self._catalog.resolve(name.rpartition("/")[2]) is not None
         )
-        if _CORE.match(name) or not (named_model or LOOKS_ACCELERATOR.search(name)):
+        if named_model or LOOKS_ACCELERATOR.search(name):
+            # SECURITY: an accelerator we have no count for is not zero accelerators
+            raise unmeasurable(f"{what}[{name}]", "unknown accelerator resource")
+        if _no_accelerator(name.lower()):
             return None
-        # SECURITY: an accelerator we have no count for is not zero accelerators
-        raise unmeasurable(f"{what}[{name}]", "unknown accelerator resource")
+        # SECURITY: a device plugin may advertise accelerators under any name
+        raise unmeasurable(
+            f"{what}[{name}]",
+            "unknown extended resource: declare it in kubernetes.accelerator_resources "
+            "(devices: 0 for one that holds no accelerator)",
+        )
+
+
+def _no_accelerator(key: str) -> bool:
+    return any(
+        key.startswith(name[:-1]) if name.endswith("*") else key == name
+        for name in NOT_ACCELERATORS
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +321,7 @@ def pod_claims(spec: dict[Any, Any], what: str) -> list[tuple[str, str, str]]:
 
 __all__ = [
     "MODEL_LABELS",
+    "NOT_ACCELERATORS",
     "VENDOR_ACCELERATORS",
     "Accelerators",
     "PodAccelerators",

@@ -9,13 +9,18 @@ table of job fields (``schema``) and its own key handling. Endpoints:
 - ``job/allocate`` (v0.0.40+): ``{"job", "hetjob"}``.
 - ``job/{id}``: a job update, measured as the job it produces (``bound.bound_update``).
 
-A list of jobs is a heterogeneous job: its components are summed. The first component's batch
-script's ``#SBATCH`` block (``sbatch``) is read too, and for each component the larger of two
-readings counts -- the body alone (what slurmrestd schedules) and the body over its block of
-directives (as sbatch would merge them; blocks beyond the body's components count on their own)
--- so the bound holds whichever one the scheduler uses. An unknown version, endpoint, field or
-option is refused with ``unmeasurable-request`` naming its path. ``docs/measurement.md`` tells the
-whole story.
+A list of jobs is a heterogeneous job: its components are summed. The batch script's ``#SBATCH``
+block (``sbatch``) is read too, and for each component the larger of the readings counts -- the
+body alone (what slurmrestd schedules) and the body over its block of directives (as sbatch would
+merge them; blocks beyond the body's components count on their own) -- so the bound holds
+whichever one the scheduler uses. The script is the request's ``script``; v0.0.39+ also take one
+in the first component (``job.script``, ``jobs[0].script``). Which one runs when both are given
+depends on the release: the request's replaces a single job's, and a heterogeneous job's in
+most releases, but Slurm 23.11.0 and the v0.0.39 plugin (23.11, 24.05) keep the component's own
+there. Both are read, and each component counts the largest reading.
+
+An unknown version, endpoint, field or option is refused with ``unmeasurable-request`` naming its
+path. ``docs/measurement.md`` tells the whole story.
 """
 
 from __future__ import annotations
@@ -166,9 +171,9 @@ def _script_asks(text: Any, path: str) -> list[Ask]:
 
 
 def _measure_job(
-    version: str, job: Any, path: str, block: Ask | None, site: Site, update: bool
+    version: str, job: Any, path: str, blocks: list[Ask], site: Site, update: bool
 ) -> Part:
-    """One job: the body alone and, when the script has a block for it, the body over it."""
+    """One job: the body alone and the body over each script's block for it."""
     if not isinstance(job, dict):
         raise BadRequest("bad-value", f"{path}: expected an object")
     body = Ask()
@@ -176,9 +181,30 @@ def _measure_job(
         apply(body, role, value, field_path)
     if update:
         return bound_update(body, site, path)
-    if block is None:
+    if not blocks:
         return bound(body, site)
-    return larger([bound(body, site), bound(overlay(block, body), site)])
+    return larger([bound(body, site), *(bound(overlay(block, body), site) for block in blocks)])
+
+
+def _script_blocks(
+    version: str, kind: str, doc: dict[Any, Any], jobs: list[Any], name: str
+) -> list[list[Ask]]:
+    """The blocks of each script slurmrestd may run: the request's and (v0.0.39+) the first
+    component's, each text once (which one wins depends on the release: module docstring)."""
+    first = jobs[0] if jobs and isinstance(jobs[0], dict) else {}
+    found = [("script", doc.get("script") if kind == "submit" else None)]
+    if version not in s.OPTION_STYLE:  # the older plugins always replace the component's
+        found.append(
+            (f"{name}.script" if name == "job" else f"{name}[0].script", first.get("script"))
+        )
+    texts: list[str] = []
+    out: list[list[Ask]] = []
+    for where, text in found:
+        if text is None or text in texts:
+            continue
+        out.append(_script_asks(text, where))  # refuses a text that is not a string
+        texts.append(text)
+    return out
 
 
 def measure_slurm(req: Submission, catalog: GpuCatalog, inventory: Inventory) -> ComputeRequest:
@@ -195,17 +221,16 @@ def measure_slurm(req: Submission, catalog: GpuCatalog, inventory: Inventory) ->
     site = Site(route, catalog, inventory)
     jobs, name = _components(version, kind, doc)
     update = kind == "update"
-    # slurmrestd runs the first component's script (its own, else the request's); sbatch would
-    # give the i-th block of directives to the i-th component, and make extra blocks components
-    first = jobs[0] if jobs and isinstance(jobs[0], dict) else {}
-    own = first.get("script") if version not in s.OPTION_STYLE else None
-    text = own if own is not None else (doc.get("script") if kind == "submit" else None)
-    blocks = [] if update else _script_asks(text, "script")
+    # sbatch would give the i-th block of directives to the i-th component, and make extra
+    # blocks components of their own
+    scripts = [] if update else _script_blocks(version, kind, doc, jobs, name)
     parts = []
     for index, job in enumerate(jobs):
         single = update or (name == "job" and len(jobs) == 1)
         where = name if single else f"{name}[{index}]"
-        block = blocks[index] if index < len(blocks) else None
-        parts.append(_measure_job(version, job, where, block, site, update))
-    parts.extend(bound(block, site) for block in blocks[len(jobs) :])
+        blocks = [b[index] for b in scripts if index < len(b)]
+        parts.append(_measure_job(version, job, where, blocks, site, update))
+    extra = max((len(b) for b in scripts), default=0)
+    for index in range(len(jobs), extra):
+        parts.append(larger([bound(b[index], site) for b in scripts if index < len(b)]))
     return combine(parts, route, catalog)

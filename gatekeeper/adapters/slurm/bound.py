@@ -13,7 +13,8 @@ of each node); where neither does, the job is refused -- never counted as nothin
   job and without a maximum node count: the units, as Slurm may add nodes for them);
 - ``ntasks-per-gpu``: tasks / tasks-per-GPU rounded up, at least one per node;
 - whole-node jobs (exclusive, ``shared`` other than ``oversubscribe``, specialised cores) get
-  every GPU of their nodes;
+  every GPU of their nodes, as does every job on an ``exclusive`` pool (a partition with
+  ``OverSubscribe=EXCLUSIVE``, whatever the job asks);
 - a per-job count beside per-node counts: Slurm spreads the per-job GPUs over as many nodes as
   the smallest per-node count needs, and gives each of those nodes its per-node GPUs;
 - the sum of all that is capped by what the partition holds (and by the job's nodes' GPUs when a
@@ -191,7 +192,7 @@ def _gpus(ask: Ask, pool: Pool | None, nodes: int, notes: set[str]) -> float:
             derived = float(max(math.ceil(tasks / ask.tasks_per_gpu), min(held, nodes)))
             notes.add(A_TASKS)
         gpus = max(gpus, derived)
-    if ask.whole:
+    if ask.whole or (pool is not None and pool.exclusive):
         named = [ask.paths[r] for r in (s.EXCLUSIVE, s.SHARED, s.WHOLE) if r in ask.paths]
         whole = _need_pool(
             pool, named[0] if named else "job", "a whole-node job gets every GPU of its nodes"
@@ -274,8 +275,8 @@ def bound_update(ask: Ask, site: Site, path: str) -> Part:
 
 
 def larger(parts: Sequence[Part]) -> Part:
-    """The larger of two readings of one job (body alone, body over its ``#SBATCH`` block), each
-    as ``bound`` gives it (models without repeats, assumptions sorted)."""
+    """The larger of the readings of one job (body alone, body over a script's ``#SBATCH``
+    block), each as ``bound`` gives it (models without repeats, assumptions sorted)."""
     if len(parts) == 1:
         return parts[0]
     # A reading that grants no accelerator does not lengthen the others.
