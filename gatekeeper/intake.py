@@ -179,6 +179,13 @@ class Verdict:
     def blocked(self) -> bool:
         return self.status is not None
 
+    def unrecorded(self, exc: DependencyError) -> None:
+        """The audit record could not be written: the request is answered ``exc`` (503), as a
+        refusal, and neither forwarded nor admitted. The decision's reasons stay as decided."""
+        self.status, self.reason, self.detail = exc.status, exc.reason, exc.detail
+        self.rule, self.headers = None, {}
+        self.ctx.decision.status = exc.status
+
     async def refund(self) -> None:
         """Give this request's quota back (the upstream failed or refused): at most once."""
         state = self.ctx.maybe("quota")

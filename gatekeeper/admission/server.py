@@ -101,8 +101,6 @@ class AdmissionHandler:
         verdict = await decide(Admitted(ctx, self.route, ""), pipeline, quota)
         # As the proxy: a pipeline that raised nothing forwards (here: admits).
         status = verdict.status if verdict.status is not None else 200
-        reason, detail = verdict.reason, verdict.detail
-        allowed = not verdict.blocked
         latency_ms = (time.perf_counter() - started) * 1000
         try:
             await self.runtime.audit.append(
@@ -110,16 +108,18 @@ class AdmissionHandler:
             )
         except DependencyError as exc:
             # SECURITY: audit before act; an unrecorded decision admits nothing
-            allowed, status, reason, detail = False, 503, exc.reason, exc.detail
+            verdict.unrecorded(exc)
+        allowed = not verdict.blocked
         if not allowed:
             await verdict.refund()
+        reason = verdict.reason
         self._observe(ctx, allowed, reason)
         return response(
             review.uid,
             allowed=allowed,
-            code=status,
+            code=verdict.status or 200,
             reason=reason,
-            message=f"{reason}: {detail} (decision {ctx.decision_id})",
+            message=f"{reason}: {verdict.detail} (decision {ctx.decision_id})",
             annotations=_annotations(ctx, review),
             warnings=_warnings(ctx, allowed),
         )
