@@ -232,6 +232,9 @@ class RequestInfo:
     client_ip: str
     purpose: str | None = None
     mode: str = "enforce"
+    # A Kubernetes write the API server decides on but does not store (``?dryRun=All``, a
+    # review's ``dryRun``): decided and audited like the real write, charged nothing.
+    dry_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ pipeline it hands over differs, and only where the API server already did the wo
 
 - authentication: the API server authenticated ``userInfo``; the tenant mapping names the entity,
   so a stage that sets that principal stands where the token check stands;
-- quota: left out for a dry run (decided and audited, nothing consumed);
+- quota: a dry run is decided and charged nothing (the quota stage reads ``request.dry_run``);
 - compute: the review carries the object as it will be stored, so a patch is not re-applied; only
   the DRA claims its pods name are read, as the webhook's own service account (none configured:
   none are read, and a claim that cannot be resolved is refused or bounded as the adapter says).
@@ -39,7 +39,6 @@ def admission_pipeline(
     ctx: RequestContext,
     principal: Principal,
     *,
-    consume: bool,
     access: ClaimAccess | None = None,
 ) -> Pipeline:
     """The route's pipeline with the webhook's substitutions (see the module docstring)."""
@@ -47,8 +46,6 @@ def admission_pipeline(
     for stage in runtime.snapshot.pipeline_for(ctx.route_config).stages:
         if stage.name == "authn":
             stages.append(GivenPrincipal(principal))
-        elif stage.name == "quota" and not consume:
-            continue
         elif isinstance(stage, KubernetesComputeStage):
             stages.append(stage.inner if access is None else stage.for_admission(access))
         else:

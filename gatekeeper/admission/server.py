@@ -85,7 +85,12 @@ class AdmissionHandler:
         ctx = RequestContext(
             decision_id=new_decision_id(),
             request=RequestInfo(
-                route=ROUTE_NAME, method=method, path=path, client_ip=peer, mode=self.route.mode
+                route=ROUTE_NAME,
+                method=method,
+                path=path,
+                client_ip=peer,
+                mode=self.route.mode,
+                dry_run=review.dry_run,
             ),
             headers=_JSON,
             body=body,
@@ -93,12 +98,9 @@ class AdmissionHandler:
         )
         ctx.route_config = self.route
         principal = principal_for(review.username, tenant_of(review, self.tenants))
-        consume = not review.dry_run
-        pipeline = admission_pipeline(
-            self.runtime, ctx, principal, consume=consume, access=self.access
-        )
-        quota = self.runtime.snapshot.quota_stage if consume else None
-        verdict = await decide(Admitted(ctx, self.route, ""), pipeline, quota)
+        pipeline = admission_pipeline(self.runtime, ctx, principal, access=self.access)
+        snapshot = self.runtime.snapshot
+        verdict = await decide(Admitted(ctx, self.route, ""), pipeline, snapshot.quota_stage)
         # As the proxy: a pipeline that raised nothing forwards (here: admits).
         status = verdict.status if verdict.status is not None else 200
         latency_ms = (time.perf_counter() - started) * 1000

@@ -11,6 +11,8 @@ Outcomes: admitted -> ``ctx.quota`` holds the reservation that ``refund`` gives 
 ``Deny("quota-exhausted", 429)`` with ``Retry-After`` (``license-exhausted``, 451, for a licence);
 in monitor mode the refusal is only recorded. Store failure or timeout -> ``DependencyError``
 (503) under ``on_store_error: deny``, or a counted fail-open under ``allow``.
+
+A Kubernetes dry run (``request.dry_run``) is decided from the buckets' usage and takes nothing.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class QuotaStage:
         buckets = plan.buckets
         if not buckets:
             return
+        if ctx.request.dry_run:
+            return await self._dry_run(ctx, group, plan)
         try:
             if self._own_deadline:
                 async with asyncio.timeout(self.timeout_s):
@@ -120,6 +124,38 @@ class QuotaStage:
             limit=main.limit,
             window_s=main.window_s,
             reservation=result.reservation,
+        )
+
+    async def _dry_run(self, ctx: RequestContext, group: str, plan: _Plan) -> None:
+        """Decide as ``consume`` would, from the buckets' usage, and take nothing.
+
+        What differs from the real write: a request racing this one is not seen, and a refusal
+        advises a retry after the whole window (the usage says how much is used, not when)."""
+        buckets = plan.buckets
+        remaining: dict[str, float] = {}
+        exhausted: str | None = None
+        now = self.clock()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                for b in buckets:
+                    used = await self.store.usage(group, b.key, b.window_s, now)
+                    remaining[b.quota] = b.limit - used
+                    if exhausted is None and used + b.amount > b.limit:
+                        exhausted = b.quota
+        except (DependencyError, TimeoutError, OSError) as exc:
+            self._store_failed(ctx, exc)
+            return
+        result = ConsumeResult(exhausted is None, remaining, None, exhausted)
+        if exhausted is not None:
+            self._exhausted(ctx, buckets, plan.units, result)
+            return
+        main = _tightest(buckets, result)
+        ctx.quota = QuotaState(
+            name=main.quota,
+            consumed=0.0,
+            remaining=remaining[main.quota],
+            limit=main.limit,
+            window_s=main.window_s,
         )
 
     def _plan(self, ctx: RequestContext, group: str) -> _Plan:
