@@ -5,15 +5,19 @@ pipeline it hands over differs, and only where the API server already did the wo
 
 - authentication: the API server authenticated ``userInfo``; the tenant mapping names the entity,
   so a stage that sets that principal stands where the token check stands;
-- quota: a dry run is decided and charged nothing (the quota stage reads ``request.dry_run``);
 - compute: the review carries the object as it will be stored, so a patch is not re-applied; only
   the DRA claims its pods name are read, as the webhook's own service account (none configured:
-  none are read, and a claim that cannot be resolved is refused or bounded as the adapter says).
+  none are read, and a claim that cannot be resolved is refused or bounded as the adapter says);
+- quota: an ``UPDATE`` draws only its increase over ``oldObject``, measured the same way
+  (``ctx.prior``; when the old object cannot be measured the new one is charged whole). The
+  policy still decides on the whole new object. A dry run is decided and charged nothing (the
+  quota stage reads ``request.dry_run``).
 """
 
 from __future__ import annotations
 
 from ..context import Principal, RequestContext
+from ..errors import Deny, DependencyError
 from ..pipeline import Pipeline, Stage
 from ..runtime import Runtime
 from ..stages.kubernetes import ClaimAccess, KubernetesComputeStage
@@ -34,11 +38,46 @@ class GivenPrincipal:
         ctx.principal = self.principal
 
 
+class AdmissionCompute:
+    """Stands for the ``compute`` stage: measures the new object, then the old one of an UPDATE."""
+
+    name = "compute"
+
+    def __init__(self, inner: Stage, old: bytes | None) -> None:
+        self.inner = inner
+        self.old = old  # oldObject as JSON, for an UPDATE
+
+    async def run(self, ctx: RequestContext) -> None:
+        await _measure(self.inner, ctx)
+        if self.old is None or not ctx.has("compute"):
+            return
+        before = RequestContext(
+            decision_id=ctx.decision_id,
+            request=ctx.request,
+            headers=ctx.headers,
+            body=self.old,
+            route_config=ctx.route_config,
+            started=ctx.started,
+        )
+        try:
+            await _measure(self.inner, before)
+        except (Deny, DependencyError):
+            return  # the old object cannot be bounded: the new one is charged whole
+        ctx.prior = before.maybe("compute")
+
+
+async def _measure(stage: Stage, ctx: RequestContext) -> None:
+    pending = stage.run(ctx)
+    if pending is not None:
+        await pending
+
+
 def admission_pipeline(
     runtime: Runtime,
     ctx: RequestContext,
     principal: Principal,
     *,
+    old: bytes | None = None,
     access: ClaimAccess | None = None,
 ) -> Pipeline:
     """The route's pipeline with the webhook's substitutions (see the module docstring)."""
@@ -47,7 +86,8 @@ def admission_pipeline(
         if stage.name == "authn":
             stages.append(GivenPrincipal(principal))
         elif isinstance(stage, KubernetesComputeStage):
-            stages.append(stage.inner if access is None else stage.for_admission(access))
+            inner: Stage = stage.inner if access is None else stage.for_admission(access)
+            stages.append(AdmissionCompute(inner, old))
         else:
             stages.append(stage)
     return Pipeline(stages)
@@ -57,4 +97,4 @@ def principal_for(username: str, entity: str | None) -> Principal:
     return Principal(subject=username or "-", issuer=ISSUER, tenant=entity, entity=entity)
 
 
-__all__ = ["ISSUER", "GivenPrincipal", "admission_pipeline", "principal_for"]
+__all__ = ["ISSUER", "AdmissionCompute", "GivenPrincipal", "admission_pipeline", "principal_for"]

@@ -98,7 +98,8 @@ class AdmissionHandler:
         )
         ctx.route_config = self.route
         principal = principal_for(review.username, tenant_of(review, self.tenants))
-        pipeline = admission_pipeline(self.runtime, ctx, principal, access=self.access)
+        old = orjson.dumps(review.old) if review.operation == "UPDATE" and review.old else None
+        pipeline = admission_pipeline(self.runtime, ctx, principal, old=old, access=self.access)
         snapshot = self.runtime.snapshot
         verdict = await decide(Admitted(ctx, self.route, ""), pipeline, snapshot.quota_stage)
         # As the proxy: a pipeline that raised nothing forwards (here: admits).

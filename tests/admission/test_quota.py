@@ -1,4 +1,4 @@
-"""What the webhook charges: a dry run nothing, and an unrecorded review nothing.
+"""What the webhook charges: a dry run nothing, an UPDATE its increase.
 
 The tenant ``fjord-research`` (namespace ``fjord``) is a Norwegian company: allowed within the US
 pack's ``foreign-monthly`` TPP-hours budget, kept per ultimate parent (``fjord-group``). Objects
@@ -7,10 +7,11 @@ carry what the API server adds to what it sends (uid, resourceVersion, generatio
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
-from .support import TENANTS, Webhook, review_of, running_webhook
+from .support import TENANTS, Webhook, review, review_of, running_webhook
 
 GPU = "nvidia.com/gpu"
 H100_TPP = 15832  # the catalog's H100-SXM
@@ -37,6 +38,12 @@ def deployment(replicas: int, gpus: int = 8, ns: str = "fjord") -> dict[str, Any
                               "spec": {"containers": [container], "restartPolicy": "Always"}}},
         "status": {"replicas": replicas, "readyReplicas": replicas},
     }  # fmt: skip
+
+
+def update(new: dict[str, Any], old: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    ns = new["metadata"]["namespace"]
+    return review(new, operation="UPDATE", group="apps", version="v1", resource="deployments",
+                  name="serve", namespace=ns, old=old, **kw)  # fmt: skip
 
 
 async def used(hook: Webhook) -> float:
@@ -71,6 +78,47 @@ async def test_dry_run_is_decided_as_the_real_write_and_charged_nothing(tmp_path
         d5 = await hook.answer(review_of(deployment(1, ns="team-a"), namespace="team-a",
                                          dry_run=True))  # fmt: skip
         assert d5["allowed"] is False and d5["status"]["reason"] == "d5-headquarters"
+
+
+async def test_update_draws_only_its_increase(tmp_path: Path) -> None:
+    async with running_webhook(tmp_path, tenants=TENANTS_FJORD) as hook:
+        one, two = deployment(1), deployment(2)
+        assert (await hook.answer(review_of(one, namespace="fjord")))["allowed"] is True
+        assert await used(hook) == DAY
+        # an edit that changes no pod count (a label, an image) draws nothing
+        relabelled = copy.deepcopy(one)
+        relabelled["metadata"]["labels"] = {"team": "inference"}
+        same = await hook.answer(update(relabelled, one))
+        assert same["allowed"] is True and same["auditAnnotations"]["gpus"] == "8"
+        assert await used(hook) == DAY and record(hook, same)["quota"]["consumed"] == 0
+        grown = await hook.answer(update(two, one))
+        assert grown["allowed"] is True and grown["auditAnnotations"]["gpus"] == "16"
+        assert await used(hook) == 2 * DAY
+        shrunk = await hook.answer(update(one, two))
+        assert shrunk["allowed"] is True and await used(hook) == 2 * DAY
+        # an old object the gate cannot bound credits nothing: the new one is charged whole
+        unknown = copy.deepcopy(one)
+        unknown["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] = {
+            "example.com/h100": "8"
+        }
+        whole = await hook.answer(update(two, unknown))
+        assert whole["allowed"] is True and await used(hook) == 4 * DAY
+        # a dry-run update draws nothing either
+        three = deployment(3)
+        assert (await hook.answer(update(three, two, dry_run=True)))["allowed"] is True
+        assert await used(hook) == 4 * DAY
+
+
+async def test_update_is_decided_on_the_whole_new_object(tmp_path: Path) -> None:
+    """An edit that adds nothing is still refused to a D:5-parented tenant: the policy sees the
+    object, not the increase."""
+    async with running_webhook(tmp_path, tenants=TENANTS_FJORD) as hook:
+        old = deployment(1, ns="team-a")
+        new = copy.deepcopy(old)
+        new["metadata"]["labels"] = {"team": "x"}
+        answer = await hook.answer(update(new, old))
+        assert answer["allowed"] is False and answer["status"]["reason"] == "d5-headquarters"
+        assert answer["auditAnnotations"]["gpus"] == "8"
 
 
 async def test_an_unrecorded_review_admits_nothing_and_keeps_no_charge(tmp_path: Path) -> None:
