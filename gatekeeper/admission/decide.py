@@ -5,9 +5,11 @@ pipeline it hands over differs, and only where the API server already did the wo
 
 - authentication: the API server authenticated ``userInfo``; the tenant mapping names the entity,
   so a stage that sets that principal stands where the token check stands;
-- compute: the review carries the object as it will be stored, so a patch is not re-applied; only
-  the DRA claims its pods name are read, as the webhook's own service account (none configured:
-  none are read, and a claim that cannot be resolved is refused or bounded as the adapter says);
+- compute: the review carries the object as it will be stored, so a patch is not re-applied; the
+  webhook reads from the API server, as its own service account, only the DRA claims its pods
+  name and, for a ``Scale`` (which carries nothing but replicas), the workload it scales. Without
+  ``admission.api_server`` nothing is read: a claim that cannot be resolved is refused or bounded
+  as the adapter says, a ``Scale`` is refused;
 - quota: an ``UPDATE`` draws only its increase over ``oldObject``, measured the same way
   (``ctx.prior``; when the old object cannot be measured the new one is charged whole). The
   policy still decides on the whole new object. A dry run is decided and charged nothing (the
@@ -16,6 +18,8 @@ pipeline it hands over differs, and only where the API server already did the wo
 
 from __future__ import annotations
 
+from ..adapters.kubernetes import parse_path
+from ..adapters.kubernetes.pods import unmeasurable
 from ..context import Principal, RequestContext
 from ..errors import Deny, DependencyError
 from ..pipeline import Pipeline, Stage
@@ -43,11 +47,19 @@ class AdmissionCompute:
 
     name = "compute"
 
-    def __init__(self, inner: Stage, old: bytes | None) -> None:
+    def __init__(self, inner: Stage, old: bytes | None, *, reads: bool) -> None:
         self.inner = inner
         self.old = old  # oldObject as JSON, for an UPDATE
+        self.reads = reads  # admission.api_server is set: the webhook can read the workload
 
     async def run(self, ctx: RequestContext) -> None:
+        api = parse_path(ctx.request.path)
+        if api is not None and api.subresource == "scale" and not self.reads:
+            raise unmeasurable(
+                f"{api.resource}/scale",
+                "a Scale carries only replicas; the webhook reads the workload it scales "
+                "only with admission.api_server set",
+            )
         await _measure(self.inner, ctx)
         if self.old is None or not ctx.has("compute"):
             return
@@ -87,7 +99,7 @@ def admission_pipeline(
             stages.append(GivenPrincipal(principal))
         elif isinstance(stage, KubernetesComputeStage):
             inner: Stage = stage.inner if access is None else stage.for_admission(access)
-            stages.append(AdmissionCompute(inner, old))
+            stages.append(AdmissionCompute(inner, old, reads=access is not None))
         else:
             stages.append(stage)
     return Pipeline(stages)

@@ -1,4 +1,4 @@
-"""What the webhook charges: a dry run nothing, an UPDATE its increase.
+"""What the webhook charges: dry runs nothing, an UPDATE its increase, a Scale what it adds.
 
 The tenant ``fjord-research`` (namespace ``fjord``) is a Norwegian company: allowed within the US
 pack's ``foreign-monthly`` TPP-hours budget, kept per ultimate parent (``fjord-group``). Objects
@@ -10,6 +10,10 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 from typing import Any
+
+import aiohttp
+
+from tests.adapters.kubernetes.stack import ApiServer
 
 from .support import TENANTS, Webhook, review, review_of, running_webhook
 
@@ -44,6 +48,22 @@ def update(new: dict[str, Any], old: dict[str, Any], **kw: Any) -> dict[str, Any
     ns = new["metadata"]["namespace"]
     return review(new, operation="UPDATE", group="apps", version="v1", resource="deployments",
                   name="serve", namespace=ns, old=old, **kw)  # fmt: skip
+
+
+def scale(replicas: int, ns: str = "fjord") -> dict[str, Any]:
+    """A Scale as the API server builds it from the Deployment (``autoscaling/v1``)."""
+    return {"apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": "serve", "namespace": ns,
+                         "uid": "7e0c9a55-4c2f-4a07-9f0e-2d1c3b4a5f60", "resourceVersion": "4711",
+                         "creationTimestamp": "2026-12-01T10:00:00Z"},
+            "spec": {"replicas": replicas},
+            "status": {"replicas": 1, "selector": "app=serve"}}  # fmt: skip
+
+
+def scale_review(new: int, old: int, ns: str = "fjord", **kw: Any) -> dict[str, Any]:
+    return review(scale(new, ns), operation="UPDATE", group="apps", version="v1",
+                  resource="deployments", name="serve", namespace=ns, old=scale(old, ns),
+                  sub_resource="scale", **kw)  # fmt: skip
 
 
 async def used(hook: Webhook) -> float:
@@ -119,6 +139,51 @@ async def test_update_is_decided_on_the_whole_new_object(tmp_path: Path) -> None
         answer = await hook.answer(update(new, old))
         assert answer["allowed"] is False and answer["status"]["reason"] == "d5-headquarters"
         assert answer["auditAnnotations"]["gpus"] == "8"
+
+
+async def test_scale_is_measured_on_the_workload_read_from_the_api_server(tmp_path: Path) -> None:
+    api = ApiServer(tmp_path)
+    token = tmp_path / "token"
+    token.write_text("service-account-token\n")
+    base = f"http://127.0.0.1:{api.port}"
+    try:
+        async with aiohttp.ClientSession() as s:
+            for ns in ("fjord", "team-a"):
+                url = f"{base}/apis/apps/v1/namespaces/{ns}/deployments"
+                async with s.post(url, json=deployment(1, ns=ns)) as r:
+                    assert r.status == 201
+        async with running_webhook(
+            tmp_path, tenants=TENANTS_FJORD, api_server=base, token_file=str(token)
+        ) as hook:
+            up = await hook.answer(scale_review(4, 1))
+            assert up["allowed"] is True and up["auditAnnotations"]["gpus"] == "32"
+            assert await used(hook) == 3 * DAY  # from 1 to 4 pods: three more
+            down = await hook.answer(scale_review(2, 4))
+            assert down["allowed"] is True and down["auditAnnotations"]["gpus"] == "16"
+            assert await used(hook) == 3 * DAY
+            no = await hook.answer(scale_review(4, 1, ns="team-a"))
+            assert no["allowed"] is False and no["status"]["reason"] == "d5-headquarters"
+            # a workload the webhook cannot find is refused, not measured as zero pods
+            lost = await hook.answer(scale_review(4, 1, ns="lab"))
+            assert lost["allowed"] is False, lost
+            assert lost["status"]["reason"] == "unmeasurable-request"
+            assert "not found" in lost["status"]["message"]
+        gets = [e for e in api.seen() if e["method"] == "GET"]
+        assert gets and all(e["bearer"] for e in gets)
+        assert {e["path"] for e in gets} == {
+            f"/apis/apps/v1/namespaces/{ns}/deployments/serve" for ns in ("fjord", "team-a", "lab")
+        }
+    finally:
+        api.stop()
+
+
+async def test_scale_without_an_api_server_is_refused_with_its_reason(tmp_path: Path) -> None:
+    async with running_webhook(tmp_path, tenants=TENANTS_FJORD) as hook:
+        answer = await hook.answer(scale_review(4, 1))
+        assert answer["allowed"] is False
+        assert answer["status"]["reason"] == "unmeasurable-request"
+        assert "admission.api_server" in answer["status"]["message"]
+        assert await used(hook) == 0
 
 
 async def test_an_unrecorded_review_admits_nothing_and_keeps_no_charge(tmp_path: Path) -> None:
