@@ -232,6 +232,9 @@ class RequestInfo:
     client_ip: str
     purpose: str | None = None
     mode: str = "enforce"
+    # A Kubernetes write the API server decides on but does not store (``?dryRun=All``, a
+    # review's ``dryRun``): decided and audited like the real write, charged nothing.
+    dry_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +321,7 @@ class RequestContext:
         "body",
         "decision_id",
         "headers",
+        "prior",
         "request",
         "route_config",
         "stage_times",
@@ -347,6 +351,9 @@ class RequestContext:
         self._compute: ComputeRequest | None = None
         self._decision: Decision | None = None
         self._quota: QuotaState | None = None
+        # What the object a write replaces was measured at (a webhook UPDATE): quota charges only
+        # the increase over it. None: the whole of ``compute`` is charged.
+        self.prior: ComputeRequest | None = None
 
     # Facts are read many times per request: the getters below read their slot directly, and
     # ``has``/``maybe`` go through one precomputed getter per fact (no attribute-name building).

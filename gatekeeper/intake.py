@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from multidict import CIMultiDictProxy
 
+from .adapters.kubernetes.dryrun import is_dry_run
 from .config import Config, RouteConfig
 from .context import (
     DENY,
@@ -98,6 +99,7 @@ class Intake:
         target = ""
         needs_body = False
         purpose: str | None = None
+        dry_run = False
         try:
             raw_path, query = split_target(request.target)
             path = normalize_path(raw_path)
@@ -113,6 +115,8 @@ class Intake:
             if needs_body:
                 self._check_body_headers(headers, request.body)
             target = _upstream_path(route, path) + query
+            # Only the Kubernetes API knows dryRun: elsewhere the parameter exempts nothing.
+            dry_run = route.adapter == "kubernetes" and bool(query) and is_dry_run(query)
         except Deny as deny:
             refusal = deny
         info = RequestInfo(
@@ -122,6 +126,7 @@ class Intake:
             client_ip=client_ip,
             purpose=purpose,
             mode=route.mode if route is not None else "enforce",
+            dry_run=dry_run,
         )
         ctx = RequestContext(
             decision_id=new_decision_id(),
@@ -178,6 +183,13 @@ class Verdict:
     @property
     def blocked(self) -> bool:
         return self.status is not None
+
+    def unrecorded(self, exc: DependencyError) -> None:
+        """The audit record could not be written: the request is answered ``exc`` (503), as a
+        refusal, and neither forwarded nor admitted. The decision's reasons stay as decided."""
+        self.status, self.reason, self.detail = exc.status, exc.reason, exc.detail
+        self.rule, self.headers = None, {}
+        self.ctx.decision.status = exc.status
 
     async def refund(self) -> None:
         """Give this request's quota back (the upstream failed or refused): at most once."""

@@ -5,7 +5,7 @@ can reach its port): JSON with duplicate keys refused, ``apiVersion``/``kind`` c
 the gate reads type-checked. The request becomes what the proxy would have seen for the same write:
 ``CREATE`` a ``POST`` of ``request.object`` to the collection, ``UPDATE`` a ``PUT`` of the new
 object, ``DELETE`` a ``DELETE``, ``CONNECT`` (exec, attach, port-forward, proxy) a ``POST`` to the
-subresource, and ``dryRun`` a ``?dryRun=All`` on the recorded path.
+subresource; ``dryRun`` is the request's dry-run flag (recorded as ``?dryRun=All``).
 """
 
 from __future__ import annotations
@@ -122,8 +122,6 @@ def as_request(review: Review) -> tuple[str, str, bytes]:
         if review.sub_resource:
             parts.append(review.sub_resource)
     path = "/".join(parts)
-    if review.dry_run:
-        path += "?dryRun=All"
     carries = review.operation in ("CREATE", "UPDATE") and review.obj is not None
     body = orjson.dumps(review.obj) if carries else b""
     return _METHODS[review.operation], path, body

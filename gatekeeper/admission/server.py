@@ -85,7 +85,12 @@ class AdmissionHandler:
         ctx = RequestContext(
             decision_id=new_decision_id(),
             request=RequestInfo(
-                route=ROUTE_NAME, method=method, path=path, client_ip=peer, mode=self.route.mode
+                route=ROUTE_NAME,
+                method=method,
+                path=path,
+                client_ip=peer,
+                mode=self.route.mode,
+                dry_run=review.dry_run,
             ),
             headers=_JSON,
             body=body,
@@ -93,16 +98,12 @@ class AdmissionHandler:
         )
         ctx.route_config = self.route
         principal = principal_for(review.username, tenant_of(review, self.tenants))
-        consume = not review.dry_run
-        pipeline = admission_pipeline(
-            self.runtime, ctx, principal, consume=consume, access=self.access
-        )
-        quota = self.runtime.snapshot.quota_stage if consume else None
-        verdict = await decide(Admitted(ctx, self.route, ""), pipeline, quota)
+        old = orjson.dumps(review.old) if review.operation == "UPDATE" and review.old else None
+        pipeline = admission_pipeline(self.runtime, ctx, principal, old=old, access=self.access)
+        snapshot = self.runtime.snapshot
+        verdict = await decide(Admitted(ctx, self.route, ""), pipeline, snapshot.quota_stage)
         # As the proxy: a pipeline that raised nothing forwards (here: admits).
         status = verdict.status if verdict.status is not None else 200
-        reason, detail = verdict.reason, verdict.detail
-        allowed = not verdict.blocked
         latency_ms = (time.perf_counter() - started) * 1000
         try:
             await self.runtime.audit.append(
@@ -110,16 +111,18 @@ class AdmissionHandler:
             )
         except DependencyError as exc:
             # SECURITY: audit before act; an unrecorded decision admits nothing
-            allowed, status, reason, detail = False, 503, exc.reason, exc.detail
+            verdict.unrecorded(exc)
+        allowed = not verdict.blocked
         if not allowed:
             await verdict.refund()
+        reason = verdict.reason
         self._observe(ctx, allowed, reason)
         return response(
             review.uid,
             allowed=allowed,
-            code=status,
+            code=verdict.status or 200,
             reason=reason,
-            message=f"{reason}: {detail} (decision {ctx.decision_id})",
+            message=f"{reason}: {verdict.detail} (decision {ctx.decision_id})",
             annotations=_annotations(ctx, review),
             warnings=_warnings(ctx, allowed),
         )

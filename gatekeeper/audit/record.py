@@ -152,7 +152,8 @@ def record_body(
         decision_id=ctx.decision_id,
         http={
             "method": req.method,
-            "path": req.path,
+            # a dry run is recorded as the API server saw it: the same path, ?dryRun=All
+            "path": req.path + "?dryRun=All" if req.dry_run else req.path,
             "route": req.route,
             "client_ip": req.client_ip,
             "status": status,

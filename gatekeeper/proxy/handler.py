@@ -153,11 +153,20 @@ class GateHandler:
                 record_body(ctx, status=status, upstream_status=None, latency_ms=latency_ms)
             )
         except DependencyError as exc:
-            await verdict.refund()
-            return await self._answer_problem(responder, ctx, 503, exc.reason, exc.detail, None, {})
+            verdict.unrecorded(exc)
         await verdict.refund()
+        await self._answer_verdict(responder, verdict)
+
+    async def _answer_verdict(self, responder: Responder, verdict: Verdict) -> None:
+        assert verdict.status is not None
         await self._answer_problem(
-            responder, ctx, status, verdict.reason, verdict.detail, verdict.rule, verdict.headers
+            responder,
+            verdict.ctx,
+            verdict.status,
+            verdict.reason,
+            verdict.detail,
+            verdict.rule,
+            verdict.headers,
         )
 
     async def _answer_problem(
@@ -207,9 +216,9 @@ class GateHandler:
                 record_body(ctx, status=None, upstream_status=None, latency_ms=gate_ms)
             )
         except DependencyError as exc:
+            verdict.unrecorded(exc)
             await verdict.refund()
-            decision.status = 503
-            return await self._answer_problem(responder, ctx, 503, exc.reason, exc.detail, None, {})
+            return await self._answer_verdict(responder, verdict)
         _child(metrics.DECISION_SECONDS).observe(time.perf_counter() - started)
         self._observe_stages(ctx)
         enforced = "true" if decision.enforced else "false"

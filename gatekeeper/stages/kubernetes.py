@@ -12,7 +12,9 @@ plain compute stage.
 what the client may read -- it holds no cluster credentials of its own, and a client cannot use
 the gate to learn an object it could not read itself. A client without ``get`` permission on the
 object gets 400 ``unmeasurable-request`` (the gate cannot bound the change); a missing object is
-patched as empty (server-side apply creates it; other patches fail at the API server).
+patched as empty (server-side apply creates it; other patches fail at the API server). The
+webhook, whose caller is the API server, reads claims and the workload of a ``Scale`` as its own
+service account (``admission.token_file``).
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ class KubernetesComputeStage:
     ) -> None:
         self.inner = inner
         self.timeout_s = timeout_s
-        # the webhook's face: its object is final, only claims are read, with its own token
+        # the webhook's face: its object is final; claims and the workload of a Scale are read,
+        # with its own token
         self.access = access
         self._claims: dict[tuple[str, ...], tuple[float, dict[str, Any]]] = {}
 
@@ -115,7 +118,9 @@ class KubernetesComputeStage:
         if route is None or route.adapter != "kubernetes" or req.method not in _WRITES:
             self.inner.run(ctx)
             return None
-        target = stored_path(req.method, req.path) if self.access is None else None
+        # The webhook's object is as stored (it sends no PATCH): of its writes, only a Scale
+        # (replicas alone) is measured on the stored workload.
+        target = stored_path(req.method, req.path)
         if target is not None and self._metadata_patch(ctx):
             target = None
         if target is None and _CLAIM_MARK not in ctx.body:
@@ -137,6 +142,10 @@ class KubernetesComputeStage:
         current = None
         if target is not None:
             current = await self.read(route.upstream, target, route.strip_prefix, ctx.headers)
+            if not current and self.access is not None:
+                # SECURITY: the API server scales a workload it holds; one the webhook does not
+                # find (another cluster, a stale read) is not a workload of zero pods
+                raise unmeasurable(target, "the workload this Scale belongs to was not found")
         claims: dict[tuple[str, str], dict[str, Any]] = {}
         if _CLAIM_MARK in ctx.body or (current is not None and claim_refs(current)):
             refs = claim_refs(current) | claim_refs(_body(ctx))

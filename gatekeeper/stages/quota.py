@@ -11,6 +11,9 @@ Outcomes: admitted -> ``ctx.quota`` holds the reservation that ``refund`` gives 
 ``Deny("quota-exhausted", 429)`` with ``Retry-After`` (``license-exhausted``, 451, for a licence);
 in monitor mode the refusal is only recorded. Store failure or timeout -> ``DependencyError``
 (503) under ``on_store_error: deny``, or a counted fail-open under ``allow``.
+
+A Kubernetes dry run (``request.dry_run``) is decided from the buckets' usage and takes nothing.
+A webhook ``UPDATE`` (``ctx.prior``: the object it replaces) draws only the increase, per unit.
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ class QuotaStage:
         buckets = plan.buckets
         if not buckets:
             return
+        if ctx.request.dry_run:
+            return await self._dry_run(ctx, group, plan)
         try:
             if self._own_deadline:
                 async with asyncio.timeout(self.timeout_s):
@@ -122,6 +127,38 @@ class QuotaStage:
             reservation=result.reservation,
         )
 
+    async def _dry_run(self, ctx: RequestContext, group: str, plan: _Plan) -> None:
+        """Decide as ``consume`` would, from the buckets' usage, and take nothing.
+
+        What differs from the real write: a request racing this one is not seen, and a refusal
+        advises a retry after the whole window (the usage says how much is used, not when)."""
+        buckets = plan.buckets
+        remaining: dict[str, float] = {}
+        exhausted: str | None = None
+        now = self.clock()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                for b in buckets:
+                    used = await self.store.usage(group, b.key, b.window_s, now)
+                    remaining[b.quota] = b.limit - used
+                    if exhausted is None and used + b.amount > b.limit:
+                        exhausted = b.quota
+        except (DependencyError, TimeoutError, OSError) as exc:
+            self._store_failed(ctx, exc)
+            return
+        result = ConsumeResult(exhausted is None, remaining, None, exhausted)
+        if exhausted is not None:
+            self._exhausted(ctx, buckets, plan.units, result)
+            return
+        main = _tightest(buckets, result)
+        ctx.quota = QuotaState(
+            name=main.quota,
+            consumed=0.0,
+            remaining=remaining[main.quota],
+            limit=main.limit,
+            window_s=main.window_s,
+        )
+
     def _plan(self, ctx: RequestContext, group: str) -> _Plan:
         """The request's buckets, from ``_plans`` when the same inputs were planned before.
 
@@ -133,22 +170,26 @@ class QuotaStage:
         starts afresh.
         """
         principal = ctx.maybe("principal")
-        compute = ctx.maybe("compute")
         lic = _license_budget(ctx)
         tenant = principal.tenant if principal is not None else None
         entity = principal.entity if principal is not None else None
-        amounts = None if compute is None else (compute.tpp_hours, compute.gpu_hours)
+        amounts = charged(ctx)
         key = (ctx.decision.quotas, lic, group, tenant, entity, amounts)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._build_plan(ctx, group, lic)
+            plan = self._build_plan(ctx, group, lic, amounts)
             size = len(group) + len(tenant or "") + len(entity or "") + len(lic[0] if lic else "")
             remember(self._plans, key, plan, size, _PLAN_KEY_TEXT)
         return plan
 
-    def _build_plan(self, ctx: RequestContext, group: str, lic: tuple[str, float] | None) -> _Plan:
+    def _build_plan(
+        self,
+        ctx: RequestContext,
+        group: str,
+        lic: tuple[str, float] | None,
+        amounts: tuple[float, float] | None,
+    ) -> _Plan:
         decision = ctx.decision
-        compute = ctx.maybe("compute")
         buckets: list[Bucket] = []
         units: dict[str, str] = {}
         for qname in decision.quotas:
@@ -157,7 +198,7 @@ class QuotaStage:
                 # A policy naming an undeclared quota is a load-time bug; refuse rather than
                 # forward unmetered.
                 raise DependencyError("quota-undefined", f"quota {qname!r} is not declared")
-            amount = _amount(qdef.unit, compute)
+            amount = _amount(qdef.unit, amounts)
             if amount is None:
                 continue  # an hours budget says nothing about a request without compute
             buckets.append(
@@ -170,9 +211,9 @@ class QuotaStage:
                 )
             )
             units[qname] = qdef.unit
-        if lic is not None and compute is not None:
+        if lic is not None and amounts is not None:
             lic_id, limit = lic
-            amount = _checked(compute.tpp_hours)
+            amount = _checked(amounts[0])
             name = license_quota_name(lic_id)
             buckets.append(
                 Bucket(
@@ -332,15 +373,39 @@ def ident_of(ctx: RequestContext, per: str, group: str | None = None) -> str | N
     raise DependencyError("quota-undefined", f"unknown quota dimension per={per!r}")
 
 
-def _amount(unit: str, compute: Any) -> float | None:
-    if unit == "requests":
-        return 1.0
+def charged(ctx: RequestContext) -> tuple[float, float] | None:
+    """(tpp_hours, gpu_hours) the request draws; ``None`` without compute.
+
+    The measured amounts, or with ``ctx.prior`` (the object a webhook UPDATE replaces) only their
+    increase over it, per unit: an edit that grows nothing draws nothing."""
+    compute = ctx.maybe("compute")
     if compute is None:
         return None
+    prior = ctx.prior
+    if prior is None:
+        return compute.tpp_hours, compute.gpu_hours
+    return (
+        _increase(compute.tpp_hours, prior.tpp_hours),
+        _increase(compute.gpu_hours, prior.gpu_hours),
+    )
+
+
+def _increase(new: float, old: float) -> float:
+    # SECURITY: an amount that is no finite, non-negative number stays as it is, for _checked to
+    # refuse (max(0.0, nan) would be 0.0); an old one that is none credits nothing.
+    good = (math.isfinite(v) and v >= 0 for v in (new, old))
+    return max(0.0, new - old) if all(good) else new
+
+
+def _amount(unit: str, amounts: tuple[float, float] | None) -> float | None:
+    if unit == "requests":
+        return 1.0
+    if amounts is None:
+        return None
     if unit == "tpp_hours":
-        return _checked(compute.tpp_hours)
+        return _checked(amounts[0])
     if unit == "gpu_hours":
-        return _checked(compute.gpu_hours)
+        return _checked(amounts[1])
     raise DependencyError("quota-undefined", f"unknown quota unit {unit!r}")
 
 

@@ -136,3 +136,28 @@ def test_claim_reader_rbac() -> None:
         patch["serviceAccountName"] == "gatekeeper"
         and patch["automountServiceAccountToken"] is True
     )
+
+
+def test_every_registered_scale_has_its_workload_readable() -> None:
+    """A Scale carries only replicas: the webhook reads the workload, so it must be allowed to."""
+    binding = DOCS[("ClusterRoleBinding", "gatekeeper-read-scaled")]
+    assert binding["roleRef"]["name"] == "gatekeeper-read-scaled"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "gatekeeper", "namespace": NAMESPACE}
+    ]
+    role = DOCS[("ClusterRole", "gatekeeper-read-scaled")]
+    readable = {
+        (group, resource)
+        for rule in role["rules"]
+        if rule["verbs"] == ["get"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    vwc = DOCS[("ValidatingWebhookConfiguration", "gatekeeper")]
+    scaled = {
+        (rule["apiGroups"][0], resource.removesuffix("/scale"))
+        for rule in vwc["webhooks"][0]["rules"]
+        for resource in rule["resources"]
+        if resource.endswith("/scale")
+    }
+    assert scaled and scaled == readable

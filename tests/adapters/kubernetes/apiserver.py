@@ -1,5 +1,6 @@
 """A stand-in Kubernetes API server for the client tests: stores objects, serves GET, POST, PUT,
-PATCH (merge, strategic merge, JSON patch) and the ``/scale`` subresource of stored objects.
+PATCH (merge, strategic merge, JSON patch) and the ``/scale`` subresource of stored objects;
+``dryRun=All`` stores nothing, any other ``dryRun`` is 422 (as the API server's validation).
 
 Run as ``python -m tests.adapters.kubernetes.apiserver --port N --log FILE``; every request is
 appended to FILE as one JSON line (method, path, content type, whether it carried a bearer token).
@@ -54,11 +55,17 @@ def build_app(log_path: str) -> web.Application:
         collection, name, sub = _split(request.path)
         key = f"{collection}/{name}"
         body = await request.read()
+        # As the API server: any dryRun value other than All is 422 Invalid; a dry run stores
+        # nothing (it answers what it would have stored).
+        dry = request.query.getall("dryRun", [])
+        if any(v != "All" for v in dry):
+            return _status(422, "Invalid", f"dryRun: Unsupported value: {dry!r}")
+        target = {} if dry else store
         if request.method == "POST" and name is None:
             obj = json.loads(body)
             obj.setdefault("metadata", {})["uid"] = str(uuid.uuid4())
             obj["metadata"]["resourceVersion"] = "1"
-            store[f"{collection}/{obj['metadata']['name']}"] = obj
+            target[f"{collection}/{obj['metadata']['name']}"] = obj
             return web.json_response(obj, status=201)
         if key not in store:
             return _status(404, "NotFound", f"{name} not found")
@@ -77,10 +84,12 @@ def build_app(log_path: str) -> web.Application:
         if request.method == "GET":
             return web.json_response(obj)
         if request.method == "PUT":
-            store[key] = json.loads(body)
+            obj = json.loads(body)
         elif request.method == "PATCH":
-            store[key] = apply_patch(obj, json.loads(body), request.content_type)
-        return web.json_response(store[key])
+            obj = apply_patch(obj, json.loads(body), request.content_type)
+        if not dry:
+            store[key] = obj
+        return web.json_response(obj)
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
