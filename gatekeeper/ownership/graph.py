@@ -2,8 +2,9 @@
 
 ``build_graph`` validates edge endpoints (dangling and self edges are reported against the row
 that produced them), merges alias records into their native entity, merges duplicate
-owner->asset edges (the larger share wins; a stated share beats one of unknown size) and builds
-adjacency in both directions for the computations in ``resolve.py``.
+owner->asset edges (the larger share wins; a stated share beats one of unknown size; of shares
+stated as bounds, the larger bounds) and builds adjacency in both directions for the computations
+in ``resolve.py``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ class Graph:
     out_start: list[int]
     out_asset: list[int]
     out_units: list[int]
+    out_high: dict[int, int]  # out-edge -> upper bound of a share stated as bounds (sparse)
     notes: dict[str, int]
+
+    def stated(self, a: int) -> int:
+        """The share units of ``a`` its owners certainly hold (lower bounds; unknown sizes: 0)."""
+        return sum(x for x in self.in_units[self.in_start[a] : self.in_start[a + 1]] if x > 0)
 
 
 def _csr(n: int, keys: Iterable[int]) -> tuple[list[int], list[int]]:
@@ -85,6 +91,8 @@ def build_graph(col: Collector) -> Graph:
     units: list[int] = []
     ctrl = bytearray()
     ids = col.ids
+    e_high = col.e_high
+    highs: dict[int, int] = {}  # index in ``owners`` -> upper bound
     for j in range(len(col.e_owner)):
         o = canon[col.e_owner[j]]
         a = canon[col.e_asset[j]]
@@ -102,6 +110,8 @@ def build_graph(col: Collector) -> Graph:
             else:  # two records the native file declared the same entity
                 notes["self_edges_merged"] = notes.get("self_edges_merged", 0) + 1
             continue
+        if e_high and j in e_high:
+            highs[len(owners)] = e_high[j]
         owners.append(o)
         assets.append(a)
         units.append(col.e_units[j])
@@ -118,15 +128,19 @@ def build_graph(col: Collector) -> Graph:
         s_owner[p] = owners[j]
         s_units[p] = units[j]
         s_ctrl[p] = ctrl[j]
-    del owners, assets, units, ctrl, pos
+    s_high = {pos[j]: h for j, h in highs.items()}
+    del owners, assets, units, ctrl, pos, highs
     in_start = [0] * (n + 1)
     in_owner: list[int] = []
     in_units: list[int] = []
     in_control = bytearray()
+    in_high: dict[int, int] = {}
     dups = overowned = multi_control = 0
     for a in range(n):
         lo, hi = start[a], start[a + 1]
         if hi - lo == 1:
+            if s_high and lo in s_high:
+                in_high[len(in_owner)] = s_high[lo]
             in_owner.append(s_owner[lo])
             in_units.append(s_units[lo])
             in_control.append(s_ctrl[lo])
@@ -140,9 +154,16 @@ def build_graph(col: Collector) -> Graph:
                     dups += 1
                     cur[0] = max(cur[0], s_units[k])
                     cur[1] |= s_ctrl[k]
+            m_high: dict[int, int] = {}
+            if s_high:
+                for k in range(lo, hi):
+                    if k in s_high:
+                        m_high[s_owner[k]] = max(m_high.get(s_owner[k], 0), s_high[k])
             total = 0
             nctrl = 0
             for o, (u, c) in merged.items():
+                if m_high and m_high.get(o, -1) > u:
+                    in_high[len(in_owner)] = m_high[o]
                 in_owner.append(o)
                 in_units.append(u)
                 in_control.append(c)
@@ -170,6 +191,7 @@ def build_graph(col: Collector) -> Graph:
     for k, p in enumerate(pos):
         out_asset[p] = in_asset[k]
         out_units[p] = in_units[k]
+    out_high = {pos[k]: h for k, h in in_high.items()}
     return Graph(
         ids=ids,
         entities=ents,
@@ -181,5 +203,6 @@ def build_graph(col: Collector) -> Graph:
         out_start=out_start,
         out_asset=out_asset,
         out_units=out_units,
+        out_high=out_high,
         notes=notes,
     )

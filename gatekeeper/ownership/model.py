@@ -34,6 +34,9 @@ HALF = 50 * SCALE
 UNKNOWN_SHARE = -1
 #: Edge control bits: control without equity (a VIE contract), and a stated share whose upper
 #: bound may be a majority (an FtM range or lower bound such as "50 - 75" or ">= 25%").
+#: A share stated only as bounds is kept as its lower bound (``e_units``, what the 50% rule counts)
+#: plus, when the upper bound is higher, that bound in ``Collector.e_high`` (what the rule bounded
+#: from above, ``possibly_affiliated``, counts): sparse, since most published shares are exact.
 CONTROL = 1
 MAY_CONTROL = 2
 
@@ -175,6 +178,7 @@ class Collector:
         self.e_control = bytearray()
         self.e_source = array("l")
         self.e_line = array("l")  # 0 = unknown
+        self.e_high: dict[int, int] = {}  # edge index -> upper bound, for a share stated as bounds
         self.alias_of: dict[int, int] = {}  # alias id -> canonical (native) id
         self.alias_line: dict[int, tuple[int, int]] = {}  # alias id -> (source, line)
 
@@ -213,8 +217,13 @@ class Collector:
         source: int,
         line: int | None,
         *,
-        may_control: bool = False,
+        high: int | None = None,
     ) -> None:
+        """``high``: the upper bound of a share stated as bounds (``units`` is its lower bound)."""
+        may_control = False
+        if high is not None and high > units >= 0:
+            self.e_high[len(self.e_units)] = high
+            may_control = high > HALF
         self.e_owner.append(self.intern(owner))
         self.e_asset.append(self.intern(asset))
         self.e_units.append(units)

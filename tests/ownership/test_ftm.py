@@ -219,6 +219,13 @@ def test_duplicate_edges_keep_the_larger_share(tmp_path: Path) -> None:
         ("< 25", (0.0, 25.0)),
         ("minority", (0.0, 50.0)),
         ("majority", (50.0001, 100.0)),
+        # the mapping table of docs/entities.md
+        ("51-100%", (51.0, 100.0)),
+        ("50-100", (50.0, 100.0)),
+        ("at least 50%", (50.0, 100.0)),
+        ("> 50", (50.0001, 100.0)),
+        ("30,5", (30.5, 30.5)),
+        ("< 40", (0.0, 40.0)),
     ],
 )
 def test_percentage_bounds(text: str, bounds: tuple[float, float]) -> None:

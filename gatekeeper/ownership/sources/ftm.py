@@ -16,6 +16,8 @@ and the latest end. A date that cannot be read is ignored (the holding counts) a
 An ``Ownership`` without a percentage (how OpenSanctions carries "owned or controlled by") is a
 holding of *unknown size* (``model.UNKNOWN_SHARE``): never counted as 0, it is listed on the
 profile (``unknown_share_edges``) and bounds affiliation from above (``possibly_affiliated``).
+A share stated as bounds keeps both: the lower bound for the 50% rule, the upper bound for
+``possibly_affiliated`` and for a possible parent.
 
 Topics (the whole FollowTheMoney vocabulary, ``TOPIC_FLAGS``): ``sanction`` -> ``sdn`` (every
 sanctions programme, not only OFAC's: it errs on the side of caution), ``sanction.control`` ->
@@ -50,7 +52,6 @@ import orjson
 from ...errors import ConfigError, Problem
 from ..model import (
     FLAG_RE,
-    HALF,
     ID_RE,
     SCALE,
     UNKNOWN_SHARE,
@@ -358,18 +359,16 @@ def load_ftm(path: str, col: Collector, src: int, hasher: Any) -> None:
                 continue
             pct = props.get("percentage")
             units = UNKNOWN_SHARE
-            may_control = False
+            high = None
             if isinstance(pct, list) and pct:
                 try:
                     bounds = [percentage_bounds(str(p)) for p in pct]
                     units = max(round(lo * SCALE) for lo, _ in bounds)
-                    may_control = max(round(hi * SCALE) for _, hi in bounds) > HALF
+                    high = max(round(hi * SCALE) for _, hi in bounds)
                 except ValueError as exc:
                     shown = str(pct[0])[:40]
                     rep.bad(lineno, "properties.percentage", f"{shown!r}: {exc}")
                     continue
             else:
                 rep.note("edges_without_share")
-            col.add_edge(
-                "ftm:" + owner, "ftm:" + asset, units, False, src, lineno, may_control=may_control
-            )
+            col.add_edge("ftm:" + owner, "ftm:" + asset, units, False, src, lineno, high=high)

@@ -1,0 +1,223 @@
+"""Shares as published: ranges and bounds.
+
+The FollowTheMoney ``Ownership.percentage`` property is a plain string (``followthemoney/schema/
+Ownership.yaml`` in ``alephdata/followthemoney``: no type, so no normalisation), and OpenSanctions'
+crawlers pass the registers' own text through. The records below have the shape of the published
+export in ``tests/data/entities/opensanctions_zala.ftm.json`` (OpenSanctions ids, ``datasets``,
+``sharesCount``, ``startDate`` as ``ext_ru_egrul`` writes them); only the percentage text varies.
+
+A share stated as bounds counts at its lower bound in the 50% rule and at its upper bound in
+``possibly_affiliated``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from gatekeeper.ownership import Registry
+from gatekeeper.ownership.model import FULL, HALF, Collector, Entity
+from gatekeeper.ownership.resolve import build_graph, resolve
+
+from .helpers import registry, write_ftm
+
+X, Y, Z, A, B = (
+    "NK-nR5AXM9AVPq4pQaSPSaVam",
+    "NK-aU5ybkbRFJucf8YMwsJvDw",
+    "NK-3NyeuT6JeJDLhGEyH3JD52",
+    "NK-abdzbEBkqyT29GyREbiURZ",
+    "NK-iE6m5ryPeTAMZozfECVSL7",
+)
+
+
+def org(eid: str, *topics: str) -> dict[str, Any]:
+    return {
+        "id": eid,
+        "schema": "Company",
+        "properties": {"name": [eid], "jurisdiction": ["ru"], "topics": list(topics)},
+        "datasets": ["ext_ru_egrul"],
+    }
+
+
+def holding(n: int, owner: str, asset: str, *pct: Any) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "owner": [owner],
+        "asset": [asset],
+        "sharesCount": ["10000"],
+        "startDate": ["2005-09-16"],
+    }
+    if pct:
+        props["percentage"] = list(pct)
+    return {
+        "id": f"ru-159c785ad927d3e153b23a26620730465ed26f1{n}",
+        "schema": "Ownership",
+        "properties": props,
+        "datasets": ["ext_ru_egrul"],
+    }
+
+
+def load(tmp_path: Path, *records: dict[str, Any], name: str = "f.ftm.json") -> Registry:
+    return registry((write_ftm(tmp_path / name, list(records)), "ftm"))
+
+
+BOUNDED = [
+    ("> 50", None, (True, False)),
+    (">50%", None, (True, False)),
+    ("majority", None, (True, False)),
+    ("51-100%", None, (True, False)),
+    ("50-100", None, (True, False)),
+    ("at least 50%", None, (True, False)),
+    ("30,5", "19,5", (True, False)),
+    ("30,5", "19.4", (False, False)),
+    ("< 40", None, (False, False)),  # at most 40
+    ("< 40", "20", (False, True)),  # 40 + 20 may reach 50: never counted as 0
+    ("< 40", "5", (False, False)),  # 45 at most
+    ("up to 45%", "5%", (False, True)),
+    ("25-40%", "< 10", (False, True)),  # exactly 50 at most, and 50 is enough
+    ("25-40%", "< 9.99", (False, False)),
+    ("minority", "< 10", (False, True)),
+    (">= 25", "20", (False, True)),
+    ("10-49%", "40", (True, False)),  # the lower bounds alone reach 50
+]
+
+
+@pytest.mark.parametrize(("x_share", "y_share", "want"), BOUNDED)
+def test_bounds_in_the_50_percent_rule(
+    tmp_path: Path, x_share: str, y_share: str | None, want: tuple[bool, bool]
+) -> None:
+    records = [org(X, "sanction"), org(Y, "export.control"), org(A), holding(0, X, A, x_share)]
+    if y_share is not None:
+        records.append(holding(1, Y, A, y_share))
+    reg = load(tmp_path, *records)
+    a = reg.profile(f"ftm:{A}")
+    assert (a.affiliated, a.possibly_affiliated) == want
+    assert reg.stats["sources"][0]["bad_rows"] == 0
+
+
+def test_upper_bound_is_capped_by_the_other_owners(tmp_path: Path) -> None:
+    """X (listed) holds ">= 25" of A while Z (not listed) holds 60: X has at most 40."""
+    reg = load(
+        tmp_path,
+        org(X, "sanction"),
+        org(Z),
+        org(A),
+        org(B),
+        holding(0, X, A, ">= 25"),
+        holding(1, Z, A, "60"),
+        holding(2, A, B, "100"),
+    )
+    assert not reg.profile(f"ftm:{A}").possibly_affiliated
+    assert reg.profile(f"ftm:{A}").ultimate_parent == f"ftm:{Z}"
+
+
+def test_upper_bound_carries_down_the_chain(tmp_path: Path) -> None:
+    """X (listed) holds "< 60" of A, A all of B: both may be affiliates, neither is."""
+    reg = load(
+        tmp_path,
+        org(X, "sanction"),
+        org(A),
+        org(B),
+        holding(0, X, A, "< 60"),
+        holding(1, A, B, "100%"),
+    )
+    for eid in (A, B):
+        p = reg.profile(f"ftm:{eid}")
+        assert p.possibly_affiliated and not p.affiliated, eid
+    assert reg.stats["possibly_affiliated"] == 2
+
+
+def test_duplicate_rows_keep_the_larger_bounds(tmp_path: Path) -> None:
+    """The same holding published twice, "30" and "< 45": at least 30, at most 45."""
+    reg = load(
+        tmp_path,
+        org(X, "sanction"),
+        org(Y, "sanction"),
+        org(A),
+        holding(0, X, A, "30"),
+        holding(1, X, A, "< 45"),
+        holding(2, Y, A, "7"),
+    )
+    a = reg.profile(f"ftm:{A}")
+    assert a.listed_share == 37.0 and not a.affiliated and a.possibly_affiliated
+    assert reg.stats["duplicate_edges"] == 1
+
+
+# ---------------------------------------------------------------- soundness of the upper bound
+
+SHARE_STEPS = [0, 100_000, 250_000, 400_000, 500_000, 600_000, 1_000_000]
+
+
+@st.composite
+def bounded_graphs(draw: st.DrawFn) -> tuple[int, list[bool], list[tuple[int, int, int, int]]]:
+    """Up to 6 entities; edges (owner, asset, low, high) with high = -1 for an unknown size."""
+    n = draw(st.integers(2, 6))
+    listed = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    edges = []
+    for o, a in itertools.permutations(range(n), 2):
+        if not draw(st.booleans()):
+            continue
+        kind = draw(st.sampled_from(["exact", "bounds", "unknown"]))
+        if kind == "unknown":
+            edges.append((o, a, -1, -1))
+            continue
+        lo = draw(st.sampled_from(SHARE_STEPS))
+        hi = lo if kind == "exact" else draw(st.sampled_from([s for s in SHARE_STEPS if s >= lo]))
+        edges.append((o, a, lo, hi))
+    return n, listed, edges
+
+
+def _exact_rule(n: int, listed: list[bool], shares: dict[tuple[int, int], int]) -> set[int]:
+    aff = {i for i in range(n) if listed[i]}
+    while True:
+        more = {
+            a
+            for a in range(n)
+            if a not in aff
+            and sum(u for (o, x), u in shares.items() if x == a and o in aff) >= HALF
+        }
+        if not more:
+            return aff
+        aff |= more
+
+
+@settings(max_examples=300, deadline=None)
+@given(bounded_graphs(), st.data())
+def test_possibly_affiliated_covers_every_reading(case: Any, data: st.DataObject) -> None:
+    """Whatever the true shares within their bounds (at most 100% per asset), an entity the exact
+    rule would affiliate is affiliated or possibly affiliated; the lower bounds alone never
+    affiliate more than the rule over some reading does."""
+    n, listed, edges = case
+    floors = [sum(lo for _, x, lo, _ in edges if x == a and lo > 0) for a in range(n)]
+    assume(max(floors) <= FULL)  # otherwise no reading of the data exists
+    col = Collector()
+    col.add_report("t", "ftm", strict=False)
+    for i in range(n):
+        col.add_entity(Entity(id=f"e{i}", flags=frozenset({"sdn"} if listed[i] else ())))
+    for o, a, lo, hi in edges:
+        col.add_edge(f"e{o}", f"e{a}", lo, False, 0, None, high=hi if hi >= 0 else None)
+    profiles, _ = resolve(build_graph(col), listing_flags=frozenset({"sdn"}), bo_threshold=25.0)
+    # One reading of the data: each share somewhere within its bounds, scaled to fit 100%.
+    shares: dict[tuple[int, int], int] = {}
+    for o, a, lo, hi in edges:
+        top = FULL if hi < 0 else hi
+        shares[(o, a)] = data.draw(st.integers(max(lo, 0), top))
+    for a in range(n):
+        held = [(k, u) for k, u in shares.items() if k[1] == a]
+        total = sum(u for _, u in held)
+        floor = floors[a]
+        if total > FULL:
+            # squeeze towards the lower bounds until the asset is at most 100% owned
+            for k, u in held:
+                lo = next(lo for o, x, lo, _ in edges if (o, x) == k)
+                shares[k] = max(lo, 0) + (u - max(lo, 0)) * (FULL - floor) // max(1, total - floor)
+    truth = _exact_rule(n, listed, shares)
+    for i in truth:
+        p = profiles[f"e{i}"]
+        assert p.affiliated or p.possibly_affiliated, (i, shares)
+    lows = {(o, a): max(lo, 0) for o, a, lo, _ in edges}
+    assert {i for i in range(n) if profiles[f"e{i}"].affiliated} == _exact_rule(n, listed, lows)
