@@ -129,6 +129,9 @@ class SourceReport:
     skipped: dict[str, int] = field(default_factory=dict)  # well-formed rows we do not use
     notes: dict[str, int] = field(default_factory=dict)  # counted data-quality observations
     problems: list[Problem] = field(default_factory=list)
+    # Rows read with a caveat (a share that cannot be read is taken as of unknown size): they
+    # never fail the load, but each names its row, so the publisher's data can be corrected.
+    warnings: list[Problem] = field(default_factory=list)
 
     MAX_KEPT = 1000  # problem messages kept per source; the count stays exact
 
@@ -136,6 +139,12 @@ class SourceReport:
         self.bad_rows += 1
         if len(self.problems) < self.MAX_KEPT:
             self.problems.append(Problem(self.path, line, path, message))
+
+    def warn(self, line: int | None, path: str, message: str, note: str) -> None:
+        """A row kept with a caveat, counted under ``notes[note]``."""
+        self.note(note)
+        if len(self.warnings) < self.MAX_KEPT:
+            self.warnings.append(Problem(self.path, line, path, message))
 
     def note(self, key: str, n: int = 1) -> None:
         self.notes[key] = self.notes.get(key, 0) + n
@@ -153,6 +162,7 @@ class SourceReport:
             "skipped": dict(self.skipped),
             "notes": dict(self.notes),
             "problems": [str(p) for p in self.problems[:max_problems]],
+            "warnings": [str(p) for p in self.warnings[:max_problems]],
         }
 
 

@@ -1,4 +1,4 @@
-"""Shares as published: ranges and bounds.
+"""Shares as published: free text that cannot be read, ranges and bounds.
 
 The FollowTheMoney ``Ownership.percentage`` property is a plain string (``followthemoney/schema/
 Ownership.yaml`` in ``alephdata/followthemoney``: no type, so no normalisation), and OpenSanctions'
@@ -6,8 +6,9 @@ crawlers pass the registers' own text through. The records below have the shape 
 export in ``tests/data/entities/opensanctions_zala.ftm.json`` (OpenSanctions ids, ``datasets``,
 ``sharesCount``, ``startDate`` as ``ext_ru_egrul`` writes them); only the percentage text varies.
 
-A share stated as bounds counts at its lower bound in the 50% rule and at its upper bound in
-``possibly_affiliated``.
+A holding whose size cannot be read is kept as one of unknown size (never dropped, never 0) with a
+warning naming it; a share stated as bounds counts at its lower bound in the 50% rule and at its
+upper bound in ``possibly_affiliated``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from gatekeeper.ownership import Registry
 from gatekeeper.ownership.model import FULL, HALF, Collector, Entity
 from gatekeeper.ownership.resolve import build_graph, resolve
+from gatekeeper.ownership.screening import diff
 
 from .helpers import registry, write_ftm
 
@@ -65,6 +67,60 @@ def load(tmp_path: Path, *records: dict[str, Any], name: str = "f.ftm.json") -> 
     return registry((write_ftm(tmp_path / name, list(records)), "ftm"))
 
 
+UNREADABLE: list[Any] = [
+    "unknown",
+    "approx. 30 %",
+    "n/a",
+    "NaN",
+    "inf",
+    "-5",
+    "150",
+    "1e309",
+    "30 %%",
+    "5" * 10_000,
+    None,
+    True,
+    {"value": 60},
+    ["60"],
+]
+
+
+@pytest.mark.parametrize("text", UNREADABLE, ids=lambda t: repr(t)[:20])
+def test_unreadable_share_is_a_holding_of_unknown_size(tmp_path: Path, text: Any) -> None:
+    """The sanctioned X holds A at a share nobody can read: A may be X's, and X its parent."""
+    reg = load(tmp_path, org(X, "sanction"), org(A), holding(0, X, A, text))
+    a = reg.profile(f"ftm:{A}")
+    assert a.unknown_share_edges == (f"ftm:{X}",)
+    assert a.possibly_affiliated and not a.affiliated and a.listed_share == 0.0
+    assert a.ultimate_parent == f"ftm:{X}"  # the only owner, of unknown size
+    src = reg.stats["sources"][0]
+    assert (src["edges"], src["bad_rows"]) == (1, 0)
+    assert src["notes"] == {"unreadable_percentages": 1}
+    [warning] = src["warnings"]
+    assert (
+        f"ownership 'ru-159c785ad927d3e153b23a26620730465ed26f10' (ftm:{X} -> ftm:{A})" in warning
+    )
+    assert len(warning) < 400  # a hostile value is not echoed whole
+
+
+def test_unreadable_beside_a_readable_value_keeps_the_readable_lower_bound(tmp_path: Path) -> None:
+    """Two values, "30" and one unreadable: at least 30, and possibly anything above."""
+    reg = load(
+        tmp_path,
+        org(X, "sanction"),
+        org(Y, "sanction"),
+        org(A),
+        holding(0, X, A, "30", "approx. 30 %"),
+        holding(1, Y, A, "15"),
+    )
+    a = reg.profile(f"ftm:{A}")
+    assert a.listed_share == 45.0 and not a.affiliated and a.possibly_affiliated
+    assert a.unknown_share_edges == ()
+    assert reg.stats["sources"][0]["notes"] == {"unreadable_percentages": 1}
+
+
+# (X's share in A as published, Y's share in A (None: Y holds nothing), both listed?) ->
+# (affiliated, possibly_affiliated)
 BOUNDED = [
     ("> 50", None, (True, False)),
     (">50%", None, (True, False)),
@@ -145,6 +201,45 @@ def test_duplicate_rows_keep_the_larger_bounds(tmp_path: Path) -> None:
     a = reg.profile(f"ftm:{A}")
     assert a.listed_share == 37.0 and not a.affiliated and a.possibly_affiliated
     assert reg.stats["duplicate_edges"] == 1
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "changes", "after_view"),
+    [
+        # a number becomes unreadable: no longer affiliated but possibly, X still the parent
+        ("60", "unknown", ["affiliated", "possibly_affiliated"], (False, True, X)),
+        ("60", "approx. 60 %", ["affiliated", "possibly_affiliated"], (False, True, X)),
+        # and back
+        ("unknown", "60", ["affiliated", "possibly_affiliated"], (True, False, X)),
+        # a number becomes a bound that may still be the majority
+        ("60", "< 70", ["affiliated", "possibly_affiliated"], (False, True, X)),
+        # ... or one that cannot: at most 40, so nobody's parent and no affiliate
+        ("60", "< 40", ["affiliated", "ultimate_parent"], (False, False, A)),
+        # unknown and unreadable are the same view: nothing to re-screen
+        ("unknown", "n/a", None, None),
+    ],
+)
+def test_rescreening_when_a_share_becomes_unknown(
+    tmp_path: Path,
+    before: str,
+    after: str,
+    changes: list[str] | None,
+    after_view: tuple[bool, bool, str] | None,
+) -> None:
+    def version(pct: str, name: str) -> Registry:
+        return load(tmp_path, org(X, "sanction"), org(A), holding(0, X, A, pct), name=name)
+
+    old, new = version(before, "old.ftm.json"), version(after, "new.ftm.json")
+    assert old.version != new.version
+    got = diff(old, new)
+    if changes is None:
+        assert got == []
+        return
+    [change] = got
+    assert change.entity == f"ftm:{A}" and list(change.changes) == changes
+    assert change.after is not None and after_view is not None
+    view = (change.after["affiliated"], change.after["possibly_affiliated"])
+    assert (*view, change.after["ultimate_parent"]) == (*after_view[:2], f"ftm:{after_view[2]}")
 
 
 # ---------------------------------------------------------------- soundness of the upper bound
