@@ -1,4 +1,4 @@
-"""Shares as published: free text that cannot be read, ranges and bounds.
+"""Shares as published: free text that cannot be read, ranges and bounds, hostile values.
 
 The FollowTheMoney ``Ownership.percentage`` property is a plain string (``followthemoney/schema/
 Ownership.yaml`` in ``alephdata/followthemoney``: no type, so no normalisation), and OpenSanctions'
@@ -21,6 +21,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from gatekeeper.errors import ConfigError
 from gatekeeper.ownership import Registry
 from gatekeeper.ownership.model import FULL, HALF, Collector, Entity
 from gatekeeper.ownership.resolve import build_graph, resolve
@@ -316,3 +317,39 @@ def test_possibly_affiliated_covers_every_reading(case: Any, data: st.DataObject
         assert p.affiliated or p.possibly_affiliated, (i, shares)
     lows = {(o, a): max(lo, 0) for o, a, lo, _ in edges}
     assert {i for i in range(n) if profiles[f"e{i}"].affiliated} == _exact_rule(n, listed, lows)
+
+
+# ------------------------------------------------------------------- the native file: no free text
+
+
+@pytest.mark.parametrize(
+    "share",
+    [
+        ".nan",
+        ".inf",
+        "-.inf",
+        "-1",
+        "100.0001",
+        "1.0e+309",
+        "1e309",
+        '"50%"',
+        "majority",
+        "null",
+        "[50]",
+        "{v: 50}",
+        "x" * 10_000,
+    ],
+    ids=lambda s: s[:12],
+)
+def test_native_share_must_be_a_number(tmp_path: Path, share: str) -> None:
+    """The operator's own file is strict: a share that is not a number from 0 to 100 fails the
+    load with its line, whatever it is (never 0, never a crash)."""
+    path = tmp_path / "e.yaml"
+    path.write_text(
+        f"entities:\n  - id: a\n    owners:\n      - {{id: b, share: {share}}}\n  - id: b\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        registry((str(path), "native"))
+    assert info.value.problems == [
+        f"{path}:4: entities[0].owners[0].share: must be a number from 0 to 100"
+    ]
