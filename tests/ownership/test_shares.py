@@ -104,6 +104,20 @@ def test_unreadable_share_is_a_holding_of_unknown_size(tmp_path: Path, text: Any
     assert len(warning) < 400  # a hostile value is not echoed whole
 
 
+def test_a_bare_value_is_read_as_a_list_of_one(tmp_path: Path) -> None:
+    """FtM values are lists; a bare "60" still states 60, a bare "junk" still warns."""
+    bare = holding(0, X, A)
+    bare["properties"]["percentage"] = "60"
+    junk = holding(1, X, B)
+    junk["properties"]["percentage"] = "junk"
+    reg = load(tmp_path, org(X, "sanction"), org(A), org(B), bare, junk)
+    assert reg.profile(f"ftm:{A}").affiliated
+    b = reg.profile(f"ftm:{B}")
+    assert b.possibly_affiliated and b.unknown_share_edges == (f"ftm:{X}",)
+    [warning] = reg.stats["sources"][0]["warnings"]
+    assert "'junk' cannot be read" in warning
+
+
 def test_unreadable_beside_a_readable_value_keeps_the_readable_lower_bound(tmp_path: Path) -> None:
     """Two values, "30" and one unreadable: at least 30, and possibly anything above."""
     reg = load(

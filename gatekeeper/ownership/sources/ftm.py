@@ -361,19 +361,19 @@ def load_ftm(path: str, col: Collector, src: int, hasher: Any) -> None:
                 rep.note(status)
                 continue
             pct = props.get("percentage")
+            if pct is not None and not isinstance(pct, list):
+                pct = [pct]  # FtM values are lists; a bare value is read as a list of one
             units = UNKNOWN_SHARE
             high = None
-            if isinstance(pct, list) and pct:
+            if pct:
                 try:
                     bounds = [percentage_bounds(str(p)) for p in pct]
                     units = max(round(lo * SCALE) for lo, _ in bounds)
                     high = max(round(hi * SCALE) for _, hi in bounds)
                 except ValueError:
                     units, high = _unreadable(pct, rid, owner, asset, lineno, rep)
-            elif pct is None or pct == []:
-                rep.note("edges_without_share")
             else:
-                units, high = _unreadable([pct], rid, owner, asset, lineno, rep)
+                rep.note("edges_without_share")
             col.add_edge("ftm:" + owner, "ftm:" + asset, units, False, src, lineno, high=high)
 
 
