@@ -91,8 +91,6 @@ def build_graph(col: Collector) -> Graph:
     units: list[int] = []
     ctrl = bytearray()
     ids = col.ids
-    e_high = col.e_high
-    highs: dict[int, int] = {}  # index in ``owners`` -> upper bound
     for j in range(len(col.e_owner)):
         o = canon[col.e_owner[j]]
         a = canon[col.e_asset[j]]
@@ -110,8 +108,6 @@ def build_graph(col: Collector) -> Graph:
             else:  # two records the native file declared the same entity
                 notes["self_edges_merged"] = notes.get("self_edges_merged", 0) + 1
             continue
-        if e_high and j in e_high:
-            highs[len(owners)] = e_high[j]
         owners.append(o)
         assets.append(a)
         units.append(col.e_units[j])
@@ -128,8 +124,13 @@ def build_graph(col: Collector) -> Graph:
         s_owner[p] = owners[j]
         s_units[p] = units[j]
         s_ctrl[p] = ctrl[j]
-    s_high = {pos[j]: h for j, h in highs.items()}
-    del owners, assets, units, ctrl, pos, highs
+    del owners, assets, units, ctrl, pos
+    # Upper bounds by asset and owner (the largest of duplicate rows); sparse, so the loop below
+    # pays one test per asset when there are none.
+    highs: dict[int, dict[int, int]] = {}
+    for j, h in col.e_high.items():
+        o, by_owner = canon[col.e_owner[j]], highs.setdefault(canon[col.e_asset[j]], {})
+        by_owner[o] = max(by_owner.get(o, 0), h)
     in_start = [0] * (n + 1)
     in_owner: list[int] = []
     in_units: list[int] = []
@@ -138,9 +139,10 @@ def build_graph(col: Collector) -> Graph:
     dups = overowned = multi_control = 0
     for a in range(n):
         lo, hi = start[a], start[a + 1]
+        hs = highs.get(a) if highs else None
         if hi - lo == 1:
-            if s_high and lo in s_high:
-                in_high[len(in_owner)] = s_high[lo]
+            if hs and hs.get(s_owner[lo], -1) > s_units[lo]:
+                in_high[len(in_owner)] = hs[s_owner[lo]]
             in_owner.append(s_owner[lo])
             in_units.append(s_units[lo])
             in_control.append(s_ctrl[lo])
@@ -154,16 +156,11 @@ def build_graph(col: Collector) -> Graph:
                     dups += 1
                     cur[0] = max(cur[0], s_units[k])
                     cur[1] |= s_ctrl[k]
-            m_high: dict[int, int] = {}
-            if s_high:
-                for k in range(lo, hi):
-                    if k in s_high:
-                        m_high[s_owner[k]] = max(m_high.get(s_owner[k], 0), s_high[k])
             total = 0
             nctrl = 0
             for o, (u, c) in merged.items():
-                if m_high and m_high.get(o, -1) > u:
-                    in_high[len(in_owner)] = m_high[o]
+                if hs and hs.get(o, -1) > u:
+                    in_high[len(in_owner)] = hs[o]
                 in_owner.append(o)
                 in_units.append(u)
                 in_control.append(c)

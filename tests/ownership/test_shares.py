@@ -218,6 +218,33 @@ def test_duplicate_rows_keep_the_larger_bounds(tmp_path: Path) -> None:
     assert reg.stats["duplicate_edges"] == 1
 
 
+def test_bounds_of_a_dropped_row_stay_with_it(tmp_path: Path) -> None:
+    """A ranged holding by an owner no source defines is a bad row; it lends its bounds to
+    nobody, and the asset's other holding is read as stated."""
+    reg = registry(
+        (
+            write_ftm(
+                tmp_path / "f.ftm.json",
+                [
+                    org(X, "sanction"),
+                    org(A),
+                    org(B),
+                    holding(0, Z, A, "< 90"),  # Z is defined nowhere
+                    holding(1, X, A, "30"),
+                    holding(2, Z, B, "< 90"),
+                    holding(3, X, B, "< 45"),
+                ],
+            ),
+            "ftm",
+        ),
+        max_bad_rows=2,
+    )
+    a, b = reg.profile(f"ftm:{A}"), reg.profile(f"ftm:{B}")
+    assert (a.listed_share, a.affiliated, a.possibly_affiliated) == (30.0, False, False)
+    assert (b.listed_share, b.affiliated, b.possibly_affiliated) == (0.0, False, False)
+    assert reg.stats["sources"][0]["bad_rows"] == 2
+
+
 @pytest.mark.parametrize(
     ("before", "after", "changes", "after_view"),
     [
