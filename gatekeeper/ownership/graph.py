@@ -2,8 +2,9 @@
 
 ``build_graph`` validates edge endpoints (dangling and self edges are reported against the row
 that produced them), merges alias records into their native entity, merges duplicate
-owner->asset edges (the larger share wins; a stated share beats one of unknown size) and builds
-adjacency in both directions for the computations in ``resolve.py``.
+owner->asset edges (the larger share wins; a stated share beats one of unknown size; of shares
+stated as bounds, the larger bounds) and builds adjacency in both directions for the computations
+in ``resolve.py``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ class Graph:
     out_start: list[int]
     out_asset: list[int]
     out_units: list[int]
+    out_high: dict[int, int]  # out-edge -> upper bound of a share stated as bounds (sparse)
     notes: dict[str, int]
+
+    def stated(self, a: int) -> int:
+        """The share units of ``a`` its owners certainly hold (lower bounds; unknown sizes: 0)."""
+        return sum(x for x in self.in_units[self.in_start[a] : self.in_start[a + 1]] if x > 0)
 
 
 def _csr(n: int, keys: Iterable[int]) -> tuple[list[int], list[int]]:
@@ -119,14 +125,24 @@ def build_graph(col: Collector) -> Graph:
         s_units[p] = units[j]
         s_ctrl[p] = ctrl[j]
     del owners, assets, units, ctrl, pos
+    # Upper bounds by asset and owner (the largest of duplicate rows); sparse, so the loop below
+    # pays one test per asset when there are none.
+    highs: dict[int, dict[int, int]] = {}
+    for j, h in col.e_high.items():
+        o, by_owner = canon[col.e_owner[j]], highs.setdefault(canon[col.e_asset[j]], {})
+        by_owner[o] = max(by_owner.get(o, 0), h)
     in_start = [0] * (n + 1)
     in_owner: list[int] = []
     in_units: list[int] = []
     in_control = bytearray()
+    in_high: dict[int, int] = {}
     dups = overowned = multi_control = 0
     for a in range(n):
         lo, hi = start[a], start[a + 1]
+        hs = highs.get(a) if highs else None
         if hi - lo == 1:
+            if hs and hs.get(s_owner[lo], -1) > s_units[lo]:
+                in_high[len(in_owner)] = hs[s_owner[lo]]
             in_owner.append(s_owner[lo])
             in_units.append(s_units[lo])
             in_control.append(s_ctrl[lo])
@@ -143,6 +159,8 @@ def build_graph(col: Collector) -> Graph:
             total = 0
             nctrl = 0
             for o, (u, c) in merged.items():
+                if hs and hs.get(o, -1) > u:
+                    in_high[len(in_owner)] = hs[o]
                 in_owner.append(o)
                 in_units.append(u)
                 in_control.append(c)
@@ -170,6 +188,7 @@ def build_graph(col: Collector) -> Graph:
     for k, p in enumerate(pos):
         out_asset[p] = in_asset[k]
         out_units[p] = in_units[k]
+    out_high = {pos[k]: h for k, h in in_high.items()}
     return Graph(
         ids=ids,
         entities=ents,
@@ -181,5 +200,6 @@ def build_graph(col: Collector) -> Graph:
         out_start=out_start,
         out_asset=out_asset,
         out_units=out_units,
+        out_high=out_high,
         notes=notes,
     )

@@ -34,6 +34,9 @@ HALF = 50 * SCALE
 UNKNOWN_SHARE = -1
 #: Edge control bits: control without equity (a VIE contract), and a stated share whose upper
 #: bound may be a majority (an FtM range or lower bound such as "50 - 75" or ">= 25%").
+#: A share stated only as bounds is kept as its lower bound (``e_units``, what the 50% rule counts)
+#: plus, when the upper bound is higher, that bound in ``Collector.e_high`` (what the rule bounded
+#: from above, ``possibly_affiliated``, counts): sparse, since most published shares are exact.
 CONTROL = 1
 MAY_CONTROL = 2
 
@@ -126,6 +129,9 @@ class SourceReport:
     skipped: dict[str, int] = field(default_factory=dict)  # well-formed rows we do not use
     notes: dict[str, int] = field(default_factory=dict)  # counted data-quality observations
     problems: list[Problem] = field(default_factory=list)
+    # Rows read with a caveat (a share that cannot be read is taken as of unknown size): they
+    # never fail the load, but each names its row, so the publisher's data can be corrected.
+    warnings: list[Problem] = field(default_factory=list)
 
     MAX_KEPT = 1000  # problem messages kept per source; the count stays exact
 
@@ -133,6 +139,12 @@ class SourceReport:
         self.bad_rows += 1
         if len(self.problems) < self.MAX_KEPT:
             self.problems.append(Problem(self.path, line, path, message))
+
+    def warn(self, line: int | None, path: str, message: str, note: str) -> None:
+        """A row kept with a caveat, counted under ``notes[note]``."""
+        self.note(note)
+        if len(self.warnings) < self.MAX_KEPT:
+            self.warnings.append(Problem(self.path, line, path, message))
 
     def note(self, key: str, n: int = 1) -> None:
         self.notes[key] = self.notes.get(key, 0) + n
@@ -150,6 +162,7 @@ class SourceReport:
             "skipped": dict(self.skipped),
             "notes": dict(self.notes),
             "problems": [str(p) for p in self.problems[:max_problems]],
+            "warnings": [str(p) for p in self.warnings[:max_problems]],
         }
 
 
@@ -175,6 +188,7 @@ class Collector:
         self.e_control = bytearray()
         self.e_source = array("l")
         self.e_line = array("l")  # 0 = unknown
+        self.e_high: dict[int, int] = {}  # edge index -> upper bound, for a share stated as bounds
         self.alias_of: dict[int, int] = {}  # alias id -> canonical (native) id
         self.alias_line: dict[int, tuple[int, int]] = {}  # alias id -> (source, line)
 
@@ -213,8 +227,13 @@ class Collector:
         source: int,
         line: int | None,
         *,
-        may_control: bool = False,
+        high: int | None = None,
     ) -> None:
+        """``high``: the upper bound of a share stated as bounds (``units`` is its lower bound)."""
+        may_control = False
+        if high is not None and high > units >= 0:
+            self.e_high[len(self.e_units)] = high
+            may_control = high > HALF
         self.e_owner.append(self.intern(owner))
         self.e_asset.append(self.intern(asset))
         self.e_units.append(units)

@@ -10,7 +10,8 @@ than ``entities.max_bad_rows`` bad rows fails the load, with every kept problem 
 ``ConfigError``. A CSL file is published weekly by a third party, so one unreadable row must not
 stop the gate: its bad rows fail the load only when they also outnumber the rows read (then the
 file is not the CSL as published). Either way the counts are in ``stats['sources']`` and every
-kept problem is logged — nothing is dropped silently.
+kept problem is logged — nothing is dropped silently. Rows kept with a caveat (an FtM share that
+cannot be read becomes a holding of unknown size) are logged as warnings and counted.
 
 Holdings are judged on a day (``as_of``, the load date unless given): FtM ownership dates decide
 whether a holding counts, so the same files can resolve differently on another day, and the day
@@ -37,6 +38,8 @@ from .resolve import BoLimits, build_graph, resolve
 from .sources import LOADERS
 
 log = logging.getLogger("gatekeeper.entities")
+#: Warnings logged per source and load; every one is counted in the stats' ``notes``.
+MAX_LOGGED = 20
 
 
 class Registry:
@@ -145,6 +148,11 @@ def _load(cfg: EntitiesConfig, limits: BoLimits | None, as_of: date | None) -> R
             )
     if problems:
         raise ConfigError(problems)
+    for rep in col.reports:
+        for p in rep.warnings[:MAX_LOGGED]:
+            log.warning("entities: %s", p)
+        if len(rep.warnings) > MAX_LOGGED:
+            log.warning("entities: %s: ... more warnings (notes: %s)", rep.path, rep.notes)
     profiles, rstats = resolve(
         graph,
         listing_flags=listing_flags,

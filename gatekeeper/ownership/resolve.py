@@ -68,17 +68,17 @@ def affiliation(g: Graph, listed: bytearray) -> tuple[bytearray, list[int]]:
 
 
 def possible_affiliation(g: Graph, aff: bytearray, acc: list[int]) -> bytearray | None:
-    """The 50% rule bounded from above: each holding of unknown size may be the rest of its asset.
+    """The 50% rule bounded from above: every holding as large as it may be.
 
-    Least fixpoint of "affiliated, or the known shares held by possibly affiliated owners plus,
-    when one of them holds a share of unknown size, everything the known holdings leave (100 minus
-    the known shares of all owners) reach 50". The unknown holdings of one asset together can
-    never exceed that rest, so it is added once per asset. None when no holding is of unknown size.
+    Least fixpoint of "affiliated, or the holdings of possibly affiliated owners reach 50", where
+    a share stated as bounds ("< 40", ">= 25") counts at its upper bound, capped by what the other
+    owners' stated shares leave, and a holding of unknown size adds everything the stated shares
+    of all owners leave (100 minus their lower bounds) — once per asset, since the unknown holdings
+    of one asset together can never exceed that rest. None when every share is exact.
     """
-    out_start, out_asset, out_units = g.out_start, g.out_asset, g.out_units
-    if not any(u < 0 for u in out_units):
+    out_start, out_asset, out_units, out_high = g.out_start, g.out_asset, g.out_units, g.out_high
+    if not out_high and not any(u < 0 for u in out_units):
         return None
-    in_start, in_units = g.in_start, g.in_units
     n = len(g.ids)
     hi = bytearray(aff)
     hacc = list(acc)
@@ -86,22 +86,24 @@ def possible_affiliation(g: Graph, aff: bytearray, acc: list[int]) -> bytearray 
     stack = [i for i in range(n) if aff[i]]
     while stack:
         o = stack.pop()
-        fresh = not aff[o]  # its known shares are not in ``acc`` yet
+        fresh = not aff[o]  # its lower bounds are not in ``acc`` yet
         for k in range(out_start[o], out_start[o + 1]):
             a = out_asset[k]
             u = out_units[k]
             if hi[a]:
                 continue
-            if u >= 0:
-                if not fresh or u == 0:
-                    continue
-                hacc[a] += u
-            else:
+            if u < 0:
                 if rest_added[a]:
                     continue
                 rest_added[a] = 1
-                known = sum(x for x in in_units[in_start[a] : in_start[a + 1]] if x > 0)
-                hacc[a] += max(0, FULL - known)
+                hacc[a] += max(0, FULL - g.stated(a))
+            elif out_high and k in out_high:
+                top = max(u, min(out_high[k], FULL - (g.stated(a) - u)))
+                hacc[a] += top if fresh else top - u
+            elif fresh and u:
+                hacc[a] += u
+            else:
+                continue
             if hacc[a] >= HALF:
                 hi[a] = 1
                 stack.append(a)

@@ -16,6 +16,10 @@ and the latest end. A date that cannot be read is ignored (the holding counts) a
 An ``Ownership`` without a percentage (how OpenSanctions carries "owned or controlled by") is a
 holding of *unknown size* (``model.UNKNOWN_SHARE``): never counted as 0, it is listed on the
 profile (``unknown_share_edges``) and bounds affiliation from above (``possibly_affiliated``).
+So is one whose percentage cannot be read ("unknown", "approx. 30 %", "150"): the holding is
+kept, with a warning naming the Ownership, its owner and asset (``notes.unreadable_percentages``).
+A share stated as bounds keeps both: the lower bound for the 50% rule, the upper bound for
+``possibly_affiliated`` and for a possible parent.
 
 Topics (the whole FollowTheMoney vocabulary, ``TOPIC_FLAGS``): ``sanction`` -> ``sdn`` (every
 sanctions programme, not only OFAC's: it errs on the side of caution), ``sanction.control`` ->
@@ -35,8 +39,8 @@ Countries: organisations take ``jurisdiction`` (else ``country``) as incorporati
 Bad rows (reported with ``file:line``, loading continues; the registry fails the load when a source
 has more than ``entities.max_bad_rows``): lines over ``MAX_LINE_BYTES``, invalid UTF-8 or JSON
 (including nesting deeper than the parser's limit), a non-object, a missing or invalid ``id`` or
-``schema``, a duplicate id, an Ownership without owner or asset or with an unreadable percentage,
-owner == asset, and edges whose endpoint no source defines.
+``schema``, a duplicate id, an Ownership without owner or asset, owner == asset, and edges whose
+endpoint no source defines.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ import orjson
 from ...errors import ConfigError, Problem
 from ..model import (
     FLAG_RE,
-    HALF,
+    FULL,
     ID_RE,
     SCALE,
     UNKNOWN_SHARE,
@@ -357,19 +361,46 @@ def load_ftm(path: str, col: Collector, src: int, hasher: Any) -> None:
                 rep.note(status)
                 continue
             pct = props.get("percentage")
+            if pct is not None and not isinstance(pct, list):
+                pct = [pct]  # FtM values are lists; a bare value is read as a list of one
             units = UNKNOWN_SHARE
-            may_control = False
-            if isinstance(pct, list) and pct:
+            high = None
+            if pct:
                 try:
                     bounds = [percentage_bounds(str(p)) for p in pct]
                     units = max(round(lo * SCALE) for lo, _ in bounds)
-                    may_control = max(round(hi * SCALE) for _, hi in bounds) > HALF
-                except ValueError as exc:
-                    shown = str(pct[0])[:40]
-                    rep.bad(lineno, "properties.percentage", f"{shown!r}: {exc}")
-                    continue
+                    high = max(round(hi * SCALE) for _, hi in bounds)
+                except ValueError:
+                    units, high = _unreadable(pct, rid, owner, asset, lineno, rep)
             else:
                 rep.note("edges_without_share")
-            col.add_edge(
-                "ftm:" + owner, "ftm:" + asset, units, False, src, lineno, may_control=may_control
-            )
+            col.add_edge("ftm:" + owner, "ftm:" + asset, units, False, src, lineno, high=high)
+
+
+def _unreadable(
+    pct: list[Any], rid: str, owner: str, asset: str, lineno: int, rep: SourceReport
+) -> tuple[int, int | None]:
+    """(lower, upper) share units of a percentage list some value of which cannot be read.
+
+    The holding is kept, never dropped nor counted as 0: with no readable value it is of unknown
+    size; otherwise it is at least the largest readable lower bound and may be anything above.
+    """
+    lows: list[int] = []
+    bad: str | None = None
+    reason = ""
+    for p in pct:
+        try:
+            lows.append(round(percentage_bounds(str(p))[0] * SCALE))
+        except ValueError as exc:
+            if bad is None:
+                bad, reason = str(p)[:40], str(exc)
+    rep.warn(
+        lineno,
+        "properties.percentage",
+        f"ownership {rid!r} (ftm:{owner} -> ftm:{asset}): {bad!r} cannot be read ({reason}); "
+        + ("taken as at least the other values state" if lows else "a holding of unknown size"),
+        "unreadable_percentages",
+    )
+    if not lows:
+        return UNKNOWN_SHARE, None
+    return max(lows), FULL
