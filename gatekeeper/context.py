@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 # Actions, in precedence order (deny beats require_license beats allow).
 DENY = "deny"
@@ -303,6 +303,42 @@ class Decision:
 
 
 _FACTS = ("principal", "ownership", "geo", "compute", "decision", "quota")
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+
+    class _Fact(Generic[T]):
+        """How the type checker sees a fact of ``RequestContext``: read as ``T``, set with a
+        ``T``. At run time a fact is the ``property`` that ``_fact`` builds."""
+
+        @overload
+        def __get__(self, ctx: None, owner: type) -> _Fact[T]: ...
+
+        @overload
+        def __get__(self, ctx: RequestContext, owner: type) -> T: ...
+
+        def __get__(self, ctx: RequestContext | None, owner: type) -> T | _Fact[T]: ...
+
+        def __set__(self, ctx: RequestContext, value: T) -> None: ...
+
+
+def _fact(name: str) -> Any:
+    """The fact kept in the slot ``_<name>``; reading it before a stage set it raises
+    ``FactNotSet``. A plain property rather than a descriptor class: facts are read many times
+    per request, and a property's getter is the cheaper call."""
+    slot = "_" + name
+    read = attrgetter(slot)
+
+    def get(ctx: RequestContext) -> Any:
+        value = read(ctx)
+        if value is None:
+            raise FactNotSet(f"fact {name!r} read before any stage set it")
+        return value
+
+    def put(ctx: RequestContext, value: Any) -> None:
+        setattr(ctx, slot, value)
+
+    return property(get, put)
 
 
 class RequestContext:
@@ -348,8 +384,8 @@ class RequestContext:
         self._decision: Decision | None = None
         self._quota: QuotaState | None = None
 
-    # Facts are read many times per request: the getters below read their slot directly, and
-    # ``has``/``maybe`` go through one precomputed getter per fact (no attribute-name building).
+    # Facts are read many times per request: each fact and ``has``/``maybe`` read the slot
+    # through one precomputed getter (no attribute-name building).
 
     def has(self, fact: str) -> bool:
         return _SLOT_OF[fact](self) is not None  # KeyError for an unknown fact
@@ -361,75 +397,12 @@ class RequestContext:
         except KeyError:
             raise AttributeError(f"no fact {fact!r}") from None
 
-    @property
-    def principal(self) -> Principal:
-        value = self._principal
-        if value is None:
-            raise _unset("principal")
-        return value
-
-    @principal.setter
-    def principal(self, value: Principal) -> None:
-        self._principal = value
-
-    @property
-    def ownership(self) -> OwnershipProfile:
-        value = self._ownership
-        if value is None:
-            raise _unset("ownership")
-        return value
-
-    @ownership.setter
-    def ownership(self, value: OwnershipProfile) -> None:
-        self._ownership = value
-
-    @property
-    def geo(self) -> GeoInfo:
-        value = self._geo
-        if value is None:
-            raise _unset("geo")
-        return value
-
-    @geo.setter
-    def geo(self, value: GeoInfo) -> None:
-        self._geo = value
-
-    @property
-    def compute(self) -> ComputeRequest:
-        value = self._compute
-        if value is None:
-            raise _unset("compute")
-        return value
-
-    @compute.setter
-    def compute(self, value: ComputeRequest) -> None:
-        self._compute = value
-
-    @property
-    def decision(self) -> Decision:
-        value = self._decision
-        if value is None:
-            raise _unset("decision")
-        return value
-
-    @decision.setter
-    def decision(self, value: Decision) -> None:
-        self._decision = value
-
-    @property
-    def quota(self) -> QuotaState:
-        value = self._quota
-        if value is None:
-            raise _unset("quota")
-        return value
-
-    @quota.setter
-    def quota(self, value: QuotaState) -> None:
-        self._quota = value
-
-
-def _unset(fact: str) -> FactNotSet:
-    return FactNotSet(f"fact {fact!r} read before any stage set it")
+    principal: _Fact[Principal] = _fact("principal")
+    ownership: _Fact[OwnershipProfile] = _fact("ownership")
+    geo: _Fact[GeoInfo] = _fact("geo")
+    compute: _Fact[ComputeRequest] = _fact("compute")
+    decision: _Fact[Decision] = _fact("decision")
+    quota: _Fact[QuotaState] = _fact("quota")
 
 
 _SLOT_OF = {fact: attrgetter("_" + fact) for fact in _FACTS}
