@@ -288,19 +288,6 @@ class Decision:
     trace: list[dict[str, Any]] = field(default_factory=list)
     shadow: list[dict[str, Any]] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "rule": self.rule,
-            "reasons": list(self.reasons),
-            "status": self.status,
-            "enforced": self.enforced,
-            "policy_version": self.policy_version,
-            "data_version": self.data_version,
-            "license": self.license,
-            "shadow": list(self.shadow),
-        }
-
 
 _FACTS = ("principal", "ownership", "geo", "compute", "decision", "quota")
 T = TypeVar("T")
