@@ -216,14 +216,8 @@ ZERO_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kueue.x-k8s.io/v1beta1", ("LocalQueue",)),
 )
 
-_PLURAL_EXCEPTIONS = {
-    "Endpoints": "endpoints",
-    "NetworkPolicy": "networkpolicies",
-    "IngressClass": "ingressclasses",
-    "PriorityClass": "priorityclasses",
-    "StorageClass": "storageclasses",
-    "DeviceClass": "deviceclasses",
-}
+# Kinds the rules below get wrong (``Endpoints`` is plural already).
+_PLURAL_EXCEPTIONS = {"Endpoints": "endpoints"}
 
 
 def plural(kind: str) -> str:
