@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..config import RouteConfig
 from ..context import R_UNKNOWN_GPU_MODEL, ComputeRequest
@@ -23,6 +23,7 @@ MAX_MULTIPLIER = 10_000_000  # nodes, tasks, replicas, array sizes
 # A resource name (Kubernetes extended resource, Slurm generic resource) that looks like an
 # accelerator: where the gate has no count for it, it is refused, not ignored.
 LOOKS_ACCELERATOR = re.compile(r"gpu|tpu|npu|ipu|neuron|gaudi|accelerat|mig-|/xpu|qaic", re.I)
+T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------- values
@@ -71,20 +72,21 @@ def bounded(value: float, limit: float, reason: str, what: str) -> float:
     return value
 
 
+def optional(value: Any, kind: type[T], what: str, expected: str) -> T | None:
+    """``value`` if it is a ``kind``, ``None`` if absent; anything else is a ``BadRequest``."""
+    if value is None or isinstance(value, kind):
+        return value
+    raise BadRequest("bad-value", f"{what}: expected {expected}")
+
+
 def as_mapping(value: Any, what: str) -> dict[Any, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise BadRequest("bad-value", f"{what}: expected an object")
-    return value
+    found = optional(value, dict, what, "an object")
+    return {} if found is None else found
 
 
 def as_list(value: Any, what: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise BadRequest("bad-value", f"{what}: expected a list")
-    return value
+    found = optional(value, list, what, "a list")
+    return [] if found is None else found
 
 
 # ----------------------------------------------------------------------------- Slurm syntax
