@@ -11,7 +11,7 @@ returning ``None``; use ``ctx.has("geo")`` where absence is legitimate.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -54,27 +54,32 @@ class FactNotSet(AttributeError):
     """A stage read a fact that no earlier stage produced (a wiring bug, not a client error)."""
 
 
-@dataclass(frozen=True, slots=True)
+def _json(fact: Any, *omit: str) -> dict[str, Any]:
+    """The fields of the dataclass ``fact`` in their order, tuples as lists, but for ``omit``."""
+    out: dict[str, Any] = {}
+    for f in fields(fact):
+        if f.name not in omit:
+            value = getattr(fact, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+# Fields stand in the order the JSON shows them (``to_json``); callers name them all.
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Principal:
     """The verified identity behind a request (from a JWT)."""
 
     subject: str
-    issuer: str
     tenant: str | None = None
     entity: str | None = None
+    issuer: str
     nationality: str | None = None
     purpose: str | None = None
     claims: Mapping[str, Any] = field(default_factory=dict)
     expires_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "subject": self.subject,
-            "tenant": self.tenant,
-            "entity": self.entity,
-            "issuer": self.issuer,
-            "nationality": self.nationality,
-        }
+        return _json(self, "purpose", "claims", "expires_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,19 +179,9 @@ class GeoInfo:
     internal: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "country": self.country,
-            "registered_country": self.registered_country,
-            "known": self.known,
-            "asn": self.asn,
-            "asn_org": self.asn_org,
-            "anonymous": self.anonymous,
-            "vpn": self.vpn,
-            "tor": self.tor,
-            "hosting": self.hosting,
-            "proxy": self.proxy,
-            "internal": self.internal,
-        }
+        # where the address is first, then the other fields in their order
+        where = {"country": self.country, "registered_country": self.registered_country}
+        return where | _json(self, "ip", *where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,25 +196,14 @@ class ComputeRequest:
     tpp_hours: float
     eccn: str | None
     controlled: bool
+    # False when a model the request may land on is outside the catalog (priced as its top part)
+    model_known: bool = True
     # what the bound rests on (e.g. ``unknown-gpu-model``, ``gpus-per-node-from-inventory``,
     # ``hours-from-route-max``): kebab-case, sorted; shown in ``check`` and the audit record
     assumptions: tuple[str, ...] = ()
-    # False when a model the request may land on is outside the catalog (priced as its top part)
-    model_known: bool = True
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "gpu_model": self.gpu_model,
-            "gpus": self.gpus,
-            "hours": self.hours,
-            "gpu_hours": self.gpu_hours,
-            "tpp": self.tpp,
-            "tpp_hours": self.tpp_hours,
-            "eccn": self.eccn,
-            "controlled": self.controlled,
-            "model_known": self.model_known,
-            "assumptions": list(self.assumptions),
-        }
+        return _json(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,15 +244,7 @@ class QuotaState:
     refunded: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "consumed": self.consumed,
-            "remaining": self.remaining,
-            "limit": self.limit,
-            "window_s": self.window_s,
-            "fail_open": self.fail_open,
-            "refunded": self.refunded,
-        }
+        return _json(self, "retry_after_s", "reservation")
 
 
 @dataclass(slots=True)

@@ -301,8 +301,8 @@ def combine(parts: Iterable[Part], route: RouteConfig, catalog: GpuCatalog) -> C
         tpp_hours,
         eccn,
         eccn is not None,  # controlled
-        tuple(sorted(reasons)) if reasons else (),  # assumptions
         R_UNKNOWN_GPU_MODEL not in reasons,  # model_known
+        tuple(sorted(reasons)) if reasons else (),  # assumptions
     )
 
 
