@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -107,7 +108,7 @@ _SMALLEST = 1e-4  # below this magnitude Python writes 1e-05 where orjson writes
 _LARGEST = sys.float_info.max
 
 
-def _plain(nums: tuple[Any, ...]) -> bool:
+def _plain(nums: Sequence[Any]) -> bool:
     """Would orjson write every float of ``nums`` as the stdlib does, and are they all finite?
 
     Only exact floats can differ (orjson refuses float subclasses, so those reach the stdlib
@@ -213,20 +214,15 @@ def record_body(
     )
     # Every number of the body, for one check (status and asn are ints, checked all the same).
     # A shadow result is free-form: a body with one is left to the check of the record's bytes.
-    nums = (
-        status,
-        upstream_status,
-        latency,
-        None if ownership is None else ownership.listed_share,
-        None if geo is None else geo.asn,
-        None if compute is None else compute.gpus,
-        None if compute is None else compute.hours,
-        None if compute is None else compute.gpu_hours,
-        None if compute is None else compute.tpp,
-        None if compute is None else compute.tpp_hours,
-        None if quota is None else quota.consumed,
-        None if quota is None else quota.remaining,
-    )
+    nums: list[Any] = [status, upstream_status, latency]
+    if ownership is not None:
+        nums.append(ownership.listed_share)
+    if geo is not None:
+        nums.append(geo.asn)
+    if compute is not None:
+        nums += (compute.gpus, compute.hours, compute.gpu_hours, compute.tpp, compute.tpp_hours)
+    if quota is not None:
+        nums += (quota.consumed, quota.remaining)
     if (decision is None or not decision.shadow) and _plain(nums):
         return body
     return _unchecked(body)
