@@ -54,14 +54,18 @@ class FactNotSet(AttributeError):
     """A stage read a fact that no earlier stage produced (a wiring bug, not a client error)."""
 
 
-def _json(fact: Any, *omit: str) -> dict[str, Any]:
-    """The fields of the dataclass ``fact`` in their order, tuples as lists, but for ``omit``."""
+def _pick(fact: Any, *names: str) -> dict[str, Any]:
+    """Those fields of ``fact``, tuples as lists."""
     out: dict[str, Any] = {}
-    for f in fields(fact):
-        if f.name not in omit:
-            value = getattr(fact, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
+    for name in names:
+        value = getattr(fact, name)
+        out[name] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+def _json(fact: Any, *omit: str) -> dict[str, Any]:
+    """The fields of the dataclass ``fact`` in their order, but for ``omit``."""
+    return _pick(fact, *(f.name for f in fields(fact) if f.name not in omit))
 
 
 # Fields stand in the order the JSON shows them (``to_json``); callers name them all.
@@ -135,12 +139,7 @@ class OwnershipProfile:
     def to_json(self) -> dict[str, Any]:
         """The shape printed by ``gatekeeper entities show`` and embedded in decisions."""
         return {
-            "id": self.id,
-            "known": self.known,
-            "name": self.name,
-            "kind": self.kind,
-            "country": self.country,
-            "hq_country": self.hq_country,
+            **_pick(self, "id", "known", "name", "kind", "country", "hq_country"),
             "flags": sorted(self.flags),
             "affiliated": self.affiliated,
             "listed_share": self.listed_share,
@@ -203,7 +202,19 @@ class ComputeRequest:
     assumptions: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return _json(self)
+        """Also the record's ``compute``: written out, as it is built for every request."""
+        return {
+            "gpu_model": self.gpu_model,
+            "gpus": self.gpus,
+            "hours": self.hours,
+            "gpu_hours": self.gpu_hours,
+            "tpp": self.tpp,
+            "tpp_hours": self.tpp_hours,
+            "eccn": self.eccn,
+            "controlled": self.controlled,
+            "model_known": self.model_known,
+            "assumptions": list(self.assumptions),
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from gatekeeper.context import RequestContext
+from gatekeeper.context import Principal, RequestContext
 
 ZERO_HASH = "sha256:" + "0" * 64
 RECORD_VERSION = 1
@@ -129,6 +129,11 @@ def _num(value: Any) -> Any:
     return value
 
 
+def _who(p: Principal) -> dict[str, Any]:
+    """The principal as the record names it: no claims, so no token can reach the trail."""
+    return {"subject": p.subject, "tenant": p.tenant, "entity": p.entity, "issuer": p.issuer}
+
+
 def record_body(
     ctx: RequestContext, *, status: int | None, upstream_status: int | None, latency_ms: float
 ) -> dict[str, Any]:
@@ -160,14 +165,7 @@ def record_body(
             "upstream_status": upstream_status,
             "latency_ms": latency,
         },
-        principal=None
-        if principal is None
-        else {
-            "subject": principal.subject,
-            "tenant": principal.tenant,
-            "entity": principal.entity,
-            "issuer": principal.issuer,
-        },
+        principal=None if principal is None else _who(principal),
         ownership=None
         if ownership is None
         else {
@@ -182,20 +180,7 @@ def record_body(
         geo=None
         if geo is None
         else {"country": geo.country, "asn": geo.asn, "anonymous": geo.anonymous},
-        compute=None
-        if compute is None
-        else {
-            "gpu_model": compute.gpu_model,
-            "gpus": compute.gpus,
-            "hours": compute.hours,
-            "gpu_hours": compute.gpu_hours,
-            "tpp": compute.tpp,
-            "tpp_hours": compute.tpp_hours,
-            "eccn": compute.eccn,
-            "controlled": compute.controlled,
-            "model_known": compute.model_known,
-            "assumptions": list(compute.assumptions),
-        },
+        compute=None if compute is None else compute.to_json(),
         decision=None
         if decision is None
         else {
