@@ -231,34 +231,9 @@ class KubernetesConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class AdmissionTenants:
-    """Who is behind an admission request: userInfo.username or the namespace -> entity id."""
-
-    users: dict[str, str] = field(default_factory=dict)
-    namespaces: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class AdmissionConfig:
-    """The validating admission webhook listener (``POST /v1/admission``, TLS)."""
-
-    host: str = "0.0.0.0"
-    port: int = 8443
-    tls: TLSConfig | None = None
-    tenants: AdmissionTenants = field(default_factory=AdmissionTenants)
-    inventory: str | None = None  # default inventory entry for measured objects
-    gpu_model: str | None = None
-    max_hours: float = 168.0
-    mode: str = "enforce"  # enforce | monitor
-    unknown_gpu: str = "controlled"
-    # where the webhook reads the DRA claims a pod names, as its own service account
-    api_server: str | None = None
-    token_file: str | None = None
-    ca_file: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class RouteConfig:
+    """One route: which requests it matches, where it forwards them and how it measures them."""
+
     name: str
     upstream: str
     match: RouteMatch = field(default_factory=RouteMatch)
@@ -269,9 +244,8 @@ class RouteConfig:
     token_headers: tuple[str, ...] = ()  # extra token sources, e.g. X-SLURM-USER-TOKEN
     unknown_gpu: str = "controlled"  # controlled (highest TPP in catalog) | deny
     authenticate: bool = True
-    strip_prefix: str | None = (
-        None  # removed from the path before forwarding (Envoy prefix_rewrite)
-    )
+    # removed from the path before forwarding (Envoy prefix_rewrite)
+    strip_prefix: str | None = None
     generic: GenericAdapterConfig | None = None
     # kubernetes: GPUs per pod assumed when a PATCH/scale changes a count without a pod template
     assume_gpus_per_pod: float = 8.0
@@ -310,6 +284,33 @@ class InventoryEntry:
     partitions: tuple[str, ...] = ()  # slurm partitions this entry covers
     node_selector: dict[str, str] = field(default_factory=dict)  # kubernetes node labels
     max_hours: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionTenants:
+    """Who is behind an admission request: userInfo.username or the namespace -> entity id."""
+
+    users: dict[str, str] = field(default_factory=dict)
+    namespaces: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionConfig:
+    """The validating admission webhook listener (``POST /v1/admission``, TLS)."""
+
+    host: str = "0.0.0.0"
+    port: int = 8443
+    tls: TLSConfig | None = None
+    tenants: AdmissionTenants = field(default_factory=AdmissionTenants)
+    inventory: str | None = None  # default inventory entry for measured objects
+    gpu_model: str | None = None
+    max_hours: float = 168.0
+    mode: str = "enforce"  # enforce | monitor
+    unknown_gpu: str = "controlled"
+    # where the webhook reads the DRA claims a pod names, as its own service account
+    api_server: str | None = None
+    token_file: str | None = None
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
