@@ -8,6 +8,7 @@ CIDRs and URLs are all collected and raised together as one ``ConfigError`` whos
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 
 # --------------------------------------------------------------------------------------- types
@@ -15,8 +16,17 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class TLSConfig:
+    """A listener's certificate chain and private key (PEM files)."""
+
     cert: str
     key: str
+
+    def server_context(self) -> ssl.SSLContext:
+        """The server side of TLS with this certificate, TLS 1.2 at the least."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,34 +231,9 @@ class KubernetesConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class AdmissionTenants:
-    """Who is behind an admission request: userInfo.username or the namespace -> entity id."""
-
-    users: dict[str, str] = field(default_factory=dict)
-    namespaces: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class AdmissionConfig:
-    """The validating admission webhook listener (``POST /v1/admission``, TLS)."""
-
-    host: str = "0.0.0.0"
-    port: int = 8443
-    tls: TLSConfig | None = None
-    tenants: AdmissionTenants = field(default_factory=AdmissionTenants)
-    inventory: str | None = None  # default inventory entry for measured objects
-    gpu_model: str | None = None
-    max_hours: float = 168.0
-    mode: str = "enforce"  # enforce | monitor
-    unknown_gpu: str = "controlled"
-    # where the webhook reads the DRA claims a pod names, as its own service account
-    api_server: str | None = None
-    token_file: str | None = None
-    ca_file: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class RouteConfig:
+    """One route: which requests it matches, where it forwards them and how it measures them."""
+
     name: str
     upstream: str
     match: RouteMatch = field(default_factory=RouteMatch)
@@ -259,9 +244,8 @@ class RouteConfig:
     token_headers: tuple[str, ...] = ()  # extra token sources, e.g. X-SLURM-USER-TOKEN
     unknown_gpu: str = "controlled"  # controlled (highest TPP in catalog) | deny
     authenticate: bool = True
-    strip_prefix: str | None = (
-        None  # removed from the path before forwarding (Envoy prefix_rewrite)
-    )
+    # removed from the path before forwarding (Envoy prefix_rewrite)
+    strip_prefix: str | None = None
     generic: GenericAdapterConfig | None = None
     # kubernetes: GPUs per pod assumed when a PATCH/scale changes a count without a pod template
     assume_gpus_per_pod: float = 8.0
@@ -305,6 +289,33 @@ class InventoryEntry:
     max_hours: float | None = None
     # slurm: the partitions give every job whole nodes (OverSubscribe=EXCLUSIVE)
     exclusive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionTenants:
+    """Who is behind an admission request: userInfo.username or the namespace -> entity id."""
+
+    users: dict[str, str] = field(default_factory=dict)
+    namespaces: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionConfig:
+    """The validating admission webhook listener (``POST /v1/admission``, TLS)."""
+
+    host: str = "0.0.0.0"
+    port: int = 8443
+    tls: TLSConfig | None = None
+    tenants: AdmissionTenants = field(default_factory=AdmissionTenants)
+    inventory: str | None = None  # default inventory entry for measured objects
+    gpu_model: str | None = None
+    max_hours: float = 168.0
+    mode: str = "enforce"  # enforce | monitor
+    unknown_gpu: str = "controlled"
+    # where the webhook reads the DRA claims a pod names, as its own service account
+    api_server: str | None = None
+    token_file: str | None = None
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

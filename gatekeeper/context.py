@@ -11,9 +11,9 @@ returning ``None``; use ``ctx.has("geo")`` where absence is legitimate.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 # Actions, in precedence order (deny beats require_license beats allow).
 DENY = "deny"
@@ -54,27 +54,36 @@ class FactNotSet(AttributeError):
     """A stage read a fact that no earlier stage produced (a wiring bug, not a client error)."""
 
 
-@dataclass(frozen=True, slots=True)
+def _pick(fact: Any, *names: str) -> dict[str, Any]:
+    """Those fields of ``fact``, tuples as lists."""
+    out: dict[str, Any] = {}
+    for name in names:
+        value = getattr(fact, name)
+        out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _json(fact: Any, *omit: str) -> dict[str, Any]:
+    """The fields of the dataclass ``fact`` in their order, but for ``omit``."""
+    return _pick(fact, *(f.name for f in fields(fact) if f.name not in omit))
+
+
+# Fields stand in the order the JSON shows them (``to_json``); callers name them all.
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Principal:
     """The verified identity behind a request (from a JWT)."""
 
     subject: str
-    issuer: str
     tenant: str | None = None
     entity: str | None = None
+    issuer: str
     nationality: str | None = None
     purpose: str | None = None
     claims: Mapping[str, Any] = field(default_factory=dict)
     expires_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "subject": self.subject,
-            "tenant": self.tenant,
-            "entity": self.entity,
-            "issuer": self.issuer,
-            "nationality": self.nationality,
-        }
+        return _json(self, "purpose", "claims", "expires_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +139,7 @@ class OwnershipProfile:
     def to_json(self) -> dict[str, Any]:
         """The shape printed by ``gatekeeper entities show`` and embedded in decisions."""
         return {
-            "id": self.id,
-            "known": self.known,
-            "name": self.name,
-            "kind": self.kind,
-            "country": self.country,
-            "hq_country": self.hq_country,
+            **_pick(self, "id", "known", "name", "kind", "country", "hq_country"),
             "flags": sorted(self.flags),
             "affiliated": self.affiliated,
             "listed_share": self.listed_share,
@@ -174,19 +178,9 @@ class GeoInfo:
     internal: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "country": self.country,
-            "registered_country": self.registered_country,
-            "known": self.known,
-            "asn": self.asn,
-            "asn_org": self.asn_org,
-            "anonymous": self.anonymous,
-            "vpn": self.vpn,
-            "tor": self.tor,
-            "hosting": self.hosting,
-            "proxy": self.proxy,
-            "internal": self.internal,
-        }
+        # where the address is first, then the other fields in their order
+        where = {"country": self.country, "registered_country": self.registered_country}
+        return where | _json(self, "ip", *where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,13 +195,14 @@ class ComputeRequest:
     tpp_hours: float
     eccn: str | None
     controlled: bool
+    # False when a model the request may land on is outside the catalog (priced as its top part)
+    model_known: bool = True
     # what the bound rests on (e.g. ``unknown-gpu-model``, ``gpus-per-node-from-inventory``,
     # ``hours-from-route-max``): kebab-case, sorted; shown in ``check`` and the audit record
     assumptions: tuple[str, ...] = ()
-    # False when a model the request may land on is outside the catalog (priced as its top part)
-    model_known: bool = True
 
     def to_json(self) -> dict[str, Any]:
+        """Also the record's ``compute``: written out, as it is built for every request."""
         return {
             "gpu_model": self.gpu_model,
             "gpus": self.gpus,
@@ -263,15 +258,7 @@ class QuotaState:
     refunded: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "consumed": self.consumed,
-            "remaining": self.remaining,
-            "limit": self.limit,
-            "window_s": self.window_s,
-            "fail_open": self.fail_open,
-            "refunded": self.refunded,
-        }
+        return _json(self, "retry_after_s", "reservation")
 
 
 @dataclass(slots=True)
@@ -291,21 +278,44 @@ class Decision:
     trace: list[dict[str, Any]] = field(default_factory=list)
     shadow: list[dict[str, Any]] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "rule": self.rule,
-            "reasons": list(self.reasons),
-            "status": self.status,
-            "enforced": self.enforced,
-            "policy_version": self.policy_version,
-            "data_version": self.data_version,
-            "license": self.license,
-            "shadow": list(self.shadow),
-        }
-
 
 _FACTS = ("principal", "ownership", "geo", "compute", "decision", "quota")
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+
+    class _Fact(Generic[T]):
+        """How the type checker sees a fact of ``RequestContext``: read as ``T``, set with a
+        ``T``. At run time a fact is the ``property`` that ``_fact`` builds."""
+
+        @overload
+        def __get__(self, ctx: None, owner: type) -> _Fact[T]: ...
+
+        @overload
+        def __get__(self, ctx: RequestContext, owner: type) -> T: ...
+
+        def __get__(self, ctx: RequestContext | None, owner: type) -> T | _Fact[T]: ...
+
+        def __set__(self, ctx: RequestContext, value: T) -> None: ...
+
+
+def _fact(name: str) -> Any:
+    """The fact kept in the slot ``_<name>``; reading it before a stage set it raises
+    ``FactNotSet``. A plain property rather than a descriptor class: facts are read many times
+    per request, and a property's getter is the cheaper call."""
+    slot = "_" + name
+    read = attrgetter(slot)
+
+    def get(ctx: RequestContext) -> Any:
+        value = read(ctx)
+        if value is None:
+            raise FactNotSet(f"fact {name!r} read before any stage set it")
+        return value
+
+    def put(ctx: RequestContext, value: Any) -> None:
+        setattr(ctx, slot, value)
+
+    return property(get, put)
 
 
 class RequestContext:
@@ -355,8 +365,8 @@ class RequestContext:
         # the increase over it. None: the whole of ``compute`` is charged.
         self.prior: ComputeRequest | None = None
 
-    # Facts are read many times per request: the getters below read their slot directly, and
-    # ``has``/``maybe`` go through one precomputed getter per fact (no attribute-name building).
+    # Facts are read many times per request: each fact and ``has``/``maybe`` read the slot
+    # through one precomputed getter (no attribute-name building).
 
     def has(self, fact: str) -> bool:
         return _SLOT_OF[fact](self) is not None  # KeyError for an unknown fact
@@ -368,75 +378,12 @@ class RequestContext:
         except KeyError:
             raise AttributeError(f"no fact {fact!r}") from None
 
-    @property
-    def principal(self) -> Principal:
-        value = self._principal
-        if value is None:
-            raise _unset("principal")
-        return value
-
-    @principal.setter
-    def principal(self, value: Principal) -> None:
-        self._principal = value
-
-    @property
-    def ownership(self) -> OwnershipProfile:
-        value = self._ownership
-        if value is None:
-            raise _unset("ownership")
-        return value
-
-    @ownership.setter
-    def ownership(self, value: OwnershipProfile) -> None:
-        self._ownership = value
-
-    @property
-    def geo(self) -> GeoInfo:
-        value = self._geo
-        if value is None:
-            raise _unset("geo")
-        return value
-
-    @geo.setter
-    def geo(self, value: GeoInfo) -> None:
-        self._geo = value
-
-    @property
-    def compute(self) -> ComputeRequest:
-        value = self._compute
-        if value is None:
-            raise _unset("compute")
-        return value
-
-    @compute.setter
-    def compute(self, value: ComputeRequest) -> None:
-        self._compute = value
-
-    @property
-    def decision(self) -> Decision:
-        value = self._decision
-        if value is None:
-            raise _unset("decision")
-        return value
-
-    @decision.setter
-    def decision(self, value: Decision) -> None:
-        self._decision = value
-
-    @property
-    def quota(self) -> QuotaState:
-        value = self._quota
-        if value is None:
-            raise _unset("quota")
-        return value
-
-    @quota.setter
-    def quota(self, value: QuotaState) -> None:
-        self._quota = value
-
-
-def _unset(fact: str) -> FactNotSet:
-    return FactNotSet(f"fact {fact!r} read before any stage set it")
+    principal: _Fact[Principal] = _fact("principal")
+    ownership: _Fact[OwnershipProfile] = _fact("ownership")
+    geo: _Fact[GeoInfo] = _fact("geo")
+    compute: _Fact[ComputeRequest] = _fact("compute")
+    decision: _Fact[Decision] = _fact("decision")
+    quota: _Fact[QuotaState] = _fact("quota")
 
 
 _SLOT_OF = {fact: attrgetter("_" + fact) for fact in _FACTS}

@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -109,10 +108,8 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
         max_line_size=cfg.limits.max_header_bytes,
         max_field_size=cfg.limits.max_header_bytes,
     )
-    ssl_ctx = None
-    if cfg.listen.tls is not None:
-        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_ctx.load_cert_chain(cfg.listen.tls.cert, cfg.listen.tls.key)
+    tls = cfg.listen.tls
+    ssl_ctx = None if tls is None else tls.server_context()
     try:
         listener = await asyncio.get_running_loop().create_server(
             server,

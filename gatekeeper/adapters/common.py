@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from ..config import RouteConfig
 from ..context import R_UNKNOWN_GPU_MODEL, ComputeRequest
@@ -22,6 +22,7 @@ MAX_MULTIPLIER = 10_000_000  # nodes, tasks, replicas, array sizes
 # A resource name (Kubernetes extended resource, Slurm generic resource) that looks like an
 # accelerator: where the gate has no count for it, it is refused, not ignored.
 LOOKS_ACCELERATOR = re.compile(r"gpu|tpu|npu|ipu|neuron|gaudi|accelerat|mig-|/xpu|qaic", re.I)
+T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------- values
@@ -70,20 +71,21 @@ def bounded(value: float, limit: float, reason: str, what: str) -> float:
     return value
 
 
+def optional(value: Any, kind: type[T], what: str, expected: str) -> T | None:
+    """``value`` if it is a ``kind``, ``None`` if absent; anything else is a ``BadRequest``."""
+    if value is None or isinstance(value, kind):
+        return value
+    raise BadRequest("bad-value", f"{what}: expected {expected}")
+
+
 def as_mapping(value: Any, what: str) -> dict[Any, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise BadRequest("bad-value", f"{what}: expected an object")
-    return value
+    found = optional(value, dict, what, "an object")
+    return {} if found is None else found
 
 
 def as_list(value: Any, what: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise BadRequest("bad-value", f"{what}: expected a list")
-    return value
+    found = optional(value, list, what, "a list")
+    return [] if found is None else found
 
 
 # ----------------------------------------------------------------------------- Slurm syntax
@@ -299,8 +301,8 @@ def combine(parts: Iterable[Part], route: RouteConfig, catalog: GpuCatalog) -> C
         tpp_hours,
         eccn,
         eccn is not None,  # controlled
-        tuple(sorted(reasons)) if reasons else (),  # assumptions
         R_UNKNOWN_GPU_MODEL not in reasons,  # model_known
+        tuple(sorted(reasons)) if reasons else (),  # assumptions
     )
 
 

@@ -179,10 +179,7 @@ def build_admission_app(cfg: Config, adm: AdmissionConfig, runtime: Runtime) -> 
 def ssl_context(adm: AdmissionConfig) -> ssl.SSLContext:
     """The listener's TLS context (the API server verifies it against the webhook's CA bundle)."""
     assert adm.tls is not None  # the loader refuses an admission section without tls
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(adm.tls.cert, adm.tls.key)
-    return ctx
+    return adm.tls.server_context()
 
 
 async def start_admission(

@@ -19,11 +19,12 @@ import hashlib
 import json
 import math
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from gatekeeper.context import RequestContext
+from gatekeeper.context import Principal, RequestContext
 
 ZERO_HASH = "sha256:" + "0" * 64
 RECORD_VERSION = 1
@@ -107,7 +108,7 @@ _SMALLEST = 1e-4  # below this magnitude Python writes 1e-05 where orjson writes
 _LARGEST = sys.float_info.max
 
 
-def _plain(nums: tuple[Any, ...]) -> bool:
+def _plain(nums: Sequence[Any]) -> bool:
     """Would orjson write every float of ``nums`` as the stdlib does, and are they all finite?
 
     Only exact floats can differ (orjson refuses float subclasses, so those reach the stdlib
@@ -126,6 +127,11 @@ def _num(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _who(p: Principal) -> dict[str, Any]:
+    """The principal as the record names it: no claims, so no token can reach the trail."""
+    return {"subject": p.subject, "tenant": p.tenant, "entity": p.entity, "issuer": p.issuer}
 
 
 def record_body(
@@ -160,14 +166,7 @@ def record_body(
             "upstream_status": upstream_status,
             "latency_ms": latency,
         },
-        principal=None
-        if principal is None
-        else {
-            "subject": principal.subject,
-            "tenant": principal.tenant,
-            "entity": principal.entity,
-            "issuer": principal.issuer,
-        },
+        principal=None if principal is None else _who(principal),
         ownership=None
         if ownership is None
         else {
@@ -182,20 +181,7 @@ def record_body(
         geo=None
         if geo is None
         else {"country": geo.country, "asn": geo.asn, "anonymous": geo.anonymous},
-        compute=None
-        if compute is None
-        else {
-            "gpu_model": compute.gpu_model,
-            "gpus": compute.gpus,
-            "hours": compute.hours,
-            "gpu_hours": compute.gpu_hours,
-            "tpp": compute.tpp,
-            "tpp_hours": compute.tpp_hours,
-            "eccn": compute.eccn,
-            "controlled": compute.controlled,
-            "model_known": compute.model_known,
-            "assumptions": list(compute.assumptions),
-        },
+        compute=None if compute is None else compute.to_json(),
         decision=None
         if decision is None
         else {
@@ -214,20 +200,15 @@ def record_body(
     )
     # Every number of the body, for one check (status and asn are ints, checked all the same).
     # A shadow result is free-form: a body with one is left to the check of the record's bytes.
-    nums = (
-        status,
-        upstream_status,
-        latency,
-        None if ownership is None else ownership.listed_share,
-        None if geo is None else geo.asn,
-        None if compute is None else compute.gpus,
-        None if compute is None else compute.hours,
-        None if compute is None else compute.gpu_hours,
-        None if compute is None else compute.tpp,
-        None if compute is None else compute.tpp_hours,
-        None if quota is None else quota.consumed,
-        None if quota is None else quota.remaining,
-    )
+    nums: list[Any] = [status, upstream_status, latency]
+    if ownership is not None:
+        nums.append(ownership.listed_share)
+    if geo is not None:
+        nums.append(geo.asn)
+    if compute is not None:
+        nums += (compute.gpus, compute.hours, compute.gpu_hours, compute.tpp, compute.tpp_hours)
+    if quota is not None:
+        nums += (quota.consumed, quota.remaining)
     if (decision is None or not decision.shadow) and _plain(nums):
         return body
     return _unchecked(body)

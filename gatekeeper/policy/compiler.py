@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,29 @@ _KEBAB = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _GROUP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _WINDOW = re.compile(r"^([1-9][0-9]{0,8})([smhdw])$")
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    """A top-level mapping of named definitions."""
+
+    key: str
+    kind: str
+    of: str  # what it maps, for the problem when it is no mapping
+    name_re: re.Pattern[str]
+    naming: str  # the naming rule, for the problem when a name breaks it
+
+
+_GROUPS = _Section(
+    "groups",
+    "group",
+    "group name to list",
+    _GROUP_NAME,
+    "group names are letters, digits and _ (starting with a letter)",
+)
+_QUOTAS = _Section(
+    "quotas", "quota", "quota name to quota", _KEBAB, "quota names are kebab-case (a-z, 0-9, -)"
+)
 
 
 def parse_window(text: Any) -> int | None:
@@ -102,15 +125,47 @@ class _Compiler:
             out.matcher = self.emit.matcher([r.term.src for r in out.rules])
         return out
 
-    def _top(self, doc: LocDict) -> None:
-        for key in doc:
-            if key not in TOP_KEYS:
+    def _keys(
+        self, node: LocDict, path: str, known: Sequence[str], required: Sequence[str]
+    ) -> bool:
+        """Report the keys of ``node`` that are unknown and the required ones it lacks."""
+        ok = True
+        for key in node:
+            if key not in known:
+                where = f"{path}.{key}" if path else key
                 self.err(
-                    doc.line_of(key), key, "unknown key" + criteria.suggest(key, list(TOP_KEYS))
+                    node.line_of(key), where, "unknown key" + criteria.suggest(key, list(known))
                 )
-        if "version" not in doc:
-            self.err(doc.line, "", "missing required key 'version'")
-        elif doc["version"] != 1 or isinstance(doc["version"], bool):
+                ok = False
+        for key in required:
+            if key not in node:
+                self.err(node.line, path, f"missing required key {key!r}")
+                ok = False
+        return ok
+
+    def _one_of(self, node: LocDict, key: str, path: str, allowed: Sequence[str]) -> bool:
+        """Whether ``node[key]``, when given, is one of ``allowed``; reported when it is not."""
+        value = node.get(key)
+        if key in node and value not in allowed:
+            self.err(
+                node.line_of(key),
+                f"{path}.{key}",
+                f"invalid {key} {value!r} (expected one of: {', '.join(allowed)})",
+            )
+            return False
+        return True
+
+    def _first(self, where: dict[str, str], kind: str, name: str, line: int, path: str) -> bool:
+        """Record where ``name`` is defined; a second definition is reported and refused."""
+        if name in where:
+            self.err(line, path, f"duplicate {kind} {name!r} (first defined at {where[name]})")
+            return False
+        where[name] = f"{self.file}:{line}"
+        return True
+
+    def _top(self, doc: LocDict) -> None:
+        self._keys(doc, "", TOP_KEYS, ("version",))
+        if "version" in doc and (doc["version"] != 1 or isinstance(doc["version"], bool)):
             self.err(doc.line_of("version"), "version", "version must be 1")
         for key in ("name", "description"):
             if key in doc and not isinstance(doc[key], str):
@@ -120,29 +175,28 @@ class _Compiler:
         if "metadata" in doc and not isinstance(doc["metadata"], LocDict):
             self.err(doc.line_of("metadata"), "metadata", "expected a mapping")
 
-    def _groups(self, doc: LocDict, groups: dict[str, tuple[Any, ...]]) -> None:
-        if "groups" not in doc:
+    def _named(
+        self, doc: LocDict, section: _Section, seen: dict[str, str]
+    ) -> Iterator[tuple[str, Any, int, str]]:
+        """(name, value, line, path) of the entries of ``section`` whose names are well formed
+        and not defined before (``seen``); the others are reported."""
+        key = section.key
+        if key not in doc:
             return
-        node = doc["groups"]
+        node = doc[key]
         if not isinstance(node, LocDict):
-            self.err(doc.line_of("groups"), "groups", "expected a mapping of group name to list")
+            self.err(doc.line_of(key), key, f"expected a mapping of {section.of}")
             return
-        for gname, members in node.items():
-            line = node.line_of(gname)
-            path = f"groups.{gname}"
-            if not _GROUP_NAME.match(gname):
-                self.err(
-                    line, path, "group names are letters, digits and _ (starting with a letter)"
-                )
-                continue
-            if gname in self.group_where:
-                self.err(
-                    line,
-                    path,
-                    f"duplicate group {gname!r} (first defined at {self.group_where[gname]})",
-                )
-                continue
-            self.group_where[gname] = f"{self.file}:{line}"
+        for name, value in node.items():
+            line = node.line_of(name)
+            path = f"{key}.{name}"
+            if not section.name_re.match(name):
+                self.err(line, path, section.naming)
+            elif self._first(seen, section.kind, name, line, path):
+                yield name, value, line, path
+
+    def _groups(self, doc: LocDict, groups: dict[str, tuple[Any, ...]]) -> None:
+        for gname, members, line, path in self._named(doc, _GROUPS, self.group_where):
             if not isinstance(members, LocList):
                 self.err(line, path, f"expected a list, got {criteria.describe(members)}")
                 continue
@@ -159,50 +213,12 @@ class _Compiler:
                 groups[gname] = tuple(members)
 
     def _quotas(self, doc: LocDict, quotas: dict[str, QuotaDef]) -> None:
-        if "quotas" not in doc:
-            return
-        node = doc["quotas"]
-        if not isinstance(node, LocDict):
-            self.err(doc.line_of("quotas"), "quotas", "expected a mapping of quota name to quota")
-            return
-        for qname, spec in node.items():
-            line = node.line_of(qname)
-            path = f"quotas.{qname}"
-            if not _KEBAB.match(qname):
-                self.err(line, path, "quota names are kebab-case (a-z, 0-9, -)")
-                continue
-            if qname in self.quota_where:
-                self.err(
-                    line,
-                    path,
-                    f"duplicate quota {qname!r} (first defined at {self.quota_where[qname]})",
-                )
-                continue
-            self.quota_where[qname] = f"{self.file}:{line}"
+        for qname, spec, line, path in self._named(doc, _QUOTAS, self.quota_where):
             if not isinstance(spec, LocDict):
                 self.err(line, path, "expected a mapping with unit, limit, window and per")
                 continue
-            bad = False
-            for key in spec:
-                if key not in QUOTA_KEYS:
-                    self.err(
-                        spec.line_of(key),
-                        f"{path}.{key}",
-                        "unknown key" + criteria.suggest(key, list(QUOTA_KEYS)),
-                    )
-                    bad = True
-            for key in ("unit", "limit", "window"):
-                if key not in spec:
-                    self.err(spec.line, path, f"missing required key {key!r}")
-                    bad = True
-            unit = spec.get("unit")
-            if "unit" in spec and unit not in QUOTA_UNITS:
-                self.err(
-                    spec.line_of("unit"),
-                    f"{path}.unit",
-                    f"invalid unit {unit!r} (expected one of: {', '.join(QUOTA_UNITS)})",
-                )
-                bad = True
+            bad = not self._keys(spec, path, QUOTA_KEYS, ("unit", "limit", "window"))
+            bad = not self._one_of(spec, "unit", path, QUOTA_UNITS) or bad
             limit = criteria.as_number(spec.get("limit"))
             if "limit" in spec and (
                 isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0
@@ -222,15 +238,9 @@ class _Compiler:
                     "one of s, m, h, d, w, e.g. 30d)",
                 )
                 bad = True
-            per = spec.get("per", "tenant")
-            if per not in QUOTA_PER:
-                self.err(
-                    spec.line_of("per"),
-                    f"{path}.per",
-                    f"invalid per {per!r} (expected one of: {', '.join(QUOTA_PER)})",
-                )
-                bad = True
+            bad = not self._one_of(spec, "per", path, QUOTA_PER) or bad
             if not bad and window is not None:
+                unit, per = spec["unit"], spec.get("per", "tenant")
                 quotas[qname] = QuotaDef(qname, str(unit), float(limit), window, str(per))
 
     # ------------------------------------------------------------------------------- rules
@@ -251,19 +261,7 @@ class _Compiler:
         if not isinstance(rule, LocDict):
             self.err(line, path, f"a rule must be a mapping, got {criteria.describe(rule)}")
             return None
-        ok = True
-        for key in rule:
-            if key not in RULE_KEYS:
-                self.err(
-                    rule.line_of(key),
-                    f"{path}.{key}",
-                    "unknown key" + criteria.suggest(key, list(RULE_KEYS)),
-                )
-                ok = False
-        for key in ("id", "when", "action"):
-            if key not in rule:
-                self.err(rule.line, path, f"missing required key {key!r}")
-                ok = False
+        ok = self._keys(rule, path, RULE_KEYS, ("id", "when", "action"))
         rid = rule.get("id")
         if "id" in rule:
             if not isinstance(rid, str) or not _KEBAB.match(rid):
@@ -273,23 +271,10 @@ class _Compiler:
                     f"rule ids are kebab-case (a-z, 0-9, -), got {criteria.describe(rid)}",
                 )
                 ok = False
-            elif rid in self.rule_where:
-                self.err(
-                    rule.line_of("id"),
-                    f"{path}.id",
-                    f"duplicate rule id {rid!r} (first defined at {self.rule_where[rid]})",
-                )
+            elif not self._first(self.rule_where, "rule id", rid, rule.line_of("id"), f"{path}.id"):
                 ok = False
-            else:
-                self.rule_where[rid] = f"{self.file}:{rule.line_of('id')}"
         action = rule.get("action")
-        if "action" in rule and action not in ACTIONS:
-            self.err(
-                rule.line_of("action"),
-                f"{path}.action",
-                f"invalid action {action!r} (expected one of: {', '.join(ACTIONS)})",
-            )
-            ok = False
+        ok = self._one_of(rule, "action", path, ACTIONS) and ok
         status = rule.get("status")
         if "status" in rule:
             if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:

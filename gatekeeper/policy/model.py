@@ -52,17 +52,6 @@ class Verdict:
     quotas: tuple[QuotaDef, ...] = ()
     trace: list[dict[str, Any]] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "rule": self.rule,
-            "reasons": list(self.reasons),
-            "status": self.status,
-            "license": self.license.id if self.license is not None else None,
-            "quotas": [q.name for q in self.quotas],
-            "trace": list(self.trace),
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class CompiledRule:

@@ -409,6 +409,15 @@ def _parse_head(raw: bytes, conn: Conn, method: str) -> Response | None:
     )
 
 
+async def _piece(conn: Conn, left: int, chunk: int, timeout: float) -> bytes:
+    """The next piece, at most ``chunk`` bytes, of the ``left`` bytes the body still owes."""
+    async with asyncio.timeout(timeout):
+        data = await conn.read(min(chunk, left))
+    if not data:
+        raise BadUpstream("response body cut short")
+    return data
+
+
 async def iter_body(resp: Response, chunk: int, timeout: float) -> AsyncIterator[bytes]:
     """The body in pieces of at most ``chunk`` bytes; each read has its own ``timeout``."""
     conn = resp.conn
@@ -418,10 +427,7 @@ async def iter_body(resp: Response, chunk: int, timeout: float) -> AsyncIterator
     if resp.length is not None:
         left = resp.length
         while left:
-            async with asyncio.timeout(timeout):
-                data = await conn.read(min(chunk, left))
-            if not data:
-                raise BadUpstream("response body cut short")
+            data = await _piece(conn, left, chunk, timeout)
             left -= len(data)
             yield data
     elif resp.chunked:
@@ -446,10 +452,7 @@ async def iter_body(resp: Response, chunk: int, timeout: float) -> AsyncIterator
                         break
                 break
             while size:
-                async with asyncio.timeout(timeout):
-                    data = await conn.read(min(chunk, size))
-                if not data:
-                    raise BadUpstream("response body cut short")
+                data = await _piece(conn, size, chunk, timeout)
                 size -= len(data)
                 yield data
             async with asyncio.timeout(timeout):

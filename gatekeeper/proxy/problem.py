@@ -19,29 +19,6 @@ def title_for(status: int) -> str:
         return "Error"
 
 
-def problem_body(
-    *,
-    status: int,
-    reason: str,
-    detail: str,
-    decision_id: str,
-    rule: str | None,
-    reasons: Sequence[str],
-    title: str | None = None,
-) -> bytes:
-    return orjson.dumps(
-        {
-            "type": f"urn:gatekeeper:problem:{reason}",
-            "title": title or title_for(status),
-            "status": status,
-            "detail": detail or title_for(status),
-            "decision_id": decision_id,
-            "rule": rule,
-            "reasons": list(reasons),
-        }
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Reply:
     """A whole response to write: status, headers (in order) and body."""
@@ -63,14 +40,16 @@ def problem_reply(
     title: str | None = None,
 ) -> Reply:
     """The blocked answer; 451s carry ``Link: <...>; rel="blocked-by"`` (RFC 7725)."""
-    body = problem_body(
-        status=status,
-        reason=reason,
-        detail=detail,
-        decision_id=decision_id,
-        rule=rule,
-        reasons=reasons or [reason],
-        title=title,
+    body = orjson.dumps(
+        {
+            "type": f"urn:gatekeeper:problem:{reason}",
+            "title": title or title_for(status),
+            "status": status,
+            "detail": detail or title_for(status),
+            "decision_id": decision_id,
+            "rule": rule,
+            "reasons": list(reasons or [reason]),
+        }
     )
     out = {"Content-Type": PROBLEM_TYPE, DECISION_HEADER: decision_id, "Cache-Control": "no-store"}
     if headers:

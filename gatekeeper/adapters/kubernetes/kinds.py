@@ -175,25 +175,11 @@ BUILTIN: tuple[KubernetesWorkload, ...] = (
 # Kinds that never carry pods: zero GPUs. An explicit list; anything else not in the table is
 # refused. (HorizontalPodAutoscaler and KEDA's ScaledObject are deliberately absent: they grow a
 # workload without any further write through the gate.)
+# fmt: off
 ZERO_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (
-        "v1",
-        (
-            "ConfigMap",
-            "Secret",
-            "Service",
-            "ServiceAccount",
-            "Endpoints",
-            "Event",
-            "Namespace",
-            "PersistentVolumeClaim",
-            "PersistentVolume",
-            "LimitRange",
-            "ResourceQuota",
-            "Binding",
-            "Eviction",
-        ),
-    ),
+    ("v1", ("ConfigMap", "Secret", "Service", "ServiceAccount", "Endpoints", "Event", "Namespace",
+            "PersistentVolumeClaim", "PersistentVolume", "LimitRange", "ResourceQuota", "Binding",
+            "Eviction")),
     ("events.k8s.io/v1", ("Event",)),
     ("discovery.k8s.io/v1", ("EndpointSlice",)),
     ("coordination.k8s.io/v1", ("Lease",)),
@@ -203,27 +189,15 @@ ZERO_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("scheduling.k8s.io/v1", ("PriorityClass",)),
     ("storage.k8s.io/v1", ("StorageClass", "CSIDriver", "CSINode", "VolumeAttachment")),
     ("authentication.k8s.io/v1", ("TokenReview", "TokenRequest", "SelfSubjectReview")),
-    (
-        "authorization.k8s.io/v1",
-        (
-            "SubjectAccessReview",
-            "SelfSubjectAccessReview",
-            "LocalSubjectAccessReview",
-            "SelfSubjectRulesReview",
-        ),
-    ),
+    ("authorization.k8s.io/v1", ("SubjectAccessReview", "SelfSubjectAccessReview",
+                                 "LocalSubjectAccessReview", "SelfSubjectRulesReview")),
     ("certificates.k8s.io/v1", ("CertificateSigningRequest",)),
     ("kueue.x-k8s.io/v1beta1", ("LocalQueue",)),
 )
+# fmt: on
 
-_PLURAL_EXCEPTIONS = {
-    "Endpoints": "endpoints",
-    "NetworkPolicy": "networkpolicies",
-    "IngressClass": "ingressclasses",
-    "PriorityClass": "priorityclasses",
-    "StorageClass": "storageclasses",
-    "DeviceClass": "deviceclasses",
-}
+# Kinds the rules below get wrong (``Endpoints`` is plural already).
+_PLURAL_EXCEPTIONS = {"Endpoints": "endpoints"}
 
 
 def plural(kind: str) -> str:

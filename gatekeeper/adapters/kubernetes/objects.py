@@ -175,22 +175,15 @@ def _elements(obj: Any, t: KubernetesTemplate) -> list[tuple[str, Any]]:
 # ----------------------------------------------------------------------------- measurement
 
 
+@dataclass(frozen=True, slots=True)
 class _Measure:
     """One object's measurement: the parts of its templates and claims."""
 
-    def __init__(
-        self,
-        route: RouteConfig,
-        tables: Tables,
-        inventory: Inventory,
-        resolver: ClaimResolver | None,
-        namespace: str | None,
-    ) -> None:
-        self.route = route
-        self.tables = tables
-        self.inventory = inventory
-        self.resolver = resolver
-        self.namespace = namespace
+    route: RouteConfig
+    tables: Tables
+    inventory: Inventory
+    resolver: ClaimResolver | None
+    namespace: str | None
 
     def pools(self, spec: dict[Any, Any], what: str) -> list[Pool]:
         """The pools a pod may land on: those its node selector picks, else the route's entry.

@@ -34,7 +34,7 @@ from ...gpus import GpuCatalog
 from ...inventory import Inventory
 from ...memo import Memo, remember
 from ..body import load_json, sanitize
-from ..common import Part, combine, zero
+from ..common import Part, combine, optional, zero
 from ..submission import Submission
 from . import schema as s
 from .bound import Site, bound, bound_update, larger
@@ -161,13 +161,10 @@ def _blocks(script: str) -> tuple[Ask, ...]:
 
 def _script_asks(text: Any, path: str) -> list[Ask]:
     """The ``#SBATCH`` block of a script, one ``Ask`` per component (none: no directive)."""
-    if text is None:
+    script = optional(text, str, path, "a string")
+    if script is None or not has_directives(script):
         return []
-    if not isinstance(text, str):
-        raise BadRequest("bad-value", f"{path}: expected a string")
-    if not has_directives(text):
-        return []
-    return [ask.copy() for ask in _blocks(text)]
+    return [ask.copy() for ask in _blocks(script)]
 
 
 def _measure_job(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ...context import License
@@ -33,6 +34,9 @@ ENTITY_KEYS = frozenset(
 )
 OWNER_KEYS = frozenset({"id", "share", "control"})
 LICENSE_KEYS = frozenset({"id", "eccns", "countries", "expires", "max_tpp_hours"})
+_ID_RULE = "must be a non-empty string without spaces"
+_NOT_ECCN = "is not an ECCN (e.g. 3A090.a)"
+_NOT_COUNTRY = "is not an ISO 3166-1 alpha-2 country code"
 
 
 class _Checker:
@@ -62,6 +66,29 @@ def _id_ok(value: Any) -> bool:
     return isinstance(value, str) and ID_RE.match(value) is not None
 
 
+def _id(node: LocDict, where: str, ck: _Checker, rule: str = _ID_RULE) -> str | None:
+    """The ``id`` of ``node``; None, reported, when it is missing or malformed."""
+    value = node.get("id")
+    if value is None:
+        ck.err(node, None, f"{where}.id", "required")
+        return None
+    if not _id_ok(value):
+        ck.err(node, "id", f"{where}.id", rule)
+        return None
+    return str(value)
+
+
+def _list(node: LocDict, key: str, where: str, ck: _Checker, what: str = "a list") -> list[Any]:
+    """The list under ``key``: empty when absent or null, and when it is no list (reported)."""
+    raw = node.get(key)
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        ck.err(node, key, f"{where}.{key}" if where else key, f"must be {what}")
+        return []
+    return raw
+
+
 def parse_license(node: Any, ck: _Checker, where: str) -> License | None:
     """Validate one licence mapping; problems go to ``ck``; None when it is unusable."""
     if not isinstance(node, LocDict):
@@ -69,37 +96,9 @@ def parse_license(node: Any, ck: _Checker, where: str) -> License | None:
         return None
     before = len(ck.problems)
     ck.keys(node, LICENSE_KEYS, where)
-    lic_id = node.get("id")
-    if lic_id is None:
-        ck.err(node, None, f"{where}.id", "required")
-    elif not _id_ok(lic_id):
-        ck.err(node, "id", f"{where}.id", "must be a non-empty string without spaces")
-    eccns: list[str] = []
-    raw = node.get("eccns")
-    if not isinstance(raw, list) or not raw:
-        ck.err(node, "eccns", f"{where}.eccns", "must be a non-empty list of ECCNs")
-    else:
-        for i, e in enumerate(raw):
-            if not isinstance(e, str) or not ECCN_RE.match(e):
-                ck.err(raw, i, f"{where}.eccns[{i}]", f"{e!r} is not an ECCN (e.g. 3A090.a)")
-            else:
-                eccns.append(e)
-    countries: list[str] = []
-    raw = node.get("countries")
-    if not isinstance(raw, list) or not raw:
-        ck.err(node, "countries", f"{where}.countries", "must be a non-empty list of countries")
-    else:
-        for i, c in enumerate(raw):
-            code = country_code(c) if isinstance(c, str) and c.isupper() else None
-            if code is None:
-                ck.err(
-                    raw,
-                    i,
-                    f"{where}.countries[{i}]",
-                    f"{c!r} is not an ISO 3166-1 alpha-2 country code",
-                )
-            else:
-                countries.append(code)
+    lic_id = _id(node, where, ck)
+    eccns = _each(node, "eccns", where, ck, "ECCNs", _eccn, _NOT_ECCN)
+    countries = _each(node, "countries", where, ck, "countries", _iso_country, _NOT_COUNTRY)
     expires: str | None = None
     raw = node.get("expires")
     if raw is not None:
@@ -134,13 +133,46 @@ def parse_license(node: Any, ck: _Checker, where: str) -> License | None:
     )
 
 
+def _eccn(value: Any) -> str | None:
+    return value if isinstance(value, str) and ECCN_RE.match(value) else None
+
+
+def _iso_country(value: Any) -> str | None:
+    return country_code(value) if isinstance(value, str) and value.isupper() else None
+
+
+def _each(
+    node: LocDict,
+    key: str,
+    where: str,
+    ck: _Checker,
+    noun: str,
+    read: Callable[[Any], str | None],
+    refusal: str,
+) -> list[str]:
+    """The items of the non-empty list under ``key`` that ``read`` accepts; the others, and a
+    missing or empty list, are reported."""
+    raw = node.get(key)
+    if not isinstance(raw, list) or not raw:
+        ck.err(node, key, f"{where}.{key}", f"must be a non-empty list of {noun}")
+        return []
+    values: list[str] = []
+    for i, item in enumerate(raw):
+        value = read(item)
+        if value is None:
+            ck.err(raw, i, f"{where}.{key}[{i}]", f"{item!r} {refusal}")
+        else:
+            values.append(value)
+    return values
+
+
 def _country(node: LocDict, key: str, ck: _Checker, where: str) -> str | None:
     raw = node.get(key)
     if raw is None:
         return None
-    code = country_code(raw) if isinstance(raw, str) and raw.isupper() else None
+    code = _iso_country(raw)
     if code is None:
-        ck.err(node, key, f"{where}.{key}", f"{raw!r} is not an ISO 3166-1 alpha-2 country code")
+        ck.err(node, key, f"{where}.{key}", f"{raw!r} {_NOT_COUNTRY}")
     return code
 
 
@@ -150,17 +182,8 @@ def _entity(node: Any, i: int, entities: list[Any], ck: _Checker, col: Collector
         ck.err(entities, i, where, "must be a mapping")
         return
     ck.keys(node, ENTITY_KEYS, where)
-    ent_id = node.get("id")
+    ent_id = _id(node, where, ck, f"{_ID_RULE} or control characters (max 256)")
     if ent_id is None:
-        ck.err(node, None, f"{where}.id", "required")
-        return
-    if not _id_ok(ent_id):
-        ck.err(
-            node,
-            "id",
-            f"{where}.id",
-            "must be a non-empty string without spaces or control characters (max 256)",
-        )
         return
     for prefix in IMPORT_PREFIXES:
         if ent_id.startswith(prefix):
@@ -183,39 +206,29 @@ def _entity(node: Any, i: int, entities: list[Any], ck: _Checker, col: Collector
     hq = _country(node, "hq_country", ck, where)
 
     flags: set[str] = set()
-    raw = node.get("flags", [])
-    if raw is None:
-        raw = []
-    if not isinstance(raw, list):
-        ck.err(node, "flags", f"{where}.flags", "must be a list of flags")
-    else:
-        for j, f in enumerate(raw):
-            if not isinstance(f, str) or not FLAG_RE.match(f):
-                ck.err(
-                    raw,
-                    j,
-                    f"{where}.flags[{j}]",
-                    f"{f!r} is not a flag (lower-case letters, digits and _ . : -)",
-                )
-            else:
-                flags.add(f)
+    raw = _list(node, "flags", where, ck, "a list of flags")
+    for j, f in enumerate(raw):
+        if not isinstance(f, str) or not FLAG_RE.match(f):
+            ck.err(
+                raw,
+                j,
+                f"{where}.flags[{j}]",
+                f"{f!r} is not a flag (lower-case letters, digits and _ . : -)",
+            )
+        else:
+            flags.add(f)
 
     licenses: list[License] = []
-    raw = node.get("licenses", [])
-    if raw is None:
-        raw = []
-    if not isinstance(raw, list):
-        ck.err(node, "licenses", f"{where}.licenses", "must be a list")
-    else:
-        seen_lic: dict[str, int] = {}
-        for j, item in enumerate(raw):
-            lic = parse_license(item, ck, f"{where}.licenses[{j}]")
-            if lic is None:
-                continue
-            if lic.id in seen_lic:
-                ck.err(raw, j, f"{where}.licenses[{j}].id", f"duplicate licence {lic.id!r}")
-            seen_lic[lic.id] = j
-            licenses.append(lic)
+    raw = _list(node, "licenses", where, ck)
+    seen_lic: dict[str, int] = {}
+    for j, item in enumerate(raw):
+        lic = parse_license(item, ck, f"{where}.licenses[{j}]")
+        if lic is None:
+            continue
+        if lic.id in seen_lic:
+            ck.err(raw, j, f"{where}.licenses[{j}].id", f"duplicate licence {lic.id!r}")
+        seen_lic[lic.id] = j
+        licenses.append(lic)
 
     ent = Entity(
         id=ent_id,
@@ -237,12 +250,7 @@ def _entity(node: Any, i: int, entities: list[Any], ck: _Checker, col: Collector
 
 
 def _owners(node: LocDict, where: str, ent_id: str, ck: _Checker, col: Collector, src: int) -> None:
-    raw = node.get("owners", [])
-    if raw is None:
-        return
-    if not isinstance(raw, list):
-        ck.err(node, "owners", f"{where}.owners", "must be a list")
-        return
+    raw = _list(node, "owners", where, ck)
     seen: dict[str, int] = {}
     total = 0
     controls: list[str] = []
@@ -252,12 +260,8 @@ def _owners(node: LocDict, where: str, ent_id: str, ck: _Checker, col: Collector
             ck.err(raw, j, ow, "must be a mapping")
             continue
         ck.keys(o, OWNER_KEYS, ow)
-        oid = o.get("id")
+        oid = _id(o, ow, ck)
         if oid is None:
-            ck.err(o, None, f"{ow}.id", "required")
-            continue
-        if not _id_ok(oid):
-            ck.err(o, "id", f"{ow}.id", "must be a non-empty string without spaces")
             continue
         control = o.get("control", False)
         if not isinstance(control, bool):
@@ -302,12 +306,7 @@ def _owners(node: LocDict, where: str, ent_id: str, ck: _Checker, col: Collector
 
 
 def _same_as(node: LocDict, where: str, ent_id: str, ck: _Checker, col: Collector) -> None:
-    raw = node.get("same_as", [])
-    if raw is None:
-        return
-    if not isinstance(raw, list):
-        ck.err(node, "same_as", f"{where}.same_as", "must be a list of imported ids")
-        return
+    raw = _list(node, "same_as", where, ck, "a list of imported ids")
     target = col.intern(ent_id)
     for j, alias in enumerate(raw):
         aw = f"{where}.same_as[{j}]"
@@ -335,13 +334,8 @@ def load_native(path: str, col: Collector, src: int, hasher: Any) -> None:
         ck.err(doc, None, "", "expected a mapping with the key 'entities'")
     else:
         ck.keys(doc, frozenset({"entities"}), "")
-        entities = doc.get("entities", [])
-        if entities is None:
-            entities = []
-        if not isinstance(entities, list):
-            ck.err(doc, "entities", "entities", "must be a list")
-        else:
-            for i, node in enumerate(entities):
-                _entity(node, i, entities, ck, col, src)
+        entities = _list(doc, "entities", "", ck)
+        for i, node in enumerate(entities):
+            _entity(node, i, entities, ck, col, src)
     for p in ck.problems:
         rep.bad(p.line, p.path, p.message)
