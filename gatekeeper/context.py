@@ -365,6 +365,18 @@ class RequestContext:
         # the increase over it. None: the whole of ``compute`` is charged.
         self.prior: ComputeRequest | None = None
 
+    def with_body(self, body: bytes) -> RequestContext:
+        """The same request with another body and no facts (to measure the object a write
+        replaces on its own)."""
+        return RequestContext(
+            decision_id=self.decision_id,
+            request=self.request,
+            headers=self.headers,
+            body=body,
+            route_config=self.route_config,
+            started=self.started,
+        )
+
     # Facts are read many times per request: each fact and ``has``/``maybe`` read the slot
     # through one precomputed getter (no attribute-name building).
 

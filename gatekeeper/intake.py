@@ -17,12 +17,15 @@ Nothing here knows HTTP frameworks: headers are a read-only case-insensitive mul
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from multidict import CIMultiDictProxy
 
 from .adapters.kubernetes.dryrun import is_dry_run
+from .audit.log import AuditLog
+from .audit.record import record_body
 from .config import Config, RouteConfig
 from .context import (
     DENY,
@@ -190,6 +193,20 @@ class Verdict:
         self.status, self.reason, self.detail = exc.status, exc.reason, exc.detail
         self.rule, self.headers = None, {}
         self.ctx.decision.status = exc.status
+
+    async def record(self, audit: AuditLog, status: int | None) -> bool:
+        """Write the decision record (``status`` None: forwarded, the upstream answers); audit
+        before act. ``False``: it could not be written, and this verdict is now the refusal
+        that says so (``unrecorded``)."""
+        latency_ms = (time.perf_counter() - self.ctx.started) * 1000
+        try:
+            await audit.append(
+                record_body(self.ctx, status=status, upstream_status=None, latency_ms=latency_ms)
+            )
+        except DependencyError as exc:
+            self.unrecorded(exc)
+            return False
+        return True
 
     async def refund(self) -> None:
         """Give this request's quota back (the upstream failed or refused): at most once."""

@@ -63,14 +63,7 @@ class AdmissionCompute:
         await _measure(self.inner, ctx)
         if self.old is None or not ctx.has("compute"):
             return
-        before = RequestContext(
-            decision_id=ctx.decision_id,
-            request=ctx.request,
-            headers=ctx.headers,
-            body=self.old,
-            route_config=ctx.route_config,
-            started=ctx.started,
-        )
+        before = ctx.with_body(self.old)
         try:
             await _measure(self.inner, before)
         except (Deny, DependencyError):

@@ -19,10 +19,8 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .. import metrics
-from ..audit.record import record_body
 from ..config import AdmissionConfig, Config, RouteConfig
 from ..context import ALLOW, RequestContext, RequestInfo
-from ..errors import DependencyError
 from ..intake import Admitted, decide
 from ..proxy.ids import new_decision_id
 from ..runtime import Runtime
@@ -104,14 +102,8 @@ class AdmissionHandler:
         verdict = await decide(Admitted(ctx, self.route, ""), pipeline, snapshot.quota_stage)
         # As the proxy: a pipeline that raised nothing forwards (here: admits).
         status = verdict.status if verdict.status is not None else 200
-        latency_ms = (time.perf_counter() - started) * 1000
-        try:
-            await self.runtime.audit.append(
-                record_body(ctx, status=status, upstream_status=None, latency_ms=latency_ms)
-            )
-        except DependencyError as exc:
-            # SECURITY: audit before act; an unrecorded decision admits nothing
-            verdict.unrecorded(exc)
+        # SECURITY: audit before act; an unrecorded decision admits nothing
+        await verdict.record(self.runtime.audit, status)
         allowed = not verdict.blocked
         if not allowed:
             await verdict.refund()

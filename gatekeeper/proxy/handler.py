@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from .. import metrics
-from ..audit.record import outcome_body, record_body
+from ..audit.record import outcome_body
 from ..config import Config, RouteConfig
 from ..context import R_BODY_INCOMPLETE, R_BODY_TIMEOUT, R_BODY_TOO_LARGE, RequestContext
 from ..errors import BadRequest, Deny, DependencyError
@@ -144,16 +144,8 @@ class GateHandler:
     # ---------------------------------------------------------------------------------- block
 
     async def _block(self, responder: Responder, verdict: Verdict) -> None:
-        ctx = verdict.ctx
-        status = verdict.status
-        assert status is not None
-        latency_ms = (time.perf_counter() - ctx.started) * 1000
-        try:
-            await self.runtime.audit.append(
-                record_body(ctx, status=status, upstream_status=None, latency_ms=latency_ms)
-            )
-        except DependencyError as exc:
-            verdict.unrecorded(exc)
+        assert verdict.status is not None
+        await verdict.record(self.runtime.audit, verdict.status)
         await verdict.refund()
         await self._answer_verdict(responder, verdict)
 
@@ -209,14 +201,8 @@ class GateHandler:
         ctx = verdict.ctx
         started = ctx.started
         decision = ctx.decision
-        gate_ms = (time.perf_counter() - started) * 1000
-        try:
-            # Audit before act: the record is durable before a byte goes upstream.
-            await self.runtime.audit.append(
-                record_body(ctx, status=None, upstream_status=None, latency_ms=gate_ms)
-            )
-        except DependencyError as exc:
-            verdict.unrecorded(exc)
+        # Audit before act: the record is durable before a byte goes upstream.
+        if not await verdict.record(self.runtime.audit, None):
             await verdict.refund()
             return await self._answer_verdict(responder, verdict)
         _child(metrics.DECISION_SECONDS).observe(time.perf_counter() - started)
