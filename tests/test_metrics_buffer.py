@@ -1,5 +1,6 @@
-"""Buffered metric children (``metrics.buffered``) expose exactly what direct updates would, and
-``metrics.Flusher`` moves them to the shared metrics on time."""
+"""The gate's histograms (``metrics.LocalHistogram``) and buffered counters (``metrics.buffered``)
+expose exactly what prometheus-client's direct updates would, in one process and across worker
+processes, and ``metrics.Flusher`` moves them to the shared metrics on time."""
 
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from gatekeeper import metrics
-from gatekeeper.metrics import BufferedCounter, BufferedHistogram, Flusher
+from gatekeeper.metrics import BufferedCounter, Flusher, LocalHistogram
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
 # Values on the bounds themselves too: a bound belongs to its own bucket (le = less or equal).
@@ -49,22 +49,24 @@ def same(a: Samples, b: Samples) -> bool:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(VALUES, max_size=6), max_size=6))
-def test_a_buffered_histogram_flushes_to_what_direct_observations_give(
+def test_a_local_histogram_exposes_what_direct_observations_give(
     rounds: list[list[float]],
 ) -> None:
-    direct_registry, buffered_registry = CollectorRegistry(), CollectorRegistry()
-    direct = Histogram("h", "direct", buckets=BUCKETS, registry=direct_registry)
-    buffered = BufferedHistogram(
-        Histogram("h", "buffered", buckets=BUCKETS, registry=buffered_registry)
-    )
-    for values in rounds:  # observations between flushes, as between two idle moments
+    direct_registry, local_registry = CollectorRegistry(), CollectorRegistry()
+    direct = Histogram("h", "h", ["route"], buckets=BUCKETS, registry=direct_registry)
+    local = LocalHistogram("h", "h", ["route"], buckets=BUCKETS, registry=local_registry)
+    plain_direct = Histogram("p", "p", buckets=BUCKETS, registry=direct_registry)
+    plain_local = LocalHistogram("p", "p", buckets=BUCKETS, registry=local_registry)
+    assert same(samples(local_registry), samples(direct_registry))  # unlabelled: zero at once
+    for values in rounds:
         for value in values:
-            direct.observe(value)
-            buffered.observe(value)
-        buffered.flush()
-        assert same(samples(buffered_registry), samples(direct_registry))
-    buffered.flush()  # nothing pending: a second flush adds nothing
-    assert same(samples(buffered_registry), samples(direct_registry))
+            direct.labels("r").observe(value)
+            local.labels("r").observe(value)
+            plain_direct.observe(value)
+            plain_local.observe(value)
+        assert same(samples(local_registry), samples(direct_registry))
+    created = {s.name for m in local_registry.collect() for s in m.samples}
+    assert "p_created" in created  # as prometheus-client gives in one process
 
 
 def test_a_buffered_counter_flushes_its_sum_once() -> None:
@@ -141,21 +143,24 @@ async def test_busy_flushes_periodically_and_close_stops_the_timers() -> None:
 
 
 _WORKER = """
-import sys
-from prometheus_client import Histogram
-from gatekeeper.metrics import BufferedHistogram
+from gatekeeper import metrics
+from gatekeeper.metrics import LocalHistogram
 
-h = Histogram("h", "h", ["route"], buckets=BUCKETS)
-buffered = BufferedHistogram(h.labels("r"))
+h = LocalHistogram("h", "h", ["route"], buckets=BUCKETS, registry=None)
+plain = LocalHistogram("p", "p", buckets=BUCKETS, registry=None)
 for i, value in enumerate(VALUES):
-    buffered.observe(value)
+    h.labels("r").observe(value)
+    plain.observe(value)
     if i % 3 == 2:
-        buffered.flush()
-buffered.flush()
+        metrics.flush()
+metrics.flush()
+metrics.flush()  # nothing changed: writes nothing more
 """
 
 
-def test_buffered_observations_reach_the_multiprocess_files(tmp_path: Path) -> None:
+def test_observations_of_worker_processes_add_up_in_the_multiprocess_files(
+    tmp_path: Path,
+) -> None:
     """With ``workers > 1`` each process writes its own files; the aggregate over two worker
     processes equals one process observing every value directly."""
     per_worker = [[0.0005, 0.001, 0.001, 0.05, 7.0, 99.0, 0.3], [0.01, 0.1, 1.0, 10.0, 10.5]]
@@ -163,25 +168,20 @@ def test_buffered_observations_reach_the_multiprocess_files(tmp_path: Path) -> N
         code = f"BUCKETS = {BUCKETS!r}\nVALUES = {values!r}\n" + _WORKER
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    # This process reads the files as ``render()`` does, knowing the same histograms.
+    LocalHistogram("h", "h", ["route"], buckets=BUCKETS, registry=None)
+    LocalHistogram("p", "p", buckets=BUCKETS, registry=None)
     aggregated = CollectorRegistry()
-    MultiProcessCollector(aggregated, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    aggregated.register(metrics.multiprocess_collector(str(tmp_path)))
     direct_registry = CollectorRegistry()
     direct = Histogram("h", "h", ["route"], buckets=BUCKETS, registry=direct_registry)
+    plain = Histogram("p", "p", buckets=BUCKETS, registry=direct_registry)
     for values in per_worker:
         for value in values:
             direct.labels("r").observe(value)
-    # The worker imported gatekeeper.metrics, whose own metrics are in the files too.
-    ours = {k: v for k, v in samples(aggregated).items() if k[0].startswith("h_")}
+            plain.observe(value)
+    # The workers imported gatekeeper.metrics, whose own metrics are in the files too.
+    ours = {k: v for k, v in samples(aggregated).items() if k[0][:2] in ("h_", "p_")}
     assert same(ours, samples(direct_registry))
     assert aggregated.get_sample_value("h_count", {"route": "r"}) == 12
-
-
-def test_a_full_buffer_flushes_by_itself() -> None:
-    registry = CollectorRegistry()
-    buffered = BufferedHistogram(Histogram("h", "h", buckets=BUCKETS, registry=registry))
-    for _ in range(BufferedHistogram.MAX_PENDING - 1):
-        buffered.observe(0.5)
-    assert registry.get_sample_value("h_count") == 0
-    buffered.observe(0.5)
-    assert registry.get_sample_value("h_count") == BufferedHistogram.MAX_PENDING
-    assert not buffered.pending
+    assert aggregated.get_sample_value("p_count") == 12

@@ -128,6 +128,8 @@ class AdmissionHandler:
         metrics.DECISION_SECONDS.observe(time.perf_counter() - ctx.started)
         for stage, seconds in ctx.stage_times.items():
             metrics.STAGE_SECONDS.labels(stage).observe(seconds)
+        # Reviews are few: their counts reach the shared metrics at once (no Flusher here).
+        metrics.flush()
 
 
 def _annotations(ctx: RequestContext, review: Review) -> dict[str, str]:

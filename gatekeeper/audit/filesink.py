@@ -189,7 +189,7 @@ class FileSink:
             seconds = await asyncio.shield(self._worker.run(self._commit_sync, b"".join(lines)))
         except OSError as exc:
             raise SinkError(f"{self.path}: {exc.strerror or exc}") from exc
-        # Observed here, on the event loop: the buffered histogram is not for other threads.
+        # Observed here, on the event loop: histogram cells are not for other threads.
         metrics.buffered(metrics.AUDIT_FSYNC_SECONDS).observe(seconds)
 
     def _commit_sync(self, data: bytes) -> float:

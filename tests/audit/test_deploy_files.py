@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import yaml
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
 from gatekeeper import metrics
 from tests.support import repo_root
@@ -25,10 +25,10 @@ def exported() -> dict[str, set[str]]:
         labels = set(getattr(obj, "_labelnames", ()))
         if isinstance(obj, Counter):
             names[obj._name + "_total"] = labels
-        elif isinstance(obj, Histogram):
-            names[obj._name + "_bucket"] = labels | {"le"}
-            names[obj._name + "_sum"] = labels
-            names[obj._name + "_count"] = labels
+        elif isinstance(obj, metrics.LocalHistogram):
+            names[obj.name + "_bucket"] = set(obj.labelnames) | {"le"}
+            names[obj.name + "_sum"] = set(obj.labelnames)
+            names[obj.name + "_count"] = set(obj.labelnames)
         elif isinstance(obj, Gauge):
             names[obj._name] = labels
     return names
