@@ -79,6 +79,14 @@ async def await_until(
         await asyncio.sleep(interval)
 
 
+def listeners(port: int) -> int:
+    """How many sockets listen on TCP ``port`` (IPv4): with ``SO_REUSEPORT`` every worker of a
+    gate has its own, and a worker takes connections only once its socket is in this count."""
+    with open("/proc/net/tcp") as fh:
+        rows = [line.split() for line in fh.readlines()[1:]]
+    return sum(1 for r in rows if int(r[1].rsplit(":", 1)[1], 16) == port and r[3] == "0A")
+
+
 class LoopLag:
     """The worst lateness of a 5 ms ticker on the running loop while in the ``async with``.
 
