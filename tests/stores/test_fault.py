@@ -100,7 +100,7 @@ async def test_hung_redis_times_out_within_the_bound() -> None:
             assert elapsed < TIMEOUT + SLACK + lag.worst
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while True:
             try:
                 assert (await store.consume(group, [bucket()], time.time())).admitted
