@@ -37,7 +37,7 @@ def free_cluster_port() -> int:
     raise RuntimeError("no free cluster port pair")
 
 
-def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
     """Block until ``host:port`` accepts TCP connections."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
