@@ -32,7 +32,6 @@ def _decisions(path: Path) -> list[dict[str, object]]:
 async def test_two_workers_share_the_port(tmp_path: Path, upstream: Upstream) -> None:
     gate = Gate(tmp_path, base_config(tmp_path, upstream.url, workers=2))
     try:
-        # The port opens with the first worker; wait until both have opened their audit chains.
         # The port opens with the first worker; wait until both have their own listener.
         wait_until(lambda: listeners(gate.port) == 2, 60, what="both workers listening")
 
