@@ -180,7 +180,7 @@ def redis_cluster(masters: int = 3) -> list[RedisServer]:
     )
     # Every node, not just the first: a client may land on one whose view of the cluster is still
     # forming, and that node answers CLUSTERDOWN (a first test on a fresh cluster flaked so).
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         infos = [
             subprocess.run(
