@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import os
 import shutil
 import signal
@@ -9,7 +12,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gatekeeper.ports import free_port as free_port  # re-exported: tests import it from here
 
@@ -32,7 +37,7 @@ def free_cluster_port() -> int:
     raise RuntimeError("no free cluster port pair")
 
 
-def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
     """Block until ``host:port`` accepts TCP connections."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -42,6 +47,72 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None
         except OSError:
             time.sleep(0.02)
     raise TimeoutError(f"{host}:{port} not listening after {timeout}s")
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02, what: str = ""
+) -> float:
+    """Block until ``predicate()`` is true; the seconds it took. Tests wait for a condition, never
+    a fixed time: a loaded machine makes every step arbitrarily late, so ``timeout`` is generous
+    and bounds only a hang."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"{what or 'condition'} not met within {timeout}s")
+        time.sleep(interval)
+    return time.monotonic() - start
+
+
+async def await_until(
+    predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02, what: str = ""
+) -> float:
+    """``wait_until`` for the event loop; ``predicate`` may return an awaitable."""
+    start = time.monotonic()
+    while True:
+        ok = predicate()
+        if inspect.isawaitable(ok):
+            ok = await ok
+        if ok:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"{what or 'condition'} not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def listeners(port: int) -> int:
+    """How many sockets listen on TCP ``port`` (IPv4): with ``SO_REUSEPORT`` every worker of a
+    gate has its own, and a worker takes connections only once its socket is in this count."""
+    with open("/proc/net/tcp") as fh:
+        rows = [line.split() for line in fh.readlines()[1:]]
+    return sum(1 for r in rows if int(r[1].rsplit(":", 1)[1], 16) == port and r[3] == "0A")
+
+
+class LoopLag:
+    """The worst lateness of a 5 ms ticker on the running loop while in the ``async with``.
+
+    A bound on how long something takes holds on a loaded machine only up to the time the process
+    was not run: a test asserting ``elapsed < bound + lag.worst`` still catches a missing or a
+    doubled timeout on a quiet machine, and does not fail because the machine was busy."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(0.005)
+            self.worst = max(self.worst, time.monotonic() - t0 - 0.005)
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.ensure_future(self._tick())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 class RedisServer:
@@ -109,7 +180,7 @@ def redis_cluster(masters: int = 3) -> list[RedisServer]:
     )
     # Every node, not just the first: a client may land on one whose view of the cluster is still
     # forming, and that node answers CLUSTERDOWN (a first test on a fresh cluster flaked so).
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         infos = [
             subprocess.run(

@@ -101,7 +101,7 @@ async def test_idle_flushes_at_once_then_at_most_once_per_interval() -> None:
             flusher.idle()
         assert registry.get_sample_value("c_total") == 1 and flusher.flushes == 1
         # The deferred flush comes ``idle_every_s`` later (later still on a loaded machine).
-        for _ in range(100):
+        for _ in range(600):  # up to 30 s
             if flusher.flushes == 2:
                 break
             await asyncio.sleep(0.05)
@@ -125,7 +125,7 @@ async def test_busy_flushes_periodically_and_close_stops_the_timers() -> None:
         flusher.busy()
         flusher.busy()  # one timer, however many requests start
         started = time.monotonic()
-        while flusher.flushes < 3 and time.monotonic() - started < 5:
+        while flusher.flushes < 3 and time.monotonic() - started < 30:
             await asyncio.sleep(0.01)
         # One timer needs three intervals for three flushes; two would need a little over one.
         assert flusher.flushes == 3

@@ -52,7 +52,7 @@ async def test_outcome_lines_ride_with_the_next_record_or_go_after_a_few_ms(
     await asyncio.sleep(0)
     assert sink.batches == 2 and len(records_of(path)) == 3
     start = time.monotonic()
-    while sink.batches == 2 and time.monotonic() - start < 2:
+    while sink.batches == 2 and time.monotonic() - start < 30:
         await asyncio.sleep(0.001)
     assert sink.batches == 3 and time.monotonic() - start >= LAZY_COMMIT_S * 0.5
     assert [r.get("decision_id") for r in records_of(path)][-1] == "d2"

@@ -48,7 +48,7 @@ class HeldDiskFileSink(FileSink):
         self.disk.crash()
 
 
-async def wait_for(predicate: Any, timeout_s: float = 5.0) -> None:
+async def wait_for(predicate: Any, timeout_s: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while not predicate():

@@ -337,7 +337,7 @@ class SlurmLab(Lab):
         )  # fmt: skip
         self._wait("slurmrestd", lambda: _listening(self.rest_port), 60)
 
-    def restart_rest_if_dead(self, grace: float = 2.0) -> bool:
+    def restart_rest_if_dead(self, grace: float = 10.0) -> bool:
         """Start slurmrestd again if it died (22.05's v0.0.36 plugin crashes on some invalid
         ``gres`` values); True when it had died. Waits up to ``grace`` seconds for a process that
         is going down to be gone."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import socket
 import time
 
-from tests.e2e.gate import Gate
+from tests.e2e.gate import Gate, Upstream
+from tests.support import wait_until
 
 KEEPALIVE_DEFAULT_S = 75
 
@@ -27,11 +28,12 @@ def _read_answer(s: socket.socket) -> bytes:
 
 
 def test_half_a_request_pipelined_behind_a_slow_one_is_cut_at_the_header_deadline(
-    gate: Gate,
+    gate: Gate, upstream: Upstream
 ) -> None:
     with socket.create_connection(("127.0.0.1", gate.port), timeout=30) as s:
         s.sendall(b"GET /slow?delay=1 HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.3)  # the slow request is in hand now
+        # the slow request is in hand once the upstream has it
+        wait_until(lambda: any(r["path"].startswith("/slow") for r in upstream.seen()))
         s.sendall(b"GET /second HTTP/1.1\r\nHost: x\r\n")  # ... and half of the next arrives
         head = _read_answer(s)
         assert head.startswith(b"HTTP/1.1 200")

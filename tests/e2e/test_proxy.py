@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.e2e.gate import Gate, Upstream, base_config, raw_request
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 MB = 1024 * 1024
 
@@ -192,10 +192,11 @@ async def test_every_response_has_a_decision_id_and_audit_record(gate: Gate) -> 
     assert set(ids) <= recorded
 
 
-def _in_flight_at_sigterm(gate: Gate, request: bytes) -> tuple[bytes, float]:
+def _in_flight_at_sigterm(gate: Gate, upstream: Upstream, request: bytes) -> tuple[bytes, float]:
     """Send ``request`` (a slow one), SIGTERM the gate while it is in flight, check the gate
     exits 0; the raw answer and the seconds until the connection closed."""
     result: dict[str, tuple[bytes, float]] = {}
+    before = len(upstream.seen())
 
     def slow_request() -> None:
         started = time.monotonic()
@@ -204,23 +205,28 @@ def _in_flight_at_sigterm(gate: Gate, request: bytes) -> tuple[bytes, float]:
 
     t = threading.Thread(target=slow_request)
     t.start()
-    time.sleep(0.5)
+    # In flight once the upstream has it (however long that takes on a busy machine).
+    wait_until(lambda: len(upstream.seen()) > before, what="the request at the upstream")
     gate.signal(signal.SIGTERM)
     t.join(15)
     assert gate.proc.wait(15) == 0
     return result["answer"]
 
 
-def test_sigterm_drains_in_flight_requests(gate: Gate) -> None:
+def test_sigterm_drains_in_flight_requests(gate: Gate, upstream: Upstream) -> None:
     response, _ = _in_flight_at_sigterm(
-        gate, b"GET /slow?delay=1.5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        gate, upstream, b"GET /slow?delay=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     assert response.startswith(b"HTTP/1.1 200")
 
 
-def test_a_request_in_hand_at_sigterm_is_answered_with_connection_close(gate: Gate) -> None:
+def test_a_request_in_hand_at_sigterm_is_answered_with_connection_close(
+    gate: Gate, upstream: Upstream
+) -> None:
     """A keep-alive client learns from the answer itself that the connection ends with it."""
-    response, took = _in_flight_at_sigterm(gate, b"GET /slow?delay=1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    response, took = _in_flight_at_sigterm(
+        gate, upstream, b"GET /slow?delay=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     head = response.split(b"\r\n\r\n")[0]
     assert head.startswith(b"HTTP/1.1 200")
     assert b"\r\nConnection: close" in head

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from gatekeeper.proxy import lean
 from tests.e2e.gate import Gate, base_config
 from tests.security.harness import exchange, request_bytes
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 JSON = b"Content-Type: application/json\r\n"
 CANNED: dict[str, bytes] = {
@@ -224,7 +224,13 @@ def test_encoded_body_on_a_measured_route_is_400(sgate: Gate, scripted: Scripted
 def test_malformed_request_after_a_good_one_is_answered_in_turn(
     sgate: Gate, scripted: ScriptedUpstream
 ) -> None:
-    ex = exchange(sgate.port, [_get("/plain"), b"GET /x HTTP/1.1\r\nBad Header\r\n\r\n"], pause=0.2)
+    # The bad request goes in a read of its own: sent once the good one reached the upstream (a
+    # fixed pause was not enough on a busy machine, and both landed in one read, as below).
+    ex = exchange(
+        sgate.port,
+        [_get("/plain"), b"GET /x HTTP/1.1\r\nBad Header\r\n\r\n"],
+        between=lambda: wait_until(lambda: scripted.requests == ["GET /plain"]),
+    )
     assert ex.statuses == [200, 400]
     assert ex.closed
     # In one write the parser refuses the whole buffer: nothing of it is forwarded.

@@ -8,12 +8,14 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.e2e.gate import Gate, Upstream, base_config
+from tests.support import await_until, listeners, wait_until
 
 
 def _decisions(path: Path) -> list[dict[str, object]]:
@@ -30,12 +32,8 @@ def _decisions(path: Path) -> list[dict[str, object]]:
 async def test_two_workers_share_the_port(tmp_path: Path, upstream: Upstream) -> None:
     gate = Gate(tmp_path, base_config(tmp_path, upstream.url, workers=2))
     try:
-        # The port opens with the first worker; wait until both have opened their audit chains.
-        deadline = time.monotonic() + 30
-        while not all((tmp_path / f"audit.w{i}.jsonl").exists() for i in (0, 1)):
-            assert time.monotonic() < deadline, "workers did not start"
-            time.sleep(0.1)
-        time.sleep(0.5)
+        # The port opens with the first worker; wait until both have their own listener.
+        wait_until(lambda: listeners(gate.port) == 2, 60, what="both workers listening")
 
         async def one(session: aiohttp.ClientSession, i: int) -> int:
             # A new connection each time, so the kernel spreads them across both listeners.
@@ -46,34 +44,36 @@ async def test_two_workers_share_the_port(tmp_path: Path, upstream: Upstream) ->
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
             statuses = await asyncio.gather(*(one(s, i) for i in range(200)))
         assert set(statuses) == {200}
-        time.sleep(0.5)
         w0 = _decisions(tmp_path / "audit.w0.jsonl")
         w1 = _decisions(tmp_path / "audit.w1.jsonl")
         assert w0 and w1, (len(w0), len(w1))
         assert len(w0) + len(w1) == 200
         assert {r["replica"] for r in w0} != {r["replica"] for r in w1}
 
-        # Metrics from any worker add up both processes (prometheus multiprocess mode).
-        total = 0.0
-        async with aiohttp.ClientSession() as s:
-            async with s.get(gate.admin_url + "/metrics") as r:
-                text = await r.text()
-        for line in text.splitlines():
-            if line.startswith("gatekeeper_requests_total{"):
-                total += float(line.rsplit(" ", 1)[1])
-        assert total == 200
+        # Metrics from any worker add up both processes (prometheus multiprocess mode); the other
+        # worker's figures reach the shared files with its next flush, once it is idle.
+        async def requests_total() -> float:
+            return await _metric_sum(gate, "gatekeeper_requests_total{")
+
+        await await_until(lambda: _at_least(requests_total, 200), what="both workers' counts")
+        assert await requests_total() == 200
 
         # The audit commit histograms add up too: every line in both files (decision records
         # and outcome lines) was counted by the commit that wrote it. The last commits (outcome
         # lines) are flushed to the shared metrics by the workers' periodic flush: poll for it.
-        lines = sum(
-            1
-            for i in (0, 1)
-            for line in (tmp_path / f"audit.w{i}.jsonl").read_text().splitlines()
-            if json.loads(line).get("type") != "seal"
-        )
-        assert lines == 400  # 200 decision records and 200 outcome lines
-        deadline = time.monotonic() + 10
+        def audit_lines() -> int:
+            return sum(
+                1
+                for i in (0, 1)
+                for line in (tmp_path / f"audit.w{i}.jsonl").read_text().splitlines()
+                if json.loads(line).get("type") != "seal"
+            )
+
+        # 200 decision records and 200 outcome lines; an outcome line may follow its answer
+        wait_until(lambda: audit_lines() >= 400, what="every outcome line")
+        lines = audit_lines()
+        assert lines == 400
+        deadline = time.monotonic() + 30
         while True:
             async with aiohttp.ClientSession() as s:
                 async with s.get(gate.admin_url + "/metrics") as r:
@@ -90,19 +90,27 @@ async def test_two_workers_share_the_port(tmp_path: Path, upstream: Upstream) ->
         assert audit["gatekeeper_audit_commit_seconds_sum"] > 0
 
         # SIGHUP to the supervisor reloads every worker.
+        async def reloads() -> float:
+            return await _metric_sum(gate, 'gatekeeper_policy_reloads_total{result="success"}')
+
         gate.signal(signal.SIGHUP)
-        time.sleep(1.5)
-        async with aiohttp.ClientSession() as s:
-            async with s.get(gate.admin_url + "/metrics") as r:
-                text = await r.text()
-        reloads = sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith('gatekeeper_policy_reloads_total{result="success"}')
-        )
-        assert reloads == 2
+        await await_until(lambda: _at_least(reloads, 2), what="both workers' reloads")
+        assert await reloads() == 2
     finally:
         assert gate.stop() == 0
+
+
+async def _metric_sum(gate: Gate, prefix: str) -> float:
+    """The sum of the admin endpoint's samples whose line starts with ``prefix``."""
+    async with aiohttp.ClientSession() as s, s.get(gate.admin_url + "/metrics") as r:
+        text = await r.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+    )
+
+
+async def _at_least(figure: Callable[[], Awaitable[float]], least: float) -> bool:
+    return await figure() >= least
 
 
 def _samples(text: str, prefix: str) -> dict[str, float]:
@@ -154,7 +162,7 @@ async def test_a_killed_worker_is_restarted(tmp_path: Path, upstream: Upstream) 
         while victim in _workers_of(gate) or len(_workers_of(gate)) < 2:
             assert time.monotonic() < deadline + 30, "the killed worker was not replaced"
             time.sleep(0.1)
-        time.sleep(1.0)  # let the new worker open its listener
+        wait_until(lambda: listeners(gate.port) == 2, 60, what="the new worker listening")
         assert all([await _get_ok(gate.url + f"/after/{i}") for i in range(20)])
         assert "exited with -9; restarting in 0.1s" in gate.stderr()
     finally:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
@@ -33,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gatekeeper.audit.files import chain_files
 from tests.e2e.gate import Gate, Upstream
-from tests.support import free_port
+from tests.support import await_until, free_port, listeners, wait_until
 
 ISSUER = "https://idp.faults.test/"
 AUDIENCE = "gpu-gatekeeper"
@@ -169,8 +168,14 @@ def start_gate(tmp: Path, config: dict[str, Any], *, name: str = "gatekeeper") -
             gate.stop()
             raise TimeoutError(f"workers did not start: {gate.stderr()}")
         time.sleep(0.05)
-    if int(config.get("workers", 1)) > 1:
-        time.sleep(0.6)  # the last worker binds its SO_REUSEPORT listener just after the audit
+    workers = int(config.get("workers", 1))
+    if workers > 1:
+        # The last worker binds its SO_REUSEPORT listener just after opening its audit chain.
+        try:
+            wait_until(lambda: listeners(gate.port) == workers, 30, what="every worker listening")
+        except TimeoutError:
+            gate.stop()
+            raise
     return gate
 
 
@@ -328,16 +333,7 @@ async def metric(admin_url: str, name: str, **labels: str) -> float:
 
 async def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> float:
     """Await ``predicate()`` (sync or async) until true; returns the seconds it took."""
-    start = time.monotonic()
-    while True:
-        ok = predicate()
-        if asyncio.iscoroutine(ok):
-            ok = await ok
-        if ok:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
+    return await await_until(predicate, timeout, interval)
 
 
 @contextlib.contextmanager

@@ -102,7 +102,9 @@ async def test_kill_9_under_load_loses_no_record(tmp_path: Path, upstream: Upstr
     try:
         async with aiohttp.ClientSession() as s:
             loops = [asyncio.ensure_future(client(s, n)) for n in range(32)]
-            await asyncio.sleep(random.uniform(0.6, 1.6))
+            # both answers seen (however slowly the gate starts answering), then a random moment
+            await wait_for(lambda: {200, 451} <= {r.status for r in results}, 30)
+            await asyncio.sleep(random.uniform(0.2, 1.2))
             gate.proc.kill()  # SIGKILL: no drain, no flush, no atexit
             gate.proc.wait(5)
             await asyncio.wait_for(asyncio.gather(*loops), 30)
@@ -154,6 +156,15 @@ def _children(pid: int) -> list[int]:
     return sorted(out)
 
 
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie (its sockets closed) waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 async def test_kill_9_one_of_two_workers(tmp_path: Path, upstream: Upstream) -> None:
     """The supervisor restarts a SIGKILLed worker, which continues its own chain."""
     keys = Keys()
@@ -177,15 +188,20 @@ async def test_kill_9_one_of_two_workers(tmp_path: Path, upstream: Upstream) -> 
             await asyncio.sleep(random.uniform(0.5, 1.2))
             victim = random.choice(workers)
             os.kill(victim, 9)
-            t_kill = time.monotonic()
-            await wait_for(lambda: len(set(_children(gate.proc.pid)) - set(workers)) == 1, 10)
+            # Its listener is gone once it has exited (a slow exit keeps it a while longer).
+            await wait_for(lambda: _exited(victim), 30, interval=0.01)
+            t_dead = time.monotonic()
+            await wait_for(lambda: len(set(_children(gate.proc.pid)) - set(workers)) == 1, 30)
             # The new worker starts (imports, loads the registry) and takes connections again:
             # wait until both workers' files grow, however long a start takes on a busy machine.
             sizes = [p.stat().st_size for p in paths]
             await wait_for(
                 lambda: all(p.stat().st_size > n for p, n in zip(paths, sizes, strict=True)), 60
             )
-            await asyncio.sleep(1.0)
+            t_both = time.monotonic()
+            await wait_for(
+                lambda: sum(bool(r.status) and r.sent > t_both for r in results) >= 64, 60
+            )
             stop.set()
             await asyncio.gather(*loops)
     finally:
@@ -193,9 +209,9 @@ async def test_kill_9_one_of_two_workers(tmp_path: Path, upstream: Upstream) -> 
     answered = [r for r in results if r.status]
     lost = [r for r in results if not r.status]
     assert {r.status for r in answered} == {200}
-    assert all(r.sent < t_kill + 0.5 for r in lost), "only requests on the killed worker fail"
+    assert all(r.sent < t_dead + 0.5 for r in lost), "only requests on the killed worker fail"
     recs = assert_accounted(upstream, paths, answered)
-    late = [r for r in answered if r.sent > t_kill + 1.5]
+    late = [r for r in answered if r.sent > t_both]
     replicas = Counter(recs[r.decision_id]["replica"] for r in late)  # type: ignore[index]
     assert len(replicas) == 2, f"the restarted worker answers again: {replicas}"
     for p in paths:
@@ -257,13 +273,13 @@ async def test_disk_full_503_then_recovers(tmp_path: Path, upstream: Upstream, t
             filler.unlink()
             t_free = time.monotonic()
             back: list[Result] = []
-            while time.monotonic() - t_free < 10:
+            while time.monotonic() - t_free < 30:
                 back.append(await submit(s, gate.url, token))
                 if back[-1].status == 200:
                     break
                 await asyncio.sleep(0.05)
             recovery = time.monotonic() - t_free
-            assert back[-1].status == 200, "no recovery within 10 s of space returning"
+            assert back[-1].status == 200, "no recovery within 30 s of space returning"
             for _ in range(10):
                 back.append(await submit(s, gate.url, token))
             assert back[-1].status == 200

@@ -129,7 +129,7 @@ async def test_upstream_killed_mid_stream(
                         got += len(chunk)
             assert 0 < got < size, "the client must see a truncated body, never a complete one"
             paths = _audit(gate)
-            await wait_for(lambda: cut_id in outcomes(audit_lines(paths)), 5)
+            await wait_for(lambda: cut_id in outcomes(audit_lines(paths)), 30)
             outcome = outcomes(audit_lines(paths))[cut_id]
             assert outcome["quota"]["refunded"] is True
             assert outcome["http"]["status"] >= 500 and outcome["http"]["upstream_status"] is None
@@ -193,7 +193,7 @@ async def test_jwks_endpoint_down(tmp_path: Path, upstream: Upstream) -> None:
                 while True:
                     r = await submit(s, fresh.url, token)
                     results.append(r)
-                    if r.status == 200 or time.monotonic() - t_back > 10:
+                    if r.status == 200 or time.monotonic() - t_back > 30:
                         break
                     assert r.status == 503
                     await asyncio.sleep(0.05)
@@ -245,7 +245,7 @@ async def test_corrupt_policy_keeps_last_good_then_fixed_file_loads(
             )
             assert await errors() == 0
             gate.signal(signal.SIGHUP)
-            await wait_for(lambda: _ge(errors(), 1), 10)
+            await wait_for(lambda: _ge(errors(), 1), 30)
             results.append(await submit(s, gate.url, token))
             results.append(await submit(s, gate.url, token, ip=CN_IP))
             assert [r.status for r in results[-2:]] == [200, 451]
@@ -350,15 +350,16 @@ async def test_audit_redis_stream_sink_down_then_back(
     try:
         async with aiohttp.ClientSession() as s:
             loops = [asyncio.ensure_future(client(s)) for _ in range(4)]
-            await asyncio.sleep(0.8)
+            await wait_for(lambda: sum(r.status == 200 for r in results) >= 8, 30)
             t_kill = time.monotonic()
             redis_server.kill()
-            await asyncio.sleep(1.5)
+            await wait_for(lambda: sum(r.sent > t_kill + 0.1 for r in results) >= 8, 30)
             t_restart = time.monotonic()
             redis_server.start()
-            await wait_for(lambda: any(r.status == 200 and r.sent > t_restart for r in results), 10)
+            up = time.monotonic()  # a slow start of redis-server is not the gate's
+            await wait_for(lambda: any(r.status == 200 and r.sent > t_restart for r in results), 30)
             recovery = min(r.done for r in results if r.status == 200 and r.sent > t_restart)
-            await asyncio.sleep(0.5)
+            await wait_for(lambda: sum(r.sent > recovery for r in results) >= 8, 30)
             stop.set()
             await asyncio.gather(*loops)
         down = [r for r in results if r.sent > t_kill + 0.1 and r.done < t_restart]
@@ -368,8 +369,8 @@ async def test_audit_redis_stream_sink_down_then_back(
             assert r.problem["type"] == "urn:gatekeeper:problem:audit-unavailable"
         assert {r.status for r in results} == {200, 503}
         print(f"\naudit sink down: {len(down)} x 503, recovered "
-              f"{recovery - t_restart:.2f}s after Redis came back")  # fmt: skip
-        assert recovery - t_restart < 5
+              f"{recovery - up:.2f}s after Redis came back")  # fmt: skip
+        assert recovery - up < 5
         assert await metric(gate.admin_url, "gatekeeper_audit_errors_total",
                             sink="redis_stream") >= 1  # fmt: skip
         recs = assert_accounted(upstream, _audit(gate), results)
@@ -413,10 +414,10 @@ async def test_corrupt_policy_reload_across_two_workers(tmp_path: Path, upstream
     try:
         policy.write_text("version: 1\nrules: [{id: x, when: {nope.attr: 1}, action: allow}]\n")
         gate.signal(signal.SIGHUP)  # to the supervisor, which fans it out
-        await wait_for(lambda: _ge(count("error"), 2), 10)
+        await wait_for(lambda: _ge(count("error"), 2), 30)
         status, _ = await _reload(gate)
         assert status == 202
-        await wait_for(lambda: _ge(count("error"), 4), 10)
+        await wait_for(lambda: _ge(count("error"), 4), 30)
         results += await burst()
         assert {r.status for r in results} == {200}
         deny_lab = [{"id": "lab-suspended", "when": {"principal.entity": "lab"},
@@ -424,7 +425,7 @@ async def test_corrupt_policy_reload_across_two_workers(tmp_path: Path, upstream
         write_policy(policy, deny_lab, QUOTAS)
         status, _ = await _reload(gate)
         assert status == 202
-        await wait_for(lambda: _ge(count("success"), 2), 10)
+        await wait_for(lambda: _ge(count("success"), 2), 30)
         fixed = await burst()
         assert {r.status for r in fixed} == {451}
         results += fixed
@@ -460,7 +461,7 @@ async def test_client_gone_mid_stream_keeps_the_charge(
             await r.content.readexactly(1 << 20)
             r.close()  # hang up mid-body
         paths = _audit(gate)
-        await wait_for(lambda: gone_id in outcomes(audit_lines(paths)), 10)
+        await wait_for(lambda: gone_id in outcomes(audit_lines(paths)), 30)
         outcome = outcomes(audit_lines(paths))[gone_id]
         assert outcome["http"]["upstream_status"] == 200
         assert outcome["quota"]["refunded"] is False

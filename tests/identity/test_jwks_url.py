@@ -60,7 +60,7 @@ async def started(cfg: IdentityConfig) -> Authenticator:
     return a
 
 
-async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+async def wait_for(predicate: Any, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -84,15 +84,23 @@ async def test_fetch_at_start_and_verify(idp: FakeIdP, ring: Ring) -> None:
 
 async def test_rotation_accepted_after_one_scheduled_refresh(idp: FakeIdP, ring: Ring) -> None:
     iss = "https://url-rotate.test/"
-    a = await started(url_config(idp, iss, jwks_refresh_s=0.3, jwks_min_fetch_interval_s=60.0))
+    # A refresh period long against a poll, so that a third fetch cannot slip in between the
+    # second one and the check below even when the machine is slow.
+    a = await started(url_config(idp, iss, jwks_refresh_s=1.0, jwks_min_fetch_interval_s=60.0))
     try:
         old_token = ring.rsa_a.sign(claims_for(iss))
         assert (await a.authenticate(bearer(old_token))).subject == "alice"
         new = rsa_key("rotated-1")
         idp.doc = jwks(new)  # the IdP rotates: old key gone, new key in
-        await wait_for(lambda: idp.requests >= 2)
-        await wait_for(lambda: a.sources[iss].keyset.has_kid("rotated-1"))
-        assert idp.requests == 2  # exactly one refresh was needed
+        seen: list[int] = []  # the IdP's request count when the new key first showed up
+
+        def rotated() -> bool:
+            if a.sources[iss].keyset.has_kid("rotated-1"):
+                seen.append(idp.requests)
+            return bool(seen)
+
+        await wait_for(rotated)
+        assert seen == [2]  # exactly one refresh was needed
         assert (await a.authenticate(bearer(new.sign(claims_for(iss))))).subject == "alice"
         with pytest.raises(Deny) as info:
             await a.authenticate(bearer(old_token))
@@ -156,11 +164,16 @@ async def test_concurrent_unknown_kids_share_one_fetch(idp: FakeIdP, ring: Ring)
 
 async def test_idp_down_serves_cached_keys_until_max_stale(idp: FakeIdP, ring: Ring) -> None:
     iss = "https://url-down.test/"
-    a = await started(url_config(idp, iss, jwks_max_stale_s=0.6, jwks_min_fetch_interval_s=0.0))
+    # max_stale leaves room for the steps before the sleep below on a slow machine
+    max_stale = 2.0
+    a = await started(
+        url_config(idp, iss, jwks_max_stale_s=max_stale, jwks_min_fetch_interval_s=0.0)
+    )
     try:
         await idp.stop()
         errors = fetches(iss, "error")
         await a.reload()  # refetch fails: connection refused
+        failed = time.monotonic()  # later than the last good fetch
         assert fetches(iss, "error") == errors + 1
         health = a.healthy()["issuers"][iss]
         assert health["stale"] is True and health["usable"] is True
@@ -168,7 +181,7 @@ async def test_idp_down_serves_cached_keys_until_max_stale(idp: FakeIdP, ring: R
         # fresh tokens (cache disabled) still verify with the cached keys
         for key in (ring.rsa_a, ring.ec_a):
             assert (await a.authenticate(bearer(key.sign(claims_for(iss))))).subject == "alice"
-        await asyncio.sleep(0.7)
+        await asyncio.sleep(failed + max_stale + 0.1 - time.monotonic())
         with pytest.raises(DependencyError) as info:
             await a.authenticate(bearer(ring.rsa_a.sign(claims_for(iss))))
         assert (info.value.reason, info.value.status) == ("jwks-unavailable", 503)

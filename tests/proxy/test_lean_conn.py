@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from gatekeeper.proxy import lean
+from tests.support import await_until
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -144,6 +145,7 @@ async def test_a_connection_the_upstream_closed_while_idle_is_not_reused(
     """The upstream ends a kept-alive connection between requests: the next request opens a
     new one instead of writing into the dead one (and answering 502)."""
     opened: list[int] = []
+    closed: list[int] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         opened.append(1)
@@ -152,16 +154,21 @@ async def test_a_connection_the_upstream_closed_while_idle_is_not_reused(
         await writer.drain()
         await asyncio.sleep(0.05)
         writer.close()  # an idle timeout on the upstream's side
+        await writer.wait_closed()
+        closed.append(1)
 
     server, port = await _server(serve)
     try:
-        for _ in range(2):
+        for i in range(2):
             resp = await lean.send(
                 pool, "127.0.0.1", port, _get(port), None, method="GET", small=16
             )
             assert (resp.status, resp.body) == (200, b"ok")
             pool.release(resp)
-            await asyncio.sleep(0.2)  # the upstream's close arrives while it idles
+            # The upstream's close arrives while it idles: the socket is closed, and the loop
+            # reads the end of the stream before it runs a timer due after that.
+            await await_until(lambda: len(closed) > i)  # noqa: B023 - awaited in this iteration
+            await asyncio.sleep(0.05)
         assert len(opened) == 2
     finally:
         server.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,14 +181,18 @@ def exchange(
     expect: int | None = None,
     timeout: float = 5.0,
     pause: float = 0.0,
+    between: Callable[[], object] | None = None,
 ) -> Exchange:
-    """Send ``data`` (a list: several writes, ``pause`` apart) and parse responses until the server
-    closes, ``expect`` responses arrived, or ``timeout`` passes."""
+    """Send ``data`` (a list: several writes, ``pause`` apart, each after ``between()`` returns)
+    and parse responses until the server closes, ``expect`` responses arrived, or ``timeout``
+    passes."""
     result = Exchange()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         for i, part in enumerate([data] if isinstance(data, bytes) else data):
             if i and pause:
                 time.sleep(pause)
+            if i and between is not None:
+                between()
             try:
                 s.sendall(part)
             except OSError:

@@ -53,7 +53,7 @@ def _live(secgate: SecGate, method: str, target: str, headers: list[tuple[str, s
     assert len(ex.statuses) == 1, (ex.statuses, ex.rest[:200])
     decision_id = ex.responses[0].header("X-Gatekeeper-Decision-Id")
     assert decision_id
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while (record := secgate.records().get(decision_id)) is None:
         assert time.monotonic() < deadline, f"no audit record for {decision_id}"
         time.sleep(0.05)

@@ -23,7 +23,7 @@ from gatekeeper.stores.quota import Bucket, bucket_key
 from gatekeeper.stores.redis import LEASE_END, RedisQuotaStore, redis_key
 from tests.stores.conftest import counter
 from tests.stores.race import fire, redis_bucket_total
-from tests.support import RedisServer
+from tests.support import RedisServer, await_until
 
 WINDOW = 3600
 
@@ -37,9 +37,15 @@ def parent(amount: float, limit: float, p: str, window_s: int = WINDOW) -> Bucke
 
 
 def leased(
-    url: str, *, requests: int = 4, ttl_s: float = 5.0, margin: int = 2, max_requests: int = 0
+    url: str,
+    *,
+    requests: int = 4,
+    ttl_s: float = 5.0,
+    margin: int = 2,
+    max_requests: int = 0,
+    timeout_s: float = 2.0,
 ) -> LeasedQuotaStore:
-    inner = RedisQuotaStore.from_url(url, timeout_s=2.0)
+    inner = RedisQuotaStore.from_url(url, timeout_s=timeout_s)
     return LeasedQuotaStore(
         inner, requests=requests, ttl_s=ttl_s, margin=margin, max_requests=max_requests
     )
@@ -112,8 +118,13 @@ async def test_exact_at_the_limit_with_leases(
 async def test_many_processes_never_over_admit(private_redis: RedisServer, group: str) -> None:
     """Three gate processes' stores (two leasing, one not) race for one parent's budget."""
     url = private_redis.url
-    stores = [leased(url, requests=8, margin=2), leased(url, requests=3, margin=1)]
-    plain = RedisQuotaStore.from_url(url, timeout_s=2.0)
+    # 1,200 calls at once: on a busy machine the last ones wait longer than a usual timeout
+    slow_ok = 10.0
+    stores = [
+        leased(url, requests=8, margin=2, timeout_s=slow_ok),
+        leased(url, requests=3, margin=1, timeout_s=slow_ok),
+    ]
+    plain = RedisQuotaStore.from_url(url, timeout_s=slow_ok)
     limit = 500.0
     now = time.time()
     try:
@@ -143,7 +154,10 @@ async def test_leases_used_up_fast_grow_up_to_the_max(
     private_redis: RedisServer, group: str
 ) -> None:
     url = private_redis.url
-    fixed, growing = leased(url, requests=4), leased(url, requests=4, max_requests=32)
+    # A lease counts as used up fast within ttl_s / 16: a long ttl keeps a stalled process from
+    # deciding the sizes (nothing here waits for a lease to expire).
+    fixed = leased(url, requests=4, ttl_s=30.0)
+    growing = leased(url, requests=4, ttl_s=30.0, max_requests=32)
     calls: dict[str, int] = {}
     try:
         for name, store in (("fixed", fixed), ("growing", growing)):
@@ -169,7 +183,9 @@ async def test_a_lease_that_expires_half_unused_makes_the_next_one_smaller(
     private_redis: RedisServer, group: str
 ) -> None:
     url = private_redis.url
-    store = leased(url, requests=4, ttl_s=0.3, max_requests=64)
+    # "Used up fast" is within ttl_s / 16 (0.15 s here): the ttl is long enough that a stalled
+    # process does not stop the growth, short enough to wait for.
+    store = leased(url, requests=4, ttl_s=2.4, max_requests=64)
     b = [tenant(1.0, 1e6)]
     try:
         for _ in range(300):  # used up fast: the leases grow to 64
@@ -177,9 +193,9 @@ async def test_a_lease_that_expires_half_unused_makes_the_next_one_smaller(
         await store.settle()
         grown = held(url, group, b[0]) - 300  # the two leases held now
         assert grown >= 64
-        await asyncio.sleep(0.5)  # both expire; the one taken ahead was never used: 64 -> 32
+        # both expire; the one taken ahead was never used: 64 -> 32; their credit goes back
+        await await_until(lambda: held(url, group, b[0]) == 300)
         await store.settle()
-        assert held(url, group, b[0]) == 300  # their credit went back
         await store.consume(group, b, time.time())  # a new lease (the next one not yet taken)
         assert held(url, group, b[0]) - 300 == 32
     finally:
@@ -199,12 +215,8 @@ async def test_unused_credit_goes_back_when_the_lease_expires(
         await store.consume(group, b, time.time())  # takes a lease of 10, uses 1, leases ahead
         await store.settle()
         assert held(url, group, b[0]) == 1.0 + 10.0 + 10.0
-        for _ in range(40):
-            await asyncio.sleep(0.05)
-            if held(url, group, b[0]) == 2.0:
-                break
-        # both leases expired and their 9 + 10 unused requests' worth went back
-        assert held(url, group, b[0]) == 2.0
+        # both leases expire and their 9 + 10 unused requests' worth goes back
+        await await_until(lambda: held(url, group, b[0]) == 2.0)
         assert lease_events("returned") == returned + 2
     finally:
         await store.close()
@@ -248,7 +260,7 @@ async def test_a_refusal_while_credit_is_leased_advises_a_retry_when_the_lease_e
     lease ends (its unused credit returns then), not when the window frees budget an hour later.
     """
     url = private_redis.url
-    ttl = 2.0
+    ttl = 20.0  # A's leases must not expire (in real time) while B is refused
     a = leased(url, requests=10, ttl_s=ttl, margin=1)
     b = leased(url, requests=10, ttl_s=ttl, margin=1)
     plain = RedisQuotaStore.from_url(url, timeout_s=2.0)
@@ -263,7 +275,7 @@ async def test_a_refusal_while_credit_is_leased_advises_a_retry_when_the_lease_e
         results = [await b.consume(group, bucket, now) for _ in range(10)]
         # B is too close to the limit to lease: each request goes to Redis, 9 fit
         assert [r.admitted for r in results] == [True] * 9 + [False]
-        assert results[-1].retry_after_s == 2  # A's leases end 2 s from now
+        assert results[-1].retry_after_s == ttl  # A's leases end then
         await a.close()  # A's 19 unused requests' worth goes back ...
         closed = True
         assert held(url, group, bucket[0]) == 30.0 - 19.0
@@ -369,8 +381,8 @@ async def test_a_lost_store_costs_unused_credit_but_no_crash(group: str) -> None
         server.stop()
         # credit already charged is still handed out: no over-admission is possible
         assert (await store.consume(group, b, time.time())).admitted
-        await asyncio.sleep(0.4)  # the lease expires; its refund fails and is counted
-        assert counter(metrics.STORE_ERRORS) > errors
+        # the lease expires; its refund fails and is counted
+        await await_until(lambda: counter(metrics.STORE_ERRORS) > errors)
     finally:
         await asyncio.wait_for(store.close(), 10)
         server.stop()

@@ -24,9 +24,12 @@ from gatekeeper.stores.quota import QuotaStore, bucket_key
 from gatekeeper.stores.redis import RedisQuotaStore
 from tests.stores.conftest import counter, make_store, store_url
 from tests.stores.race import fire
-from tests.support import free_port
+from tests.support import LoopLag, free_port
 
 T0 = 1_700_000_000.0
+# The stage's timeout where it is not what a test is about: a call on a busy machine (60 racing
+# on a Redis cluster) can take longer than the 0.5 s default, and must not fail the test.
+UNHURRIED_S = 10.0
 QUOTAS = {
     "foreign-monthly": QuotaDef(
         "foreign-monthly", "tpp_hours", 100.0, 30 * 86400, "ultimate_parent"
@@ -88,7 +91,7 @@ async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[QuotaStore]
 
 
 async def test_allow_consumes_and_reports(any_store: QuotaStore, group: str) -> None:
-    stage = QuotaStage(any_store, QUOTAS, clock=Clock())
+    stage = QuotaStage(any_store, QUOTAS, clock=Clock(), timeout_s=UNHURRIED_S)
     metrics.flush()
     before = counter(metrics.QUOTA_CONSUMED, "foreign-monthly", "tpp_hours")
     ctx = make_ctx(parent=group, quotas=("foreign-monthly", "tenant-daily", "entity-requests"))
@@ -135,7 +138,7 @@ async def test_no_compute_still_counts_requests(group: str) -> None:
 
 async def test_exhausted_is_429_with_retry_after(any_store: QuotaStore, group: str) -> None:
     clock = Clock()
-    stage = QuotaStage(any_store, QUOTAS, clock=clock)
+    stage = QuotaStage(any_store, QUOTAS, clock=clock, timeout_s=UNHURRIED_S)
     rejected = counter(metrics.QUOTA_REJECTED, "foreign-monthly")
     await stage.run(make_ctx(parent=group, tpp_hours=60.0))
     clock.t += 86400  # one day later; the 30-day window still holds 60
@@ -155,7 +158,7 @@ async def test_exhausted_is_429_with_retry_after(any_store: QuotaStore, group: s
 
 
 async def test_monitor_mode_records_but_lets_through(any_store: QuotaStore, group: str) -> None:
-    stage = QuotaStage(any_store, QUOTAS, clock=Clock())
+    stage = QuotaStage(any_store, QUOTAS, clock=Clock(), timeout_s=UNHURRIED_S)
     await stage.run(make_ctx(parent=group, tpp_hours=90.0))
     ctx = make_ctx(parent=group, tpp_hours=50.0, enforced=False)
     await stage.run(ctx)  # no raise
@@ -168,7 +171,7 @@ async def test_monitor_mode_records_but_lets_through(any_store: QuotaStore, grou
 
 async def test_licence_budget_is_451_when_spent(any_store: QuotaStore, group: str) -> None:
     lic = License("D1234567", ("3A090.a",), ("SG",), "2027-06-30", 100.0)
-    stage = QuotaStage(any_store, {}, clock=Clock())
+    stage = QuotaStage(any_store, {}, clock=Clock(), timeout_s=UNHURRIED_S)
 
     def ctx_for(tpp: float) -> RequestContext:
         return make_ctx(parent=group, quotas=(), tpp_hours=tpp, license="D1234567", licenses=(lic,))
@@ -251,14 +254,16 @@ async def test_stage_timeout_bounds_a_slow_store(group: str) -> None:
 
     stage = QuotaStage(Slow(), QUOTAS, timeout_s=0.05)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    with pytest.raises(DependencyError):
-        await stage.run(make_ctx(parent=group))
-    assert loop.time() - t0 < 0.5
+    async with LoopLag() as lag:  # a stalled loop fires the timeout late: not the stage's doing
+        t0 = loop.time()
+        with pytest.raises(DependencyError):
+            await stage.run(make_ctx(parent=group))
+        took = loop.time() - t0
+    assert took < 0.5 + lag.worst
 
 
 async def test_refund_exactly_once(any_store: QuotaStore, group: str) -> None:
-    stage = QuotaStage(any_store, QUOTAS, clock=Clock())
+    stage = QuotaStage(any_store, QUOTAS, clock=Clock(), timeout_s=UNHURRIED_S)
     refunded = counter(metrics.QUOTA_REFUNDED, "foreign-monthly", "tpp_hours")
     await stage.run(make_ctx(parent=group, tpp_hours=30.0))  # stays consumed
     ctx = make_ctx(parent=group, tpp_hours=40.0)
@@ -280,10 +285,14 @@ async def test_affiliates_cannot_split_past_the_parent(
     they get exactly the parent's 100 tpp_hours (in 10s), never more."""
     url = store_url(kind, request)
     # three clients (three gate processes' worth) on Redis; the memory store is one process's
-    first = make_store(kind, url)
-    stores = [first] * 3 if kind == "memory" else [first] + [make_store(kind, url) for _ in "ab"]
+    first = make_store(kind, url, timeout_s=UNHURRIED_S)
+    stores = (
+        [first] * 3
+        if kind == "memory"
+        else [first] + [make_store(kind, url, timeout_s=UNHURRIED_S) for _ in "ab"]
+    )
     try:
-        stages = [QuotaStage(s, QUOTAS, clock=Clock()) for s in stores]
+        stages = [QuotaStage(s, QUOTAS, clock=Clock(), timeout_s=UNHURRIED_S) for s in stores]
         affiliates = ("acme-sg", "acme-jp", "acme-de")
 
         async def submit(i: int) -> bool:
@@ -313,7 +322,7 @@ async def test_affiliates_cannot_split_past_the_parent(
 
 
 async def test_describe_for_the_admin_endpoint(any_store: QuotaStore, group: str) -> None:
-    stage = QuotaStage(any_store, QUOTAS, clock=Clock())
+    stage = QuotaStage(any_store, QUOTAS, clock=Clock(), timeout_s=UNHURRIED_S)
     await stage.run(make_ctx(parent=group, tpp_hours=25.0, quotas=("foreign-monthly",)))
     info = await stage.describe("ultimate_parent", group)
     assert info == {
