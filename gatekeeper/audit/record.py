@@ -137,7 +137,8 @@ def _who(p: Principal) -> dict[str, Any]:
 def record_body(
     ctx: RequestContext, *, status: int | None, upstream_status: int | None, latency_ms: float
 ) -> dict[str, Any]:
-    """The §6 fields of one request, except v/seq/ts/replica/prev_hash/hash (added by AuditLog).
+    """One request's decision record (docs/reference.md), without v/seq/ts/replica/prev_hash/hash
+    (``AuditLog`` adds them).
 
     Facts no stage set are ``null``. # SECURITY: tokens, claims and headers are never copied here;
     only the named principal fields are, so no bearer token can reach the audit trail.

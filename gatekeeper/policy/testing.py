@@ -7,7 +7,7 @@ A test file is a mapping (or, when the caller supplies the policy, a bare list o
     today: 2026-11-25                    # optional, for licence expiry; default: the real date
     cases:
       - name: listed affiliate is denied
-        context: {ownership.affiliated: true, entity.country: SG}   # attributes of §5.2
+        context: {ownership.affiliated: true, entity.country: SG}  # attributes, docs/policy.md
         license_used: {D1234567: 4.9e7}  # optional: licence budget already used
         expect: {action: deny, rule: listed-affiliate, status: 451}
 
