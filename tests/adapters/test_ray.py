@@ -14,7 +14,7 @@ from gatekeeper.adapters import measure
 from gatekeeper.config import InventoryAccelerators, InventoryEntry, InventoryNode
 from gatekeeper.context import R_UNMEASURABLE
 from gatekeeper.errors import BadRequest
-from gatekeeper.inventory import build_inventory
+from gatekeeper.inventory import Inventory, build_inventory
 
 from .helpers import CATALOG, check, route, run
 
@@ -239,17 +239,22 @@ def test_serve_never_below_what_its_replicas_reserve(
         assert result.gpus > 0  # never zero for a request that reserves GPUs
 
 
+def _ray_inventory(name: str, *, nodes: int, per_node: int) -> Inventory:
+    """An inventory of one Ray cluster of H100 nodes."""
+    pool = InventoryEntry(
+        name=name,
+        scheduler="ray",
+        nodes=nodes,
+        node=InventoryNode(accelerators=InventoryAccelerators(model="H100-SXM", count=per_node)),
+    )
+    return build_inventory((pool,), CATALOG)
+
+
 def test_job_bound_covers_what_its_code_can_reserve() -> None:
     """``entrypoint: python train.py`` with no ``entrypoint_num_gpus``: the driver may call
     ``ray.remote(num_gpus=8)`` and Ray grants it GPUs of the cluster. Measured 0, a D:5-parented
     tenant is forwarded; the bound must be what the cluster (the route's pool) can grant."""
-    pool = InventoryEntry(
-        name="ray-h100",
-        scheduler="ray",
-        nodes=4,
-        node=InventoryNode(accelerators=InventoryAccelerators(model="H100-SXM", count=8)),
-    )
-    inventory = build_inventory((pool,), CATALOG)
+    inventory = _ray_inventory("ray-h100", nodes=4, per_node=8)
     body = b'{"entrypoint": "python train.py"}'
     r = route("ray", max_hours=48.0, inventory="ray-h100")
     c = measure(r, "POST", "/api/jobs/", CIMultiDict(), body, CATALOG, inventory)
@@ -319,13 +324,7 @@ routes:
 
 
 def test_a_declaration_larger_than_the_pool_is_kept() -> None:
-    pool = InventoryEntry(
-        name="ray-small",
-        scheduler="ray",
-        nodes=1,
-        node=InventoryNode(accelerators=InventoryAccelerators(model="H100-SXM", count=2)),
-    )
-    inventory = build_inventory((pool,), CATALOG)
+    inventory = _ray_inventory("ray-small", nodes=1, per_node=2)
     r = route("ray", max_hours=48.0, inventory="ray-small")
     body = b'{"entrypoint": "python train.py", "entrypoint_num_gpus": 4}'
     c = measure(r, "POST", SUBMIT, CIMultiDict(), body, CATALOG, inventory)

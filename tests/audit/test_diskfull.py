@@ -14,6 +14,7 @@ import pytest
 
 from gatekeeper.audit.verify import verify_files
 from tests.audit.diskfull_scenario import scenario
+from tests.faults.harness import tmpfs_mount
 from tests.support import repo_root
 
 
@@ -40,16 +41,8 @@ def _check(path: Path, result: dict[str, Any]) -> None:
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs_mount(tmp_path / "mnt", "96k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 async def test_disk_full_on_a_small_tmpfs(tmpfs: Path) -> None:

@@ -10,28 +10,38 @@ may be allowed: each is held for a licence (451) or refused as unmeasurable (400
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from gatekeeper.check import decide_offline
-from gatekeeper.config import load_config
-from gatekeeper.demo import DemoKeys, write_config
-from gatekeeper.runtime import Runtime
-from tests.support import repo_root
+from gatekeeper.demo import DemoKeys
 
+from ..helpers import (
+    D5_TENANT,
+    D5_TENANT_IP,
+    US_LAB,
+    US_LAB_IP,
+    Ask,
+    decide_offline_all,
+    us_pack_config,
+)
 from .cases import CASES, ENTRIES, controlled_bodies
 
-TENANT, TENANT_IP = "acme-sg", "165.21.83.88"  # parent headquartered in D:5 (demo entities)
+POOLED_ROUTE = {
+    "name": "slurm-pooled",
+    "match": {"path_prefix": "/pooled/slurm/", "methods": ["POST"]},
+    "upstream": "http://127.0.0.1:6820",
+    "adapter": "slurm",
+    "strip_prefix": "/pooled",
+    "gpu_model": "H100-SXM",
+    "max_hours": 168,
+    "inventory": "h100",
+}
 
 
-def _config(tmp: Path, keys: DemoKeys) -> Path:
-    us = write_config(tmp, keys, port=18081, admin=19091, scheduler="http://127.0.0.1:6820")
-    cfg = yaml.safe_load(us.read_text())
-    cfg["policy"]["files"] = [str(repo_root() / "policies" / "us-remote-access.yaml")]
-    cfg["inventory"] = [
+def _inventory() -> list[dict[str, Any]]:
+    """The class tables' pools (``cases.ENTRIES``) as configuration."""
+    return [
         {
             "name": e.name,
             "scheduler": e.scheduler,
@@ -49,54 +59,28 @@ def _config(tmp: Path, keys: DemoKeys) -> Path:
         }
         for e in ENTRIES
     ]
-    pooled = {
-        "name": "slurm-pooled",
-        "match": {"path_prefix": "/pooled/slurm/", "methods": ["POST"]},
-        "upstream": "http://127.0.0.1:6820",
-        "adapter": "slurm",
-        "strip_prefix": "/pooled",
-        "gpu_model": "H100-SXM",
-        "max_hours": 168,
-        "inventory": "h100",
-    }
-    cfg["routes"].insert(0, pooled)
-    path = tmp / "us-inventory.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
-
-
-async def _decide_all(config: Path, keys: DemoKeys) -> dict[str, dict[str, Any]]:
-    runtime = Runtime(load_config(str(config)))
-    await runtime.start(with_audit=False)
-    headers = {"X-Forwarded-For": TENANT_IP, "Authorization": f"Bearer {keys.token(TENANT)}"}
-    try:
-        out = {}
-        for case_id, route, path, body in controlled_bodies():
-            payload = {
-                "method": "POST",
-                "path": ("/pooled" + path) if route == "pooled" else path,
-                "headers": headers,
-                "client_ip": "127.0.0.1",
-                "body": body,
-            }
-            out[case_id] = await decide_offline(runtime, payload, consume=False)
-        # The control: a US tenant from a US address is allowed the same whole-node job.
-        payload["path"], payload["body"] = CASES[0][2], CASES[0][3]
-        payload["headers"] = {
-            "X-Forwarded-For": "8.8.8.8",
-            "Authorization": f"Bearer {keys.token('frontier-labs')}",
-        }
-        out["control"] = await decide_offline(runtime, payload, consume=False)
-        return out
-    finally:
-        await runtime.close()
 
 
 @pytest.fixture(scope="module")
 def decisions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("d5")
     keys = DemoKeys(tmp)
-    return asyncio.run(_decide_all(_config(tmp, keys), keys))
+    config = us_pack_config(
+        tmp, keys, 18081, 19091, routes_first=(POOLED_ROUTE,), inventory=_inventory()
+    )
+    asks: dict[str, Ask] = {
+        case_id: (
+            D5_TENANT,
+            D5_TENANT_IP,
+            "POST",
+            ("/pooled" + path) if route == "pooled" else path,
+            body,
+        )
+        for case_id, route, path, body in controlled_bodies()
+    }
+    # The control: a US tenant from a US address is allowed the same whole-node job.
+    asks["control"] = (US_LAB, US_LAB_IP, "POST", CASES[0][2], CASES[0][3])
+    return asyncio.run(decide_offline_all(config, keys, asks))
 
 
 def test_no_controlled_body_is_allowed(decisions: dict[str, dict[str, Any]]) -> None:

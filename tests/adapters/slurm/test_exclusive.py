@@ -17,20 +17,26 @@ import pytest
 from multidict import CIMultiDict
 
 from gatekeeper.adapters import measure
-from gatekeeper.check import decide_offline
 from gatekeeper.config import (
     InventoryAccelerators,
     InventoryEntry,
     InventoryNode,
-    load_config,
     parse_config_text,
 )
 from gatekeeper.demo import DemoKeys
 from gatekeeper.errors import ConfigError
 from gatekeeper.inventory import build_inventory
-from gatekeeper.runtime import Runtime
 
-from ..helpers import CATALOG, route, us_pack_config
+from ..helpers import (
+    CATALOG,
+    D5_TENANT,
+    D5_TENANT_IP,
+    US_LAB,
+    US_LAB_IP,
+    decide_offline_all,
+    route,
+    us_pack_config,
+)
 from .cases import ENV, SH, V41
 
 NODE = InventoryNode(accelerators=InventoryAccelerators(model="H100-SXM", count=8))
@@ -95,8 +101,6 @@ inventory:
 
 # ----------------------------------------------------------------------------- the D:5 view
 
-TENANT, TENANT_IP = "acme-sg", "165.21.83.88"  # parent headquartered in D:5 (demo entities)
-
 
 def _config(tmp: Path, keys: DemoKeys) -> Path:
     pool = {"name": "excl", "scheduler": "slurm", "nodes": 4, "partitions": ["excl"],
@@ -104,31 +108,16 @@ def _config(tmp: Path, keys: DemoKeys) -> Path:
     return us_pack_config(tmp, keys, 18083, 19093, inventory=[pool])
 
 
-async def _decide(config: Path, keys: DemoKeys) -> dict[str, dict[str, Any]]:
-    runtime = Runtime(load_config(str(config)))
-    await runtime.start(with_audit=False)
-    cpu_only = {"job": {**ENV, "partition": "excl", "time_limit": 60}, "script": SH}
-    try:
-        out = {}
-        for who, ip in ((TENANT, TENANT_IP), ("frontier-labs", "8.8.8.8")):
-            payload = {
-                "method": "POST",
-                "path": V41,
-                "headers": {"X-Forwarded-For": ip, "Authorization": f"Bearer {keys.token(who)}"},
-                "client_ip": "127.0.0.1",
-                "body": cpu_only,
-            }
-            out[who] = await decide_offline(runtime, payload, consume=False)
-        return out
-    finally:
-        await runtime.close()
-
-
 def test_a_cpu_only_job_on_an_exclusive_gpu_pool_is_not_forwarded_to_d5(tmp_path: Path) -> None:
     keys = DemoKeys(tmp_path)
-    decisions = asyncio.run(_decide(_config(tmp_path, keys), keys))
-    acme = decisions[TENANT]
+    cpu_only = {"job": {**ENV, "partition": "excl", "time_limit": 60}, "script": SH}
+    asks = {
+        who: (who, ip, "POST", V41, cpu_only)
+        for who, ip in ((D5_TENANT, D5_TENANT_IP), (US_LAB, US_LAB_IP))
+    }
+    decisions = asyncio.run(decide_offline_all(_config(tmp_path, keys), keys, asks))
+    acme = decisions[D5_TENANT]
     assert acme["action"] != "allow" and acme["status"] == 451, acme
     assert acme["compute"]["gpus"] == 8 and acme["compute"]["controlled"]
-    lab = decisions["frontier-labs"]
+    lab = decisions[US_LAB]
     assert lab["action"] == "allow" and lab["compute"]["gpus"] == 8, lab
