@@ -28,6 +28,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
+
+from ...config import RouteConfig
 from ...context import ComputeRequest
 from ...errors import BadRequest
 from ...gpus import GpuCatalog
@@ -142,50 +145,99 @@ def _read_blocks(text: str) -> tuple[Ask, ...]:
 # out). Held values are copied out, never handed to a caller that could change them.
 _SCRIPT_TEXT, _SCRIPTS = 4096, 512
 _BLOCKS = Memo(_read_blocks, _SCRIPT_TEXT, _SCRIPTS)
-_BY_SCRIPT: dict[str, tuple[Ask, ...]] = {}
+_BY_SCRIPT: dict[str, tuple[str, tuple[Ask, ...]]] = {}
 
 
-def _blocks(script: str) -> tuple[Ask, ...]:
-    """``_read_blocks(script)``, remembered by the script and by its block of directives."""
-    asks = _BY_SCRIPT.get(script)
-    if asks is None:
+def _blocks(script: str) -> tuple[str | None, tuple[Ask, ...]]:
+    """The script's block of directives (``None``: too long to remember) and ``_read_blocks`` of
+    it, remembered by the script and by the block."""
+    found = _BY_SCRIPT.get(script)
+    if found is None:
         # the block is looked for in the first _SCRIPT_TEXT + 1 characters only: a command found
         # there ends the whole script's block too; none found, the block is too long to remember
         block = block_text(script[: _SCRIPT_TEXT + 1])
         if len(block) > _SCRIPT_TEXT:
-            return _read_blocks(script)
-        asks = _BLOCKS(block)  # the same reading: nothing after the block is read
-        remember(_BY_SCRIPT, script, asks, len(script), _SCRIPT_TEXT, _SCRIPTS)
-    return asks
+            return None, _read_blocks(script)
+        found = (block, _BLOCKS(block))  # the same reading: nothing after the block is read
+        remember(_BY_SCRIPT, script, found, len(script), _SCRIPT_TEXT, _SCRIPTS)
+    return found
 
 
-def _script_asks(text: Any, path: str) -> list[Ask]:
-    """The ``#SBATCH`` block of a script, one ``Ask`` per component (none: no directive)."""
+def _script_asks(text: Any, path: str) -> tuple[str | None, list[Ask]]:
+    """The ``#SBATCH`` block of a script (``""``: none; ``None``: too long to remember) and its
+    reading, one ``Ask`` per component (none: no directive)."""
     script = optional(text, str, path, "a string")
     if script is None or not has_directives(script):
-        return []
-    return [ask.copy() for ask in _blocks(script)]
+        return "", []
+    block, asks = _blocks(script)
+    return block, [ask.copy() for ask in asks]
+
+
+# Each job's bound, remembered by all it is computed from: the site (its route, catalog and
+# inventory by identity; the entry holds them, so no other object can take their ids), the
+# version, the job's path, every field the version's table says can grant something -- with its
+# value, in the order read -- and the text of each block of directives read over it. Fields that
+# grant nothing (name, environment, ...) and a script's commands below its block are never read,
+# so a pipeline's repeated job hits whatever else it changes. Every field is checked against the
+# table before the memo is asked: an unknown one is refused, never looked up.
+_JOB_KEY, _JOBS_MAX = 4096, 1024
+_Site = tuple[RouteConfig, GpuCatalog, Inventory]
+_JOBS: dict[tuple[int, int, int, bytes], tuple[_Site, Part]] = {}
+
+
+def _job_key(
+    site: Site, fields: list[tuple[str, Any, str]], head: tuple[Any, ...]
+) -> tuple[int, int, int, bytes] | None:
+    """The memo key of a job (``None``: not to be remembered: too long, or a value orjson
+    cannot write, such as an integer beyond 64 bits)."""
+    try:
+        text = orjson.dumps((head, fields))
+    except TypeError:
+        return None
+    if len(text) > _JOB_KEY:
+        return None
+    return id(site.route), id(site.catalog), id(site.inventory), text
 
 
 def _measure_job(
-    version: str, job: Any, path: str, blocks: list[Ask], site: Site, update: bool
+    version: str,
+    job: Any,
+    path: str,
+    blocks: list[tuple[str | None, Ask]],
+    site: Site,
+    update: bool,
 ) -> Part:
-    """One job: the body alone and the body over each script's block for it."""
+    """One job: the body alone and the body over each script's block for it (the block's text,
+    ``None`` when too long to remember, and its reading)."""
     if not isinstance(job, dict):
         raise BadRequest("bad-value", f"{path}: expected an object")
+    fields = _job_fields(version, job, path)
+    texts = [text for text, _ in blocks]
+    key = None if None in texts else _job_key(site, fields, (version, path, update, texts))
+    if key is not None:
+        held = _JOBS.get(key)
+        if held is not None:
+            (route, catalog, inventory), part = held
+            if route is site.route and catalog is site.catalog and inventory is site.inventory:
+                return part
     body = Ask()
-    for role, value, field_path in _job_fields(version, job, path):
+    for role, value, field_path in fields:
         apply(body, role, value, field_path)
     if update:
-        return bound_update(body, site, path)
-    if not blocks:
-        return bound(body, site)
-    return larger([bound(body, site), *(bound(overlay(block, body), site) for block in blocks)])
+        part = bound_update(body, site, path)
+    elif not blocks:
+        part = bound(body, site)
+    else:
+        part = larger([bound(body, site), *(bound(overlay(b, body), site) for _, b in blocks)])
+    if key is not None:
+        held_site = (site.route, site.catalog, site.inventory)
+        remember(_JOBS, key, (held_site, part), len(key[3]), _JOB_KEY, _JOBS_MAX)
+    return part
 
 
 def _script_blocks(
     version: str, kind: str, doc: dict[Any, Any], jobs: list[Any], name: str
-) -> list[list[Ask]]:
+) -> list[tuple[str | None, list[Ask]]]:
     """The blocks of each script slurmrestd may run: the request's and (v0.0.39+) the first
     component's, each text once (which one wins depends on the release: module docstring)."""
     first = jobs[0] if jobs and isinstance(jobs[0], dict) else {}
@@ -195,7 +247,7 @@ def _script_blocks(
             (f"{name}.script" if name == "job" else f"{name}[0].script", first.get("script"))
         )
     texts: list[str] = []
-    out: list[list[Ask]] = []
+    out: list[tuple[str | None, list[Ask]]] = []
     for where, text in found:
         if text is None or text in texts:
             continue
@@ -225,9 +277,9 @@ def measure_slurm(req: Submission, catalog: GpuCatalog, inventory: Inventory) ->
     for index, job in enumerate(jobs):
         single = update or (name == "job" and len(jobs) == 1)
         where = name if single else f"{name}[{index}]"
-        blocks = [b[index] for b in scripts if index < len(b)]
+        blocks = [(t, b[index]) for t, b in scripts if index < len(b)]
         parts.append(_measure_job(version, job, where, blocks, site, update))
-    extra = max((len(b) for b in scripts), default=0)
+    extra = max((len(b) for _, b in scripts), default=0)
     for index in range(len(jobs), extra):
-        parts.append(larger([bound(b[index], site) for b in scripts if index < len(b)]))
+        parts.append(larger([bound(b[index], site) for _, b in scripts if index < len(b)]))
     return combine(parts, route, catalog)

@@ -112,7 +112,7 @@ def test_host_lists_agree(text: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(SCRIPT)
 def test_script_blocks_agree(text: str) -> None:
-    agree(lambda: _read_blocks(text), lambda: tuple(_script_asks(text, "script")))
+    agree(lambda: _read_blocks(text), lambda: tuple(_script_asks(text, "script")[1]))
 
 
 @settings(max_examples=300, deadline=None)
@@ -138,7 +138,7 @@ def test_long_scripts_agree(size: int, tail: str) -> None:
     # a block near the memo's text limit, with the line after it cut anywhere by the limit
     head = "#!/bin/bash\n#SBATCH -N 2\n"
     text = head + "#" * (size - len(head)) + "\n" + tail + "\n#SBATCH --gpus=7\n"
-    agree(lambda: _read_blocks(text), lambda: tuple(_script_asks(text, "script")))
+    agree(lambda: _read_blocks(text), lambda: tuple(_script_asks(text, "script")[1]))
 
 
 @settings(max_examples=200, deadline=None)
@@ -149,12 +149,12 @@ def test_paths_agree(path: str) -> None:
 
 def test_a_block_handed_out_cannot_change_the_memo() -> None:
     text = "#!/bin/bash\n#SBATCH --gres=gpu:8 -N 2\n"
-    first = _script_asks(text, "script")
+    first = _script_asks(text, "script")[1]
     first[0].gpus.clear()
     first[0].nodes["nodes"] = 1000
     first[0].whole = True
-    assert _script_asks(text, "script") == list(_read_blocks(text))
-    assert _BLOCKS.cache[text] == _BY_SCRIPT[text] == _read_blocks(text)
+    assert _script_asks(text, "script") == (text, list(_read_blocks(text)))
+    assert _BLOCKS.cache[text] == _BY_SCRIPT[text][1] == _read_blocks(text)
 
 
 def test_memo_stays_bounded_and_skips_long_texts() -> None:
