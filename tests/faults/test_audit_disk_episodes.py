@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import re
 import subprocess
 import sys
 import time
@@ -162,9 +163,15 @@ async def test_full_disk_episodes_under_load_with_two_workers(tmp_path: Path, tm
     assert all(r.decision_id not in recs for r in refused)  # refused: no decision record
     unnamed = [r.decision_id for r in refused if r.decision_id not in named]
     assert not unnamed, f"{len(unnamed)} refused requests not named by a commit-failed record"
+    reported = 0
     for p in paths:
         done = _verify(p, key=pub)
         assert done.returncode == 0, done.stdout + done.stderr
+        # verify names the refused requests as such, not as a gap in the trail
+        note = re.search(r"note: (\d+) request\(s\) refused unforwarded", done.stdout)
+        reported += int(note.group(1)) if note else 0
+    counted = sum(r["unforwarded_count"] for r in lines if r.get("type") == "commit-failed")
+    assert reported == counted >= len(refused), (reported, counted, len(refused))
     print(f"\ndisk episodes: {seen['episodes']} full/free episodes, {dict(statuses)} answered, "
           f"{len(recs)} decision records, {len(named)} refused requests named")  # fmt: skip
 
