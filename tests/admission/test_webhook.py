@@ -111,7 +111,8 @@ async def test_dra_manifests_without_an_api_server_are_refused(
         answer = await hook.answer(review_of(doc, namespace="lab"))
         assert answer["allowed"] is False
         assert answer["status"]["reason"] == "unmeasurable-request"
-        assert "resourceClaimTemplateName" in answer["status"]["message"]
+        assert ".resourceClaims[0].resourceClaim" in answer["status"]["message"]
+        assert ": cannot resolve ResourceClaim" in answer["status"]["message"]
 
 
 async def test_dry_run_is_decided_and_audited_without_quota(tmp_path: Path) -> None:
