@@ -19,6 +19,8 @@ from gatekeeper.admission import ADMISSION_PATH, start_admission
 from gatekeeper.config import Config, parse_config_text
 from gatekeeper.demo import DATA, _policies_dir
 from gatekeeper.runtime import Runtime
+from tests.adapters.kubernetes.stack import ApiServer
+from tests.adapters.kubernetes.support import url_for
 from tests.e2e.test_server import _self_signed
 from tests.support import free_port
 
@@ -78,7 +80,10 @@ def review(
     obj_group, _, obj_version = (obj or {}).get("apiVersion", f"{group}/{version}").rpartition("/")
     gvk = {"group": obj_group, "version": obj_version, "kind": kind}
     gvr = {"group": group, "version": version, "resource": resource}
+    # A CONNECT carries its connect options (PodExecOptions, PodProxyOptions, ...) as the object
+    # and no operation options.
     options_kind = {"CREATE": "CreateOptions", "UPDATE": "UpdateOptions", "DELETE": "DeleteOptions"}
+    options = options_kind.get(operation)
     request: dict[str, Any] = {
         "uid": str(uuid.uuid4()),
         "kind": gvk,
@@ -96,10 +101,7 @@ def review(
         },
         "object": obj,
         "oldObject": old,
-        "options": {
-            "apiVersion": "meta.k8s.io/v1",
-            "kind": options_kind.get(operation, "CreateOptions"),
-        },
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": options} if options else None,
         "dryRun": dry_run,
     }
     if sub_resource is not None:
@@ -144,6 +146,40 @@ class Webhook:
 
     def records(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.audit.read_text().splitlines() if line]
+
+    def record(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """The audit record of the decision behind ``answer``."""
+        wanted = answer["auditAnnotations"]["decision-id"]
+        return next(r for r in self.records() if r.get("decision_id") == wanted)
+
+    def gpus(self, answer: dict[str, Any]) -> float | None:
+        """The accelerators the decision behind ``answer`` measured (``None``: none measured),
+        as its audit record and the answer's ``auditAnnotations`` both say."""
+        compute = self.record(answer).get("compute")
+        gpus = float(compute["gpus"]) if compute else None
+        annotated = answer["auditAnnotations"].get("gpus")
+        assert (float(annotated) if annotated is not None else None) == gpus, answer
+        return gpus
+
+
+@asynccontextmanager
+async def stand_in_api(
+    tmp: Path, objects: list[tuple[str, dict[str, Any]]]
+) -> AsyncIterator[tuple[ApiServer, dict[str, Any]]]:
+    """The stand-in API server holding ``objects`` ((namespace, object) pairs), and the
+    ``admission`` settings that make the webhook read from it as its service account."""
+    api = ApiServer(tmp)
+    token = tmp / "token"
+    token.write_text("service-account-token\n")
+    base = f"http://127.0.0.1:{api.port}"
+    try:
+        async with aiohttp.ClientSession() as s:
+            for namespace, obj in objects:
+                async with s.post(base + url_for(obj, namespace), json=obj) as r:
+                    assert r.status == 201, await r.text()
+        yield api, {"api_server": base, "token_file": str(token)}
+    finally:
+        api.stop()
 
 
 @asynccontextmanager

@@ -11,11 +11,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from tests.adapters.kubernetes.stack import ApiServer
-
-from .support import TENANTS, Webhook, review, review_of, running_webhook
+from .support import TENANTS, Webhook, review, review_of, running_webhook, stand_in_api
 
 GPU = "nvidia.com/gpu"
 H100_TPP = 15832  # the catalog's H100-SXM
@@ -72,17 +68,12 @@ async def used(hook: Webhook) -> float:
     return float(row["used"])
 
 
-def record(hook: Webhook, answer: dict[str, Any]) -> dict[str, Any]:
-    wanted = answer["auditAnnotations"]["decision-id"]
-    return next(r for r in hook.records() if r.get("decision_id") == wanted)
-
-
 async def test_dry_run_is_decided_as_the_real_write_and_charged_nothing(tmp_path: Path) -> None:
     async with running_webhook(tmp_path, tenants=TENANTS_FJORD) as hook:
         dry = await hook.answer(review_of(deployment(1), namespace="fjord", dry_run=True))
         assert dry["allowed"] is True and dry["auditAnnotations"]["dry-run"] == "true"
         assert await used(hook) == 0
-        rec = record(hook, dry)
+        rec = hook.record(dry)
         assert rec["http"]["path"] == "/apis/apps/v1/namespaces/fjord/deployments?dryRun=All"
         assert rec["quota"]["name"] == "foreign-monthly" and rec["quota"]["consumed"] == 0
         real = await hook.answer(review_of(deployment(1), namespace="fjord"))
@@ -92,7 +83,7 @@ async def test_dry_run_is_decided_as_the_real_write_and_charged_nothing(tmp_path
             big = await hook.answer(review_of(deployment(70), namespace="fjord", dry_run=dry_run))
             assert big["allowed"] is False, big
             assert (big["status"]["code"], big["status"]["reason"]) == (429, "quota-exhausted")
-            assert record(hook, big)["decision"]["reasons"][-1] == "quota-exhausted"
+            assert hook.record(big)["decision"]["reasons"][-1] == "quota-exhausted"
         assert await used(hook) == DAY
         # the policy's refusal of a D:5-parented tenant stays one in a dry run
         d5 = await hook.answer(review_of(deployment(1, ns="team-a"), namespace="team-a",
@@ -110,7 +101,7 @@ async def test_update_draws_only_its_increase(tmp_path: Path) -> None:
         relabelled["metadata"]["labels"] = {"team": "inference"}
         same = await hook.answer(update(relabelled, one))
         assert same["allowed"] is True and same["auditAnnotations"]["gpus"] == "8"
-        assert await used(hook) == DAY and record(hook, same)["quota"]["consumed"] == 0
+        assert await used(hook) == DAY and hook.record(same)["quota"]["consumed"] == 0
         grown = await hook.answer(update(two, one))
         assert grown["allowed"] is True and grown["auditAnnotations"]["gpus"] == "16"
         assert await used(hook) == 2 * DAY
@@ -142,19 +133,9 @@ async def test_update_is_decided_on_the_whole_new_object(tmp_path: Path) -> None
 
 
 async def test_scale_is_measured_on_the_workload_read_from_the_api_server(tmp_path: Path) -> None:
-    api = ApiServer(tmp_path)
-    token = tmp_path / "token"
-    token.write_text("service-account-token\n")
-    base = f"http://127.0.0.1:{api.port}"
-    try:
-        async with aiohttp.ClientSession() as s:
-            for ns in ("fjord", "team-a"):
-                url = f"{base}/apis/apps/v1/namespaces/{ns}/deployments"
-                async with s.post(url, json=deployment(1, ns=ns)) as r:
-                    assert r.status == 201
-        async with running_webhook(
-            tmp_path, tenants=TENANTS_FJORD, api_server=base, token_file=str(token)
-        ) as hook:
+    stored = [(ns, deployment(1, ns=ns)) for ns in ("fjord", "team-a")]
+    async with stand_in_api(tmp_path, stored) as (api, reads):
+        async with running_webhook(tmp_path, tenants=TENANTS_FJORD, **reads) as hook:
             up = await hook.answer(scale_review(4, 1))
             assert up["allowed"] is True and up["auditAnnotations"]["gpus"] == "32"
             assert await used(hook) == 3 * DAY  # from 1 to 4 pods: three more
@@ -173,8 +154,6 @@ async def test_scale_is_measured_on_the_workload_read_from_the_api_server(tmp_pa
         assert {e["path"] for e in gets} == {
             f"/apis/apps/v1/namespaces/{ns}/deployments/serve" for ns in ("fjord", "team-a", "lab")
         }
-    finally:
-        api.stop()
 
 
 async def test_scale_without_an_api_server_is_refused_with_its_reason(tmp_path: Path) -> None:

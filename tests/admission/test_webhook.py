@@ -15,7 +15,7 @@ import pytest
 
 from tests.adapters.kubernetes.support import manifests
 
-from .support import review, review_of, running_webhook
+from .support import review, review_of, running_webhook, stand_in_api
 
 GPU = "nvidia.com/gpu"
 
@@ -62,33 +62,57 @@ async def test_user_mapping_wins_over_namespace(tmp_path: Path) -> None:
 
 
 CASES = manifests()
+CLAIM_KINDS = ("ResourceClaim", "ResourceClaimTemplate")
+
+
+def names_claims(doc: dict[str, Any]) -> bool:
+    return "resourceClaimName" in str(doc) or "resourceClaimTemplateName" in str(doc)
 
 
 @pytest.mark.parametrize(("name", "docs", "expected"), CASES, ids=[c[0] for c in CASES])
 async def test_real_manifests_through_the_webhook(
     tmp_path: Path, name: str, docs: list[dict[str, Any]], expected: list[float]
 ) -> None:
-    """The same objects and the same numbers as through the proxy's adapter; a pod's DRA claim
-    (which the webhook cannot read) is bounded by nothing here, so it is refused."""
+    """The same objects and the same numbers as through the proxy. The webhook reads the DRA
+    claims a pod names from the API server as its own service account (``admission.api_server``):
+    the stand-in API server holds the file's claim templates in the tenants' namespaces, so those
+    pods are measured exactly too. The D:5-parented tenant is refused whatever asks for any
+    accelerator, measured the same."""
+    claims = [(ns, d) for d in docs if d["kind"] in CLAIM_KINDS for ns in ("lab", "team-a")]
+    async with stand_in_api(tmp_path, claims) as (_api, reads):
+        async with running_webhook(tmp_path, **reads) as hook:
+            for doc, gpus in zip(docs, expected, strict=True):
+                if doc["kind"] == "Namespace":
+                    answer = await hook.answer(
+                        review(doc, group="", version="v1", resource="namespaces", namespace="")
+                    )
+                    assert answer["allowed"] is False  # no tenant for a cluster-wide write
+                    continue
+                answer = await hook.answer(review_of(doc, namespace="lab"))
+                assert answer["allowed"] is True, answer
+                assert hook.gpus(answer) == gpus
+                acme = await hook.answer(review_of(doc, namespace="team-a"))
+                assert acme["allowed"] is (gpus == 0), acme
+                if gpus:
+                    assert acme["status"]["reason"] == "d5-headquarters"
+                    assert hook.gpus(acme) == gpus
+
+
+DRA_CASES = [(n, d) for n, docs, _ in CASES for d in docs if names_claims(d)]
+
+
+@pytest.mark.parametrize(("name", "doc"), DRA_CASES, ids=[c[0] for c in DRA_CASES])
+async def test_dra_manifests_without_an_api_server_are_refused(
+    tmp_path: Path, name: str, doc: dict[str, Any]
+) -> None:
+    """Without ``admission.api_server`` the webhook cannot read a pod's claims: nothing bounds
+    them, so the pod is refused for every tenant."""
     async with running_webhook(tmp_path) as hook:
-        for doc, gpus in zip(docs, expected, strict=True):
-            ns = "lab"
-            if doc["kind"] == "Namespace":
-                answer = await hook.answer(
-                    review(doc, group="", version="v1", resource="namespaces", namespace="")
-                )
-                assert answer["allowed"] is False  # no tenant for a cluster-wide write by alice
-                continue
-            answer = await hook.answer(review_of(doc, namespace=ns))
-            if doc.get("spec", {}).get("resourceClaims"):
-                assert answer["allowed"] is False
-                assert answer["status"]["reason"] == "unmeasurable-request"
-                continue
-            assert answer["allowed"] is True, answer
-            if gpus:
-                assert float(answer["auditAnnotations"]["gpus"]) == gpus
-            acme = await hook.answer(review_of(doc, namespace="team-a"))
-            assert acme["allowed"] is (gpus == 0), acme
+        answer = await hook.answer(review_of(doc, namespace="lab"))
+        assert answer["allowed"] is False
+        assert answer["status"]["reason"] == "unmeasurable-request"
+        assert ".resourceClaims[0].resourceClaim" in answer["status"]["message"]
+        assert ": cannot resolve ResourceClaim" in answer["status"]["message"]
 
 
 async def test_dry_run_is_decided_and_audited_without_quota(tmp_path: Path) -> None:
@@ -130,6 +154,19 @@ def claim_template() -> dict[str, Any]:
                 {"name": "g", "exactly": {"deviceClassName": "gpu.nvidia.com", "count": 8}}]}}}}  # fmt: skip
 
 
+def serve(replicas: int, gpus: int) -> dict[str, Any]:
+    """A Deployment of ``replicas`` pods of ``gpus`` GPUs each."""
+    limits = {GPU: gpus} if gpus else {}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"replicas": replicas, "selector": {},
+                     "template": {"spec": {"containers": [container(**limits)]}}}}  # fmt: skip
+
+
+# What the API server holds in both tenants' namespaces, read by the webhook as its service
+# account: the claim template the DRA pod names, the Deployment the Scale scales (2 GPUs a pod).
+STORED = (claim_template(), serve(1, 2))
+
+
 def smuggled() -> dict[str, Any]:
     pod = {
         "apiVersion": "v1",
@@ -140,39 +177,84 @@ def smuggled() -> dict[str, Any]:
     return pod  # fmt: skip
 
 
-CLASSES: list[tuple[str, Any]] = [
-    ("dra-claim-template", lambda: review_of(claim_template())),
-    ("dra-pod-claims", lambda: review_of(dra_pod())),
-    ("gaudi", lambda: review_of({**job(0), "spec": {"template": {"spec": {"containers": [container(**{"habana.ai/gaudi": 8})]}}}})),
-    ("neuron", lambda: review_of({**job(0), "spec": {"template": {"spec": {"containers": [container(**{"aws.amazon.com/neuron": 16})]}}}})),
-    ("tpu", lambda: review_of({**job(0), "spec": {"template": {"spec": {"containers": [container(**{"google.com/tpu": 4})]}}}})),
-    ("intel", lambda: review_of({**job(0), "spec": {"template": {"spec": {"containers": [container(**{"gpu.intel.com/i915": 1})]}}}})),
-    ("patch-directive", lambda: review_of(smuggled())),
-    ("kueue-label", lambda: review_of(job(8, 1, **{"kueue.x-k8s.io/max-exec-time-seconds": "1"}))),
-    ("scale", lambda: review({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "d"},
-                              "spec": {"replicas": 4}}, operation="UPDATE", group="apps", version="v1",
-                             resource="deployments", name="d", sub_resource="scale")),
-    ("jobset", lambda: review_of({"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet", "metadata": {"name": "js"},
-                                  "spec": {"replicatedJobs": [{"name": "w", "replicas": 2, "template": {"spec": {
-                                      "parallelism": 2, "template": {"spec": {"containers": [container(**{GPU: 8})]}}}}}]}})),
-    ("pytorchjob", lambda: review_of({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "p"},
-                                      "spec": {"pytorchReplicaSpecs": {"Worker": {"replicas": 2, "template": {
-                                          "spec": {"containers": [container(**{GPU: 8})]}}}}}})),
-    ("deployment-update", lambda: review(
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
-         "spec": {"replicas": 4, "selector": {}, "template": {"spec": {"containers": [container(**{GPU: 2})]}}}},
-        operation="UPDATE", group="apps", version="v1", resource="deployments", name="d",
-        old={"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
-             "spec": {"replicas": 4, "selector": {}, "template": {"spec": {"containers": [container()]}}}})),
+def accel_job(resource: str, count: int) -> dict[str, Any]:
+    return {**job(0), "spec": {"template": {"spec": {"containers": [container(**{resource: count})]}}}}  # fmt: skip
+
+
+def connect(resource: str, name: str, options: str) -> Any:
+    """A CONNECT review as the API server sends it for ``pods/proxy`` and ``services/proxy``
+    (every request through its proxy, whatever the HTTP method, is a CONNECT to admission): the
+    object is the connect options, the path behind the proxy; the method and body are not in
+    it. The webhook cannot tell a read from a job submitted to the service, so it refuses every
+    one, as the proxy refuses writes through ``proxy``."""
+    obj = {"apiVersion": "v1", "kind": options, "path": "api/jobs/"}
+    return lambda ns: review(obj, operation="CONNECT", group="", version="v1", resource=resource,
+                             name=name, namespace=ns, sub_resource="proxy")  # fmt: skip
+
+
+# (name, review in a namespace, GPUs measured; None: refused as unmeasurable for every tenant,
+# for the reason in UNMEASURABLE)
+CLASSES: list[tuple[str, Any, float | None]] = [
+    ("dra-claim-template", lambda ns: review_of(claim_template(), namespace=ns), 8.0),
+    ("dra-pod-claims", lambda ns: review_of(dra_pod(), namespace=ns), 8.0),
+    ("gaudi", lambda ns: review_of(accel_job("habana.ai/gaudi", 8), namespace=ns), 8.0),
+    ("neuron", lambda ns: review_of(accel_job("aws.amazon.com/neuron", 16), namespace=ns), 16.0),
+    ("tpu", lambda ns: review_of(accel_job("google.com/tpu", 4), namespace=ns), 4.0),
+    ("intel", lambda ns: review_of(accel_job("gpu.intel.com/i915", 1), namespace=ns), 1.0),
+    ("patch-directive", lambda ns: review_of(smuggled(), namespace=ns), None),
+    ("kueue-label", lambda ns: review_of(job(8, 1, **{"kueue.x-k8s.io/max-exec-time-seconds": "1"}), namespace=ns), 8.0),
+    ("pods-proxy", connect("pods", "ray-head", "PodProxyOptions"), None),
+    ("services-proxy", connect("services", "ray-head:8265", "ServiceProxyOptions"), None),
+    # 4 replicas of the stored template's 2 GPUs: 8, not 4 x an assumed 8
+    ("scale", lambda ns: review({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "d"},
+                                 "spec": {"replicas": 4}}, operation="UPDATE", group="apps", version="v1",
+                                resource="deployments", name="d", namespace=ns, sub_resource="scale"), 8.0),
+    ("jobset", lambda ns: review_of({"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet", "metadata": {"name": "js"},
+                                     "spec": {"replicatedJobs": [{"name": "w", "replicas": 2, "template": {"spec": {
+                                         "parallelism": 2, "template": {"spec": {"containers": [container(**{GPU: 8})]}}}}}]}},
+                                    namespace=ns), 32.0),
+    ("pytorchjob", lambda ns: review_of({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "p"},
+                                         "spec": {"pytorchReplicaSpecs": {"Worker": {"replicas": 2, "template": {
+                                             "spec": {"containers": [container(**{GPU: 8})]}}}}}}, namespace=ns), 16.0),
+    # the object as stored after a patch that gave the template GPUs: every replica counts
+    ("deployment-update", lambda ns: review(serve(4, 2), operation="UPDATE", group="apps", version="v1",
+                                            resource="deployments", name="d", namespace=ns, old=serve(4, 0)), 8.0),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("name", "make"), CLASSES, ids=[c[0] for c in CLASSES])
-async def test_no_class_admits_a_d5_parented_tenant(tmp_path: Path, name: str, make: Any) -> None:
-    async with running_webhook(tmp_path) as hook:
-        answer = await hook.answer(make())
-        assert answer["allowed"] is False, answer
-        assert answer["status"]["reason"] in ("d5-headquarters", "unmeasurable-request"), answer
+UNMEASURABLE = {
+    "patch-directive": "spec.containers[1].$patch: patch directive",
+    "pods-proxy": "pods/proxy: writes through the API server's proxy",
+    "services-proxy": "services/proxy: writes through the API server's proxy",
+}
+
+
+@pytest.mark.parametrize(("name", "make", "gpus"), CLASSES, ids=[c[0] for c in CLASSES])
+async def test_no_class_admits_a_d5_parented_tenant(
+    tmp_path: Path, name: str, make: Any, gpus: float | None
+) -> None:
+    """Each class of write as the API server sends it, with ``admission.api_server`` set (the
+    stand-in API server holds ``STORED``): the D:5-parented tenant (namespace ``team-a``) is
+    refused and the decision measured exactly what the US lab (namespace ``lab``) is allowed."""
+    stored = [(ns, obj) for obj in STORED for ns in ("lab", "team-a")]
+    async with stand_in_api(tmp_path, stored) as (_api, reads):
+        async with running_webhook(tmp_path, **reads) as hook:
+            acme = await hook.answer(make("team-a"))
+            lab = await hook.answer(make("lab"))
+            assert acme["allowed"] is False, acme
+            if gpus is None:
+                for answer in (acme, lab):
+                    assert answer["allowed"] is False, answer
+                    assert answer["status"]["reason"] == "unmeasurable-request", answer
+                    assert answer["status"]["message"].startswith(
+                        f"unmeasurable-request: {UNMEASURABLE[name]}"
+                    )
+                    assert hook.gpus(answer) is None
+                return
+            assert (acme["status"]["code"], acme["status"]["reason"]) == (451, "d5-headquarters")
+            assert hook.gpus(acme) == gpus
+            assert lab["allowed"] is True, lab
+            assert hook.gpus(lab) == gpus
 
 
 async def test_metrics_as_for_the_proxy(tmp_path: Path) -> None:
@@ -200,22 +282,9 @@ async def test_metrics_as_for_the_proxy(tmp_path: Path) -> None:
 async def test_pod_claims_read_as_the_webhooks_service_account(tmp_path: Path) -> None:
     """With admission.api_server the webhook reads the claim templates a pod names (with its own
     token) and measures the pod exactly; the D:5-parented tenant is then refused by policy."""
-    import aiohttp as client
-
-    from tests.adapters.kubernetes.stack import ApiServer
-
-    api = ApiServer(tmp_path)
-    token = tmp_path / "token"
-    token.write_text("service-account-token\n")
-    try:
-        async with client.ClientSession() as s:
-            for ns in ("lab", "team-a"):
-                url = f"http://127.0.0.1:{api.port}/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaimtemplates"
-                async with s.post(url, json=claim_template()) as r:
-                    assert r.status == 201
-        async with running_webhook(
-            tmp_path, api_server=f"http://127.0.0.1:{api.port}", token_file=str(token)
-        ) as hook:
+    stored = [(ns, claim_template()) for ns in ("lab", "team-a")]
+    async with stand_in_api(tmp_path, stored) as (api, reads):
+        async with running_webhook(tmp_path, **reads) as hook:
             ok = await hook.answer(review_of(dra_pod(), namespace="lab"))
             assert ok["allowed"] is True and ok["auditAnnotations"]["gpus"] == "8"
             no = await hook.answer(review_of(dra_pod(), namespace="team-a"))
@@ -226,5 +295,3 @@ async def test_pod_claims_read_as_the_webhooks_service_account(tmp_path: Path) -
             f"/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaimtemplates/eight"
             for ns in ("lab", "team-a")
         }
-    finally:
-        api.stop()

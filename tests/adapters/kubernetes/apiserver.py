@@ -63,7 +63,10 @@ def build_app(log_path: str) -> web.Application:
         target = {} if dry else store
         if request.method == "POST" and name is None:
             obj = json.loads(body)
-            obj.setdefault("metadata", {})["uid"] = str(uuid.uuid4())
+            meta = obj.setdefault("metadata", {})
+            if "name" not in meta and "generateName" in meta:  # as the API server: a suffix
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            meta["uid"] = str(uuid.uuid4())
             obj["metadata"]["resourceVersion"] = "1"
             target[f"{collection}/{obj['metadata']['name']}"] = obj
             return web.json_response(obj, status=201)

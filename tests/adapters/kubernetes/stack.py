@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 
 from gatekeeper.demo import DemoKeys
 from tests.e2e.gate import Gate
-from tests.security.harness import gate_config
+from tests.security.harness import US_IP, gate_config
 from tests.support import free_port, repo_root, wait_port
 
 NS = "ml"
@@ -70,3 +71,16 @@ def measured(gate: Gate) -> list[tuple[str, str, float | None, str]]:
                 (rec["http"]["method"], rec["http"]["path"], gpus, rec["decision"]["action"])
             )
     return out
+
+
+async def send(
+    gate: Gate, token: str, method: str, path: str, body: Any, ctype: str = "application/json"
+) -> tuple[int, dict[str, Any]]:
+    """One request to the gate as a client from the US; (status, JSON body or ``{}``)."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": ctype, "X-Forwarded-For": US_IP}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(method, gate.url + path, data=json.dumps(body), headers=headers) as r,
+    ):
+        text = await r.read()
+        return r.status, json.loads(text) if text else {}

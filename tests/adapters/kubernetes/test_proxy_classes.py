@@ -1,23 +1,22 @@
 """Each class of the issue through the proxy: a real gate with the shipped Kubernetes routes, the
 shipped US pack and the demo entities, in front of the stand-in API server.
 
-``acme-sg`` is D:5-parented (its ultimate parent is headquartered in China): no class may let it
-through. ``frontier-labs`` (US) shows the same requests measured exactly where they are allowed.
+``acme-sg`` is D:5-parented (its ultimate parent is headquartered in China): no class that asks
+for accelerators lets it through (scaling a Deployment without GPUs asks for none), its refusals
+record what they measured, and none of its refused writes reaches the API server.
+``frontier-labs`` (US) shows the same requests measured exactly where they are allowed.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import aiohttp
 import pytest
 
 from gatekeeper.demo import DemoKeys
 from tests.e2e.gate import Gate
-from tests.security.harness import US_IP
 
-from .stack import NS, ApiServer, measured
+from .stack import NS, ApiServer, measured, send
 
 GPU = "nvidia.com/gpu"
 CORE = f"/api/v1/namespaces/{NS}"
@@ -48,26 +47,20 @@ DEPLOY = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "s
           "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "s"}},
                    "template": {"metadata": {"labels": {"app": "s"}},
                                 "spec": {"containers": [container()]}}}}  # fmt: skip
+GPU_DEPLOY = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "serve-gpu"},
+              "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "g"}},
+                       "template": {"metadata": {"labels": {"app": "g"}},
+                                    "spec": {"containers": [container(**{GPU: 2})]}}}}  # fmt: skip
 SMP = "application/strategic-merge-patch+json"
 
 
-async def send(
-    gate: Gate, token: str, method: str, path: str, body: Any, ctype: str = "application/json"
-) -> tuple[int, dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": ctype, "X-Forwarded-For": US_IP}
-    async with (
-        aiohttp.ClientSession() as s,
-        s.request(method, gate.url + path, data=json.dumps(body), headers=headers) as r,
-    ):
-        text = await r.read()
-        return r.status, json.loads(text) if text else {}
-
-
 async def prepare(gate: Gate, keys: DemoKeys) -> None:
-    """What the classes build on, created by the US lab: a claim template, a 0-GPU Deployment."""
+    """What the classes build on, created by the US lab: a claim template, a 0-GPU Deployment of
+    4 pods and a Deployment of 1 pod of 2 GPUs."""
     lab = keys.token("frontier-labs")
     assert (await send(gate, lab, "POST", f"{DRA}/resourceclaimtemplates", TEMPLATE))[0] == 201
     assert (await send(gate, lab, "POST", f"{APPS}/deployments", DEPLOY))[0] == 201
+    assert (await send(gate, lab, "POST", f"{APPS}/deployments", GPU_DEPLOY))[0] == 201
 
 
 # (name, method, path, body, content type, status for acme-sg, GPUs measured for the US lab or
@@ -97,6 +90,9 @@ CLASSES: list[tuple[str, str, str, Any, str, int, float | None]] = [
      {"entrypoint": "python train.py", "entrypoint_num_gpus": 8}, "application/json", 400, None),
     ("scale", "PATCH", f"{APPS}/deployments/serve/scale", {"spec": {"replicas": 4}},
      "application/merge-patch+json", 200, 0.0),
+    # 4 replicas of the stored template's 2 GPUs: 8, not 4 x an assumed 8
+    ("scale-gpu", "PATCH", f"{APPS}/deployments/serve-gpu/scale", {"spec": {"replicas": 4}},
+     "application/merge-patch+json", 451, 8.0),
     ("jobset", "POST", f"/apis/jobset.x-k8s.io/v1alpha2/namespaces/{NS}/jobsets",
      {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet", "metadata": {"name": "js"},
       "spec": {"replicatedJobs": [{"name": "w", "replicas": 2, "template": {"spec": {
@@ -126,15 +122,20 @@ async def test_class_through_the_proxy(
     acme_status: int,
     lab_gpus: float | None,
 ) -> None:
-    gate, keys, _api = stack
+    gate, keys, api = stack
     await prepare(gate, keys)
+    writes = sum(1 for e in api.seen() if e["method"] != "GET")
     status, problem = await send(gate, keys.token("acme-sg"), method, path, body, ctype)
     assert status == acme_status, problem
     if status == 200:
         # the scale of a 0-GPU Deployment asks for no GPUs: allowed, and measured as zero
         assert measured(gate)[-1][2] == 0.0
-    elif status == 451:
+        return
+    # refused: nothing but the gate's own reads reached the API server
+    assert sum(1 for e in api.seen() if e["method"] != "GET") == writes
+    if status == 451:
         assert problem["rule"] == "d5-headquarters"
+        assert measured(gate)[-1] == (method, path, lab_gpus, "require_license")
     else:
         assert (
             problem["reasons"] == ["unmeasurable-request"]
