@@ -14,17 +14,20 @@ import pytest
 
 from gatekeeper.config import EntitiesConfig, EntitySource
 from gatekeeper.ownership import Registry, load_registry
+from gatekeeper.ownership.model import LEGAL_ENTITY as LE
+from gatekeeper.ownership.model import NO_HQ_KINDS
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "entities"
 ZALA = str(DATA / "opensanctions_zala.ftm.json")
 
-# (name, kind, country, flag), in file order; persons have no headquarters, organisations take
-# their country as headquarters.
+# (name, kind, country, flag), in file order; organisations take their country as headquarters,
+# persons and parties of unknown kind (legal_entity) have none. Untyped rows (BIS, State) are
+# persons or organisations only when the row says so (cslkind.py); else of unknown kind.
 CSL_ROWS = [
-    ("Fazal Rahim Farid", "organization", "AF", "entity_list"),  # no type, no person fields
+    ("Fazal Rahim Farid", "person", "AF", "entity_list"),  # untyped; alias "Engineer Idris"
     ("Fazel Khalil Construction Company", "organization", "AF", "entity_list"),
-    ("Murat Peker", "organization", "TR", "entity_list"),
-    ("Qazi Abdallah", "organization", "AF", "entity_list"),  # three rows
+    ("Murat Peker", LE, "TR", "entity_list"),  # untyped, nothing in the row says a person
+    ("Qazi Abdallah", "person", "AF", "entity_list"),  # three rows; alias "Jawid, Said Jan ..."
     ("Zurmat Construction Company offices", "organization", "AF", "entity_list"),
     ("BANCO NACIONAL DE CUBA", "organization", "CH", "sdn"),  # first of CH, ES, JP, PA
     ("CHAO, Lazaro R.", "person", "DE", "sdn"),  # nationality DE before citizenship FR, GB address
@@ -37,15 +40,15 @@ CSL_ROWS = [
     ("SALEH, Jamal", "person", None, "plc"),
     ("SHIHAB, Mohammed", "person", None, "plc"),
     ("YAHIA, Khaled Abed", "person", "PS", "plc"),  # from its address
-    ("7th\u00ffof Tir", "organization", None, "nonproliferation"),
+    ("7th\u00ffof Tir", LE, None, "nonproliferation"),
     ("Aerospace Industries Organization (AIO)", "organization", None, "nonproliferation"),
     ("Aerospace Logistics Services", "organization", None, "nonproliferation"),
-    ("Ahmad Derakhshandeh", "organization", None, "nonproliferation"),
-    ("Ahmad Vahid Dastjerdi", "organization", None, "nonproliferation"),
+    ("Ahmad Derakhshandeh", LE, None, "nonproliferation"),
+    ("Ahmad Vahid Dastjerdi", LE, None, "nonproliferation"),
     ("Dilligas Trading Co., Inc.", "organization", None, "itar_debarred"),
-    ("John Smith", "organization", None, "itar_debarred"),
-    ("Brian Joseph Fleming", "organization", None, "itar_debarred"),
-    ("Juwhan Yun", "organization", None, "itar_debarred"),
+    ("John Smith", LE, None, "itar_debarred"),
+    ("Brian Joseph Fleming", LE, None, "itar_debarred"),
+    ("Juwhan Yun", LE, None, "itar_debarred"),
     ("Academy of Business Security", "organization", "RU", "unverified_list"),
     ("Brilliance Technology Ltd", "organization", "HK", "unverified_list"),
     ("China National Plant Import/Export Co.", "organization", "CN", "unverified_list"),
@@ -54,9 +57,9 @@ CSL_ROWS = [
     ("Hong Kong Haimao Info-Tec Development Co Ltd", "organization", "HK", "unverified_list"),
     ("Lianqi (HK) Electronics Co Ltd", "organization", "HK", "unverified_list"),
     ("Lion Chip Electronics Ltd", "organization", "HK", "unverified_list"),
-    ("S2BA", "organization", "RU", "unverified_list"),
+    ("S2BA", LE, "RU", "unverified_list"),
     ("Security 2 Business Academy", "organization", "RU", "unverified_list"),
-    ("T2BA", "organization", "RU", "unverified_list"),
+    ("T2BA", LE, "RU", "unverified_list"),
     (
         "Training 2 Business Academy, a.k.a. T2BA, a.k.a. Academy of Business Training",
         "organization",
@@ -69,8 +72,8 @@ CSL_ROWS = [
     ("ADT ANALOG AND DIGITAL TECHNIK", "organization", "DE", "denied_persons"),
     ("AGNESE, ANDREE", "person", "FR", "denied_persons"),
     ("KAL TEK LABS", "organization", "US", "denied_persons"),
-    ("KATSUTA KEISUKE", "organization", "JP", "denied_persons"),
-    ("KINTRACO", "organization", "NL", "denied_persons"),
+    ("KATSUTA KEISUKE", LE, "JP", "denied_persons"),
+    ("KINTRACO", LE, "NL", "denied_persons"),
     ("SEMICONDUCTOR SYSTEMS INTL., INC. (SSI)", "organization", "DK", "denied_persons"),
     ("AK TRANSNEFT OAO", "organization", "RU", "ssi"),
     ("BANK OF MOSCOW", "organization", "RU", "ssi"),
@@ -108,7 +111,8 @@ def test_csl_rows_as_published(name: str) -> None:
         for ent_id in by_name[row_name]:
             p = reg.profile(ent_id)
             assert (p.kind, p.country, p.flags) == (kind, country, {flag}), row_name
-            assert p.hq_country == (None if kind in ("person", "vessel") else country), row_name
+            hq = None if kind in NO_HQ_KINDS else country
+            assert p.hq_country == hq, row_name
             # listings of the US 50% rule make an entity affiliated; the other lists do not
             assert p.affiliated == (flag in ("entity_list", "sdn")), row_name
     src = reg.stats["sources"][0]
