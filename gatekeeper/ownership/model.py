@@ -61,7 +61,15 @@ LISTING_FLAGS: frozenset[str] = frozenset(
 #: ``entities.affiliation_flags``. Every other flag is kept on the profile but does not propagate.
 AFFILIATION_FLAGS: frozenset[str] = frozenset({"entity_list", "sdn", "meu", "military_end_user"})
 
-KINDS = ("company", "organization", "person")
+PERSON = "person"
+#: A legal entity of unknown kind (FollowTheMoney's ``LegalEntity``): the source does not say
+#: whether the party is a person or an organisation (an untyped CSL row, ``sources/cslkind.py``).
+LEGAL_ENTITY = "legal_entity"
+KINDS = ("company", "organization", PERSON, LEGAL_ENTITY)
+#: Kinds whose country is not a headquarters: a person has none, and of a legal entity of unknown
+#: kind nobody knows whether it has one, so a headquarters test on it (or on what it controls)
+#: meets an unknown value rather than its country. Vessels and aircraft keep their flag state.
+NO_HQ_KINDS: frozenset[str] = frozenset({PERSON, LEGAL_ENTITY})
 IMPORT_PREFIXES = ("ftm:", "csl:")
 
 MAX_ID_LEN = 256
@@ -99,7 +107,7 @@ def share_units(percent: float) -> int:
 
 @dataclass(slots=True)
 class Entity:
-    """One company, organisation or person as a source described it."""
+    """One company, organisation, person (or party of unknown kind) as a source described it."""
 
     id: str
     name: str | None = None

@@ -36,7 +36,7 @@ from typing import Any
 
 from ..context import License, OwnershipProfile
 from .graph import EXACT, BoLimits, Graph, build_graph
-from .model import CONTROL, FULL, HALF, MAY_CONTROL, SCALE
+from .model import CONTROL, FULL, HALF, MAY_CONTROL, NO_HQ_KINDS, PERSON, SCALE
 
 __all__ = ["EXACT", "MAX_PATHS", "BoLimits", "Graph", "build_graph", "resolve"]
 
@@ -383,7 +383,9 @@ def resolve(
                 if not affiliation_flags.isdisjoint(fl):
                     for f in affiliation_flags.intersection(fl):
                         seeds_by_flag.setdefault(f, []).append(i)
-            if ent.kind == "person":
+            # Only a known person ends the look-through; a party of unknown kind is looked
+            # through like an organisation when it has owners.
+            if ent.kind == PERSON:
                 is_person[i] = 1
     aff, acc = affiliation(g, listed)
     maybe = possible_affiliation(g, aff, acc)
@@ -437,11 +439,12 @@ def resolve(
         parent = ents[tops[i]]
         assert parent is not None  # parents are reached over edges between defined entities
         # The headquarters test looks at the parent's HQ; an organisation without a recorded HQ
-        # is taken to sit where it is incorporated. A person has no headquarters.
+        # is taken to sit where it is incorporated. A person has no headquarters, and a party of
+        # unknown kind may be a person: its HQ is unknown, not its country.
         parent_hq = parent.hq_country
         if uncertain[tops[i]]:
             parent_hq = None  # an owner of unknown size may control the top: unknown, not its own
-        elif parent_hq is None and parent.kind != "person":
+        elif parent_hq is None and parent.kind not in NO_HQ_KINDS:
             parent_hq = parent.country
         flags = frozen_cache.setdefault(ent.flags, ent.flags)
         listed_n = listed[i]

@@ -205,3 +205,16 @@ def test_json_fatal(tmp_path: Path, content: bytes, message: str) -> None:
     path.write_bytes(content)
     with pytest.raises(ConfigError, match=message):
         registry((str(path), "csl"))
+
+
+def test_alt_names_series(tmp_path: Path) -> None:
+    """BIS writes the last of a series of names as "; and Name": the name is "Name"."""
+    path = write_csv(
+        tmp_path / "c.csv",
+        [
+            ["_id", "source", "name", "alt_names"],
+            ["s1", EL, "CETC 13", "Hebei Semiconductor; HSRI; and CETC Research Institute 13"],
+        ],
+    )
+    p = registry((path, "csl")).profile("csl:s1")
+    assert p.alt_names == ("Hebei Semiconductor", "HSRI", "CETC Research Institute 13")

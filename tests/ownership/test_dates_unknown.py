@@ -380,7 +380,9 @@ def test_csl_hostile_row(tmp_path: Path) -> None:
     path.write_bytes(orjson.dumps({"results": [row]}))
     p = _reg(str(path), "csl").profile("csl:ofac-12345")
     assert p.name is not None and len(p.name) == 512
-    assert len(p.alt_names) == 64 and p.country == "CN" and p.kind == "organization"
+    assert len(p.alt_names) == 64 and p.country == "CN"
+    # a type that is no string says nothing, nor do the names: of unknown kind, no headquarters
+    assert (p.kind, p.hq_country) == ("legal_entity", None)
 
 
 def test_csl_hostile_ids(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ ERRORS = [
     ),
     (
         "entities:\n  - id: a\n    kind: trust\n",
-        ["F:3: entities[0].kind: must be one of company, organization, person"],
+        ["F:3: entities[0].kind: must be one of company, organization, person, legal_entity"],
     ),
     (
         "entities:\n  - id: a\n    country: XX\n    hq_country: sg\n",

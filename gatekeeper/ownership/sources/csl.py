@@ -18,19 +18,21 @@ identifies the party across list versions: ``csl:ofac-<entity_number>`` for Trea
 own number), else ``csl:<flag>-<digest of the normalised name>``; rows that derive the same id are
 one party listed twice and are merged (flags, names and countries united, ``notes.rows_merged``).
 
-Kind: ``type`` Individual/Person -> person, Vessel/Aircraft kept, Entity/Organization ->
-organization. BIS and State rows often have no type: such a row is a person when it carries fields
-only persons have (dates or places of birth, nationalities, citizenships) or its name follows the
-lists' convention for individuals, "SURNAME, Given Names" (surname in capitals, no digits, no
-corporate word such as Inc or Ltd); else an organization, which also takes the row's country as
-its headquarters (the stricter reading for a headquarters rule).
+Kind (``cslkind.py``): ``type`` Individual -> person, Entity -> organization, Vessel/Aircraft
+kept. BIS and State rows often have no type: fields only persons have, then the forms of the row's
+names decide; a row that says neither is a ``legal_entity`` of unknown kind, never guessed.
+An organisation takes its country as headquarters too; a person and a party of unknown kind have
+none (``model.NO_HQ_KINDS``), so a headquarters test on them meets an unknown value.
 
 Country, from every place the row gives one, first found wins: the row's own ``country``; for
 persons their nationalities, then citizenships; then each address in order (CSV: addresses are
 separated by ``;`` and the country is the last comma-separated part; JSON:
 ``addresses[i].country``).
 Codes, alpha-3 codes and names ("China", "Russian Federation", "Burma") are all read
-(``countries.py``). Organisations take the same country as headquarters; persons have none.
+(``countries.py``).
+
+Alternative names are split on ``;`` as published; BIS writes the last of a series as "; and
+Name", which is read as "Name".
 
 Bad rows (``file:line``, or ``results[i]`` for JSON) are reported and skipped; they never fail the
 registry unless they outnumber the rows read (then the file is not the CSL as published):
@@ -51,7 +53,8 @@ import orjson
 
 from ...errors import ConfigError, Problem
 from ..countries import country_from_text, normalise_name
-from ..model import ID_RE, Collector, Entity, SourceReport
+from ..model import ID_RE, NO_HQ_KINDS, PERSON, Collector, Entity, SourceReport
+from .cslkind import merged_kind, row_kind
 from .ftm import read_lines
 
 MAX_LINE_BYTES = 1 << 20
@@ -110,23 +113,7 @@ SOURCE_NAMES = {
 
 _ABBR = re.compile(r"\(([A-Z0-9][A-Z0-9-]*)(?: List)?\)")
 _SLUG = re.compile(r"[^a-z0-9]+")
-_KINDS = {
-    "individual": "person",
-    "person": "person",
-    "vessel": "vessel",
-    "aircraft": "aircraft",
-    "entity": "organization",
-    "organization": "organization",
-    "company": "organization",
-}
-_PERSON_FIELDS = ("dates_of_birth", "places_of_birth", "nationalities", "citizenships")
-# "SURNAME, Given Names": how OFAC and BIS write an individual (surname in capitals).
-_PERSON_NAME = re.compile(r"^[A-Z][A-Z'-]*(?: [A-Z][A-Z'-]*){0,2}, [^\W\d_][^\d,]*$")
-_CORPORATE = frozenset(
-    """inc ltd llc co corp corporation company limited gmbh sa ag plc bv nv oao ooo zao jsc pjsc
-    pte srl spa kg ab as oy group holding holdings trading industries international intl
-    enterprises""".split()  # noqa: SIM905
-)
+_SERIES_AND = re.compile(r"^and\s+")  # "A; B; and C"
 
 
 def list_flag(source: str) -> str | None:
@@ -189,20 +176,6 @@ def _countries(row: dict[str, Any], person: bool) -> list[str]:
     return out
 
 
-def _kind(row: dict[str, Any]) -> str:
-    typ = row.get("type")
-    if isinstance(typ, str) and typ.strip():
-        return _KINDS.get(typ.strip().lower(), "organization")
-    if any(_values(row.get(k)) for k in _PERSON_FIELDS):
-        return "person"
-    name = row.get("name")
-    if isinstance(name, str) and _PERSON_NAME.match(name.strip()):
-        words = {w.strip(".()").lower() for w in name.replace(",", " ").split()}
-        if words.isdisjoint(_CORPORATE):
-            return "person"
-    return "organization"
-
-
 def _row_id(row: dict[str, Any], flag: str, name: str) -> tuple[str | None, bool]:
     """(id without prefix, derived?); None when the row's own id is unusable."""
     rid = row.get("_id", row.get("id"))
@@ -239,16 +212,19 @@ def _row_entity(
         shown = str(row.get("_id", row.get("id")))[:40]
         rep.bad(line, path, f"invalid _id {shown!r}")
         return None
-    kind = _kind(row)
-    countries = _countries(row, kind == "person")
+    alt = tuple(
+        _SERIES_AND.sub("", a)[:MAX_NAME_CHARS]
+        for a in _values(row.get("alt_names"))[:MAX_ALT_NAMES]
+    )
+    kind = row_kind(row, [name, *alt])
+    countries = _countries(row, kind == PERSON)
     country = countries[0] if countries else None
-    alt = tuple(a[:MAX_NAME_CHARS] for a in _values(row.get("alt_names"))[:MAX_ALT_NAMES])
     ent = Entity(
         id="csl:" + rid,
         name=name,
         kind=kind,
         country=country,
-        hq_country=None if kind == "person" else country,
+        hq_country=None if kind in NO_HQ_KINDS else country,
         flags=frozenset({flag}),
         source=src,
         line=line,
@@ -268,9 +244,10 @@ def _add(
         # The same party on a second row (or a second list): one entity, everything united.
         prior.flags = prior.flags | ent.flags
         prior.alt_names = tuple(dict.fromkeys(prior.alt_names + ent.alt_names))[:MAX_ALT_NAMES]
-        if prior.country is None and ent.country is not None:
+        prior.kind = merged_kind(prior.kind, ent.kind)
+        if prior.country is None:
             prior.country = ent.country
-            prior.hq_country = ent.hq_country
+        prior.hq_country = None if prior.kind in NO_HQ_KINDS else prior.country
         rep.note("rows_merged")
         return
     first = f"line {prior.line}" if prior.line else "an earlier row"

@@ -31,9 +31,12 @@ sanctions programme, not only OFAC's: it errs on the side of caution), ``sanctio
 not a listing. A topic outside the vocabulary is kept too and counted under
 ``notes.unknown_topics``.
 
-Countries: organisations take ``jurisdiction`` (else ``country``) as incorporation and
-``mainCountry`` (else ``country``, else ``jurisdiction``) as headquarters; persons take
-``nationality`` (else ``citizenship``, else ``country``). Values that are not ISO alpha-2 codes
+Kinds: ``Company`` and ``Organization`` as such, ``Person`` a person, ``LegalEntity`` (a person or a
+company, the publisher does not say) ``legal_entity``, the kind the gate gives a party it cannot
+class (``model.LEGAL_ENTITY``). Countries: organisations take ``jurisdiction`` (else ``country``)
+as incorporation and ``mainCountry`` (else ``country``, else ``jurisdiction``) as headquarters; a
+``LegalEntity`` takes the same incorporation but only ``mainCountry`` as headquarters; persons
+take ``nationality`` (else ``citizenship``, else ``country``). Values that are not ISO alpha-2 codes
 (``suhh``, ``zz``) are ignored and counted under ``notes.unknown_countries``.
 
 Bad rows (reported with ``file:line``, loading continues; the registry fails the load when a source
@@ -56,6 +59,8 @@ from ..model import (
     FLAG_RE,
     FULL,
     ID_RE,
+    LEGAL_ENTITY,
+    PERSON,
     SCALE,
     UNKNOWN_SHARE,
     Collector,
@@ -68,8 +73,8 @@ MAX_LINE_BYTES = 1 << 20
 ENTITY_SCHEMAS = {
     "Company": "company",
     "Organization": "organization",
-    "LegalEntity": "company",
-    "Person": "person",
+    "LegalEntity": LEGAL_ENTITY,  # a person or a company: the publisher does not know which
+    "Person": PERSON,
 }
 #: FollowTheMoney topics that become a flag of another name (the rest are kept verbatim).
 TOPIC_FLAGS = {
@@ -278,9 +283,13 @@ def _entity(rec: dict[str, Any], props: dict[str, Any], kind: str, rep: SourceRe
                 rep.note("invalid_topics")
     name = _first(props, "name")
     unknown: list[str] = []
-    if kind == "person":
+    if kind == PERSON:
         country = _first_country(props, unknown, "nationality", "citizenship", "country")
         hq = None
+    elif kind == LEGAL_ENTITY:
+        # Of unknown kind: only a stated main country is a headquarters (NO_HQ_KINDS).
+        country = _first_country(props, unknown, "jurisdiction", "country")
+        hq = _first_country(props, unknown, "mainCountry")
     else:
         country = _first_country(props, unknown, "jurisdiction", "country")
         hq = _first_country(props, unknown, "mainCountry", "country", "jurisdiction")
