@@ -163,14 +163,14 @@ def _blocks(script: str) -> tuple[str | None, tuple[Ask, ...]]:
     return found
 
 
-def _script_asks(text: Any, path: str) -> tuple[str | None, list[Ask]]:
+def _script_asks(text: Any, path: str) -> tuple[str | None, tuple[Ask, ...]]:
     """The ``#SBATCH`` block of a script (``""``: none; ``None``: too long to remember) and its
-    reading, one ``Ask`` per component (none: no directive)."""
+    reading, one ``Ask`` per component (none: no directive). The readings are the memo's own:
+    callers only read them (``overlay`` copies what it builds on, ``bound`` reads)."""
     script = optional(text, str, path, "a string")
     if script is None or not has_directives(script):
-        return "", []
-    block, asks = _blocks(script)
-    return block, [ask.copy() for ask in asks]
+        return "", ()
+    return _blocks(script)
 
 
 # Each job's bound, remembered by all it is computed from: the site (its route, catalog and
@@ -237,7 +237,7 @@ def _measure_job(
 
 def _script_blocks(
     version: str, kind: str, doc: dict[Any, Any], jobs: list[Any], name: str
-) -> list[tuple[str | None, list[Ask]]]:
+) -> list[tuple[str | None, tuple[Ask, ...]]]:
     """The blocks of each script slurmrestd may run: the request's and (v0.0.39+) the first
     component's, each text once (which one wins depends on the release: module docstring)."""
     first = jobs[0] if jobs and isinstance(jobs[0], dict) else {}
@@ -247,7 +247,7 @@ def _script_blocks(
             (f"{name}.script" if name == "job" else f"{name}[0].script", first.get("script"))
         )
     texts: list[str] = []
-    out: list[tuple[str | None, list[Ask]]] = []
+    out: list[tuple[str | None, tuple[Ask, ...]]] = []
     for where, text in found:
         if text is None or text in texts:
             continue

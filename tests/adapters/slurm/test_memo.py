@@ -4,12 +4,15 @@ repeat, refusals included, and what a memo holds cannot be changed through what 
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gatekeeper.adapters import measure
 from gatekeeper.adapters.slurm import (
     _BLOCKS,
     _BY_SCRIPT,
@@ -29,6 +32,9 @@ from gatekeeper.adapters.slurm.gres import (
 from gatekeeper.adapters.slurm.sbatch import block_text, read_script
 from gatekeeper.errors import BadRequest
 from gatekeeper.memo import Memo
+
+from ..helpers import CATALOG
+from .cases import ENV, INVENTORY, PLAIN, V41
 
 # Text built from the pieces these parsers read, so that most examples parse and many do not.
 GPU_TEXT = st.lists(
@@ -112,7 +118,7 @@ def test_host_lists_agree(text: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(SCRIPT)
 def test_script_blocks_agree(text: str) -> None:
-    agree(lambda: _read_blocks(text), lambda: tuple(_script_asks(text, "script")[1]))
+    agree(lambda: _read_blocks(text), lambda: _script_asks(text, "script")[1])
 
 
 @settings(max_examples=300, deadline=None)
@@ -138,7 +144,7 @@ def test_long_scripts_agree(size: int, tail: str) -> None:
     # a block near the memo's text limit, with the line after it cut anywhere by the limit
     head = "#!/bin/bash\n#SBATCH -N 2\n"
     text = head + "#" * (size - len(head)) + "\n" + tail + "\n#SBATCH --gpus=7\n"
-    agree(lambda: _read_blocks(text), lambda: tuple(_script_asks(text, "script")[1]))
+    agree(lambda: _read_blocks(text), lambda: _script_asks(text, "script")[1])
 
 
 @settings(max_examples=200, deadline=None)
@@ -147,14 +153,26 @@ def test_paths_agree(path: str) -> None:
     agree(lambda: _read_path(path), lambda: _endpoint(path))
 
 
-def test_a_block_handed_out_cannot_change_the_memo() -> None:
-    text = "#!/bin/bash\n#SBATCH --gres=gpu:8 -N 2\n"
-    first = _script_asks(text, "script")[1]
-    first[0].gpus.clear()
-    first[0].nodes["nodes"] = 1000
-    first[0].whole = True
-    assert _script_asks(text, "script") == (text, list(_read_blocks(text)))
-    assert _BLOCKS.cache[text] == _BY_SCRIPT[text][1] == _read_blocks(text)
+def test_measuring_never_changes_a_remembered_block() -> None:
+    # the memo hands out its own readings: measurement only reads them (overlay copies)
+    scripts = [
+        "#!/bin/bash\n#SBATCH --gres=gpu:8 -N 2\n",
+        "#!/bin/bash\n#SBATCH --exclusive -p a100\n#SBATCH hetjob -G 2\nsrun x\n",
+        "#!/bin/bash\n#SBATCH --gpus-per-task=1 -n 4 --ntasks-per-gpu=2\n",
+    ]
+    jobs = [{"partition": "gpu", "tres_per_node": "gres/gpu:4", "nodes": "3"}, {}]
+    for script in scripts:
+        for job in jobs:
+            for body in (
+                {"job": {**ENV, **job, "script": script}},
+                {"jobs": [job, job], "script": script},
+            ):
+                with contextlib.suppress(BadRequest):
+                    measure(PLAIN, "POST", V41, {}, json.dumps(body).encode(), CATALOG, INVENTORY)
+    for script in scripts:
+        block, held = _BY_SCRIPT[script]
+        assert held == _read_blocks(script) == _BLOCKS.cache[block]
+    assert _script_asks(scripts[0], "script") == (scripts[0], _read_blocks(scripts[0]))
 
 
 def test_memo_stays_bounded_and_skips_long_texts() -> None:
