@@ -71,6 +71,9 @@ def _read_path(path: str) -> tuple[str, str]:
 _endpoint = Memo(_read_path, 256)
 
 
+_SKIPPED = frozenset({s.NEUTRAL, s.SCRIPT})  # grants nothing; the script is read on its own
+
+
 def _job_fields(version: str, job: dict[Any, Any], where: str) -> list[tuple[str, Any, str]]:
     """(role, value, path) of each field of one job that can grant something, in the order the
     version reads them. Every key is checked before any value is read (an unknown field is
@@ -80,11 +83,13 @@ def _job_fields(version: str, job: dict[Any, Any], where: str) -> list[tuple[str
     lower = version in s.OPTION_STYLE
     out: list[tuple[str, Any, str]] = []
     for key, value in job.items():
-        if not isinstance(key, str) or not key.isascii():
-            # Slurm lowers keys byte by byte (ASCII only): a non-ASCII key names no field
-            raise unmeasurable(f"{where}.{key}", f"not a job field of {version}")
-        role = table.get(key.lower() if lower else key)
-        if role == s.NEUTRAL or role == s.SCRIPT:
+        if lower:
+            # Slurm lowers keys byte by byte (ASCII only): a non-ASCII key names no field, even
+            # one whose Unicode lower case is ASCII (KELVIN SIGN -> "k")
+            role = table.get(key.lower()) if isinstance(key, str) and key.isascii() else None
+        else:
+            role = table.get(key)
+        if role in _SKIPPED:
             continue
         if role is None or role == s.DISABLED:
             why = "refused by slurmrestd" if role else f"not a job field of {version}"
