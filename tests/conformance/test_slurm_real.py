@@ -2,24 +2,40 @@
 real slurmrestd, and the gate's measured bound is compared with what slurmctld records for the job.
 
 The gate must never measure less than slurmctld grants (a wrong allow), and must measure exactly
-what it grants for plain requests. A refusal (400 ``unmeasurable-request``) is safe and counted.
+what it grants for plain requests. A case is either compared or marked ``refuse``: a body the gate
+refuses (400 ``unmeasurable-request``, safe: nothing is forwarded) fails its case unless it is
+marked so, and a body marked so fails when the gate forwards it.
 
 ``CASES`` are hand-written, one or more per class of request that reaches GPUs; ``KNOWN_UNDER``
 holds the cases the current Slurm adapter measures below what slurmctld grants, each marked a
 strict expected failure so that it shows as XPASS (and fails) the day the adapter measures it.
 The generated corpus (``test_corpus_*``) draws bodies with hypothesis over the fields that reach
 GPUs, submits them to begin a day later (``LATER``), and prints its counts.
+
+``ADAPTER_CASES`` are the Slurm adapter's own table (``tests/adapters/slurm/cases.py``, ``CASES``
+and ``REFUSED``): every body on a path this slurmrestd 22.05 serves (v0.0.36 to v0.0.38) goes the
+same way -- held (``LATER``), with the partition and host names of the table's inventory that the
+lab lacks renamed (``LAB_RENAMES``), a job update sent to a held job of the lab (``UPDATE_BASE``).
+The table's figures are for its own inventory, so what is compared is the gate's bound for the
+lab against slurmctld, not the table's figure; ``ADAPTER_PLAIN`` must be equal. The table's
+v0.0.39 to v0.0.42 bodies cannot run here: no slurmrestd of those versions (Slurm 23.02 to 24.11)
+is packaged beside 22.05. Their expected figures are checked against Slurm's documentation for
+those versions, and the fields they use against Slurm's own parsers and specifications
+(``tests/adapters/slurm/test_schema.py``); the report counts them as not run.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from tests.adapters.slurm import cases as adapter_table
 from tests.conformance.slurm_gate import (
     BASE_JOB,
     LATER,
@@ -30,7 +46,7 @@ from tests.conformance.slurm_gate import (
     scheduler_gpus,
     tenant_gate_config,
 )
-from tests.conformance.slurm_lab import SlurmLab
+from tests.conformance.slurm_lab import GPUS_PER_NODE, REST_VERSIONS, SlurmLab
 
 
 def job(*, hold: bool = True, **fields: Any) -> dict[str, Any]:
@@ -54,6 +70,7 @@ class Case:
     script: str | None = None  # #SBATCH lines: also read by the real sbatch for the truth
     update: dict[str, Any] | None = None  # a job update sent through the gate to this held job
     expect_gpus: int | None = None  # what the lab must grant (checks the lab, not the gate)
+    refuse: str | None = None  # the gate must refuse the body with this problem type
 
 
 def sbatch_case(id: str, lines: str, *, allocate: bool = False, expect: int | None = None) -> Case:
@@ -76,7 +93,8 @@ CASES = [
     Case("gres-typed", job(gres="gpu:h100:3"), plain=True, expect_gpus=3),
     Case("array", job(gpus=2, array="0-3"), plain=True, expect_gpus=8),
     Case("v37-gpus", job(gpus=4), version="v0.0.37", plain=True, expect_gpus=4),
-    Case("v36-gpus", job(gpus=1), version="v0.0.36", plain=True, expect_gpus=1),
+    # v0.0.36 is served by slurmrestd 22.05 but is no version the gate's tables know
+    Case("v36-gpus", job(gpus=1), version="v0.0.36", refuse="unmeasurable-request"),
     Case(
         "hetjob",
         {
@@ -156,6 +174,80 @@ CASES = [
     sbatch_case("sbatch-gres-space", "#SBATCH --gres gpu:2\n#SBATCH --nodes 3", expect=6),
 ]
 
+
+# --- the adapter's own table (``tests/adapters/slurm/cases.py``), through the same machinery
+
+_JOB_PATH = re.compile(r"^/slurm/(v0\.0\.\d+)/job/(submit|\d+)$")
+# Values in the adapter table's bodies that name what its test inventory holds and the lab does
+# not, renamed to the lab's: with beginning a day later (``LATER``), the only change made to them.
+LAB_RENAMES: dict[str, dict[str, Any]] = {
+    "exclusive-mcs-37": {"partition": "gpu"},  # "a100": the table's nodes of 4 A100
+    "nodelist-38": {"nodelist": "c[1-3]"},  # "gpu[1-3]": the table's host names
+}
+# The adapter table's bodies whose GPUs slurmctld counts itself in the job's requested TRES (no
+# whole nodes, shares or node ranges): the gate must measure them exactly.
+ADAPTER_PLAIN = frozenset(
+    {
+        "ntasks-per-gpu-38",
+        "nodelist-38",
+        "38-case-and-last-wins",
+        "37-last-wins-down",
+        "38-job-before-jobs",
+        "38-job-list-is-hetjob",
+        "update-nodes-38",
+    }
+)
+# A job update of the table is sent to a held job submitted first: one node's GPUs on one node,
+# so that the node count the update sets decides what the job is granted. The updated job is then
+# released and its allocation read: slurmctld leaves a pending job's requested TRES as it was
+# (``gres/gpu=8`` on two nodes of ``gres:gpu:8``) when an update changes only its node count.
+UPDATE_BASE = job(gpus_per_node=GPUS_PER_NODE, nodes=1)
+
+
+def _for_lab(cid: str, body: Any, *, hold: bool) -> Any:
+    """A copy of the table's ``body`` with ``LAB_RENAMES`` made in each of its job descriptions,
+    each to begin a day later when ``hold`` (a job update is one description, not held)."""
+    body = copy.deepcopy(body)
+    descs = [body]
+    if hold:
+        first = body.get("job")
+        descs = [first] if isinstance(first, dict) else list(first or [])
+        descs += list(body.get("jobs") or [])
+    for desc in descs:
+        desc.update({k: v for k, v in LAB_RENAMES.get(cid, {}).items() if k in desc})
+        if hold:
+            desc.update(LATER)
+    return body
+
+
+def adapter_cases() -> tuple[list[Case], list[str]]:
+    """The adapter table's bodies whose path the lab's slurmrestd serves (v0.0.36 to v0.0.38),
+    as cases of this suite (its refusals as cases the gate must refuse); and the paths of the
+    rest, which no daemon here can take."""
+    rows = [(c[0], c[2], c[3], None) for c in adapter_table.CASES]
+    rows += [(r[0], r[2], r[3], r[4]) for r in adapter_table.REFUSED]
+    cases: list[Case] = []
+    elsewhere: list[str] = []
+    for cid, path, body, refuse in rows:
+        match = _JOB_PATH.match(path)
+        if match is None or match[1] not in REST_VERSIONS:
+            elsewhere.append(path)
+            continue
+        version, plain = match[1], cid in ADAPTER_PLAIN
+        if match[2] == "submit":
+            lab_body = _for_lab(cid, body, hold=True)
+            case = Case(f"adapter-{cid}", lab_body, version, plain=plain, refuse=refuse)
+        else:
+            update = _for_lab(cid, body, hold=False)
+            case = Case(
+                f"adapter-{cid}", UPDATE_BASE, version, allocate=True, plain=plain, update=update
+            )
+        cases.append(case)
+    return cases, elsewhere
+
+
+ADAPTER_CASES, ADAPTER_ELSEWHERE = adapter_cases()
+
 # Cases the Slurm adapter is known to measure below what slurmctld grants, each with its reason:
 # a strict expected failure, so that a fix turns it into a failing XPASS and the entry is removed.
 # Empty: every case of the table is measured at or above what slurmctld grants.
@@ -171,6 +263,11 @@ class Outcome:
     slurm: int | None
     refused: bool
     detail: dict[str, Any] = field(default_factory=dict)
+    plain: bool = False
+
+    @property
+    def unequal(self) -> bool:
+        return self.plain and not self.refused and self.gate != self.slurm
 
     @property
     def under(self) -> bool:
@@ -187,6 +284,8 @@ def run_case(probe: GateProbe, case: Case) -> Outcome:
         )
         assert result.refused or result.status == 200, f"update refused: {result.answer}"
         result.job_id = job_id
+        if case.allocate and not result.refused:  # the held job, updated, may now start
+            lab.run("scontrol", "update", f"jobid={job_id}", "StartTime=now")
     try:
         return _compare(probe, case, result)
     finally:
@@ -213,12 +312,12 @@ def _compare(probe: GateProbe, case: Case, result: Probe) -> Outcome:
         slurm = max(slurm, detail["sbatch"])
     if case.expect_gpus is not None:
         assert slurm == case.expect_gpus, f"{case.id}: the lab granted {slurm}: {detail} {got}"
-    return Outcome(case.id, result.gate_gpus, slurm, False, detail)
+    return Outcome(case.id, result.gate_gpus, slurm, False, detail, case.plain)
 
 
 def _params(known: dict[str, str]) -> list[Any]:
     out = []
-    for case in CASES:
+    for case in CASES + ADAPTER_CASES:
         marks = []
         if case.id in known:
             marks.append(
@@ -235,8 +334,11 @@ RESULTS: list[Outcome] = []
 def test_the_gate_never_measures_below_slurm(slurm_probe: GateProbe, case: Case) -> None:
     outcome = run_case(slurm_probe, case)
     RESULTS.append(outcome)
-    if outcome.refused:
-        return  # safe: the gate answered 400 and forwarded nothing
+    reasons = outcome.detail.get("reasons") or ["forwarded"]
+    if case.refuse is not None:  # nothing may reach slurmrestd, for the reason the table gives
+        assert outcome.refused and reasons[0] == case.refuse, f"{case.id}: {reasons} {outcome}"
+        return
+    assert not outcome.refused, f"{case.id}: refused by the gate, not compared: {reasons}"
     assert not outcome.under, (
         f"{case.id}: gate measured {outcome.gate} GPUs, slurmctld grants {outcome.slurm} "
         f"({outcome.detail})"
@@ -247,17 +349,30 @@ def test_the_gate_never_measures_below_slurm(slurm_probe: GateProbe, case: Case)
         )
 
 
+def _counts(name: str, outcomes: list[Outcome]) -> str:
+    under = [(o.case, o.gate, o.slurm) for o in outcomes if o.under]
+    unequal = [(o.case, o.gate, o.slurm) for o in outcomes if o.unequal]
+    refused = [o.case for o in outcomes if o.refused]
+    compared = sum(not o.refused for o in outcomes)
+    return (
+        f"slurm {name}: {len(outcomes)} bodies tried, {compared} compared, {len(refused)} refused "
+        f"by the gate {refused}, {len(under)} below slurmctld {under}, {len(unequal)} plain "
+        f"not equal {unequal}"
+    )
+
+
 def test_report_the_table_counts(
     slurm_probe: GateProbe, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Prints the hand-written table's counts (runs after the table in file order)."""
-    under = [o for o in RESULTS if o.under]
-    refused = [o for o in RESULTS if o.refused]
+    """Prints the two tables' counts (runs after the tables in file order)."""
+    ours = {case.id for case in ADAPTER_CASES}
+    newer = [p for p in ADAPTER_ELSEWHERE if re.match(r"/slurm/v0\.0\.(39|4[0-2])/", p)]
     with capsys.disabled():
+        print("\n" + _counts("conformance table", [o for o in RESULTS if o.case not in ours]))
         print(
-            f"\nslurm conformance table: {len(RESULTS)} bodies, {len(under)} below slurmctld "
-            f"{[(o.case, o.gate, o.slurm) for o in under]}, {len(refused)} refused "
-            f"{[o.case for o in refused]}"
+            _counts("adapter table (cases.py)", [o for o in RESULTS if o.case in ours])
+            + f"; not run: {len(newer)} bodies of v0.0.39 to v0.0.42 (no daemon of those "
+            f"versions here), {len(ADAPTER_ELSEWHERE) - len(newer)} on paths no slurmrestd serves"
         )
 
 

@@ -54,6 +54,16 @@ def script_job(script: str, **fields: Any) -> dict[str, Any]:
     return {"job": {**ENV, "script": SH + script, **fields}}
 
 
+# v0.0.37/38 bodies as slurmrestd 22.05 takes them: the environment an object, the script beside
+# the job (the conformance suite sends these to a real slurmrestd).
+ENV38 = {"environment": {"PATH": "/bin:/usr/bin"}, "current_working_directory": "/tmp"}
+SCRIPT38 = SH + "sleep 600\n"
+
+
+def job38(**fields: Any) -> dict[str, Any]:
+    return {"job": {**ENV38, **fields}, "script": SCRIPT38}
+
+
 # (id, route, path, body, gpus, hours, model, an assumption the bound must name or None)
 Case = tuple[str, str, str, Any, float, float, str | None, str | None]
 H100, A100 = "H100-SXM", "A100"
@@ -69,9 +79,9 @@ CASES: list[Case] = [
      time_limit=60), 24, 1, H100, None),
     ("shared-oversubscribe-is-not-whole", "plain", V42, job(partition="gpu",
      shared=["oversubscribe"], tres_per_node="gres/gpu:1", time_limit=60), 1, 1, H100, None),
-    ("exclusive-38", "plain", V38, job(partition="gpu", exclusive="exclusive", time_limit=60),
+    ("exclusive-38", "plain", V38, job38(partition="gpu", exclusive="exclusive", time_limit=60),
      8, 1, H100, None),
-    ("exclusive-mcs-37", "plain", V37, job(partition="a100", exclusive="mcs", nodes="2-3",
+    ("exclusive-mcs-37", "plain", V37, job38(partition="a100", exclusive="mcs", nodes="2-3",
      time_limit=60), 12, 1, A100, None),
     ("core-spec-is-whole-node", "plain", V41, job(partition="gpu", core_specification=2,
      time_limit=60), 8, 1, H100, None),
@@ -88,7 +98,7 @@ CASES: list[Case] = [
      nodes="2", time_limit=60), 8, 1, H100, "gpus-from-tasks"),
     ("ntasks-per-tres-tasks-per-node", "plain", V42, job(partition="gpu", tasks_per_node=4,
      nodes="2", ntasks_per_tres=1, time_limit=60), 8, 1, H100, None),
-    ("ntasks-per-gpu-38", "plain", V38, job(partition="gpu", ntasks=6, ntasks_per_gpu=2,
+    ("ntasks-per-gpu-38", "plain", V38, job38(partition="gpu", ntasks=6, ntasks_per_gpu=2,
      time_limit=60), 3, 1, H100, None),
     ("sbatch-ntasks-per-gpu", "plain", V41, script_job("#SBATCH --ntasks-per-gpu=4 -n 8 -N 1\n",
      partition="gpu", time_limit=60), 2, 1, H100, None),
@@ -107,7 +117,7 @@ CASES: list[Case] = [
      tres_per_job="gres/mps:200", nodes="1", time_limit=60), 8, 1, H100, None),
     ("shards-no-inventory", "plain", V41, job(tres_per_job="gres/shard:2", time_limit=60),
      2, 1, H100, "gpus-from-shards"),
-    ("shards-37-gres", "plain", V37, job(partition="gpu", gres="shard:2", nodes="2",
+    ("shards-37-gres", "plain", V37, job38(partition="gpu", gres="shard:2", nodes="2",
      time_limit=60), 4, 1, H100, None),
     ("shards-plus-gpus", "plain", V41, job(partition="gpu",
      tres_per_node="gres/gpu:2,gres/shard:2", nodes="1", time_limit=60), 4, 1, H100, None),
@@ -117,7 +127,7 @@ CASES: list[Case] = [
      40, 1, H100, "nodes-from-hostlist"),
     ("required-nodes-list", "plain", V42, job(partition="gpu", required_nodes=["gpu01", "gpu02"],
      tres_per_node="gres/gpu:8", time_limit=60), 16, 1, H100, None),
-    ("nodelist-38", "plain", V38, job(partition="gpu", nodelist="gpu[1-3]", gpus_per_node="2",
+    ("nodelist-38", "plain", V38, job38(partition="gpu", nodelist="gpu[1-3]", gpus_per_node="2",
      time_limit=60), 6, 1, H100, None),
     ("sbatch-nodelist-short", "plain", V41, script_job("#SBATCH -w gpu[01-02] "
      "--gpus-per-node=8\n", partition="gpu", time_limit=60), 16, 1, H100, None),
@@ -147,15 +157,15 @@ CASES: list[Case] = [
     ("partition-list-takes-larger", "plain", V41, job(partition="a100,gpu", exclusive="user",
      time_limit=60), 8, 1, H100, None),
     # --- v0.0.37/38: keys without regard to case, the last repeat wins, job before jobs
-    ("38-case-and-last-wins", "plain", V38, {"job": {**ENV, "Tasks": 2, "GPUS_PER_TASK": "2",
-     "ntasks": 8, "time_limit": 60}}, 16, 1, H100, None),
-    ("37-last-wins-down", "plain", V37, {"job": {**ENV, "ntasks": 8, "tasks": 2,
-     "gpus_per_task": 1, "time_limit": 60}}, 2, 1, H100, None),
-    ("38-job-before-jobs", "plain", V38, {"jobs": [{**ENV, "gpus": 64}],
-     "job": {**ENV, "gpus": "2", "time_limit": 60}}, 2, 1, H100, None),
-    ("38-job-list-is-hetjob", "plain", V38, {"job": [{**ENV, "gpus": 2, "time_limit": 60},
-     {**ENV, "gpus": 3, "time_limit": 60}]}, 5, 1, H100, None),
-    ("37-nodes-pair", "plain", V37, job(nodes=[1, 3], gpus_per_node="gpu:2", time_limit=60),
+    ("38-case-and-last-wins", "plain", V38, job38(Tasks=2, GPUS_PER_TASK="2", ntasks=8,
+     time_limit=60), 16, 1, H100, None),
+    ("37-last-wins-down", "plain", V37, job38(ntasks=8, tasks=2, gpus_per_task=1,
+     time_limit=60), 2, 1, H100, None),
+    ("38-job-before-jobs", "plain", V38, {"jobs": [{**ENV38, "gpus": 64}],
+     **job38(gpus="2", time_limit=60)}, 2, 1, H100, None),
+    ("38-job-list-is-hetjob", "plain", V38, {"job": [{**ENV38, "gpus": 2, "time_limit": 60},
+     {**ENV38, "gpus": 3, "time_limit": 60}], "script": SCRIPT38}, 5, 1, H100, None),
+    ("37-nodes-pair", "plain", V37, job38(nodes=[1, 3], gpus_per_node="h100:2", time_limit=60),
      6, 1, H100, None),
     # --- heterogeneous jobs sum, arrays multiply (every index, whatever the % limit)
     ("hetjob-whole-plus-gpus", "plain", V41, {"jobs": [
@@ -235,11 +245,11 @@ REFUSED: list[Refusal] = [
     ("hetjob-unknown-field", "plain", V41, {"jobs": [{**ENV}, {**ENV, "ntasks_per_tres": 1,
      "ntasks_per_gpu": 2}]}, "unmeasurable-request", "jobs[1].ntasks_per_gpu"),
     ("case-matters-from-39", "plain", V41, job(Tasks=2), "unmeasurable-request", "job.Tasks"),
-    ("disabled-37", "plain", V37, job(required_nodes="n1"), "unmeasurable-request",
+    ("disabled-37", "plain", V37, job38(required_nodes="n1"), "unmeasurable-request",
      "job.required_nodes: refused by slurmrestd"),
     ("unknown-version", "plain", "/slurm/v0.0.99/job/submit", job(), "unmeasurable-request",
      "unknown Slurm API version 'v0.0.99'"),
-    ("old-version", "plain", "/slurm/v0.0.36/job/submit", job(), "unmeasurable-request",
+    ("old-version", "plain", "/slurm/v0.0.36/job/submit", job38(), "unmeasurable-request",
      "unknown Slurm API version"),
     ("no-version", "plain", "/slurm/job/submit", job(), "unmeasurable-request", "no Slurm API"),
     ("other-endpoint", "plain", "/slurm/v0.0.41/reservation", {"name": "r"},

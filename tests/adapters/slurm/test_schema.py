@@ -24,6 +24,15 @@ def test_data_parser_tables_equal_the_generated_specifications() -> None:
         assert set(schema.VERSIONS[version]) == set(FIELDS["fields"][version]), version
 
 
+def test_data_parser_tables_equal_slurms_job_description_parsers() -> None:
+    """v0.0.39 and v0.0.40 against the ``JOB_DESC_MSG`` parser array of their data_parser
+    plugins: every field the parser reads is classed, and the table holds none it does not read
+    (a member path such as ``rlimits/cpu`` belongs to its object field, ``rlimits``)."""
+    for version in ("v0.0.39", "v0.0.40"):
+        parsed = {path.split("/")[0] for path in FIELDS["fields"][version]}
+        assert set(schema.VERSIONS[version]) == parsed, version
+
+
 def test_option_tables_accept_what_the_specification_lists() -> None:
     for version in ("v0.0.37", "v0.0.38"):
         table = schema.VERSIONS[version]
