@@ -103,8 +103,13 @@ MEASURED: list[tuple[str, str, str, Any, float, str | None]] = [
 def test_measured(method: str, path: str, body: Any, gpus: float, model: str | None) -> None:
     result = run(RAY, body, method=method, path=path)
     # a submission or deployment holds for the route's max_hours; other requests ask for nothing
-    reads = method in ("GET", "DELETE") or "/stop" in path or "/packages/" in path
-    check(result, gpus, 0 if reads else 48, model)
+    check(result, gpus, 48 if submits(method, path) else 0, model)
+
+
+def submits(method: str, path: str) -> bool:
+    """Whether a request of ``MEASURED`` submits work (a job or a Serve application) -- work whose
+    code may reserve GPUs whatever it declares -- rather than reading, stopping or uploading."""
+    return not (method in ("GET", "DELETE") or "/stop" in path or "/packages/" in path)
 
 
 REFUSED: list[tuple[str, str, str, Any, str]] = [

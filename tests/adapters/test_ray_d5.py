@@ -1,11 +1,13 @@
 """No tenant owned from D:5 gets a forwarded Ray request that could reach a controlled GPU.
 
-Every body of the Ray tables (``test_ray.MEASURED`` with at least one GPU, every body the adapter
-refuses, and a job that declares no GPU while its code may reserve the cluster's) goes through the gate's own decision path (``gatekeeper check``'s
-``decide_offline``, with real tokens, entities and GeoIP) under the shipped US pack, as
-``acme-sg``: a Singapore company whose ultimate parent is headquartered in a D:5 country. None
-may be allowed: each is held for a licence (451) or refused as unmeasurable (400). A US lab is
-allowed the same job, so the test cannot pass by refusing everything.
+Every body of the Ray tables that submits work (``test_ray.MEASURED``'s jobs and Serve
+applications, whatever GPUs they declare: their code may reserve the cluster's), every body the
+adapter refuses, and a job that declares nothing goes through the gate's own decision path
+(``gatekeeper check``'s ``decide_offline``, with real tokens, entities and GeoIP) under the
+shipped US pack, as ``acme-sg``: a Singapore company whose ultimate parent is headquartered in a
+D:5 country. None may be allowed: each measured body is held for a licence (451), each refused
+one refused as unmeasurable (400). A US lab is allowed the same job, so the test cannot pass by
+refusing everything.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .helpers import (
     decide_offline_all,
     us_pack_config,
 )
-from .test_ray import MEASURED, REFUSED
+from .test_ray import MEASURED, REFUSED, submits
 
 RAY_ROUTE = {
     "name": "ray",
@@ -46,8 +48,10 @@ UNDECLARED = ("code-only", "POST", "/api/jobs/", {"entrypoint": "python train.py
 
 
 def _bodies() -> list[tuple[str, str, str, Any]]:
-    gpus = [(i, m, p, b) for i, m, p, b, n, _ in MEASURED if n > 0 and m in ("POST", "PUT")]
-    return [*gpus, *[(i, m, p, b) for i, m, p, b, _ in REFUSED], UNDECLARED]
+    """Every body of the tables that submits work, whatever GPUs it declares: under a Ray pool
+    each reaches the cluster's GPUs (``cpu-memory-node`` and ``label-selector`` declare none)."""
+    work = [(i, m, p, b) for i, m, p, b, _, _ in MEASURED if submits(m, p)]
+    return [*work, *[(i, m, p, b) for i, m, p, b, _ in REFUSED], UNDECLARED]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +73,10 @@ def test_no_ray_body_reaching_a_gpu_is_allowed(decisions: dict[str, dict[str, An
     assert len(decisions) >= 20
     allowed = {k: d["compute"] for k, d in decisions.items() if d["action"] == "allow"}
     assert allowed == {}
+    refused = {i for i, *_ in REFUSED}
     for case_id, d in decisions.items():
-        assert d["status"] in (400, 451), (case_id, d["status"], d["reasons"])
-    code_only = decisions["code-only"]["compute"]
-    assert code_only["gpus"] == 16 and "gpus-from-ray-cluster" in code_only["assumptions"]
+        assert d["status"] == (400 if case_id in refused else 451), (case_id, d["reasons"])
+    # bodies declaring no GPU are bounded by the pool (two nodes of eight) like any other
+    for case_id in ("code-only", "cpu-memory-node", "label-selector"):
+        compute = decisions[case_id]["compute"]
+        assert compute["gpus"] == 16 and "gpus-from-ray-cluster" in compute["assumptions"]

@@ -4,7 +4,9 @@
 loopback, a catalogued model declared as a custom resource (``H100``) and the matching
 ``accelerator_type:H100`` resource. Each job submission creates a job supervisor actor whose
 ``required_resources`` in the state API (``/api/v0/actors``) are what Ray reserves for the
-entrypoint -- shown while the actor is still pending, so infeasible requests read back too.
+entrypoint -- shown while the actor is still pending, so infeasible requests read back too. A
+driver module on the head's path (``gk_hold``) reserves every GPU of the head from its code, as a
+job's code may without declaring anything in its submission.
 
 Ray lives in ``.venv-ray`` (``make ray-tools``): its own pins (grpcio, pydantic, aiohttp) stay out
 of the gate's environment, and the tests only drive its command line and HTTP API. The head is
@@ -51,6 +53,26 @@ class Model:
 app = Model.bind()
 """
 SERVE_MODULE = "gk_serve_app"
+# A job's code reserving GPUs its submission never declared: an actor holding every GPU of the
+# head (read back by its name while it is pending or alive).
+HOLD_MODULE = "gk_hold"
+HOLD_ACTOR = "gk_code_hold"
+HOLD_APP = f"""import time
+
+import ray
+
+ray.init()
+
+
+@ray.remote(num_cpus=0, num_gpus={NUM_GPUS})
+class Hold:
+    pass
+
+
+hold = Hold.options(name="{HOLD_ACTOR}").remote()
+time.sleep(600)
+"""
+SLEEP = ("sleep", "600")
 
 
 class RayLabError(RuntimeError):
@@ -93,6 +115,7 @@ class RayLab(Lab):
     def _start(self) -> None:
         (self.dir / "apps").mkdir()
         (self.dir / "apps" / f"{SERVE_MODULE}.py").write_text(SERVE_APP)
+        (self.dir / "apps" / f"{HOLD_MODULE}.py").write_text(HOLD_APP)
         args = [
             str(RAY), "start", "--head", "--disable-usage-stats",
             "--node-ip-address", "127.0.0.1",
@@ -143,12 +166,15 @@ class RayLab(Lab):
         return processes_with_env(MARKER, self.marker)
 
     def stop(self) -> None:
-        """SIGTERM every process of this head, SIGKILL what is left after 15 s, remove the dir."""
+        """SIGTERM every process of this head, SIGKILL what is left after 5 s, remove the dir.
+
+        The GCS server and the autoscaler monitor outlast SIGTERM by more than 15 s; nothing of
+        the head outlives its directory, so they are killed sooner."""
         self._end_processes()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _end_processes(self) -> None:
-        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             pids = self.processes()
             for pid in pids:
                 with contextlib.suppress(OSError):
@@ -169,12 +195,20 @@ class RayLab(Lab):
         except urllib.error.HTTPError as exc:
             raise RayLabError(f"GET {path}: {exc.code} {exc.read()[:500]!r}") from None
 
-    def cli_submit(self, address: str, *options: str) -> tuple[int, str, str | None]:
-        """``ray job submit --no-wait OPTIONS -- sleep 600`` against ``address`` (the gate or the
-        dashboard); (exit status, output, submission id or None)."""
+    def cli_submit(
+        self,
+        address: str,
+        *options: str,
+        headers: dict[str, str] | None = None,
+        entrypoint: tuple[str, ...] = SLEEP,
+    ) -> tuple[int, str, str | None]:
+        """``ray job submit --no-wait OPTIONS -- ENTRYPOINT`` against ``address`` (the gate or
+        the dashboard), sending ``headers`` with every request; (exit status, output, submission
+        id or None)."""
+        extra = ["--headers", json.dumps(headers)] if headers else []
         out = subprocess.run(
-            [str(RAY), "job", "submit", "--address", address, "--no-wait", *options,
-             "--", "sleep", "600"],
+            [str(RAY), "job", "submit", "--address", address, "--no-wait", *extra, *options,
+             "--", *entrypoint],
             capture_output=True, text=True, env=self.env(), timeout=120, cwd=self.dir,
         )  # fmt: skip
         text = out.stdout + out.stderr
@@ -185,19 +219,38 @@ class RayLab(Lab):
                 break
         return out.returncode, text, sid if out.returncode == 0 else None
 
+    def hold_entrypoint(self) -> tuple[str, ...]:
+        """The entrypoint of a job whose code reserves every GPU of the head (``HOLD_ACTOR``)."""
+        return (str(RAY_VENV / "bin" / "python"), "-m", HOLD_MODULE)
+
     def reserved(self, submission_id: str, timeout: float = 60) -> dict[str, float]:
         """The resources Ray reserves for the job's entrypoint: its supervisor actor's
         ``required_resources`` (pending or alive)."""
-        name = SUPERVISOR_PREFIX + submission_id
+        return self.actor_resources(SUPERVISOR_PREFIX + submission_id, timeout, dead=True)
+
+    def actor_resources(
+        self, name: str, timeout: float = 60, *, dead: bool = False
+    ) -> dict[str, float]:
+        """``required_resources`` of the actor called ``name`` once it exists: pending or alive,
+        or also dead when ``dead``."""
         deadline = time.monotonic() + timeout
         while True:
             answer = self.get("/api/v0/actors?detail=1&limit=10000")
             for actor in answer["data"]["result"]["result"]:
-                if actor.get("name") == name:
+                if actor.get("name") == name and (dead or actor.get("state") != "DEAD"):
                     return {k: float(v) for k, v in (actor.get("required_resources") or {}).items()}
             if time.monotonic() > deadline:
-                raise RayLabError(f"no supervisor actor {name} after {timeout}s")
+                raise RayLabError(f"no actor {name} after {timeout}s")
             time.sleep(0.3)
+
+    def nodes(self) -> list[dict[str, float]]:
+        """``resources_total`` of every live node of the head's cluster."""
+        answer = self.get("/api/v0/nodes?detail=1&limit=1000")
+        return [
+            {k: float(v) for k, v in (n.get("resources_total") or {}).items()}
+            for n in answer["data"]["result"]["result"]
+            if n.get("state") == "ALIVE"
+        ]
 
     def serve_available(self) -> bool:
         """Whether Ray Serve is installed next to the head (``ray[serve]``)."""
