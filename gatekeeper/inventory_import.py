@@ -121,9 +121,9 @@ def _q(value: Any) -> str:
 def _need(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     value = obj.get(key) if isinstance(obj, dict) else None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise InventoryImportError(
-            f"{where}: {key!r} missing or not a {getattr(kind, '__name__', kind)}"
-        )
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        names = " or ".join(k.__name__ for k in kinds)
+        raise InventoryImportError(f"{where}: {key!r} missing or not a {names}")
     return value
 
 
@@ -195,8 +195,9 @@ def read_partitions(doc: Any, version: str) -> list[Partition]:
 
 
 def _time_struct(value: Any, where: str) -> int | None:
-    """v0.0.40+ ``{set, infinite, number}`` minutes; unset or infinite is no limit."""
-    if value is None:
+    """v0.0.40+ ``{set, infinite, number}`` minutes (``"Infinity"``, null or a number in
+    slurmrestd's complex mode); unset or infinite is no limit."""
+    if value is None or value == "Infinity":
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         return value

@@ -78,6 +78,9 @@ def test_oversubscribe_unreported_is_taken_as_exclusive(
     assert status == 0
     assert all(p.exclusive for p in loaded(out).pools)
     assert "--shared gpu" in out and "does not report OverSubscribe" in out
+    status, out, err = run_import(tmp_path, saved("nodes"), saved("partitions"), "--shared",
+                                  "gpus", capsys=capsys)  # fmt: skip
+    assert status == 2 and "--shared gpus: no such partition" in err
 
 
 def test_hidden_cloud_nodes_are_an_error(
@@ -185,6 +188,16 @@ def test_data_parser_versions_read_oversubscribe(
     assert "does not report OverSubscribe" not in out
     status, _, err = run_import(tmp_path, nodes, parts, "--shared", "whole", capsys=capsys)
     assert status == 2 and "reports OverSubscribe=EXCLUSIVE" in err
+    parts["partitions"][3]["maximums"]["time"] = "Infinity"  # slurmrestd's complex mode
+    parts["partitions"][2]["maximums"]["time"] = 90
+    status, out, err = run_import(tmp_path, nodes, parts, capsys=capsys)
+    assert status == 0, err
+    assert loaded(out).entry("whole").max_hours is None  # type: ignore[union-attr]
+    assert loaded(out).entry("shared").max_hours == 1.5  # type: ignore[union-attr]
+    parts["partitions"][2]["maximums"]["time"] = "soon"
+    status, _, err = run_import(tmp_path, nodes, parts, capsys=capsys)
+    assert status == 2 and "maximums.time is not a number" in err
+    parts["partitions"][2]["maximums"]["time"] = None
     del parts["partitions"][0]["maximums"]["oversubscribe"]  # not said: exclusive
     status, out, err = run_import(tmp_path, nodes, parts, capsys=capsys)
     assert status == 0 and loaded(out).entry("gpu").exclusive  # type: ignore[union-attr]
@@ -246,6 +259,7 @@ PARTS = saved("partitions")
         ),
         (_break(NODES, ["nodes", 1, "gres"], "shard:4"), PARTS, "shards or MPS without GPUs"),
         (_break(NODES, ["nodes", 1, "partitions"], [1]), PARTS, "not a list of names"),
+        (_break(NODES, ["nodes", 1, "partitions"], None), PARTS, "not a list or str"),
         (_break(NODES, ["nodes", 1], NODES["nodes"][0]), PARTS, "listed twice"),
         (
             _break(NODES, ["errors"], [{"description": "Access denied"}]),
