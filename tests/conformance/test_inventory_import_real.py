@@ -4,6 +4,7 @@ time limit), and the gate's configuration loader takes it."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from tests.conformance.slurm_lab import (
     SHARDS_PER_NODE,
     SlurmLab,
 )
+from tests.e2e.gate import base_config
 from tests.support import repo_root
 
 CATALOG = load_gpu_catalog(None)
@@ -84,6 +86,11 @@ def test_import_from_the_real_slurmrestd(slurm_lab: SlurmLab, tmp_path: Path, ve
     assert got == expected
     assert got["gpu"][1] == 8 and got["whole"][-2:] == (36.0, True)  # cloud nodes, MaxTime
 
+    # the gate runs on it: one GPU on a shared partition is one, on the exclusive one a node's 8
+    assert measured(tmp_path, out, "gpu")["gpus"] == 1
+    whole = measured(tmp_path, out, "whole")
+    assert whole["gpus"] == GPUS_PER_NODE and "hours-from-inventory" in whole["assumptions"]  # type: ignore[operator]
+
     # the same pools as the hand-written inventory the other conformance tests run the gate with
     hand_written = yaml.safe_dump({"inventory": gate_config(tmp_path, slurm_lab)["inventory"]})
     hand = build_inventory(parse_config_text(hand_written).inventory, CATALOG)
@@ -93,6 +100,29 @@ def test_import_from_the_real_slurmrestd(slurm_lab: SlurmLab, tmp_path: Path, ve
         assert mine is not None
         assert (mine.nodes, mine.model, mine.per_node, mine.shards_per_gpu, mine.exclusive) == (
             pool.nodes, pool.model, pool.per_node, pool.shards_per_gpu, pool.exclusive)  # fmt: skip
+
+
+def measured(tmp: Path, inventory: Path, partition: str) -> dict[str, object]:
+    """``gatekeeper check`` of a one-GPU submission to ``partition`` under a gate whose
+    inventory is the imported one: the compute bound the gate would record."""
+    cfg = base_config(tmp, "http://127.0.0.1:9")
+    cfg["inventory"] = yaml.safe_load(inventory.read_text())["inventory"]
+    cfg["routes"] = [{"name": "slurm", "match": {"path_prefix": "/slurm/"},
+                      "upstream": "http://127.0.0.1:9", "adapter": "slurm",
+                      "authenticate": False, "inventory": "gpu"}]  # fmt: skip
+    (tmp / "gk.yaml").write_text(yaml.safe_dump(cfg))
+    job = {"partition": partition, "gpus": 1, "environment": {"PATH": "/bin"},
+           "current_working_directory": "/tmp"}  # fmt: skip
+    request = {"method": "POST", "path": "/slurm/v0.0.38/job/submit",
+               "body": {"script": "#!/bin/sh\n", "job": job}}  # fmt: skip
+    (tmp / "request.json").write_text(json.dumps(request))
+    proc = subprocess.run(
+        [sys.executable, "-m", "gatekeeper", "check", str(tmp / "request.json"),
+         "--config", str(tmp / "gk.yaml")],
+        capture_output=True, text=True, timeout=120, cwd=repo_root(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout)["compute"])
 
 
 def test_without_a_valid_token_the_import_fails_cleanly(
