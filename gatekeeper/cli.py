@@ -1,4 +1,4 @@
-"""The ``gatekeeper`` command line: serve, check, policy, entities, audit, demo.
+"""The ``gatekeeper`` command line: serve, check, policy, entities, audit, inventory, demo.
 
 The commands, their options and exit statuses are described in docs/reference.md.
 """
@@ -215,6 +215,12 @@ def cmd_audit_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inventory_import(args: argparse.Namespace) -> int:
+    from .inventory_import import run
+
+    return run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -293,6 +299,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-follow", action="store_true", help="print what exists and stop")
     p.add_argument("--file", help="follow this audit file instead of the configured sink")
     p.set_defaults(func=cmd_audit_tail)
+
+    inventory = sub.add_parser("inventory", help="build the inventory").add_subparsers(
+        dest="inventory_command", required=True
+    )
+    p = inventory.add_parser(
+        "import", help="print the inventory: section read from a Slurm cluster's slurmrestd"
+    )
+    p.add_argument("--slurmrestd", metavar="URL", help="slurmrestd's base URL")
+    p.add_argument("--version", help="slurmrestd API version (default v0.0.38)")
+    p.add_argument("--user", help="X-SLURM-USER-NAME (default: the current user)")
+    p.add_argument("--token-file", help="file holding the JWT (default: $SLURM_JWT)")
+    p.add_argument("--nodes-json", metavar="FILE", help="a saved GET .../nodes answer")
+    p.add_argument("--partitions-json", metavar="FILE", help="a saved GET .../partitions answer")
+    p.add_argument("--model", action="append", metavar="TYPE=MODEL",
+                   help="catalog model of a gres type (repeatable)")  # fmt: skip
+    p.add_argument("--default-model", metavar="MODEL",
+                   help="catalog model of untyped and uncatalogued GPUs")  # fmt: skip
+    p.add_argument("--shared", action="append", metavar="PARTITION",
+                   help="a partition whose OverSubscribe is not EXCLUSIVE, where slurmrestd does "
+                   "not say (repeatable)")  # fmt: skip
+    p.add_argument("--out", metavar="FILE", help="write the YAML here instead of stdout")
+    p.set_defaults(func=cmd_inventory_import)
 
     p = sub.add_parser("demo", help="run the built-in scenario")
     p.add_argument("--serve", action="store_true", help="keep the gate and scheduler running")

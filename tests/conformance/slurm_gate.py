@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from gatekeeper.demo import DemoKeys, write_config
+from gatekeeper.inventory_import import split_gres
 from tests.conformance.common import AuditTail
 from tests.conformance.slurm_lab import (
     GPUS_PER_NODE,
@@ -48,7 +49,7 @@ BASE_JOB: dict[str, Any] = {
     "environment": {"PATH": "/bin:/usr/bin"},
 }
 PROBLEM = "urn:gatekeeper:problem:"
-NODES_OF = {"gpu": NODES, "small": 1, "shared": 2}
+NODES_OF = {"gpu": NODES, "small": 1, "shared": 2, "whole": 2}
 
 
 def gate_config(tmp: Path, lab: SlurmLab) -> dict[str, Any]:
@@ -74,6 +75,7 @@ def gate_config(tmp: Path, lab: SlurmLab) -> dict[str, Any]:
                     "accelerators": {"model": "H100-SXM", "count": GPUS_PER_NODE},
                     "shards_per_gpu": SHARDS_PER_NODE // GPUS_PER_NODE,
                 },
+                "exclusive": "EXCLUSIVE" in part.extra,
             }
             for part in PARTITIONS
         ]
@@ -208,24 +210,11 @@ def _shard_gpus_allocated(got: Granted) -> int:
     """Distinct GPUs the allocated shards sit on (``shard:4(IDX:0-1)`` -> 2), over all nodes."""
     total = 0
     for entry in got.raw.get("gres_detail") or []:
-        for item in _split_top(str(entry)):
+        for item in split_gres(str(entry)):
             if not item.startswith("shard:") or "(IDX:" not in item:
                 continue
             total += _count_indexes(item.split("(IDX:", 1)[1].rstrip(")"))
     return total * array_tasks(got.raw)
-
-
-def _split_top(text: str) -> list[str]:
-    items, cur, depth = [], "", 0
-    for ch in text:
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "," and depth == 0:
-            items.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return [*items, cur]
 
 
 def _count_indexes(spec: str) -> int:

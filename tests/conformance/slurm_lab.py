@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gatekeeper.inventory_import import split_gres
 from tests.conformance.common import Lab, processes_with_env
 from tests.support import free_port, wait_port
 
@@ -59,14 +60,17 @@ class Partition:
     nodes: str
     default: bool = False
     extra: str = ""
+    max_time: str = "INFINITE"
 
 
 # n1 registers; c[1-7] are cloud nodes that never boot. "gpu" holds all eight nodes, "small" one
-# cloud node, "shared" two cloud nodes that may be shared between jobs.
+# cloud node, "shared" two cloud nodes that may be shared between jobs, "whole" two cloud nodes
+# that only ever go to one job at a time.
 PARTITIONS = (
     Partition("gpu", "n1,c[1-7]", default=True),
     Partition("small", "c7"),
     Partition("shared", "c[5-6]", extra="OverSubscribe=YES:4"),
+    Partition("whole", "c[3-4]", extra="OverSubscribe=EXCLUSIVE", max_time="1-12:00:00"),
 )
 CLOUD_NODES = 7
 NODES = 1 + CLOUD_NODES
@@ -194,6 +198,8 @@ class SlurmLab(Lab):
             "ResumeTimeout=3600",
             "SuspendTimeout=1",
             "TreeWidth=64",
+            # list powered-down cloud nodes too (slurmrestd's node listing hides them otherwise)
+            "PrivateData=cloud",
             "MaxArraySize=100001",
             "MaxJobCount=100000",
             "MinJobAge=2",
@@ -217,7 +223,7 @@ class SlurmLab(Lab):
         for part in PARTITIONS:
             default = " Default=YES" if part.default else ""
             lines.append(
-                f"PartitionName={part.name} Nodes={part.nodes}{default} MaxTime=INFINITE State=UP {part.extra}".rstrip()
+                f"PartitionName={part.name} Nodes={part.nodes}{default} MaxTime={part.max_time} State=UP {part.extra}".rstrip()
             )
         self.conf.write_text("\n".join(lines) + "\n")
         gres = [
@@ -633,21 +639,7 @@ def parse_gres_detail(text: str) -> tuple[int, int, str | None]:
     """One node's ``gres_detail`` (``gpu:h100:8(IDX:0-7),shard:0``) -> (gpus, shards, model)."""
     gpus = shards = 0
     model = None
-    depth = 0
-    items: list[str] = []
-    cur = ""
-    for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            items.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    items.append(cur)
-    for item in items:
+    for item in split_gres(text):
         head = item.split("(", 1)[0]
         parts = head.split(":")
         if not parts or not parts[-1].isdigit():
