@@ -1,8 +1,15 @@
 """Offline decisions: ``gatekeeper check REQUEST.json`` and the admin ``/v1/explain`` endpoint.
 
 The request description goes through exactly the live path (``intake.py``: the same intake, header
-and body checks, pipeline and merge of a refusal); nothing is forwarded, nothing is audited, and
-quota is consumed only with ``--consume``. The answer is the decision JSON, with the policy trace.
+and body checks, pipeline and merge of a refusal); nothing is forwarded, nothing is audited. The
+answer is the decision JSON, with the policy trace.
+
+Quota, three ways. By default the stage runs as an explanation (``RequestInfo.explain``): it reads
+the buckets' usage and takes nothing, so the answer is the live one, an exhausted budget's 429 or
+451 included, and it counts in no live metric (``/v1/explain`` runs inside a serving gate). A
+store that cannot be reached is answered as ``quota.on_store_error`` says, with the store's error
+in ``quota.error``. ``--consume`` takes the quota as a live request would; ``--no-quota`` skips
+the stage (the answer then says nothing about budgets).
 """
 
 from __future__ import annotations
@@ -56,29 +63,41 @@ def _request_fields(payload: dict[str, Any]) -> tuple[str, str, CIMultiDictProxy
 
 
 async def decide_offline(
-    runtime: Runtime, payload: dict[str, Any], *, consume: bool
+    runtime: Runtime, payload: dict[str, Any], *, consume: bool = False, skip_quota: bool = False
 ) -> dict[str, Any]:
-    """Decide one described request; raises ``ValueError`` on a malformed description."""
+    """Decide one described request; raises ``ValueError`` on a malformed description.
+
+    ``consume`` takes quota as a live request would; ``skip_quota`` leaves the stage out; neither:
+    the quota is read and nothing taken (the module docstring)."""
+    if consume and skip_quota:
+        raise ValueError("consume and skip_quota exclude each other")
     method, target, headers, client_ip, body = _request_fields(payload)
     admitted = Intake(runtime.cfg).admit(
-        Request(method, target, headers, client_ip, body), started=time.perf_counter()
+        Request(method, target, headers, client_ip, body),
+        started=time.perf_counter(),
+        explain=not consume,
     )
     snapshot = runtime.snapshot
     route = admitted.route
     stages = snapshot.pipeline_for(route).stages if route is not None else ()
-    # The live stages, with the rule trace live traffic skips for speed; quota only if asked.
+    # The live stages, with the rule trace live traffic skips for speed.
     pipeline = Pipeline(
         [
             PolicyStage(snapshot.policy, trace=True) if stage.name == "policy" else stage
             for stage in stages
-            if consume or stage.name != "quota"
+            if not (skip_quota and stage.name == "quota")
         ]
     )
+    # Only a consuming decision holds a reservation the quota stage could be asked to refund.
     verdict = await decide(admitted, pipeline, snapshot.quota_stage if consume else None)
-    return render_decision(admitted.ctx, error=verdict.reason if verdict.blocked else None)
+    if not verdict.blocked:
+        return render_decision(admitted.ctx)
+    return render_decision(admitted.ctx, error=verdict.reason, detail=verdict.detail)
 
 
-def render_decision(ctx: RequestContext, *, error: str | None = None) -> dict[str, Any]:
+def render_decision(
+    ctx: RequestContext, *, error: str | None = None, detail: str = ""
+) -> dict[str, Any]:
     """The decision JSON (what ``check`` prints and ``/v1/explain`` answers)."""
     d = ctx.decision
     principal = ctx.maybe("principal")
@@ -106,4 +125,6 @@ def render_decision(ctx: RequestContext, *, error: str | None = None) -> dict[st
     }
     if error is not None:
         out["error"] = error
+        if detail:
+            out["detail"] = detail
     return out

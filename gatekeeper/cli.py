@@ -67,7 +67,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         runtime = Runtime(cfg)
         await runtime.start(with_audit=False)
         try:
-            return await decide_offline(runtime, payload, consume=args.consume)
+            return await decide_offline(
+                runtime, payload, consume=args.consume, skip_quota=args.no_quota
+            )
         finally:
             await runtime.close()
 
@@ -248,7 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_config(sub.add_parser("check", help="decide one request offline"))
     p.add_argument("request", help="REQUEST.json")
-    p.add_argument("--consume", action="store_true", help="consume quota as a live request would")
+    # Default: quota is read, nothing taken; the answer is the one the live gate would give now.
+    taking = p.add_mutually_exclusive_group()
+    taking.add_argument(
+        "--consume", action="store_true", help="consume quota as a live request would"
+    )
+    taking.add_argument(
+        "--no-quota", action="store_true", help="skip the quota stage (no store is asked)"
+    )
     p.set_defaults(func=cmd_check)
 
     policy = sub.add_parser("policy", help="validate and test policy files").add_subparsers(

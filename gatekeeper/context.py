@@ -230,6 +230,10 @@ class RequestInfo:
     # A Kubernetes write the API server decides on but does not store (``?dryRun=All``, a
     # review's ``dryRun``): decided and audited like the real write, charged nothing.
     dry_run: bool = False
+    # An offline decision (``gatekeeper check`` without ``--consume``, admin ``/v1/explain``):
+    # quota is read like a dry run and taken from no bucket, and the live counters (refusals,
+    # store errors, fail-open) do not count it, since it is a question, not a request.
+    explain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +260,13 @@ class QuotaState:
     fail_open: bool = False
     reservation: Any = None  # opaque, store-specific; used to refund exactly once
     refunded: bool = False
+    error: str | None = None  # an explanation's store failure, named for whoever asked
 
     def to_json(self) -> dict[str, Any]:
-        return _json(self, "retry_after_s", "reservation")
+        out = _json(self, "retry_after_s", "reservation", "error")
+        if self.error is not None:
+            out["error"] = self.error
+        return out
 
 
 @dataclass(slots=True)

@@ -90,7 +90,9 @@ class Intake:
         self.ipres = ClientIPResolver(cfg.trusted_proxies)
         self.max_body = cfg.limits.max_body_bytes
 
-    def admit(self, request: Request, *, started: float) -> Admitted:
+    def admit(self, request: Request, *, started: float, explain: bool = False) -> Admitted:
+        """The request's context and route, or the refusal found at intake; ``explain`` marks an
+        offline decision (``RequestInfo.explain``)."""
         headers = request.headers
         method = request.method
         client_ip = self.ipres.resolve(
@@ -130,6 +132,7 @@ class Intake:
             purpose=purpose,
             mode=route.mode if route is not None else "enforce",
             dry_run=dry_run,
+            explain=explain,
         )
         ctx = RequestContext(
             decision_id=new_decision_id(),

@@ -12,7 +12,10 @@ Outcomes: admitted -> ``ctx.quota`` holds the reservation that ``refund`` gives 
 in monitor mode the refusal is only recorded. Store failure or timeout -> ``DependencyError``
 (503) under ``on_store_error: deny``, or a counted fail-open under ``allow``.
 
-A Kubernetes dry run (``request.dry_run``) is decided from the buckets' usage and takes nothing.
+A Kubernetes dry run (``request.dry_run``) is decided from the buckets' usage and takes nothing;
+so is an explanation (``request.explain``: ``gatekeeper check``, ``/v1/explain``), which moreover
+counts in no live metric: its refusal or store failure is an answer to a question, not an event
+of the serving gate, and it names the store failure in ``ctx.quota.error``.
 A webhook ``UPDATE`` (``ctx.prior``: the object it replaces) draws only the increase, per unit.
 """
 
@@ -99,7 +102,7 @@ class QuotaStage:
         buckets = plan.buckets
         if not buckets:
             return
-        if ctx.request.dry_run:
+        if ctx.request.dry_run or ctx.request.explain:
             return await self._dry_run(ctx, group, plan)
         try:
             if self._own_deadline:
@@ -243,7 +246,8 @@ class QuotaStage:
         retry = result.retry_after_s or bucket.window_s
         is_license = name.startswith("license:")
         reason = R_LICENSE_EXHAUSTED if is_license else R_QUOTA_EXHAUSTED
-        metrics.QUOTA_REJECTED.labels(_label(name)).inc()
+        if not ctx.request.explain:
+            metrics.QUOTA_REJECTED.labels(_label(name)).inc()
         remaining = max(0.0, result.remaining.get(name, 0.0))
         ctx.quota = QuotaState(
             name=name,
@@ -274,13 +278,19 @@ class QuotaStage:
         raise Deny(reason, 429, detail, rule=decision.rule, headers={"Retry-After": str(retry)})
 
     def _store_failed(self, ctx: RequestContext, exc: BaseException) -> None:
-        metrics.STORE_ERRORS.inc()
+        explain = ctx.request.explain
+        if not explain:
+            metrics.STORE_ERRORS.inc()
         detail = getattr(exc, "detail", "") or f"quota store: {type(exc).__name__}"
+        error = detail if explain else None
         # Monitor mode never blocks on its own account: it forwards what enforce would block.
         if self.on_store_error == "deny" and ctx.decision.enforced:
+            if explain:
+                ctx.quota = QuotaState(error=error)
             raise DependencyError(R_STORE_UNAVAILABLE, detail) from exc
-        metrics.FAIL_OPEN.inc()
-        ctx.quota = QuotaState(fail_open=True)
+        if not explain:
+            metrics.FAIL_OPEN.inc()
+        ctx.quota = QuotaState(fail_open=True, error=error)
         if R_STORE_UNAVAILABLE not in ctx.decision.reasons:
             ctx.decision.reasons.append(R_STORE_UNAVAILABLE)
 

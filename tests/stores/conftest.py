@@ -81,3 +81,13 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[QuotaStore]:
 @pytest.fixture
 def group() -> str:
     return f"grp-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(params=["memory", "redis", "cluster", "leased"])
+async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[QuotaStore]:
+    """One store of every kind the quota stage runs on, closed after the test."""
+    s = make_store(request.param, store_url(request.param, request))
+    try:
+        yield s
+    finally:
+        await s.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -79,15 +78,6 @@ def make_ctx(
         license=license, quotas=quotas,
     )  # fmt: skip
     return ctx
-
-
-@pytest.fixture(params=["memory", "redis", "cluster", "leased"])
-async def any_store(request: pytest.FixtureRequest) -> AsyncIterator[QuotaStore]:
-    s = make_store(request.param, store_url(request.param, request))
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def test_allow_consumes_and_reports(any_store: QuotaStore, group: str) -> None:
