@@ -361,8 +361,9 @@ class RequestContext:
         self._compute: ComputeRequest | None = None
         self._decision: Decision | None = None
         self._quota: QuotaState | None = None
-        # What the object a write replaces was measured at (a webhook UPDATE): quota charges only
-        # the increase over it. None: the whole of ``compute`` is charged.
+        # What the stored object a write replaces was measured at (a webhook UPDATE's oldObject,
+        # the proxy's read for PUT/PATCH/scale): quota charges only the increase over it. None:
+        # the whole of ``compute`` is charged.
         self.prior: ComputeRequest | None = None
 
     def with_body(self, body: bytes) -> RequestContext:

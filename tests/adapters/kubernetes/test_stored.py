@@ -1,4 +1,5 @@
-"""Which writes are measured on the stored object, and a read that cannot reach the API server."""
+"""Which writes are measured on (or charged over) the stored object, and a read that cannot
+reach the API server."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 
 from gatekeeper.errors import DependencyError
 from gatekeeper.stages.compute import ComputeStage
-from gatekeeper.stages.kubernetes import KubernetesComputeStage, stored_path
+from gatekeeper.stages.kubernetes import KubernetesComputeStage, replaced_path, stored_path
 from tests.support import free_port
 
 from ..helpers import CATALOG
@@ -29,6 +30,21 @@ D = "/apis/apps/v1/namespaces/ml/deployments"
 )
 def test_stored_path(method: str, path: str, stored: str | None) -> None:
     assert stored_path(method, path) == stored
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "replaced"),
+    [
+        ("PUT", f"{D}/serve?fieldManager=kubectl", f"{D}/serve"),
+        ("PUT", f"{D}/serve/scale", None),  # measured on the stored object already
+        ("PUT", f"{D}/serve/status", None),
+        ("PUT", D, None),
+        ("PATCH", f"{D}/serve", None),
+        ("POST", D, None),
+    ],
+)
+def test_replaced_path(method: str, path: str, replaced: str | None) -> None:
+    assert replaced_path(method, path) == replaced
 
 
 async def test_unreachable_api_server_is_a_dependency_error() -> None:
