@@ -36,6 +36,7 @@ R_UPSTREAM_UNREACHABLE = "upstream-unreachable"
 R_UPSTREAM_TIMEOUT = "upstream-timeout"
 R_UNKNOWN_GPU_MODEL = "unknown-gpu-model"
 R_UNMEASURABLE = "unmeasurable-request"
+R_WORKLOAD_CHANGED = "workload-changed"  # a Scale review whose workload changed since its read
 R_DEFAULT = "default-action"
 R_CONTENT_ENCODING = "content-encoding"
 R_INTERNAL_ERROR = "internal-error"

@@ -18,7 +18,12 @@ the gate to learn an object it could not read itself. A client without ``get`` p
 object gets 400 ``unmeasurable-request`` (the gate cannot bound the change); a missing object is
 patched as empty (server-side apply creates it; other patches fail at the API server). The
 webhook, whose caller is the API server, reads claims and the workload of a ``Scale`` as its own
-service account (``admission.token_file``).
+service account (``admission.token_file``), once per review: the workload as read is both what the
+new replica count is applied to and the old state the increase is charged over, and it must be the
+state the API server is changing (the Scale's ``resourceVersion``, which the API server copies from
+the workload). A workload read at another version is refused (409 ``workload-changed``): the API
+server's write is then bound to fail its own version check, and an admission that charged it
+would be charged again when the API server or the client retries.
 """
 
 from __future__ import annotations
@@ -33,14 +38,14 @@ from typing import Any
 
 import aiohttp
 
-from ..adapters.body import MAX_BODY_BYTES, load_body, load_json
+from ..adapters.body import MAX_BODY_BYTES, load_body, load_json, sanitize
 from ..adapters.common import header
 from ..adapters.kubernetes import ApiPath, ClaimResolver, measure_change, measure_object, parse_path
 from ..adapters.kubernetes.patch import metadata_only
 from ..adapters.kubernetes.pods import unmeasurable
 from ..adapters.submission import Submission
 from ..config import RouteConfig
-from ..context import R_UPSTREAM_UNREACHABLE, ComputeRequest, RequestContext
+from ..context import R_UPSTREAM_UNREACHABLE, R_WORKLOAD_CHANGED, ComputeRequest, RequestContext
 from ..errors import BadRequest, Deny, DependencyError
 from .compute import ComputeStage
 
@@ -112,17 +117,25 @@ class KubernetesComputeStage:
         *,
         timeout_s: float = 5.0,
         access: ClaimAccess | None = None,
+        version: str | None = None,
     ) -> None:
         self.inner = inner
         self.timeout_s = timeout_s
         # the webhook's face: its object is final; claims and the workload of a Scale are read,
         # with its own token
         self.access = access
+        # the webhook's Scale: the workload's resourceVersion the API server is changing
+        self.version = version
         self._claims: dict[tuple[str, ...], tuple[float, dict[str, Any]]] = {}
 
-    def for_admission(self, access: ClaimAccess) -> KubernetesComputeStage:
-        """This stage as the webhook runs it (the same claim cache)."""
-        stage = KubernetesComputeStage(self.inner, timeout_s=self.timeout_s, access=access)
+    def for_admission(
+        self, access: ClaimAccess, version: str | None = None
+    ) -> KubernetesComputeStage:
+        """This stage as the webhook runs it for one review (the same claim cache); ``version``:
+        the ``resourceVersion`` of a Scale review's ``oldObject``."""
+        stage = KubernetesComputeStage(
+            self.inner, timeout_s=self.timeout_s, access=access, version=version
+        )
         stage._claims = self._claims
         return stage
 
@@ -162,6 +175,7 @@ class KubernetesComputeStage:
                 # SECURITY: the API server scales a workload it holds; one the webhook does not
                 # find (another cluster, a stale read) is not a workload of zero pods
                 raise unmeasurable(target, "the workload this Scale belongs to was not found")
+            self._same_version(target, current)
         elif replaced is not None:
             try:
                 current = await self.read(route.upstream, replaced, route.strip_prefix, ctx.headers)
@@ -187,8 +201,24 @@ class KubernetesComputeStage:
             current=current,
             resolver=resolver,
         )
-        if current and self.access is None:
+        # the webhook credits the workload as read only when it is the state the API server is
+        # changing (a Scale review without a version is charged whole)
+        if current and (self.access is None or self.version is not None):
             ctx.prior = self._stored(route, ctx.request.path, current, resolver)
+
+    def _same_version(self, target: str, current: dict[str, Any]) -> None:
+        if self.access is None or self.version is None:
+            return
+        meta = current.get("metadata")
+        held = meta.get("resourceVersion") if isinstance(meta, dict) else None
+        if held != self.version:
+            raise Deny(
+                R_WORKLOAD_CHANGED,
+                409,
+                f"{sanitize(target, 160)}: the workload is at resourceVersion "
+                f"{sanitize(str(held), 32)}, the Scale at {sanitize(self.version, 32)}; "
+                "it changed during the write: retry",
+            )
 
     def _stored(
         self, route: RouteConfig, path: str, current: dict[str, Any], resolver: ClaimResolver
