@@ -36,6 +36,7 @@ R_UPSTREAM_UNREACHABLE = "upstream-unreachable"
 R_UPSTREAM_TIMEOUT = "upstream-timeout"
 R_UNKNOWN_GPU_MODEL = "unknown-gpu-model"
 R_UNMEASURABLE = "unmeasurable-request"
+R_WORKLOAD_CHANGED = "workload-changed"  # a Scale review whose workload changed since its read
 R_DEFAULT = "default-action"
 R_CONTENT_ENCODING = "content-encoding"
 R_INTERNAL_ERROR = "internal-error"
@@ -369,8 +370,9 @@ class RequestContext:
         self._compute: ComputeRequest | None = None
         self._decision: Decision | None = None
         self._quota: QuotaState | None = None
-        # What the object a write replaces was measured at (a webhook UPDATE): quota charges only
-        # the increase over it. None: the whole of ``compute`` is charged.
+        # What the stored object a write replaces was measured at (a webhook UPDATE's oldObject,
+        # the proxy's read for PUT/PATCH/scale): quota charges only the increase over it. None:
+        # the whole of ``compute`` is charged.
         self.prior: ComputeRequest | None = None
 
     def with_body(self, body: bytes) -> RequestContext:

@@ -7,9 +7,11 @@ pipeline it hands over differs, and only where the API server already did the wo
   so a stage that sets that principal stands where the token check stands;
 - compute: the review carries the object as it will be stored, so a patch is not re-applied; the
   webhook reads from the API server, as its own service account, only the DRA claims its pods
-  name and, for a ``Scale`` (which carries nothing but replicas), the workload it scales. Without
-  ``admission.api_server`` nothing is read: a claim that cannot be resolved is refused or bounded
-  as the adapter says, a ``Scale`` is refused;
+  name and, for a ``Scale`` (which carries nothing but replicas), the workload it scales, once:
+  the workload as read is the old state too, when its ``resourceVersion`` is the Scale's (else
+  the review is refused, see ``stages/kubernetes.py``). Without ``admission.api_server`` nothing
+  is read: a claim that cannot be resolved is refused or bounded as the adapter says, a ``Scale``
+  is refused;
 - quota: an ``UPDATE`` draws only its increase over ``oldObject``, measured the same way
   (``ctx.prior``; when the old object cannot be measured the new one is charged whole). The
   policy still decides on the whole new object. A dry run is decided and charged nothing (the
@@ -54,14 +56,16 @@ class AdmissionCompute:
 
     async def run(self, ctx: RequestContext) -> None:
         api = parse_path(ctx.request.path)
-        if api is not None and api.subresource == "scale" and not self.reads:
+        scale = api is not None and api.subresource == "scale"
+        if api is not None and scale and not self.reads:
             raise unmeasurable(
                 f"{api.resource}/scale",
                 "a Scale carries only replicas; the webhook reads the workload it scales "
                 "only with admission.api_server set",
             )
         await _measure(self.inner, ctx)
-        if self.old is None or not ctx.has("compute"):
+        if self.old is None or not ctx.has("compute") or scale:
+            # a Scale's old state is the workload the stage read (``ctx.prior``): not read twice
             return
         before = ctx.with_body(self.old)
         try:
@@ -84,6 +88,7 @@ def admission_pipeline(
     *,
     old: bytes | None = None,
     access: ClaimAccess | None = None,
+    version: str | None = None,
 ) -> Pipeline:
     """The route's pipeline with the webhook's substitutions (see the module docstring)."""
     stages: list[Stage] = []
@@ -91,7 +96,7 @@ def admission_pipeline(
         if stage.name == "authn":
             stages.append(GivenPrincipal(principal))
         elif isinstance(stage, KubernetesComputeStage):
-            inner: Stage = stage.inner if access is None else stage.for_admission(access)
+            inner: Stage = stage.inner if access is None else stage.for_admission(access, version)
             stages.append(AdmissionCompute(inner, old, reads=access is not None))
         else:
             stages.append(stage)

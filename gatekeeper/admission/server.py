@@ -97,7 +97,9 @@ class AdmissionHandler:
         ctx.route_config = self.route
         principal = principal_for(review.username, tenant_of(review, self.tenants))
         old = orjson.dumps(review.old) if review.operation == "UPDATE" and review.old else None
-        pipeline = admission_pipeline(self.runtime, ctx, principal, old=old, access=self.access)
+        pipeline = admission_pipeline(
+            self.runtime, ctx, principal, old=old, access=self.access, version=_version(review)
+        )
         snapshot = self.runtime.snapshot
         verdict = await decide(Admitted(ctx, self.route, ""), pipeline, snapshot.quota_stage)
         # As the proxy: a pipeline that raised nothing forwards (here: admits).
@@ -130,6 +132,16 @@ class AdmissionHandler:
             metrics.STAGE_SECONDS.labels(stage).observe(seconds)
         # Reviews are few: their counts reach the shared metrics at once (no Flusher here).
         metrics.flush()
+
+
+def _version(review: Review) -> str | None:
+    """The ``resourceVersion`` of a Scale review's ``oldObject``: the API server copies it from
+    the workload it is changing (and the new Scale carries the same by the time it asks)."""
+    if review.sub_resource != "scale" or review.old is None:
+        return None
+    meta = review.old.get("metadata")
+    version = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    return version if isinstance(version, str) and version else None
 
 
 def _annotations(ctx: RequestContext, review: Review) -> dict[str, str]:

@@ -3,7 +3,11 @@
 A ``PATCH`` of an object and any write to its ``/scale`` subresource are measured on the object
 as it will be stored: this stage reads the current object from the route's upstream (the API
 server) and hands it to the adapter (``measure_change``), which applies the patch and measures
-the result. A write whose pods name DRA claims (``resourceClaimName``,
+the result. The proxy also reads the object a ``PUT`` replaces; the object as read is measured
+too (``ctx.prior``) and quota draws only the increase over it, while the policy still decides on
+the whole new object. An object that is not there (404) credits nothing; for a ``PUT`` a read
+that fails credits nothing either (the whole object is charged), and a stored object the adapter
+cannot measure credits nothing. A write whose pods name DRA claims (``resourceClaimName``,
 ``resourceClaimTemplateName``) has the claims read too (the newest ``resource.k8s.io`` version the
 API server serves; cached briefly: a claim's spec is immutable). Every other request goes to the
 plain compute stage.
@@ -14,7 +18,12 @@ the gate to learn an object it could not read itself. A client without ``get`` p
 object gets 400 ``unmeasurable-request`` (the gate cannot bound the change); a missing object is
 patched as empty (server-side apply creates it; other patches fail at the API server). The
 webhook, whose caller is the API server, reads claims and the workload of a ``Scale`` as its own
-service account (``admission.token_file``).
+service account (``admission.token_file``), once per review: the workload as read is both what the
+new replica count is applied to and the old state the increase is charged over, and it must be the
+state the API server is changing (the Scale's ``resourceVersion``, which the API server copies from
+the workload). A workload read at another version is refused (409 ``workload-changed``): the API
+server's write is then bound to fail its own version check, and an admission that charged it
+would be charged again when the API server or the client retries.
 """
 
 from __future__ import annotations
@@ -29,15 +38,15 @@ from typing import Any
 
 import aiohttp
 
-from ..adapters.body import MAX_BODY_BYTES, load_body, load_json
+from ..adapters.body import MAX_BODY_BYTES, load_body, load_json, sanitize
 from ..adapters.common import header
-from ..adapters.kubernetes import measure_change, parse_path
+from ..adapters.kubernetes import ApiPath, ClaimResolver, measure_change, measure_object, parse_path
 from ..adapters.kubernetes.patch import metadata_only
 from ..adapters.kubernetes.pods import unmeasurable
 from ..adapters.submission import Submission
 from ..config import RouteConfig
-from ..context import R_UPSTREAM_UNREACHABLE, RequestContext
-from ..errors import BadRequest, DependencyError
+from ..context import R_UPSTREAM_UNREACHABLE, R_WORKLOAD_CHANGED, ComputeRequest, RequestContext
+from ..errors import BadRequest, Deny, DependencyError
 from .compute import ComputeStage
 
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
@@ -65,6 +74,16 @@ def stored_path(method: str, path: str) -> str | None:
     if api.subresource is None and method == "PATCH":
         return base
     return None
+
+
+def replaced_path(method: str, path: str) -> str | None:
+    """The object a ``PUT`` replaces (read only to charge the increase over it), else ``None``."""
+    if method != "PUT":
+        return None
+    api = parse_path(path)
+    if api is None or api.name is None or api.subresource is not None:
+        return None
+    return path.split("?", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -98,17 +117,25 @@ class KubernetesComputeStage:
         *,
         timeout_s: float = 5.0,
         access: ClaimAccess | None = None,
+        version: str | None = None,
     ) -> None:
         self.inner = inner
         self.timeout_s = timeout_s
         # the webhook's face: its object is final; claims and the workload of a Scale are read,
         # with its own token
         self.access = access
+        # the webhook's Scale: the workload's resourceVersion the API server is changing
+        self.version = version
         self._claims: dict[tuple[str, ...], tuple[float, dict[str, Any]]] = {}
 
-    def for_admission(self, access: ClaimAccess) -> KubernetesComputeStage:
-        """This stage as the webhook runs it (the same claim cache)."""
-        stage = KubernetesComputeStage(self.inner, timeout_s=self.timeout_s, access=access)
+    def for_admission(
+        self, access: ClaimAccess, version: str | None = None
+    ) -> KubernetesComputeStage:
+        """This stage as the webhook runs it for one review (the same claim cache); ``version``:
+        the ``resourceVersion`` of a Scale review's ``oldObject``."""
+        stage = KubernetesComputeStage(
+            self.inner, timeout_s=self.timeout_s, access=access, version=version
+        )
         stage._claims = self._claims
         return stage
 
@@ -123,10 +150,12 @@ class KubernetesComputeStage:
         target = stored_path(req.method, req.path)
         if target is not None and self._metadata_patch(ctx):
             target = None
-        if target is None and _CLAIM_MARK not in ctx.body:
+        # the proxy's PUT: the object it replaces is read for the charge, not the measurement
+        replaced = replaced_path(req.method, req.path) if self.access is None else None
+        if target is None and replaced is None and _CLAIM_MARK not in ctx.body:
             self.inner.run(ctx)
             return None
-        return self._measure(ctx, target)
+        return self._measure(ctx, target, replaced)
 
     def _metadata_patch(self, ctx: RequestContext) -> bool:
         if ctx.request.method != "PATCH" or ctx.request.path.endswith("/scale"):
@@ -137,7 +166,7 @@ class KubernetesComputeStage:
             return False  # the adapter reports the body's own problem
         return metadata_only(doc, _ctype(ctx.headers)) and _CLAIM_MARK not in ctx.body
 
-    async def _measure(self, ctx: RequestContext, target: str | None) -> None:
+    async def _measure(self, ctx: RequestContext, target: str | None, replaced: str | None) -> None:
         route = ctx.route_config
         current = None
         if target is not None:
@@ -146,6 +175,15 @@ class KubernetesComputeStage:
                 # SECURITY: the API server scales a workload it holds; one the webhook does not
                 # find (another cluster, a stale read) is not a workload of zero pods
                 raise unmeasurable(target, "the workload this Scale belongs to was not found")
+            self._same_version(target, current)
+        elif replaced is not None:
+            try:
+                current = await self.read(route.upstream, replaced, route.strip_prefix, ctx.headers)
+            except (Deny, DependencyError):
+                # SECURITY: a PUT is measured as sent; an object it replaces that cannot be read
+                # credits nothing (the whole object is charged), and the API server still decides
+                # whether the client may write it
+                current = None
         claims: dict[tuple[str, str], dict[str, Any]] = {}
         if _CLAIM_MARK in ctx.body or (current is not None and claim_refs(current)):
             refs = claim_refs(current) | claim_refs(_body(ctx))
@@ -155,13 +193,49 @@ class KubernetesComputeStage:
                 found = await self.read_claim(route, namespace, kind, name, ctx.headers)
                 if found is not None:
                     claims[(kind, name)] = found
+        resolver = lambda kind, _ns, name: claims.get((kind, name))  # noqa: E731
         ctx.compute = measure_change(
             Submission(route, ctx.request.method, ctx.request.path, ctx.headers, ctx.body),
             self.inner.catalog,
             self.inner.inventory,
             current=current,
-            resolver=lambda kind, _ns, name: claims.get((kind, name)),
+            resolver=resolver,
         )
+        # the webhook credits the workload as read only when it is the state the API server is
+        # changing (a Scale review without a version is charged whole)
+        if current and (self.access is None or self.version is not None):
+            ctx.prior = self._stored(route, ctx.request.path, current, resolver)
+
+    def _same_version(self, target: str, current: dict[str, Any]) -> None:
+        if self.access is None or self.version is None:
+            return
+        meta = current.get("metadata")
+        held = meta.get("resourceVersion") if isinstance(meta, dict) else None
+        if held != self.version:
+            raise Deny(
+                R_WORKLOAD_CHANGED,
+                409,
+                f"{sanitize(target, 160)}: the workload is at resourceVersion "
+                f"{sanitize(str(held), 32)}, the Scale at {sanitize(self.version, 32)}; "
+                "it changed during the write: retry",
+            )
+
+    def _stored(
+        self, route: RouteConfig, path: str, current: dict[str, Any], resolver: ClaimResolver
+    ) -> ComputeRequest | None:
+        """The object as read, measured as the new one is (``None``: it cannot be bounded, so it
+        credits nothing)."""
+        api = parse_path(path)
+        if api is None:
+            return None
+        whole = ApiPath(api.api_version, api.resource, api.namespace, api.name, None)
+        try:
+            return measure_object(
+                route, current, self.inner.catalog, self.inner.inventory, api=whole,
+                resolver=resolver,
+            )  # fmt: skip
+        except (Deny, DependencyError):
+            return None
 
     async def read_claim(
         self, route: RouteConfig, namespace: str | None, kind: str, name: str, headers: Any
@@ -256,4 +330,10 @@ def _who(headers: Any) -> str:
     return hashlib.sha256(auth.encode()).hexdigest()
 
 
-__all__ = ["ClaimAccess", "KubernetesComputeStage", "claim_refs", "stored_path"]
+__all__ = [
+    "ClaimAccess",
+    "KubernetesComputeStage",
+    "claim_refs",
+    "replaced_path",
+    "stored_path",
+]

@@ -16,7 +16,8 @@ A Kubernetes dry run (``request.dry_run``) is decided from the buckets' usage an
 so is an explanation (``request.explain``: ``gatekeeper check``, ``/v1/explain``), which moreover
 counts in no live metric: its refusal or store failure is an answer to a question, not an event
 of the serving gate, and it names the store failure in ``ctx.quota.error``.
-A webhook ``UPDATE`` (``ctx.prior``: the object it replaces) draws only the increase, per unit.
+A write that changes a stored object (``ctx.prior``: the object it replaces, as the webhook's
+``oldObject`` or the proxy's read measured it) draws only the increase, per unit.
 """
 
 from __future__ import annotations
@@ -386,7 +387,7 @@ def ident_of(ctx: RequestContext, per: str, group: str | None = None) -> str | N
 def charged(ctx: RequestContext) -> tuple[float, float] | None:
     """(tpp_hours, gpu_hours) the request draws; ``None`` without compute.
 
-    The measured amounts, or with ``ctx.prior`` (the object a webhook UPDATE replaces) only their
+    The measured amounts, or with ``ctx.prior`` (the stored object a write replaces) only their
     increase over it, per unit: an edit that grows nothing draws nothing."""
     compute = ctx.maybe("compute")
     if compute is None:

@@ -11,6 +11,10 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from tests.adapters.kubernetes.stack import ApiServer
+
 from .support import TENANTS, Webhook, review, review_of, running_webhook, stand_in_api
 
 GPU = "nvidia.com/gpu"
@@ -46,20 +50,36 @@ def update(new: dict[str, Any], old: dict[str, Any], **kw: Any) -> dict[str, Any
                   name="serve", namespace=ns, old=old, **kw)  # fmt: skip
 
 
-def scale(replicas: int, ns: str = "fjord") -> dict[str, Any]:
-    """A Scale as the API server builds it from the Deployment (``autoscaling/v1``)."""
+def scale(replicas: int, ns: str = "fjord", version: str = "1") -> dict[str, Any]:
+    """A Scale as the API server builds it from the Deployment (``autoscaling/v1``): its
+    ``resourceVersion`` is the Deployment's (the stand-in API server stores a new one at 1)."""
     return {"apiVersion": "autoscaling/v1", "kind": "Scale",
             "metadata": {"name": "serve", "namespace": ns,
-                         "uid": "7e0c9a55-4c2f-4a07-9f0e-2d1c3b4a5f60", "resourceVersion": "4711",
+                         "uid": "7e0c9a55-4c2f-4a07-9f0e-2d1c3b4a5f60", "resourceVersion": version,
                          "creationTimestamp": "2026-12-01T10:00:00Z"},
             "spec": {"replicas": replicas},
             "status": {"replicas": 1, "selector": "app=serve"}}  # fmt: skip
 
 
-def scale_review(new: int, old: int, ns: str = "fjord", **kw: Any) -> dict[str, Any]:
-    return review(scale(new, ns), operation="UPDATE", group="apps", version="v1",
-                  resource="deployments", name="serve", namespace=ns, old=scale(old, ns),
-                  sub_resource="scale", **kw)  # fmt: skip
+def scale_review(
+    new: int, old: int, ns: str = "fjord", version: str = "1", **kw: Any
+) -> dict[str, Any]:
+    """A Scale review as the API server sends it: the new and old Scale both carry the
+    ``resourceVersion`` of the workload it is changing."""
+    return review(scale(new, ns, version), operation="UPDATE", group="apps", version="v1",
+                  resource="deployments", name="serve", namespace=ns,
+                  old=scale(old, ns, version), sub_resource="scale", **kw)  # fmt: skip
+
+
+async def store_replicas(api: ApiServer, ns: str, replicas: int) -> str:
+    """Scale the stand-in's Deployment as the API server stores an admitted Scale; its new
+    ``resourceVersion``."""
+    path = f"http://127.0.0.1:{api.port}/apis/apps/v1/namespaces/{ns}/deployments/serve/scale"
+    body = {"spec": {"replicas": replicas}}
+    headers = {"Content-Type": "application/merge-patch+json"}
+    async with aiohttp.ClientSession() as s, s.patch(path, json=body, headers=headers) as r:
+        assert r.status == 200
+        return str((await r.json())["metadata"]["resourceVersion"])
 
 
 async def used(hook: Webhook) -> float:
@@ -139,7 +159,8 @@ async def test_scale_is_measured_on_the_workload_read_from_the_api_server(tmp_pa
             up = await hook.answer(scale_review(4, 1))
             assert up["allowed"] is True and up["auditAnnotations"]["gpus"] == "32"
             assert await used(hook) == 3 * DAY  # from 1 to 4 pods: three more
-            down = await hook.answer(scale_review(2, 4))
+            version = await store_replicas(api, "fjord", 4)  # the API server stored it
+            down = await hook.answer(scale_review(2, 4, version=version))
             assert down["allowed"] is True and down["auditAnnotations"]["gpus"] == "16"
             assert await used(hook) == 3 * DAY
             no = await hook.answer(scale_review(4, 1, ns="team-a"))
@@ -150,10 +171,30 @@ async def test_scale_is_measured_on_the_workload_read_from_the_api_server(tmp_pa
             assert lost["status"]["reason"] == "unmeasurable-request"
             assert "not found" in lost["status"]["message"]
         gets = [e for e in api.seen() if e["method"] == "GET"]
-        assert gets and all(e["bearer"] for e in gets)
-        assert {e["path"] for e in gets} == {
-            f"/apis/apps/v1/namespaces/{ns}/deployments/serve" for ns in ("fjord", "team-a", "lab")
-        }
+        assert all(e["bearer"] for e in gets)
+        # one read of the workload per review: the new and the old state are measured on it
+        assert [e["path"] for e in gets] == [
+            f"/apis/apps/v1/namespaces/{ns}/deployments/serve"
+            for ns in ("fjord", "fjord", "team-a", "lab")
+        ]
+
+
+async def test_scale_of_a_workload_that_changed_meanwhile_is_refused(tmp_path: Path) -> None:
+    """The workload read at another ``resourceVersion`` than the Scale's: the API server's write
+    fails its own version check, so the review is refused (409, charged nothing) rather than
+    charged once now and again when the write is retried."""
+    async with stand_in_api(tmp_path, [("fjord", deployment(1))]) as (api, reads):
+        async with running_webhook(tmp_path, tenants=TENANTS_FJORD, **reads) as hook:
+            fresh = await store_replicas(api, "fjord", 2)  # written since the API server read "1"
+            stale = await hook.answer(scale_review(4, 1))
+            assert stale["allowed"] is False, stale
+            assert (stale["status"]["code"], stale["status"]["reason"]) == (409, "workload-changed")
+            assert "resourceVersion 2, the Scale at 1" in stale["status"]["message"]
+            assert await used(hook) == 0
+            # the retry, on the workload as it now is: two more pods
+            retried = await hook.answer(scale_review(4, 2, version=fresh))
+            assert retried["allowed"] is True and await used(hook) == 2 * DAY
+        assert sum(1 for e in api.seen() if e["method"] == "GET") == 2
 
 
 async def test_scale_without_an_api_server_is_refused_with_its_reason(tmp_path: Path) -> None:

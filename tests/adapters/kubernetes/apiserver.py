@@ -1,6 +1,7 @@
 """A stand-in Kubernetes API server for the client tests: stores objects, serves GET, POST, PUT,
 PATCH (merge, strategic merge, JSON patch) and the ``/scale`` subresource of stored objects;
 ``dryRun=All`` stores nothing, any other ``dryRun`` is 422 (as the API server's validation).
+Every stored change gives the object the next ``resourceVersion``, as the API server does.
 
 Run as ``python -m tests.adapters.kubernetes.apiserver --port N --log FILE``; every request is
 appended to FILE as one JSON line (method, path, content type, whether it carried a bearer token).
@@ -44,9 +45,15 @@ def build_app(log_path: str) -> web.Application:
         with open(log_path, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
 
+    def bump(obj: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+        meta = obj.setdefault("metadata", {})
+        meta["resourceVersion"] = str(int(old["metadata"]["resourceVersion"]) + 1)
+        return obj
+
     def scale_of(obj: dict[str, Any]) -> dict[str, Any]:
         return {"apiVersion": "autoscaling/v1", "kind": "Scale",
-                "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"].get("namespace")},
+                "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"].get("namespace"),
+                             "resourceVersion": obj["metadata"]["resourceVersion"]},
                 "spec": {"replicas": obj.get("spec", {}).get("replicas", 1)},
                 "status": {"replicas": 0}}  # fmt: skip
 
@@ -81,6 +88,7 @@ def build_app(log_path: str) -> web.Application:
                 scale = json.loads(body)
             if request.method in ("PATCH", "PUT"):
                 obj.setdefault("spec", {})["replicas"] = scale["spec"]["replicas"]
+                bump(obj, obj)
             return web.json_response(scale_of(obj))
         if sub is not None:
             return _status(404, "NotFound", f"no subresource {sub}")
@@ -91,7 +99,7 @@ def build_app(log_path: str) -> web.Application:
         elif request.method == "PATCH":
             obj = apply_patch(obj, json.loads(body), request.content_type)
         if not dry:
-            store[key] = obj
+            store[key] = bump(obj, store[key])
         return web.json_response(obj)
 
     app = web.Application()
