@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from multidict import CIMultiDictProxy
 
@@ -38,10 +39,17 @@ from .context import (
     RequestInfo,
 )
 from .errors import BadRequest, Deny, DependencyError
+from .memo import remember
 from .pipeline import Pipeline
 from .policy.purpose import header_purpose
 from .proxy.clientip import ClientIPResolver
-from .proxy.headers import refuse_override_headers, refuse_override_params, strip_client_headers
+from .proxy.headers import (
+    GATE_MARK,
+    header_names,
+    refuse_override_headers,
+    refuse_override_params,
+    strip_client_headers,
+)
 from .proxy.ids import new_decision_id
 from .proxy.paths import normalize_path, split_target
 from .proxy.routing import Router
@@ -50,6 +58,7 @@ from .stages.quota import QuotaStage
 log = logging.getLogger("gatekeeper")
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_INFO_KEY_TEXT = 1024  # characters of a remembered RequestInfo's key (longer paths: built anew)
 STATUS_BLOCKED = 451  # an enforced policy block (its action stays what the policy said)
 
 
@@ -89,14 +98,19 @@ class Intake:
         self.router = Router(cfg.routes)
         self.ipres = ClientIPResolver(cfg.trusted_proxies)
         self.max_body = cfg.limits.max_body_bytes
+        # Every field of a RequestInfo -> the one shared instance (``_info``).
+        self._infos: dict[tuple[Any, ...], RequestInfo] = {}
 
     def admit(self, request: Request, *, started: float, explain: bool = False) -> Admitted:
         """The request's context and route, or the refusal found at intake; ``explain`` marks an
         offline decision (``RequestInfo.explain``)."""
         headers = request.headers
         method = request.method
+        names = header_names(headers)  # each header name is looked for in it, not in headers
         client_ip = self.ipres.resolve(
-            request.peer, headers.getall("X-Forwarded-For", ()), headers.getall("Forwarded", ())
+            request.peer,
+            headers.getall("X-Forwarded-For", ()),
+            headers.getall("Forwarded", ()) if "\nforwarded\n" in names else (),
         )
         path = ""
         route: RouteConfig | None = None
@@ -111,46 +125,75 @@ class Intake:
             route = self.router.match(method, path)
             if route is None:
                 raise Deny(R_NO_ROUTE, 404, f"no route for {method} {path}")
-            refuse_override_headers(headers)
+            refuse_override_headers(headers, names)
             refuse_override_params(query)
             # Read before client X-Gatekeeper-* headers are stripped: a declared purpose adds to
             # the token's claim (policy/purpose.py), so it can only make a decision stricter.
-            purpose = header_purpose(headers)
+            if GATE_MARK in names:  # else there is no X-Gatekeeper-Purpose to read
+                purpose = header_purpose(headers)
             needs_body = route.adapter != "none" and method in BODY_METHODS
             if needs_body:
-                self._check_body_headers(headers, request.body)
+                self._check_body_headers(headers, request.body, names)
             target = _upstream_path(route, path) + query
             # Only the Kubernetes API knows dryRun: elsewhere the parameter exempts nothing.
             dry_run = route.adapter == "kubernetes" and bool(query) and is_dry_run(query)
         except Deny as deny:
             refusal = deny
-        info = RequestInfo(
-            route=route.name if route is not None else "",
-            method=method,
-            path=path,
-            client_ip=client_ip,
-            purpose=purpose,
-            mode=route.mode if route is not None else "enforce",
-            dry_run=dry_run,
-            explain=explain,
-        )
         ctx = RequestContext(
             decision_id=new_decision_id(),
-            request=info,
-            headers=strip_client_headers(headers),
+            request=self._info(route, method, path, client_ip, purpose, dry_run, explain),
+            headers=strip_client_headers(headers, names),
             body=request.body if needs_body and request.body is not None else b"",
             route_config=route,
             started=started,
         )
         return Admitted(ctx, route, target, refusal, needs_body and refusal is None)
 
-    def _check_body_headers(self, headers: CIMultiDictProxy[str], body: bytes | None) -> None:
-        """The declared (or given) size within ``max_body_bytes``, no ``Content-Encoding``."""
+    def _info(
+        self,
+        route: RouteConfig | None,
+        method: str,
+        path: str,
+        client_ip: str,
+        purpose: str | None,
+        dry_run: bool,
+        explain: bool,
+    ) -> RequestInfo:
+        """The ``RequestInfo`` of these attributes, shared by the requests that repeat them (it
+        is frozen; building one costs more than finding it)."""
+        name, mode = (route.name, route.mode) if route is not None else ("", "enforce")
+        key = (name, mode, method, path, client_ip, purpose, dry_run, explain)
+        info = self._infos.get(key)
+        if info is None:
+            info = RequestInfo(
+                route=name,
+                method=method,
+                path=path,
+                client_ip=client_ip,
+                purpose=purpose,
+                mode=mode,
+                dry_run=dry_run,
+                explain=explain,
+            )
+            size = len(name) + len(method) + len(path) + len(client_ip) + len(purpose or "")
+            remember(self._infos, key, info, size, _INFO_KEY_TEXT)
+        return info
+
+    def _check_body_headers(
+        self, headers: CIMultiDictProxy[str], body: bytes | None, names: str
+    ) -> None:
+        """The declared (or given) size within ``max_body_bytes``, no ``Content-Encoding``
+        (``names``: ``header_names(headers)``)."""
         limit = self.max_body
-        value = headers.get("Content-Length")
-        length = len(body) if body is not None else int(value) if value is not None else None
+        if body is not None:
+            length: int | None = len(body)
+        else:
+            value = headers.get("Content-Length")
+            length = int(value) if value is not None else None
         if length is not None and length > limit:
             raise BadRequest(R_BODY_TOO_LARGE, f"body larger than {limit} bytes", status=413)
+        if "\ncontent-encoding\n" not in names:
+            return
         encoding = headers.get("Content-Encoding", "identity").strip().lower()
         if encoding != "identity":
             # SECURITY: the gate measures the bytes it forwards; it does not inflate them

@@ -31,10 +31,6 @@ _COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr][ \t]+")
 
 
-def _values(headers: Any, name: str) -> list[str]:
-    return list(headers.getall(name, ()))
-
-
 def is_compact(token: str) -> bool:
     """True for the JWS compact shape: three base64url segments, the last one possibly empty."""
     return _COMPACT.fullmatch(token) is not None
@@ -43,8 +39,9 @@ def is_compact(token: str) -> bool:
 def extract_token(headers: Any, token_headers: Sequence[str], max_bytes: int) -> str:
     """The request's one candidate token (shape unchecked: ``is_compact``), or raise Deny
     (token-missing/-duplicate/-too-large)."""
-    found: list[str] = []
-    authz = _values(headers, "Authorization")
+    token: str | None = None  # the first source's; any other must be the same
+    differs = False
+    authz = headers.getall("Authorization", ())
     # SECURITY: two Authorization headers may be read differently by us and by the upstream.
     if len(authz) > 1:
         raise token_deny(TOKEN_DUPLICATE)
@@ -54,13 +51,13 @@ def extract_token(headers: Any, token_headers: Sequence[str], max_bytes: int) ->
             raise token_deny(TOKEN_TOO_LARGE)
         m = _BEARER.match(value)
         if m is not None:
-            found.append(value[m.end() :].strip())
+            token = value[m.end() :].strip()
         elif value.strip().lower() == "bearer":
-            found.append("")
+            token = ""
     for name in token_headers:
         if name.lower() == "authorization":
             continue
-        values = _values(headers, name)
+        values = headers.getall(name, ())
         if len(values) > 1:
             raise token_deny(TOKEN_DUPLICATE)
         if values:
@@ -68,13 +65,16 @@ def extract_token(headers: Any, token_headers: Sequence[str], max_bytes: int) ->
             if len(value) > max_bytes + 64:
                 raise token_deny(TOKEN_TOO_LARGE)
             m = _BEARER.match(value)
-            found.append((value[m.end() :] if m else value).strip())
-    if not found:
+            found = (value[m.end() :] if m else value).strip()
+            # (Compared, not put in a set: hashing a fresh 1 KB string per request costs more.)
+            if token is None:
+                token = found
+            elif found != token:
+                differs = True  # refused once every source has been read
+    if token is None:
         raise token_deny(TOKEN_MISSING)
-    # (Compared, not put in a set: hashing a fresh 1 KB string per request costs more.)
-    if len(found) > 1 and any(other != found[0] for other in found[1:]):
+    if differs:
         raise token_deny(TOKEN_DUPLICATE)
-    token = found[0]
     if not token:
         raise token_deny(TOKEN_MISSING)
     if len(token) > max_bytes:

@@ -179,29 +179,43 @@ class TokenVerifier:
         self.signature_checks = 0  # jwt.decode calls; observable proof that the cache works
 
     async def verify(self, token: str) -> Principal:
-        """The principal of ``token`` (from ``extract_token``) or raise Deny.
+        """The principal of ``token`` (from ``extract_token``) or raise Deny."""
+        principal = self.cached(token)
+        if principal is None:
+            principal = await self.verify_fresh(token)
+        return principal
 
-        The shape is checked only on a cache miss: a hit is a token that passed it before.
+    def cached(self, token: str) -> Principal | None:
+        """The principal of ``token`` when it was verified before and still holds (a cache hit),
+        else ``None`` (then ``verify_fresh``); raises Deny for a non-ASCII or expired token.
+
+        The shape is checked only on a miss: a hit is a token that passed it before.
         """
         if not token.isascii():  # O(1) for str; the cache key needs ASCII bytes
             raise token_deny(TOKEN_MALFORMED)
         key = hashlib.sha256(token.encode("ascii")).digest()
         entry = self.cache.get(key)
-        if entry is not None:
-            source = self.sources[entry.issuer]
-            if self.clock() >= entry.expires_at + self.cfg.leeway_s:
-                self.cache.discard(key)
-                _CACHE_EXPIRED.inc()
-                raise token_deny(TOKEN_EXPIRED)
-            if entry.generation == source.generation and source.usable():
-                _CACHE_HIT.inc()
-                return entry.principal
+        if entry is None:
+            return None
+        source = self.sources[entry.issuer]
+        if self.clock() >= entry.expires_at + self.cfg.leeway_s:
             self.cache.discard(key)
+            _CACHE_EXPIRED.inc()
+            raise token_deny(TOKEN_EXPIRED)
+        if entry.generation == source.generation and source.usable():
+            _CACHE_HIT.inc()
+            return entry.principal
+        self.cache.discard(key)
+        return None
+
+    async def verify_fresh(self, token: str) -> Principal:
+        """Verify ``token`` for which ``cached`` answered ``None``, and cache its principal."""
         _CACHE_MISS.inc()
         if not is_compact(token):
             raise token_deny(TOKEN_MALFORMED)
         principal, issuer, generation = await self._verify(token)
         if principal.expires_at is not None:
+            key = hashlib.sha256(token.encode("ascii")).digest()
             self.cache.put(key, _Entry(principal, principal.expires_at, issuer, generation))
         return principal
 

@@ -25,10 +25,15 @@ from ..context import (
 _EMPTY: Mapping[str, float] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PolicyInput:
     """Everything a condition may read. A fact that is ``None`` is absent (its attributes have
-    no value, comparisons are false); a field a present fact lacks may be unknown (``criteria``)."""
+    no value, comparisons are false); a field a present fact lacks may be unknown (``criteria``).
+
+    Read-only by convention, not ``frozen``: one is built for every request, and a frozen
+    dataclass's ``__init__`` (one ``object.__setattr__`` per field) costs several times a plain
+    one's. Nothing may change one once built (the facts it holds are frozen themselves).
+    """
 
     principal: Principal | None
     ownership: OwnershipProfile | None

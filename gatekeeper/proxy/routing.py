@@ -6,6 +6,9 @@ import re
 from collections.abc import Sequence
 
 from ..config import RouteConfig
+from ..memo import remember
+
+_MATCH_KEY_TEXT = 1024  # characters of method and path a remembered match may hold
 
 
 class CompiledRoute:
@@ -30,12 +33,25 @@ class CompiledRoute:
 class Router:
     """Ordered routes; ``match`` returns the first whose prefix, methods and regex all match."""
 
-    __slots__ = ("routes",)
+    __slots__ = ("_matched", "routes")
 
     def __init__(self, routes: Sequence[RouteConfig]) -> None:
         self.routes = tuple(CompiledRoute(r) for r in routes)
+        # (method, path) -> its route or None: a pure function of them and the (fixed) table,
+        # and clients repeat the same few (``gatekeeper.memo`` bounds it).
+        self._matched: dict[tuple[str, str], RouteConfig | None] = {}
 
     def match(self, method: str, path: str) -> RouteConfig | None:
+        key = (method, path)
+        try:
+            return self._matched[key]
+        except KeyError:
+            pass
+        found = self._first(method, path)
+        remember(self._matched, key, found, len(method) + len(path), _MATCH_KEY_TEXT)
+        return found
+
+    def _first(self, method: str, path: str) -> RouteConfig | None:
         for route in self.routes:
             if route.matches(method, path):
                 return route.config

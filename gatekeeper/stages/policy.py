@@ -10,10 +10,30 @@ here too and recorded on the decision, never enforced.
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Callable
 
-from ..context import Decision, RequestContext
+from ..context import Decision, RequestContext, policy_facts
 from ..policy import PolicyInput, PolicySet
+
+
+def today() -> datetime.date:
+    """``datetime.date.today()``, read once a second.
+
+    The date is a function of the whole second: ``date.today()`` is ``date.fromtimestamp`` of
+    ``time.time()``, which takes the floor of the timestamp before the local calendar. So the
+    date of the second last read is exact for every call within it.
+    """
+    global _day_second, _day
+    second = int(time.time())
+    if second != _day_second:
+        _day = datetime.date.fromtimestamp(second)
+        _day_second = second
+    return _day
+
+
+_day_second = -1
+_day = datetime.date.min
 
 
 class PolicyStage:
@@ -26,7 +46,7 @@ class PolicyStage:
         self,
         policy: PolicySet,
         *,
-        clock: Callable[[], datetime.date] = datetime.date.today,
+        clock: Callable[[], datetime.date] = today,
         trace: bool = False,
         data_version: str | None = None,
     ) -> None:
@@ -39,20 +59,16 @@ class PolicyStage:
         self.policy = policy  # one attribute store: in-flight requests keep the set they read
 
     def build_input(self, ctx: RequestContext) -> PolicyInput:
-        return PolicyInput(
-            principal=ctx.maybe("principal"),
-            ownership=ctx.maybe("ownership"),
-            geo=ctx.maybe("geo"),
-            compute=ctx.maybe("compute"),
-            request=ctx.request,
-            today=self.clock(),
-        )
+        principal, ownership, geo, compute = policy_facts(ctx)
+        return PolicyInput(principal, ownership, geo, compute, ctx.request, self.clock())
 
     def run(self, ctx: RequestContext) -> None:
         policy = self.policy  # read once: a concurrent swap must not mix two policy versions
         inp = self.build_input(ctx)
         verdict = policy.evaluate(inp, trace=self.trace)
         shadow = policy.evaluate_shadow(inp, verdict) if policy.shadows else []
+        quotas = verdict.quotas
+        lic = verdict.license
         ctx.decision = Decision(
             action=verdict.action,
             rule=verdict.rule,
@@ -61,8 +77,8 @@ class PolicyStage:
             enforced=ctx.request.mode == "enforce",
             policy_version=policy.version,
             data_version=self.data_version,
-            license=verdict.license.id if verdict.license is not None else None,
-            quotas=tuple(q.name for q in verdict.quotas),
+            license=lic.id if lic is not None else None,
+            quotas=(quotas[0].name,) if len(quotas) == 1 else tuple([q.name for q in quotas]),
             trace=verdict.trace,
             shadow=shadow,
         )

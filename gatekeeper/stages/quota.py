@@ -35,9 +35,14 @@ from ..context import (
     R_LICENSE_EXHAUSTED,
     R_QUOTA_EXHAUSTED,
     R_STORE_UNAVAILABLE,
+    ComputeRequest,
+    Decision,
+    OwnershipProfile,
+    Principal,
     QuotaDef,
     QuotaState,
     RequestContext,
+    policy_facts,
 )
 from ..errors import BadRequest, Deny, DependencyError
 from ..memo import remember
@@ -48,6 +53,7 @@ LICENSE_QUOTA = "license"  # metric label for licence budgets (bounded, unlike l
 
 
 _PLAN_KEY_TEXT = 512  # characters of ids a remembered plan's key may hold
+_Held = Callable[[str, Sequence[Bucket], float], ConsumeResult | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,9 @@ class QuotaStage:
             isinstance(store_deadline, int | float) and 0 < store_deadline <= timeout_s
         )
         self._plans: dict[tuple[Any, ...], _Plan] = {}
+        # The store's admission from credit it holds, without a coroutine (``LeasedQuotaStore``):
+        # a ``ConsumeResult``, or ``None`` when only ``consume`` can answer.
+        self._held: _Held | None = getattr(store, "consume_held", None)
 
     # ------------------------------------------------------------------------------- run
 
@@ -98,19 +107,26 @@ class QuotaStage:
         decision = ctx.decision
         if decision.action != ALLOW:
             return
-        group = group_of(ctx)
-        plan = self._plan(ctx, group)
+        principal, own, _, compute = policy_facts(ctx)
+        group = _group(principal, own)
+        plan = self._plan(ctx, decision, group, principal, own, compute)
         buckets = plan.buckets
         if not buckets:
             return
-        if ctx.request.dry_run or ctx.request.explain:
+        request = ctx.request
+        if request.dry_run or request.explain:
             return await self._dry_run(ctx, group, plan)
         try:
-            if self._own_deadline:
-                async with asyncio.timeout(self.timeout_s):
-                    result = await self.store.consume(group, buckets, self.clock())
-            else:
-                result = await self.store.consume(group, buckets, self.clock())
+            now = self.clock()
+            # Admitted from credit the store holds (a lease): no store call, no coroutine.
+            held = self._held
+            result = held(group, buckets, now) if held is not None else None
+            if result is None:
+                if self._own_deadline:
+                    async with asyncio.timeout(self.timeout_s):
+                        result = await self.store.consume(group, buckets, now)
+                else:
+                    result = await self.store.consume(group, buckets, now)
         except (DependencyError, TimeoutError, OSError) as exc:
             self._store_failed(ctx, exc)
             return
@@ -121,11 +137,12 @@ class QuotaStage:
         # metrics file under a lock on every admitted request.
         for counter, amount in plan.consumed:
             counter.inc(amount)
-        main = _tightest(buckets, result)
+        remaining = result.remaining
+        main = buckets[0] if len(buckets) == 1 else _tightest(buckets, result)
         ctx.quota = QuotaState(
             name=main.quota,
             consumed=main.amount,
-            remaining=result.remaining[main.quota],
+            remaining=remaining[main.quota],
             limit=main.limit,
             window_s=main.window_s,
             reservation=result.reservation,
@@ -163,7 +180,15 @@ class QuotaStage:
             window_s=main.window_s,
         )
 
-    def _plan(self, ctx: RequestContext, group: str) -> _Plan:
+    def _plan(
+        self,
+        ctx: RequestContext,
+        decision: Decision,
+        group: str,
+        principal: Principal | None,
+        own: OwnershipProfile | None,
+        compute: ComputeRequest | None,
+    ) -> _Plan:
         """The request's buckets, from ``_plans`` when the same inputs were planned before.
 
         What decides them: the decision's quotas and licence budget, the ownership group, the
@@ -173,12 +198,11 @@ class QuotaStage:
         (``gatekeeper.memo``; long ids are not kept); the plans belong to this stage, so a reload
         starts afresh.
         """
-        principal = ctx.maybe("principal")
-        lic = _license_budget(ctx)
+        lic = _budget(decision.license, own)
         tenant = principal.tenant if principal is not None else None
         entity = principal.entity if principal is not None else None
-        amounts = charged(ctx)
-        key = (ctx.decision.quotas, lic, group, tenant, entity, amounts)
+        amounts = _charged(compute, ctx.prior)
+        key = (decision.quotas, lic, group, tenant, entity, amounts)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._build_plan(ctx, group, lic, amounts)
@@ -356,8 +380,10 @@ class QuotaStage:
 
 def group_of(ctx: RequestContext) -> str:
     """The ownership group: ultimate parent, else the entity, else the tenant ("" if none)."""
-    own = ctx.maybe("ownership")
-    principal = ctx.maybe("principal")
+    return _group(ctx.maybe("principal"), ctx.maybe("ownership"))
+
+
+def _group(principal: Principal | None, own: OwnershipProfile | None) -> str:
     if own is not None and own.ultimate_parent:
         return str(own.ultimate_parent)
     if own is not None and own.known and own.id:
@@ -389,10 +415,14 @@ def charged(ctx: RequestContext) -> tuple[float, float] | None:
 
     The measured amounts, or with ``ctx.prior`` (the stored object a write replaces) only their
     increase over it, per unit: an edit that grows nothing draws nothing."""
-    compute = ctx.maybe("compute")
+    return _charged(ctx.maybe("compute"), ctx.prior)
+
+
+def _charged(
+    compute: ComputeRequest | None, prior: ComputeRequest | None
+) -> tuple[float, float] | None:
     if compute is None:
         return None
-    prior = ctx.prior
     if prior is None:
         return compute.tpp_hours, compute.gpu_hours
     return (
@@ -427,9 +457,8 @@ def _checked(amount: float) -> float:
     return float(amount)
 
 
-def _license_budget(ctx: RequestContext) -> tuple[str, float] | None:
-    lic_id = ctx.decision.license
-    own = ctx.maybe("ownership")
+def _budget(lic_id: str | None, own: OwnershipProfile | None) -> tuple[str, float] | None:
+    """(licence id, its ``max_tpp_hours``) when the decision rests on a licence with a budget."""
     if not lic_id or own is None:
         return None
     for lic in own.licenses:

@@ -81,6 +81,8 @@ class _Lease:
     full: list[float]  # per bucket, the credit it was taken with
     granted: float  # the event loop's clock when it arrived (how fast it is used up)
     handle: asyncio.TimerHandle | None = None
+    # The buckets of the last request it served and their reserved items (``_admit``).
+    reserved: tuple[Sequence[Bucket], tuple[ReservedAmount, ...]] | None = None
 
 
 @dataclass(slots=True)
@@ -150,10 +152,7 @@ class LeasedQuotaStore:
             lease = bs.current
             if lease is not None:
                 if now < lease.until and _fits(buckets, lease):
-                    result = self._admit(bs, lease, buckets)
-                    if bs.next is None and bs.granting is None and self._roomy(bs, buckets):
-                        self._lease_ahead(bs, buckets, now)
-                    return result
+                    return self._serve(bs, lease, buckets, now)
                 if bs.next is not None:
                     # The current lease cannot serve this request: move on to the next one.
                     bs.current, bs.next = bs.next, None
@@ -177,8 +176,33 @@ class LeasedQuotaStore:
             self._learn(bs, buckets, result)
             return result
 
+    def consume_held(
+        self, group: str, buckets: Sequence[Bucket], now: float
+    ) -> ConsumeResult | None:
+        """What ``consume`` answers when the current lease serves the request (most requests),
+        without a coroutine; ``None`` when it does not (then ``consume``)."""
+        if not buckets:
+            return None
+        bs = self._sets.get(_lease_key(group, buckets))
+        if bs is None:
+            return None
+        lease = bs.current
+        if lease is None or not (now < lease.until and _fits(buckets, lease)):
+            return None
+        return self._serve(bs, lease, buckets, now)
+
+    def _serve(
+        self, bs: _BucketSet, lease: _Lease, buckets: Sequence[Bucket], now: float
+    ) -> ConsumeResult:
+        """Admit from ``lease`` (it serves the request); once a lease serves, the next one is
+        taken in the background (module docstring)."""
+        result = self._admit(bs, lease, buckets)
+        if bs.next is None and bs.granting is None and self._roomy(bs, buckets):
+            self._lease_ahead(bs, buckets, now)
+        return result
+
     def _admit(self, bs: _BucketSet, lease: _Lease, buckets: Sequence[Bucket]) -> ConsumeResult:
-        credit, items, remaining = lease.credit, [], {}
+        credit, remaining = lease.credit, {}
         head = bs.headroom
         ahead = bs.next
         for i, b in enumerate(buckets):
@@ -186,8 +210,20 @@ class LeasedQuotaStore:
             # One process's exact view: what Redis has left plus the credit it holds.
             left = credit[i] + (ahead.credit[i] if ahead is not None else 0.0)
             remaining[b.quota] = (head[i] if head is not None else 0.0) + left
-            items.append(ReservedAmount(b.quota, b.key, b.window_s, lease.slots[i], b.amount))
-        return ConsumeResult(True, remaining, None, None, Reservation(bs.group, tuple(items)))
+        # What a request of these buckets reserves from this lease is the same every time: the
+        # last one's items serve again when the buckets are the very same (immutable) tuple.
+        last = lease.reserved
+        if last is not None and last[0] is buckets:
+            items = last[1]
+        else:
+            slots = lease.slots
+            items = tuple(
+                ReservedAmount(b.quota, b.key, b.window_s, slots[i], b.amount)
+                for i, b in enumerate(buckets)
+            )
+            if type(buckets) is tuple:
+                lease.reserved = (buckets, items)
+        return ConsumeResult(True, remaining, None, None, Reservation(bs.group, items))
 
     def _roomy(self, bs: _BucketSet, buckets: Sequence[Bucket]) -> bool:
         """Did Redis last show room for ``margin`` leases in every bucket?"""
