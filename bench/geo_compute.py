@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import maxminddb
+from slurm_measure import slurm_body
 
 from gatekeeper.adapters import measure
 from gatekeeper.config import GeoConfig, RouteConfig
@@ -39,25 +40,6 @@ def per_call_us(fn: Callable[[int], object], n: int) -> float:
             fn(i)
         samples.append((time.perf_counter() - t0) / n * 1e6)
     return statistics.median(samples)
-
-
-def slurm_body(command: str) -> bytes:
-    """A v0.0.41 submission whose batch script ends with ``command``."""
-    return json.dumps(
-        {
-            "job": {
-                "name": "train",
-                "partition": "h100",
-                "current_working_directory": "/home/alice",
-                "environment": ["PATH=/bin:/usr/bin", "HOME=/home/alice"],
-                "tres_per_node": "gres/gpu:h100:8",
-                "nodes": "2-4",
-                "time_limit": {"set": True, "infinite": False, "number": 720},
-                "script": "#!/bin/bash\n#SBATCH --gres=gpu:h100:8\n#SBATCH -N 4\n"
-                f"#SBATCH --time=12:00:00\n#SBATCH --array=0-3\n{command}\n",
-            }
-        }
-    ).encode()
 
 
 def main() -> None:

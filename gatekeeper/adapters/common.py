@@ -13,7 +13,7 @@ from ..config import RouteConfig
 from ..context import R_UNKNOWN_GPU_MODEL, ComputeRequest
 from ..errors import BadRequest
 from ..gpus import ECCN_A, ECCN_B, GpuCatalog, GpuModel
-from ..memo import Memo
+from ..memo import Memo, remember
 from .body import sanitize
 
 MAX_GPUS = 10_000_000.0  # per measured part; far above any real cluster
@@ -304,6 +304,25 @@ def combine(parts: Iterable[Part], route: RouteConfig, catalog: GpuCatalog) -> C
         R_UNKNOWN_GPU_MODEL not in reasons,  # model_known
         tuple(sorted(reasons)) if reasons else (),  # assumptions
     )
+
+
+# ``combine`` of one part, remembered by the part's identity: an adapter that remembers its jobs'
+# parts hands the same ``Part`` out again, and building the frozen ``ComputeRequest`` is most of
+# what combining one part costs. An entry holds its part, route and catalog (so no other object
+# can take their ids) and counts for those very objects only: ``combine`` reads nothing else,
+# all three are immutable, and so is the answer handed out again.
+_ONE_PART: dict[int, tuple[Part, RouteConfig, GpuCatalog, ComputeRequest]] = {}
+_ONE_PART_MAX = 1024
+
+
+def combine_one(part: Part, route: RouteConfig, catalog: GpuCatalog) -> ComputeRequest:
+    """``combine([part], route, catalog)``, remembered for the very same three objects."""
+    held = _ONE_PART.get(id(part))
+    if held is not None and held[0] is part and held[1] is route and held[2] is catalog:
+        return held[3]
+    result = combine((part,), route, catalog)  # a refusal raises here and is not remembered
+    remember(_ONE_PART, id(part), (part, route, catalog, result), 0, 0, _ONE_PART_MAX)
+    return result
 
 
 def zero(hours: float = 0.0) -> ComputeRequest:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gatekeeper.adapters.common import Part, combine
+from gatekeeper.adapters.common import Part, combine, combine_one
 from gatekeeper.errors import BadRequest, ConfigError
-from gatekeeper.gpus import SHIPPED_CATALOG, classify, load_gpu_catalog
+from gatekeeper.gpus import SHIPPED_CATALOG, GpuCatalog, classify, load_gpu_catalog
 
 from .helpers import CATALOG, route
 
@@ -269,6 +269,27 @@ def test_unknown_gpu_deny_refuses() -> None:
     with pytest.raises(BadRequest) as exc:
         combine([Part(1, 1, ("rtx-8000",))], route("slurm", unknown_gpu="deny"), CATALOG)
     assert exc.value.reason == "unknown-gpu-model"
+
+
+def test_one_part_remembered_is_combined_afresh_for_other_objects() -> None:
+    # ``combine_one`` answers again only for the very part, route and catalog it combined
+    part = Part(2, 3)
+    plain, a16 = route("slurm"), route("slurm", gpu_model="A16")
+    denying = route("slurm", gpu_model=None, unknown_gpu="deny")
+    t4 = CATALOG.resolve("T4")
+    assert t4 is not None
+    other_catalog = GpuCatalog((t4,), "t4 only")  # no H100: the route's default is unknown there
+    for _ in range(2):
+        assert combine_one(part, plain, CATALOG) == combine([part], plain, CATALOG)
+        assert combine_one(part, a16, CATALOG) == combine([part], a16, CATALOG)
+        assert combine_one(part, plain, other_catalog) == combine([part], plain, other_catalog)
+        with pytest.raises(BadRequest) as exc:
+            combine_one(part, denying, CATALOG)
+        assert exc.value.reason == "unknown-gpu-model"
+    assert combine_one(part, plain, CATALOG) is combine_one(part, plain, CATALOG)
+    assert combine_one(part, plain, other_catalog).gpu_model == "H100-SXM"
+    assert combine_one(part, plain, other_catalog).tpp == t4.tpp  # priced as that catalog's top
+    assert combine_one(Part(2, 3), plain, CATALOG).gpu_model == "H100-SXM"
 
 
 # --------------------------------------------------------------------------- catalog files

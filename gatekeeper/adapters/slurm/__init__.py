@@ -26,6 +26,8 @@ path. ``docs/measurement.md`` tells the whole story.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -37,7 +39,7 @@ from ...gpus import GpuCatalog
 from ...inventory import Inventory
 from ...memo import Memo, remember
 from ..body import load_json, sanitize
-from ..common import Part, combine, optional, zero
+from ..common import Part, combine, combine_one, optional, zero
 from ..submission import Submission
 from . import schema as s
 from .bound import Site, bound, bound_update, larger
@@ -75,14 +77,14 @@ _SKIPPED = frozenset({s.NEUTRAL, s.SCRIPT})  # grants nothing; the script is rea
 
 
 def _job_fields(version: str, job: dict[Any, Any], where: str) -> list[tuple[str, Any, str]]:
-    """(role, value, path) of each field of one job that can grant something, in the order the
+    """(role, key, path) of each field of one job that can grant something, in the order the
     version reads them. Every key is checked before any value is read (an unknown field is
     refused first); fields known to grant nothing and the script (read once per request, in
     ``measure_slurm``) are left out."""
     table = s.VERSIONS[version]
     lower = version in s.OPTION_STYLE
     out: list[tuple[str, Any, str]] = []
-    for key, value in job.items():
+    for key in job:
         if lower:
             # Slurm lowers keys byte by byte (ASCII only): a non-ASCII key names no field, even
             # one whose Unicode lower case is ASCII (KELVIN SIGN -> "k")
@@ -94,7 +96,7 @@ def _job_fields(version: str, job: dict[Any, Any], where: str) -> list[tuple[str
         if role is None or role == s.DISABLED:
             why = "refused by slurmrestd" if role else f"not a job field of {version}"
             raise unmeasurable(f"{where}.{key}", why)
-        out.append((role, value, f"{where}.{key}"))
+        out.append((role, key, f"{where}.{key}"))
     return out
 
 
@@ -102,27 +104,33 @@ _ALLOCATE_KEYS = frozenset({"job", "hetjob"})
 _SUBMIT_KEYS = frozenset({"job", "jobs", "script"})
 
 
+_COMPONENTS = ("job", "jobs", "hetjob")  # v0.0.39+: at most one of them
+
+
 def _components(version: str, kind: str, doc: dict[Any, Any]) -> tuple[list[Any], str]:
     """The job descriptions of a request and the path their fields are named under."""
     if kind == "update":
         return [doc], "job"
     keys = _ALLOCATE_KEYS if kind == "allocate" else _SUBMIT_KEYS
-    for key in doc:
-        if key not in keys:
-            raise unmeasurable(sanitize(str(key)), f"not a field of a {version} {kind} request")
+    if not keys.issuperset(doc):
+        for key in doc:
+            if key not in keys:
+                raise unmeasurable(sanitize(str(key)), f"not a field of a {version} {kind} request")
     if version in s.OPTION_STYLE:
         name = "job" if "job" in doc else "jobs"  # the plugin looks for ``job`` first
+        value = doc.get(name)
     else:
-        given = [k for k in ("job", "jobs", "hetjob") if k in doc]
-        if len(given) > 1:
-            raise unmeasurable(given[1], f"given with {given[0]} (slurmrestd refuses both)")
-        name = given[0] if given else "job"
-    value = doc.get(name)
-    if version not in s.OPTION_STYLE and value is not None:
+        name = ""
+        for key in _COMPONENTS:
+            if key in doc:
+                if name:
+                    raise unmeasurable(key, f"given with {name} (slurmrestd refuses both)")
+                name = key
+        name = name or "job"
+        value = doc.get(name)
         # v0.0.39+: ``job`` is one job, ``jobs``/``hetjob`` a list of them
-        want = dict if name == "job" else list
-        if not isinstance(value, want):
-            expected = "an object" if want is dict else "a list"
+        if value is not None and not isinstance(value, dict if name == "job" else list):
+            expected = "an object" if name == "job" else "a list"
             raise BadRequest("bad-value", f"{name}: expected {expected}")
     if isinstance(value, list):
         if len(value) > MAX_JOBS:
@@ -172,36 +180,94 @@ def _script_asks(text: Any, path: str) -> tuple[str | None, tuple[Ask, ...]]:
     """The ``#SBATCH`` block of a script (``""``: none; ``None``: too long to remember) and its
     reading, one ``Ask`` per component (none: no directive). The readings are the memo's own:
     callers only read them (``overlay`` copies what it builds on, ``bound`` reads)."""
-    script = optional(text, str, path, "a string")
-    if script is None or not has_directives(script):
+    if not isinstance(text, str):
+        optional(text, str, path, "a string")  # refuses all but None
         return "", ()
-    return _blocks(script)
+    if not has_directives(text):
+        return "", ()
+    return _blocks(text)
+
+
+class _Plan:
+    """The fields of one job that can grant something, as ``_job_fields`` reads them from any job
+    with the same keys in the same order: ``(role, key, path)`` each, and ``values`` reading their
+    values from such a job. Built once per version, path, endpoint and key list (``_plan``);
+    compared by identity, so a memo key holding a plan holds all it stands for."""
+
+    __slots__ = ("fields", "values")
+
+    def __init__(self, fields: tuple[tuple[str, Any, str], ...]) -> None:
+        self.fields = fields
+        keys = [key for _, key, _ in fields]
+        self.values: Callable[[dict[Any, Any]], Any] = (
+            itemgetter(*keys) if keys else _no_values
+        )  # one key: its value alone, more: a tuple (a plan always reads the same count)
+
+
+def _no_values(job: dict[Any, Any]) -> tuple[()]:
+    return ()
+
+
+# Plans by (version, path, update, keys of the job in order): jobs a pipeline sends have the same
+# keys again and again. A plan is built only after every key was checked (an unknown field is
+# refused, never remembered), and plans for the same fields are one object (``_PLAN_OF``), so jobs
+# that differ only in fields granting nothing share their job memo entries. Key lists over
+# _PLAN_TEXT characters are read every time.
+_PLAN_TEXT, _PLANS_MAX = 4096, 256
+_PlanKey = tuple[str, str, bool, tuple[Any, ...]]
+_PLANS: dict[_PlanKey, _Plan] = {}
+_PLAN_OF: dict[tuple[str, str, bool, tuple[tuple[str, Any, str], ...]], _Plan] = {}
+
+
+def _plan(version: str, job: dict[Any, Any], where: str, update: bool) -> _Plan:
+    """The plan of ``job``'s keys (refusing an unknown or refused field, in ``_job_fields``'
+    order)."""
+    names = tuple(job)
+    key = (version, where, update, names)
+    plan = _PLANS.get(key)
+    if plan is None:
+        fields = tuple(_job_fields(version, job, where))
+        plan = _PLAN_OF.get((version, where, update, fields))
+        if plan is None:
+            plan = _Plan(fields)
+            size = sum(len(field_path) for _, _, field_path in fields)
+            remember(_PLAN_OF, (version, where, update, fields), plan, size, _PLAN_TEXT, _PLANS_MAX)
+        size = sum(len(name) if isinstance(name, str) else _PLAN_TEXT + 1 for name in names)
+        remember(_PLANS, key, plan, size, _PLAN_TEXT, _PLANS_MAX)
+    return plan
 
 
 # Each job's bound, remembered by all it is computed from: the site (its route, catalog and
-# inventory by identity; the entry holds them, so no other object can take their ids), the
-# version, the job's path, every field the version's table says can grant something -- with its
-# value, in the order read -- and the text of each block of directives read over it. Fields that
-# grant nothing (name, environment, ...) and a script's commands below its block are never read,
-# so a pipeline's repeated job hits whatever else it changes. Every field is checked against the
-# table before the memo is asked: an unknown one is refused, never looked up.
+# inventory by identity; the entry holds them, so no other object can take their ids), the plan
+# (the version, the job's path, the endpoint and every field the version's table says can grant
+# something, in the order read), those fields' values, and the text of each block of directives
+# read over the job. Fields that grant nothing (name, environment, ...) and a script's commands
+# below its block are never read, so a pipeline's repeated job hits whatever else it changes.
+# Every field is checked against the table before the memo is asked (``_plan``): an unknown one is
+# refused, never looked up.
 _JOB_KEY, _JOBS_MAX = 4096, 1024
 _Site = tuple[RouteConfig, GpuCatalog, Inventory]
-_JOBS: dict[tuple[int, int, int, bytes], tuple[_Site, Part]] = {}
+_JobKey = tuple[int, int, int, _Plan, bytes]
+_JOBS: dict[_JobKey, tuple[_Site, Part]] = {}
 
 
 def _job_key(
-    site: Site, fields: list[tuple[str, Any, str]], head: tuple[Any, ...]
-) -> tuple[int, int, int, bytes] | None:
+    route: RouteConfig,
+    catalog: GpuCatalog,
+    inventory: Inventory,
+    plan: _Plan,
+    job: dict[Any, Any],
+    texts: list[str | None],
+) -> _JobKey | None:
     """The memo key of a job (``None``: not to be remembered: too long, or a value orjson
     cannot write, such as an integer beyond 64 bits)."""
     try:
-        text = orjson.dumps((head, fields))
+        text = orjson.dumps((plan.values(job), texts))
     except TypeError:
         return None
     if len(text) > _JOB_KEY:
         return None
-    return id(site.route), id(site.catalog), id(site.inventory), text
+    return id(route), id(catalog), id(inventory), plan, text
 
 
 def _measure_job(
@@ -209,25 +275,32 @@ def _measure_job(
     job: Any,
     path: str,
     blocks: list[tuple[str | None, Ask]],
-    site: Site,
+    sites: list[Site],
+    route: RouteConfig,
+    catalog: GpuCatalog,
+    inventory: Inventory,
     update: bool,
 ) -> Part:
     """One job: the body alone and the body over each script's block for it (the block's text,
-    ``None`` when too long to remember, and its reading)."""
+    ``None`` when too long to remember, and its reading). ``sites`` holds the request's site once
+    a job needs it (a remembered job does not)."""
     if not isinstance(job, dict):
         raise BadRequest("bad-value", f"{path}: expected an object")
-    fields = _job_fields(version, job, path)
-    texts = [text for text, _ in blocks]
-    key = None if None in texts else _job_key(site, fields, (version, path, update, texts))
+    plan = _PLANS.get((version, path, update, tuple(job))) or _plan(version, job, path, update)
+    texts = [text for text, _ in blocks] if blocks else []
+    key = None if None in texts else _job_key(route, catalog, inventory, plan, job, texts)
     if key is not None:
         held = _JOBS.get(key)
         if held is not None:
-            (route, catalog, inventory), part = held
-            if route is site.route and catalog is site.catalog and inventory is site.inventory:
+            (held_route, held_catalog, held_inventory), part = held
+            if held_route is route and held_catalog is catalog and held_inventory is inventory:
                 return part
+    if not sites:
+        sites.append(Site(route, catalog, inventory))
+    site = sites[0]
     body = Ask()
-    for role, value, field_path in fields:
-        apply(body, role, value, field_path)
+    for role, name, field_path in plan.fields:
+        apply(body, role, job[name], field_path)
     if update:
         part = bound_update(body, site, path)
     elif not blocks:
@@ -235,8 +308,7 @@ def _measure_job(
     else:
         part = larger([bound(body, site), *(bound(overlay(b, body), site) for _, b in blocks)])
     if key is not None:
-        held_site = (site.route, site.catalog, site.inventory)
-        remember(_JOBS, key, (held_site, part), len(key[3]), _JOB_KEY, _JOBS_MAX)
+        remember(_JOBS, key, ((route, catalog, inventory), part), len(key[4]), _JOB_KEY, _JOBS_MAX)
     return part
 
 
@@ -245,19 +317,14 @@ def _script_blocks(
 ) -> list[tuple[str | None, tuple[Ask, ...]]]:
     """The blocks of each script slurmrestd may run: the request's and (v0.0.39+) the first
     component's, each text once (which one wins depends on the release: module docstring)."""
-    first = jobs[0] if jobs and isinstance(jobs[0], dict) else {}
-    found = [("script", doc.get("script") if kind == "submit" else None)]
-    if version not in s.OPTION_STYLE:  # the older plugins always replace the component's
-        found.append(
-            (f"{name}.script" if name == "job" else f"{name}[0].script", first.get("script"))
-        )
-    texts: list[str] = []
-    out: list[tuple[str | None, tuple[Ask, ...]]] = []
-    for where, text in found:
-        if text is None or text in texts:
-            continue
-        out.append(_script_asks(text, where))  # refuses a text that is not a string
-        texts.append(text)
+    script = doc.get("script") if kind == "submit" else None
+    out = [] if script is None else [_script_asks(script, "script")]  # refuses a non-string
+    if version in s.OPTION_STYLE or not jobs or not isinstance(jobs[0], dict):
+        return out  # the older plugins always replace the component's
+    own = jobs[0].get("script")
+    if own is not None and own != script:
+        where = "job.script" if name == "job" else f"{name}[0].script"
+        out.append(_script_asks(own, where))
     return out
 
 
@@ -266,25 +333,36 @@ def measure_slurm(req: Submission, catalog: GpuCatalog, inventory: Inventory) ->
     route, path, body = req.route, req.path, req.body
     if not body.strip():
         return zero()
-    version, kind = _endpoint(path)
+    version, kind = _endpoint.cache.get(path) or _endpoint(path)
     if kind == "other":
         raise unmeasurable("path", "not a Slurm endpoint that takes a job description")
     doc = load_json(body)
     if not isinstance(doc, dict):
         raise BadRequest("bad-body", "Slurm body must be a JSON object")
-    site = Site(route, catalog, inventory)
     jobs, name = _components(version, kind, doc)
     update = kind == "update"
     # sbatch would give the i-th block of directives to the i-th component, and make extra
     # blocks components of their own
     scripts = [] if update else _script_blocks(version, kind, doc, jobs, name)
+    sites: list[Site] = []  # the request's site, once a job not remembered needs it
+    single = update or (name == "job" and len(jobs) == 1)
     parts = []
     for index, job in enumerate(jobs):
-        single = update or (name == "job" and len(jobs) == 1)
         where = name if single else f"{name}[{index}]"
-        blocks = [(t, b[index]) for t, b in scripts if index < len(b)]
-        parts.append(_measure_job(version, job, where, blocks, site, update))
-    extra = max((len(b) for _, b in scripts), default=0)
-    for index in range(len(jobs), extra):
-        parts.append(larger([bound(b[index], site) for _, b in scripts if index < len(b)]))
+        blocks = []
+        for text, asks in scripts:
+            if index < len(asks):
+                blocks.append((text, asks[index]))
+        parts.append(
+            _measure_job(version, job, where, blocks, sites, route, catalog, inventory, update)
+        )
+    extra = 0
+    for _, asks in scripts:
+        extra = max(extra, len(asks))
+    if extra > len(jobs):
+        site = sites[0] if sites else Site(route, catalog, inventory)
+        for index in range(len(jobs), extra):
+            parts.append(larger([bound(b[index], site) for _, b in scripts if index < len(b)]))
+    if len(parts) == 1:
+        return combine_one(parts[0], route, catalog)
     return combine(parts, route, catalog)

@@ -185,3 +185,31 @@ def test_an_entry_held_for_other_objects_is_not_used() -> None:
     impostor = RouteConfig(name="other", upstream="http://127.0.0.1:1", adapter="slurm")
     adapter._JOBS[key] = ((impostor, CATALOG, INVENTORY), part._replace(gpus=0.0))
     assert outcome(route, V41, body) == right
+
+
+def test_other_values_the_same_values_in_other_fields_and_updates_are_measured_again() -> None:
+    # the memo key holds the granting values, the fields they came from and the endpoint
+    route = ROUTES["plain"]
+    per_node = {**ENV, "partition": "gpu", "tres_per_node": "gres/gpu:2", "nodes": "2"}
+    per_job = {**ENV, "partition": "gpu", "tres_per_job": "gres/gpu:2", "nodes": "2"}
+    update = V41.replace("job/submit", "job/17")
+    requests = [
+        (V41, {"job": per_node}),
+        (V41, {"job": {**per_node, "tres_per_node": "gres/gpu:4"}}),
+        (V41, {"job": per_job}),
+        (update, per_node),
+    ]
+    answers = [outcome(route, path, body) for path, body in requests]
+    assert [a[1].gpus for a in answers[:3]] == [4, 8, 2]
+    assert answers[3][1].assumptions != answers[0][1].assumptions
+    for (path, body), answer in zip(requests, answers, strict=True):
+        assert answer == fresh(route, path, body)
+
+
+def test_a_job_another_version_measured_is_read_with_its_own_version_table() -> None:
+    # ``required_nodes`` is a host list from v0.0.39, a field v0.0.37 refuses
+    route = ROUTES["plain"]
+    body = {"job": {**ENV, "partition": "gpu", "required_nodes": "n[1-2]"}}
+    answers = [outcome(route, path, body) for path in (V41, V37)]
+    assert answers[0][0] == "ok" and answers[1][:2] == ("refused", "unmeasurable-request")
+    assert answers[1] == fresh(route, V37, body)
