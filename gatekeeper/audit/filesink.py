@@ -23,7 +23,6 @@ system calls of a batch, so tests can fail each of them for real.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
@@ -183,10 +182,10 @@ class FileSink:
                 self._prev_durable = self._durable
 
     async def write(self, lines: Sequence[bytes]) -> None:
-        # Shielded: a commit that stops waiting must not leave its batch unwritten while the
-        # batches queued behind it are written (the thread runs every queued write).
+        # Run whatever happens (``always``): a commit that stops waiting must not leave its batch
+        # unwritten while the batches queued behind it are written (the thread runs every write).
         try:
-            seconds = await asyncio.shield(self._worker.run(self._commit_sync, b"".join(lines)))
+            seconds = await self._worker.run(self._commit_sync, b"".join(lines), always=True)
         except OSError as exc:
             raise SinkError(f"{self.path}: {exc.strerror or exc}") from exc
         # Observed here, on the event loop: histogram cells are not for other threads.

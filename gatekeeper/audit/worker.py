@@ -15,7 +15,9 @@ class SinkError(Exception):
     """A sink could not store a batch; ``str()`` says why (no secrets in it)."""
 
 
-_Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_Job = tuple[
+    Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop, bool
+]
 
 
 def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
@@ -41,8 +43,8 @@ class Worker:
     Cheaper per call than ``run_in_executor`` (no concurrent.futures Future, no chained-future
     callbacks, one ``call_soon_threadsafe`` per call), which matters once per group commit. Like a
     pool's work item, a call whose future was cancelled before it started is skipped (the file
-    sink shields its writes, so none of them is skipped). The thread is a daemon started on
-    first use; ``stop`` ends it (the next call starts a new one). A call that raises something
+    sink's writes run with ``always``, so none of them is skipped). The thread is a daemon started
+    on first use; ``stop`` ends it (the next call starts a new one). A call that raises something
     that is not an ``Exception`` (``SystemExit`` and the like) ends the thread: that call and
     every call queued behind it fail with ``WorkerDied``, and the next call starts a new thread.
     """
@@ -53,20 +55,23 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # run() against a dying thread's last look at the queue
 
-    def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def run(self, fn: Callable[..., Any], *args: Any, always: bool = False) -> asyncio.Future[Any]:
+        """The future of ``fn(*args)`` on the thread. ``always``: the call runs even when the
+        future is cancelled first (as under ``asyncio.shield``, without its second future);
+        a cancelled future then just takes no result."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
                 self._thread.start()
-            self._jobs.put((fn, args, fut, loop))
+            self._jobs.put((fn, args, fut, loop, always))
         return fut
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
-            fn, args, fut, loop = job
-            if fut.cancelled():
+            fn, args, fut, loop, always = job
+            if not always and fut.cancelled():
                 continue
             result: Any = None
             exc: BaseException | None = None
@@ -94,7 +99,7 @@ class Worker:
                     break
                 if queued is not None:
                     failed.append(queued)
-        for _, _, fut, loop in failed:
+        for _, _, fut, loop, _ in failed:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, fut, None, died)
 

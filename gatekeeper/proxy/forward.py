@@ -15,7 +15,7 @@ the upgrade request; messages are not its business.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -151,7 +151,7 @@ async def _relay(
     responder: Responder,
     status: int,
     reason: str,
-    headers: Iterable[tuple[str, str]],
+    headers: Sequence[tuple[str, str]],
     *,
     length: int | None,
     body: bytes | None,

@@ -1,6 +1,6 @@
 """The HTTP face of the gate: intake, body, decide, audit, then forward or block.
 
-One literal sequence, readable top to bottom in ``GateHandler._handle``:
+One literal sequence, readable top to bottom in ``GateHandler.__call__``:
 
 1. ``Intake.admit`` (intake.py): normalise the path, resolve the client IP, match the route, the
    header rules; a refusal there is decided and audited like any other;
@@ -61,7 +61,10 @@ class GateHandler:
         self.body_timeout = cfg.limits.body_timeout_s
         self.in_flight = 0
         self.flusher = metrics.Flusher(self._set_in_flight_gauge)
-        self._upstream_hosts = {r.name: _host_of(r.upstream) for r in cfg.routes}
+        # Per route, worked out once: the upstream's base URL and its Host.
+        self._upstream_of = {
+            r.name: (r.upstream.rstrip("/"), _host_of(r.upstream)) for r in cfg.routes
+        }
         # The histogram cells each request observes, looked up once (stage names are few).
         self._decision_cells = metrics.DECISION_SECONDS.labels()
         self._stage_cells: dict[str, metrics.HistogramCells] = {}
@@ -72,7 +75,25 @@ class GateHandler:
         self.in_flight += 1
         self.flusher.busy()
         try:
-            await self._handle(request, responder)
+            started = time.perf_counter()
+            admitted = self.intake.admit(
+                Request(request.method, request.raw_path, request.headers, request.remote or ""),
+                started=started,
+            )
+            if admitted.needs_body:
+                try:
+                    admitted.ctx.body = await self._read_body(request)
+                except Deny as deny:
+                    admitted.refuse(deny)
+            snapshot = self.runtime.snapshot
+            route = admitted.route
+            pipeline = snapshot.pipeline_for(route) if route is not None else snapshot.anonymous
+            verdict = await decide(admitted, pipeline, snapshot.quota_stage)
+            if verdict.blocked:
+                await self._block(responder, verdict)
+            else:
+                assert route is not None
+                await self._forward(request, responder, verdict, route, admitted.target)
         finally:
             self.in_flight -= 1
             if not self.in_flight:
@@ -80,26 +101,6 @@ class GateHandler:
 
     def _set_in_flight_gauge(self) -> None:
         metrics.IN_FLIGHT.set(self.in_flight)
-
-    async def _handle(self, request: GateRequest, responder: Responder) -> None:
-        started = time.perf_counter()
-        admitted = self.intake.admit(
-            Request(request.method, request.raw_path, request.headers, request.remote or ""),
-            started=started,
-        )
-        if admitted.needs_body:
-            try:
-                admitted.ctx.body = await self._read_body(request)
-            except Deny as deny:
-                admitted.refuse(deny)
-        snapshot = self.runtime.snapshot
-        route = admitted.route
-        pipeline = snapshot.pipeline_for(route) if route is not None else snapshot.anonymous
-        verdict = await decide(admitted, pipeline, snapshot.quota_stage)
-        if verdict.blocked:
-            return await self._block(responder, verdict)
-        assert route is not None
-        await self._forward(request, responder, verdict, route, admitted.target)
 
     # ----------------------------------------------------------------------------------- body
 
@@ -217,16 +218,17 @@ class GateHandler:
 
         principal = ctx.maybe("principal")
         websocket = is_websocket(request)
+        base, host = self._upstream_of[route.name]
         headers = gate_headers(
             request,
             decision_id=ctx.decision_id,
             tenant=principal.tenant if principal else None,
             entity=principal.entity if principal else None,
             client_chain=ctx.request.client_ip,
-            upstream_host=self._upstream_hosts[route.name],
+            upstream_host=host,
             keep_upgrade=websocket,
         )
-        url = route.upstream.rstrip("/") + target
+        url = base + target
         t_up = time.perf_counter()
         upstream_status: int | None = None
         status = 502

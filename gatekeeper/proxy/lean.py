@@ -62,7 +62,7 @@ class Conn(asyncio.Protocol):
         self.error: BaseException | None = None  # why the connection was lost, if not a clean EOF
         self._waiter: asyncio.Future[None] | None = None
         self._read_paused = False
-        self._write_paused = False
+        self.write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self.idle_since = 0.0
         # The read deadline of the exchange in progress (pooled connections; see ``send``).
@@ -95,10 +95,10 @@ class Conn(asyncio.Protocol):
             waiter.set_exception(ConnectionResetError("upstream connection lost"))
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.write_paused = True
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.write_paused = False
         _resolve(self._drain_waiter)
 
     # -- writing
@@ -110,7 +110,7 @@ class Conn(asyncio.Protocol):
 
     async def drain(self) -> None:
         """Wait while the transport's write buffer is over its high-water mark."""
-        if self._write_paused and not self.eof:
+        if self.write_paused and not self.eof:
             waiter = self._drain_waiter = self.loop.create_future()
             try:
                 await waiter
@@ -121,22 +121,16 @@ class Conn(asyncio.Protocol):
         return self.transport is None or self.transport.is_closing()
 
     # -- reading
-    async def _wait(self) -> None:
-        """Until more bytes, EOF or loss (raises the loss's error, as a stream would)."""
-        if self.error is not None:
-            raise self.error
-        if self.eof:
-            return
+    def _more(self) -> asyncio.Future[None]:
+        """A future that more bytes, EOF or the connection's loss resolves; awaited only before
+        EOF, after which the reader raises ``error`` if set (as a stream would). A plain future,
+        not a coroutine: a response head waits on one every time."""
         self._resume_reading()  # a reader that needs more must not wait on a paused transport
         waiter = self._waiter = self.loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-        if self.error is not None:
-            raise self.error
+        return waiter
 
-    def _take(self, n: int) -> bytes:
+    def take(self, n: int) -> bytes:
+        """The first ``n`` buffered bytes (the caller saw that many are there)."""
         buf = self.buf
         data = bytes(buf[:n])
         del buf[:n]
@@ -162,7 +156,7 @@ class Conn(asyncio.Protocol):
                 end = i + len(sep)
                 if end > HEAD_LIMIT:
                     raise BadUpstream(f"{what} too large")
-                return self._take(end)
+                return self.take(end)
             if len(self.buf) > HEAD_LIMIT:
                 raise BadUpstream(f"{what} too large")
             if self.eof:
@@ -170,15 +164,19 @@ class Conn(asyncio.Protocol):
                     raise ConnectionResetError("upstream closed the connection")
                 raise BadUpstream(f"{what} cut short")
             start = max(0, len(self.buf) - len(sep) + 1)
-            await self._wait()
+            await self._more()
+            if self.error is not None:
+                raise self.error
 
     async def read_exactly(self, n: int, what: str) -> bytes:
         """Exactly ``n`` bytes of ``what``; ``BadUpstream`` when the connection ends first."""
         while len(self.buf) < n:
             if self.eof:
                 raise BadUpstream(f"{what} cut short")
-            await self._wait()
-        return self._take(n)
+            await self._more()
+            if self.error is not None:
+                raise self.error
+        return self.take(n)
 
     async def read(self, n: int) -> bytes:
         """Up to ``n`` bytes as soon as any are there; ``b""`` at a clean EOF.
@@ -191,8 +189,10 @@ class Conn(asyncio.Protocol):
                 raise self.error
             if self.eof:
                 return b""
-            await self._wait()
-        return self._take(n)
+            await self._more()
+            if self.error is not None:
+                raise self.error
+        return self.take(n)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -262,10 +262,11 @@ class LeanPool:
         self._idle: dict[tuple[str, int], list[Conn]] = {}
         self._closed = False
 
-    async def acquire(self, host: str, port: int) -> Conn:
+    def reuse(self, host: str, port: int) -> Conn | None:
+        """An idle connection to ``host:port`` that can take a request, if there is one."""
         idle = self._idle.get((host, port))
         if idle:
-            now = asyncio.get_running_loop().time()
+            now = idle[-1].loop.time()
             while idle:
                 conn = idle.pop()
                 # The upstream closed it (EOF seen), sent something unasked, or it sat too long.
@@ -273,6 +274,10 @@ class LeanPool:
                     conn.close()
                     continue
                 return conn
+        return None
+
+    async def open(self, host: str, port: int) -> Conn:
+        """A new connection to ``host:port``, with its read deadline."""
         conn = await connect(host, port, self.connect_timeout_s)
         conn.deadline = LazyDeadline(conn.loop, self.read_timeout_s, conn.expire)
         return conn
@@ -283,7 +288,7 @@ class LeanPool:
         if self._closed or not (resp.done and resp.keep_alive) or conn.is_closing():
             conn.close()
             return
-        conn.idle_since = asyncio.get_running_loop().time()
+        conn.idle_since = conn.loop.time()
         self._idle.setdefault(conn.key, []).append(conn)
 
     def close(self) -> None:
@@ -314,19 +319,26 @@ async def send(
     (``LazyDeadline``: no timer per request); when it passes, the connection is aborted and the
     read that was waiting fails as ``TimeoutError``.
     """
-    conn = await pool.acquire(host, port)
+    # An idle connection without a coroutine, else a new one.
+    conn = pool.reuse(host, port) or await pool.open(host, port)
     deadline = conn.deadline
     assert deadline is not None  # every pooled connection has one
     try:
         deadline.set(pool.read_timeout_s)
         conn.write(head + body if body else head)
-        await conn.drain()
+        if conn.write_paused:
+            await conn.drain()
         while True:
             resp = _parse_head(await conn.read_until(_HEAD_END, "response head"), conn, method)
             if resp is None:
                 continue
-            if resp.length is not None and resp.length <= small and not resp.no_body:
-                resp.body = await conn.read_exactly(resp.length, "response body")
+            n = resp.length
+            if n is not None and n <= small and not resp.no_body:
+                # A small body usually came with its head: taken without a wait.
+                buffered = len(conn.buf) >= n
+                resp.body = (
+                    conn.take(n) if buffered else await conn.read_exactly(n, "response body")
+                )
                 resp.done = True
             deadline.clear()
             return resp

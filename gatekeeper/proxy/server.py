@@ -32,7 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
+from itertools import chain
 from typing import Any
 
 from aiohttp import web
@@ -115,10 +116,13 @@ def is_websocket(request: GateRequest) -> bool:
 class Responder:
     """Writes the one response to a request: whole, or streamed (``start``/``write``/``end``)."""
 
-    __slots__ = ("close_after", "request", "response")
+    __slots__ = ("close_after", "conn", "request", "response")
 
-    def __init__(self, request: GateRequest, *, close_after: bool) -> None:
+    def __init__(
+        self, request: GateRequest, *, close_after: bool, conn: GateConnection | None = None
+    ) -> None:
         self.request = request
+        self.conn = conn  # the request's connection (its ``GateServer`` may be stopping)
         self.response: web.StreamResponse | None = None
         self.close_after = close_after
 
@@ -126,23 +130,23 @@ class Responder:
     def started(self) -> bool:
         return self.response is not None
 
-    def _headers(self, reason: str | None, headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    def _check(self, reason: str | None, headers: Sequence[tuple[str, str]]) -> None:
         if self.response is not None:
             raise RuntimeError("response already started")
         transport = self.request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("client connection lost")
-        out = CIMultiDict(headers)
-        # SECURITY: response splitting. No line may hold a CR or LF of its own.
-        if has_line_break((reason or "") + "".join(k + v for k, v in out.items())):
+        # SECURITY: response splitting. No line may hold a CR or LF of its own: the reason, the
+        # names and the values, checked joined (one scan each for CR and LF, no copy per pair).
+        if has_line_break("".join(chain.from_iterable(headers))) or (
+            reason is not None and has_line_break(reason)
+        ):
             raise UnsafeHeader("CR or LF in the status reason or a response header")
-        out.setdefault("Server", SERVER_NAME)
-        return out
 
     def _adopt(self, response: web.StreamResponse) -> web.StreamResponse:
-        conn = self.request.protocol
+        conn = self.conn
         # A graceful stop began while the request was in hand: its answer says "close".
-        if self.close_after or (isinstance(conn, GateConnection) and conn.gate.stopping):
+        if self.close_after or (conn is not None and conn.gate.stopping):
             response.force_close()
         self.response = response
         return response
@@ -150,26 +154,29 @@ class Responder:
     async def send(
         self,
         status: int,
-        headers: Iterable[tuple[str, str]],
+        headers: Sequence[tuple[str, str]],
         body: bytes,
         reason: str | None = None,
     ) -> None:
         """A whole response, head and body in one write."""
-        out = self._headers(reason, headers)
-        response = self._adopt(web.Response(status=status, reason=reason, body=body, headers=out))
-        await response.prepare(self.request)
+        self._check(reason, headers)
+        # The pairs straight to aiohttp: it builds the one multidict the response keeps.
+        response = web.Response(status=status, reason=reason, body=body, headers=headers)
+        response.headers.setdefault("Server", SERVER_NAME)
+        await self._adopt(response).prepare(self.request)
         await response.write_eof()
 
     async def start(
         self,
         status: int,
-        headers: Iterable[tuple[str, str]],
+        headers: Sequence[tuple[str, str]],
         length: int | None,
         reason: str | None = None,
     ) -> None:
         """Begin a streamed response; ``length`` None means chunked (close-delimited on 1.0)."""
-        out = self._headers(reason, headers)
-        response = self._adopt(web.StreamResponse(status=status, reason=reason, headers=out))
+        self._check(reason, headers)
+        response = self._adopt(web.StreamResponse(status=status, reason=reason, headers=headers))
+        response.headers.setdefault("Server", SERVER_NAME)
         if length is not None:
             response.content_length = length
         await response.prepare(self.request)
@@ -222,7 +229,7 @@ class GateConnection(web.RequestHandler):
                     self._arm()
             elif self.current is not None and self.current.content.is_eof():
                 self.pending = True  # past the body in hand: the next request's bytes
-        super().data_received(data)
+        web.RequestHandler.data_received(self, data)  # super()'s, without building a super
 
     def begin(self, request: GateRequest) -> None:
         """A complete head arrived and its handling starts: the header deadline is met."""
@@ -322,7 +329,7 @@ class GateServer(web.Server):
         conn.begin(request)
         # A non-WebSocket upgrade ends the connection (see the module docstring).
         close_after = "Upgrade" in request.headers and not is_websocket(request)
-        responder = Responder(request, close_after=close_after)
+        responder = Responder(request, close_after=close_after, conn=conn)
         try:
             await self.handler(request, responder)
         except ConnectionError:

@@ -45,6 +45,30 @@ async def test_a_call_cancelled_before_it_starts_is_skipped() -> None:
     worker.stop()
 
 
+async def test_a_call_run_always_is_not_skipped_when_cancelled() -> None:
+    """What the file sink's writes rely on: a commit that stops waiting still writes its batch
+    before the batches queued behind it, and the cancelled future takes no result."""
+    worker = Worker("gk-test")
+    gate = threading.Event()
+    ran: list[int] = []
+
+    def fail(i: int) -> None:
+        ran.append(i)
+        raise OSError(5, "I/O error")
+
+    first = worker.run(gate.wait, 5)
+    second = worker.run(ran.append, 1, always=True)
+    third = worker.run(fail, 2, always=True)
+    second.cancel()
+    third.cancel()
+    gate.set()
+    assert await first is True
+    assert await worker.run(ran.append, 3) is None
+    assert ran == [1, 2, 3]
+    assert second.cancelled() and third.cancelled()
+    worker.stop()
+
+
 def test_a_closed_loop_does_not_kill_the_thread() -> None:
     worker = Worker("gk-test")
     gate = threading.Event()
