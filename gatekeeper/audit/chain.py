@@ -47,6 +47,9 @@ _HOLE = "\x7f"
 _HOLE_MEMBER = b'"hash":"\x7f",'
 _BEFORE_HOLE = len(b'"hash":"')
 _AFTER_HOLE = len(b'",')
+# A fresh hasher is a copy of this one: creating one from the name costs a look-up of the
+# algorithm in OpenSSL's provider tables each time, copying one does not.
+_SHA256 = hashlib.sha256()
 
 
 def chain_batch(
@@ -96,7 +99,8 @@ def chain_batch(
         ):
             before = template[:start]
             after = template[end:]
-            h = hashlib.sha256(prev)
+            h = _SHA256.copy()
+            h.update(prev)
             h.update(before)
             h.update(after)
             prev = b"sha256:" + h.hexdigest().encode("ascii")

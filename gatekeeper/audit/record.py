@@ -24,7 +24,8 @@ from typing import Any
 
 import orjson
 
-from gatekeeper.context import Principal, RequestContext
+from gatekeeper.context import ComputeRequest, OwnershipProfile, Principal, RequestContext
+from gatekeeper.memo import remember
 
 ZERO_HASH = "sha256:" + "0" * 64
 RECORD_VERSION = 1
@@ -129,6 +130,35 @@ def _num(value: Any) -> Any:
     return value
 
 
+# A record's ``compute`` and ``ownership`` by the identity of the fact they show, with whether
+# their numbers are plain (``_plain``). Adapters and the registry hand out the same frozen
+# object for the same submission or entity, so its part is built once and shared by the records
+# that show it: held with the object (an id is never reused while it lives), read-only from then
+# on (``_unchecked`` copies before it changes one), emptied at ``_PARTS_MAX`` entries.
+_PARTS_MAX = 1024
+_parts: dict[int, tuple[Any, dict[str, Any], bool]] = {}
+
+
+def _compute_part(c: ComputeRequest) -> tuple[dict[str, Any], bool]:
+    part = c.to_json()
+    plain = _plain((c.gpus, c.hours, c.gpu_hours, c.tpp, c.tpp_hours))
+    remember(_parts, id(c), (c, part, plain), 0, 0, _PARTS_MAX)
+    return part, plain
+
+
+def _ownership_part(o: OwnershipProfile) -> tuple[dict[str, Any], bool]:
+    part = {
+        "ultimate_parent": o.ultimate_parent,
+        "parent_hq_country": o.parent_hq_country,
+        "affiliated": o.affiliated,
+        "listed_share": o.listed_share,
+        "affiliated_flags": sorted(o.affiliated_flags) if o.affiliated_flags else [],
+    }
+    plain = _plain((o.listed_share,))
+    remember(_parts, id(o), (o, part, plain), 0, 0, _PARTS_MAX)
+    return part, plain
+
+
 def _who(p: Principal) -> dict[str, Any]:
     """The principal as the record names it: no claims, so no token can reach the trail."""
     return {"subject": p.subject, "tenant": p.tenant, "entity": p.entity, "issuer": p.issuer}
@@ -155,6 +185,26 @@ def record_body(
     decision = ctx._decision
     quota = ctx._quota
     latency = round(latency_ms, 3)
+    plain = True
+    parts = _parts
+    if ownership is None:
+        owned = None
+    else:
+        hit = parts.get(id(ownership))
+        if hit is not None and hit[0] is ownership:
+            owned, plain = hit[1], hit[2]
+        else:
+            owned, plain = _ownership_part(ownership)
+    if compute is None:
+        measured = None
+    else:
+        hit = parts.get(id(compute))
+        if hit is not None and hit[0] is compute:
+            measured = hit[1]
+            plain = plain and hit[2]
+        else:
+            measured, measured_plain = _compute_part(compute)
+            plain = plain and measured_plain
     body = RecordBody(
         decision_id=ctx.decision_id,
         http={
@@ -168,21 +218,11 @@ def record_body(
             "latency_ms": latency,
         },
         principal=None if principal is None else _who(principal),
-        ownership=None
-        if ownership is None
-        else {
-            "ultimate_parent": ownership.ultimate_parent,
-            "parent_hq_country": ownership.parent_hq_country,
-            "affiliated": ownership.affiliated,
-            "listed_share": ownership.listed_share,
-            "affiliated_flags": sorted(ownership.affiliated_flags)
-            if ownership.affiliated_flags
-            else [],
-        },
+        ownership=owned,
         geo=None
         if geo is None
         else {"country": geo.country, "asn": geo.asn, "anonymous": geo.anonymous},
-        compute=None if compute is None else compute.to_json(),
+        compute=measured,
         decision=None
         if decision is None
         else {
@@ -199,18 +239,15 @@ def record_body(
         if quota is None
         else {"name": quota.name, "consumed": quota.consumed, "remaining": quota.remaining},
     )
-    # Every number of the body, for one check (status and asn are ints, checked all the same).
-    # A shadow result is free-form: a body with one is left to the check of the record's bytes.
+    # The other numbers of the body, for one check (status and asn are ints, checked all the
+    # same; ownership's and compute's were checked with their parts). A shadow result is
+    # free-form: a body with one is left to the check of the record's bytes.
     nums: list[Any] = [status, upstream_status, latency]
-    if ownership is not None:
-        nums.append(ownership.listed_share)
     if geo is not None:
         nums.append(geo.asn)
-    if compute is not None:
-        nums += (compute.gpus, compute.hours, compute.gpu_hours, compute.tpp, compute.tpp_hours)
     if quota is not None:
         nums += (quota.consumed, quota.remaining)
-    if (decision is None or not decision.shadow) and _plain(nums):
+    if plain and (decision is None or not decision.shadow) and _plain(nums):
         return body
     return _unchecked(body)
 
@@ -243,6 +280,7 @@ def _unchecked(body: RecordBody) -> dict[str, Any]:
     for fact, fields in _NUMBER_FIELDS:
         part = body[fact]
         if part is not None:
+            part = body[fact] = dict(part)  # a shared part (``_parts``) is never changed
             for name in fields:
                 part[name] = _num(part[name])
     return dict(body)

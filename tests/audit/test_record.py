@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import given, settings
@@ -103,3 +104,20 @@ def test_record_body_of_an_early_failure_has_nulls() -> None:
         assert body[fact] is None
     assert body["http"]["latency_ms"] is None
     assert SECRET_TOKEN not in canonical(body).decode()
+
+
+def test_record_body_shares_no_part_a_record_could_change() -> None:
+    """The parts built once per fact object (compute, ownership) are the same bytes on every
+    record, and a body with unusual numbers leaves the shared part as it was."""
+    ctx = full_ctx()
+    first = canonical(record_body(ctx, status=200, upstream_status=None, latency_ms=1.0))
+    assert canonical(record_body(ctx, status=200, upstream_status=None, latency_ms=1.0)) == first
+    ctx.compute = replace(ctx.compute, hours=float("nan"), gpus=1e-5)
+    ctx.ownership = replace(ctx.ownership, listed_share=float("inf"))
+    for _ in range(2):
+        body = record_body(ctx, status=200, upstream_status=None, latency_ms=1.0)
+        assert body["compute"]["hours"] is None and body["compute"]["gpus"] == 1e-5
+        assert body["ownership"]["listed_share"] is None
+        assert canonical(body) == stdlib(body)
+    again = record_body(ctx, status=200, upstream_status=None, latency_ms=1.0)
+    assert again["compute"] is not body["compute"]  # each unusual body has its own copy
