@@ -62,6 +62,18 @@ _CACHE_MISS = metrics.TOKEN_CACHE.labels(result="miss")
 _CACHE_EXPIRED = metrics.TOKEN_CACHE.labels(result="expired")
 
 
+# A fresh hasher is a copy of this one: creating one by name looks the algorithm up in OpenSSL's
+# provider tables every time, copying one does not.
+_SHA256 = hashlib.sha256()
+
+
+def _cache_key(token: str) -> bytes:
+    """The verified-token cache's key: the token's SHA-256 (the cache never holds a token)."""
+    h = _SHA256.copy()
+    h.update(token.encode("ascii"))
+    return h.digest()
+
+
 class _Malformed(Exception):
     pass
 
@@ -193,7 +205,7 @@ class TokenVerifier:
         """
         if not token.isascii():  # O(1) for str; the cache key needs ASCII bytes
             raise token_deny(TOKEN_MALFORMED)
-        key = hashlib.sha256(token.encode("ascii")).digest()
+        key = _cache_key(token)
         entry = self.cache.get(key)
         if entry is None:
             return None
@@ -215,7 +227,7 @@ class TokenVerifier:
             raise token_deny(TOKEN_MALFORMED)
         principal, issuer, generation = await self._verify(token)
         if principal.expires_at is not None:
-            key = hashlib.sha256(token.encode("ascii")).digest()
+            key = _cache_key(token)
             self.cache.put(key, _Entry(principal, principal.expires_at, issuer, generation))
         return principal
 
