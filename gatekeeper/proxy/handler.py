@@ -218,7 +218,7 @@ class GateHandler:
             _child(metrics.DENIALS, route.name, decision.rule or decision.action).inc()
 
         principal = ctx.maybe("principal")
-        websocket = is_websocket(request)
+        websocket = "Upgrade" in request.headers and is_websocket(request)
         base, host = self._upstream_of[route.name]
         headers = gate_headers(
             request,
