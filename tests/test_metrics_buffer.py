@@ -69,6 +69,21 @@ def test_a_local_histogram_exposes_what_direct_observations_give(
     assert "p_created" in created  # as prometheus-client gives in one process
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), VALUES, max_size=3), max_size=6))
+def test_observe_each_gives_what_one_observation_per_label_gives(
+    rounds: list[dict[str, float]],
+) -> None:
+    direct_registry, local_registry = CollectorRegistry(), CollectorRegistry()
+    direct = Histogram("h", "h", ["stage"], buckets=BUCKETS, registry=direct_registry)
+    local = LocalHistogram("h", "h", ["stage"], buckets=BUCKETS, registry=local_registry)
+    for times in rounds:
+        for stage, value in times.items():
+            direct.labels(stage).observe(value)
+        local.observe_each(times)
+        assert same(samples(local_registry), samples(direct_registry))
+
+
 def test_a_buffered_counter_flushes_its_sum_once() -> None:
     registry = CollectorRegistry()
     counter = Counter("c", "c", registry=registry)

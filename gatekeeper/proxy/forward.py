@@ -6,8 +6,9 @@ small responses with a known length, which go out in one write (fewer syscalls, 
 
 Two upstream clients: the lean one (``lean.py``: plain ``http://``, a body already in hand) for the
 common case, aiohttp's (one pooled ``ClientSession``) for the rest (``https://`` upstreams,
-streamed request bodies, WebSockets). Either way the answer goes back through ``_relay``, and an
-upstream that fails before its answer starts is mapped once (``upstream_failure``). A WebSocket
+streamed request bodies, WebSockets). Either way the answer goes back through ``_relay`` (or, whole,
+straight to ``Responder.send`` with the same failures: ``_not_started``), and an upstream that
+fails before its answer starts is mapped once (``upstream_failure``). A WebSocket
 upgrade is relayed message by message once the upstream has answered ``101``: the gate decided on
 the upgrade request; messages are not its business.
 """
@@ -168,13 +169,8 @@ async def _relay(
             await responder.send(status, headers, body, reason)
             return
         await responder.start(status, headers, length, reason)
-    except ConnectionError as exc:
-        raise ClientGone(status) from exc
-    except UnsafeHeader:
-        # SECURITY: a CR or LF in an upstream header would split the answer to the client.
-        raise DependencyError(
-            R_UPSTREAM_UNREACHABLE, "upstream answer has CR or LF in a header", status=502
-        ) from None
+    except (ConnectionError, UnsafeHeader) as exc:
+        raise _not_started(exc, status) from exc
     if chunks is not None:
         while True:
             try:
@@ -192,6 +188,17 @@ async def _relay(
         await responder.end()
     except ConnectionError as exc:
         raise ClientGone(status) from exc
+
+
+def _not_started(exc: ConnectionError | UnsafeHeader, status: int) -> Exception:
+    """What a failure to start the answer to the client is: ``ClientGone`` when the client left,
+    a 502 when the upstream's head cannot be written."""
+    if isinstance(exc, ConnectionError):
+        return ClientGone(status)
+    # SECURITY: a CR or LF in an upstream header would split the answer to the client.
+    return DependencyError(
+        R_UPSTREAM_UNREACHABLE, "upstream answer has CR or LF in a header", status=502
+    )
 
 
 def _answer_headers(pairs: list[tuple[str, str]], decision_id: str) -> list[tuple[str, str]]:
@@ -214,20 +221,77 @@ async def forward_http(
     Raises ``DependencyError`` with status 502 (unreachable) or 504 (timed out) when no response
     has started, ``ClientGone`` when the client left while the answer was being written, and
     ``UpstreamBroke`` when the upstream failed after the answer started.
+
+    The lean client's exchange is written out here (the common case: no coroutine of its own);
+    whatever it cannot take goes through aiohttp's (``_forward_session``).
     """
-    if body is not None or not request.body_exists:
-        target = upstreams.lean_target(url)
-        if target is not None:
+    lean_request = _lean_request(upstreams, request, url, headers, body)
+    if lean_request is None:
+        return await _forward_session(
+            upstreams, request, responder, url, headers, body, decision_id
+        )
+    host, port, head = lean_request
+    pool = upstreams.pool
+    try:
+        upstream = await lean.send(
+            pool, host, port, head, body, method=request.method, small=SMALL_RESPONSE
+        )
+    except UPSTREAM_ERRORS as exc:
+        raise upstream_failure(exc, "unreachable") from None
+    try:
+        out = _answer_headers(
+            downstream_header_pairs(upstream.headers, upstream.connection), decision_id
+        )
+        status, reason, length = upstream.status, upstream.reason, upstream.length
+        if upstream.no_body:
+            upstream.done = True
+            await _relay(responder, status, reason, out, length=length, body=None, chunks=None)
+        elif upstream.body is not None:
+            # The whole answer arrived with its head: one write, as ``_relay`` would.
             try:
-                head = lean.encode_head(
-                    request.method, target[2], headers, None if body is None else len(body)
-                )
-            except lean.Unsendable:
-                pass  # aiohttp's client refuses it the way it always did
-            else:
-                return await _forward_lean(
-                    upstreams, request, responder, target[0], target[1], head, body, decision_id
-                )
+                await responder.send(status, out, upstream.body, reason)
+            except (ConnectionError, UnsafeHeader) as exc:
+                raise _not_started(exc, status) from exc
+        else:
+            chunks = lean.iter_body(upstream, CHUNK, upstreams.read_timeout_s)
+            await _relay(responder, status, reason, out, length=length, body=None, chunks=chunks)
+        return status
+    finally:
+        pool.release(upstream)
+
+
+def _lean_request(
+    upstreams: Upstreams,
+    request: GateRequest,
+    url: str,
+    headers: list[tuple[str, str]],
+    body: bytes | None,
+) -> tuple[str, int, bytes] | None:
+    """(host, port, request head) when the lean client takes the request, else None."""
+    if body is None and request.body_exists:
+        return None  # a body to stream: aiohttp's client
+    target = upstreams.lean_target(url)
+    if target is None:
+        return None
+    try:
+        head = lean.encode_head(
+            request.method, target[2], headers, None if body is None else len(body)
+        )
+    except lean.Unsendable:
+        return None  # aiohttp's client refuses it the way it always did
+    return target[0], target[1], head
+
+
+async def _forward_session(
+    upstreams: Upstreams,
+    request: GateRequest,
+    responder: Responder,
+    url: str,
+    headers: list[tuple[str, str]],
+    body: bytes | None,
+    decision_id: str,
+) -> int:
+    """``forward_http`` through aiohttp's client (same arguments, answers and errors)."""
     data: bytes | AsyncIterator[bytes] | None
     if body is not None:
         data = body
@@ -266,42 +330,6 @@ async def forward_http(
         return status
     finally:
         upstream.release()
-
-
-async def _forward_lean(
-    upstreams: Upstreams,
-    request: GateRequest,
-    responder: Responder,
-    host: str,
-    port: int,
-    head: bytes,
-    body: bytes | None,
-    decision_id: str,
-) -> int:
-    """``forward_http`` through the lean client (same answers, same errors)."""
-    pool = upstreams.pool
-    try:
-        upstream = await lean.send(
-            pool, host, port, head, body, method=request.method, small=SMALL_RESPONSE
-        )
-    except UPSTREAM_ERRORS as exc:
-        raise upstream_failure(exc, "unreachable") from None
-    try:
-        out = _answer_headers(
-            downstream_header_pairs(upstream.headers, upstream.connection), decision_id
-        )
-        status, reason, length = upstream.status, upstream.reason, upstream.length
-        if upstream.body is not None or upstream.no_body:
-            if upstream.no_body:
-                upstream.done = True
-            body = None if upstream.no_body else upstream.body
-            await _relay(responder, status, reason, out, length=length, body=body, chunks=None)
-        else:
-            chunks = lean.iter_body(upstream, CHUNK, upstreams.read_timeout_s)
-            await _relay(responder, status, reason, out, length=length, body=None, chunks=chunks)
-        return status
-    finally:
-        pool.release(upstream)
 
 
 async def forward_websocket(

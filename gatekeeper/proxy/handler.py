@@ -65,9 +65,11 @@ class GateHandler:
         self._upstream_of = {
             r.name: (r.upstream.rstrip("/"), _host_of(r.upstream)) for r in cfg.routes
         }
-        # The histogram cells each request observes, looked up once (stage names are few).
+        # The metric children each request updates, looked up once each (on first use: a label
+        # set appears in /metrics when it is first counted, not before).
         self._decision_cells = metrics.DECISION_SECONDS.labels()
-        self._stage_cells: dict[str, metrics.HistogramCells] = {}
+        self._upstream_cells: dict[str, metrics.HistogramCells] = {}
+        self._requests: dict[tuple[str, str, str], metrics.BufferedCounter] = {}
 
     # ----------------------------------------------------------------------------------- entry
 
@@ -177,10 +179,10 @@ class GateHandler:
     ) -> None:
         decision = ctx.decision
         route = ctx.request.route or "-"
-        _child(metrics.REQUESTS, route, decision.action, "true").inc()
+        self._count(route, decision.action, "true")
         _child(metrics.DENIALS, route, reason).inc()
         self._decision_cells.observe(time.perf_counter() - ctx.started)
-        self._observe_stages(ctx)
+        metrics.STAGE_SECONDS.observe_each(ctx.stage_times)
         reply = problem_reply(
             status=status,
             reason=reason,
@@ -210,14 +212,13 @@ class GateHandler:
             await verdict.refund()
             return await self._answer_verdict(responder, verdict)
         self._decision_cells.observe(time.perf_counter() - started)
-        self._observe_stages(ctx)
-        enforced = "true" if decision.enforced else "false"
-        _child(metrics.REQUESTS, route.name, decision.action, enforced).inc()
+        metrics.STAGE_SECONDS.observe_each(ctx.stage_times)
+        self._count(route.name, decision.action, "true" if decision.enforced else "false")
         if not decision.enforced and decision.action != "allow":
             _child(metrics.DENIALS, route.name, decision.rule or decision.action).inc()
 
         principal = ctx.maybe("principal")
-        websocket = is_websocket(request)
+        websocket = "Upgrade" in request.headers and is_websocket(request)
         base, host = self._upstream_of[route.name]
         headers = gate_headers(
             request,
@@ -272,7 +273,12 @@ class GateHandler:
             )
             await responder.send(reply.status, reply.headers, reply.body)
         finally:
-            _child(metrics.UPSTREAM_SECONDS, route.name).observe(time.perf_counter() - t_up)
+            upstream_cells = self._upstream_cells.get(route.name)
+            if upstream_cells is None:
+                upstream_cells = self._upstream_cells[route.name] = _child(
+                    metrics.UPSTREAM_SECONDS, route.name
+                )
+            upstream_cells.observe(time.perf_counter() - t_up)
             if upstream_status is None or upstream_status >= 400:
                 await verdict.refund()
             self._outcome(ctx, status, upstream_status, started)
@@ -297,13 +303,13 @@ class GateHandler:
         except DependencyError:
             log.warning("audit outcome line for %s not written", body["decision_id"])
 
-    def _observe_stages(self, ctx: RequestContext) -> None:
-        cells = self._stage_cells
-        for stage, seconds in ctx.stage_times.items():
-            cell = cells.get(stage)
-            if cell is None:
-                cell = cells[stage] = metrics.STAGE_SECONDS.labels(stage)
-            cell.observe(seconds)
+    def _count(self, route: str, action: str, enforced: str) -> None:
+        """``gatekeeper_requests_total{route, action, enforced}`` + 1."""
+        key = (route, action, enforced)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = _child(metrics.REQUESTS, *key)
+        counter.pending += 1.0
 
     def close(self) -> None:
         """After the server drained its requests: stop the metric flusher, flush the rest.

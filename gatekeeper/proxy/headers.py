@@ -5,7 +5,10 @@ Also the request-line overrides the gate refuses, as headers or as a ``_method``
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from itertools import compress
+from operator import itemgetter
+from typing import Any
 from urllib.parse import parse_qsl
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -184,6 +187,45 @@ def strip_client_headers(
     )
 
 
+# The header filters below answer from the names alone (with the Connection values they name and,
+# for a request, whether an Upgrade is kept): clients and upstreams send the same few shapes over
+# and over, so each shape's answer (keep or drop, per position) is remembered, keyed by all of
+# that. Bounded: only shapes whose names and Connection values total at most _SHAPE_CHARS
+# characters are kept, and a full table is emptied (a flood of distinct shapes only costs the
+# filtering itself).
+_SHAPES_MAX = 512
+_SHAPE_CHARS = 2048
+_request_shapes: dict[tuple[tuple[str, ...], bool, tuple[str, ...]], tuple[bool, ...]] = {}
+_response_shapes: dict[tuple[tuple[str, ...], str], tuple[bool, ...]] = {}
+_name_of = itemgetter(0)
+
+
+def _remember(
+    table: dict[Any, tuple[bool, ...]], key: Any, chars: int, keep: tuple[bool, ...]
+) -> None:
+    if chars <= _SHAPE_CHARS:
+        if len(table) >= _SHAPES_MAX:
+            table.clear()
+        table[key] = keep
+
+
+def _request_keep(
+    names: Iterable[str], keep_upgrade: bool, connection: Sequence[str]
+) -> tuple[bool, ...]:
+    drop = _REQUEST_DROP | _connection_tokens(connection) if connection else _REQUEST_DROP
+    keep: list[bool] = []
+    for k in names:
+        lk = k.lower()
+        keep.append(
+            not (
+                lk in drop
+                or lk.startswith(_GATE_PREFIXES)
+                or (keep_upgrade is False and lk.startswith("sec-websocket-"))
+            )
+        )
+    return tuple(keep)
+
+
 def upstream_request_headers(
     headers: CIMultiDictProxy[str], *, keep_upgrade: bool = False
 ) -> list[tuple[str, str]]:
@@ -192,25 +234,31 @@ def upstream_request_headers(
     A list of pairs in the client's order, not a new multidict: the gate only appends to it
     (every header it sets itself is one this filter drops), and the upstream clients take pairs.
     """
-    connection = headers.getall("Connection", ())
-    drop = _REQUEST_DROP | _connection_tokens(connection) if connection else _REQUEST_DROP
-    out: list[tuple[str, str]] = []
-    for k, v in headers.items():
-        lk = k.lower()
-        if lk in drop or lk.startswith(_GATE_PREFIXES):
-            continue
-        if keep_upgrade is False and lk.startswith("sec-websocket-"):
-            continue
-        out.append((k, v))
-    return out
+    # The names of the pairs themselves: a multidict's keys() lists a repeated name once.
+    items = list(headers.items())
+    names = tuple(map(_name_of, items))
+    connection = tuple(headers.getall("Connection", ()))
+    key = (names, keep_upgrade, connection)
+    keep = _request_shapes.get(key)
+    if keep is None:
+        keep = _request_keep(names, keep_upgrade, connection)
+        _remember(_request_shapes, key, sum(map(len, names + connection)), keep)
+    return list(compress(items, keep))
 
 
 def downstream_header_pairs(
     pairs: Iterable[tuple[str, str]], connection: str
 ) -> list[tuple[str, str]]:
     """Upstream response headers to pass back to the client (``connection``: its Connection)."""
-    drop = _RESPONSE_DROP | _connection_tokens((connection,)) if connection else _RESPONSE_DROP
-    return [(k, v) for k, v in pairs if k.lower() not in drop]
+    pairs = pairs if isinstance(pairs, list) else list(pairs)
+    names = tuple(map(_name_of, pairs))
+    key = (names, connection)
+    keep = _response_shapes.get(key)
+    if keep is None:
+        drop = _RESPONSE_DROP | _connection_tokens((connection,)) if connection else _RESPONSE_DROP
+        keep = tuple(k.lower() not in drop for k in names)
+        _remember(_response_shapes, key, sum(map(len, names)) + len(connection), keep)
+    return list(compress(pairs, keep))
 
 
 def downstream_response_headers(
