@@ -7,12 +7,11 @@ imported, so prometheus-client writes per-process files and ``/metrics`` aggrega
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate
 from typing import Any
 
@@ -358,14 +357,10 @@ IN_FLIGHT = Gauge(
 #
 # With workers > 1 every prometheus-client update writes an mmap'ed file (lock, getpid, pack).
 # The hot path instead adds to plain Python numbers, and ``flush()`` moves them to the shared
-# metrics: whenever the handler goes idle (at most once per IDLE_FLUSH_S: ``Flusher``), every
-# FLUSH_EVERY_S under load, before ``render()`` and at shutdown. Counters are summed until then
+# metrics: when the proxy's handler says so (``flusher.Flusher``), before ``render()`` and at
+# shutdown. Counters are summed until then
 # (one ``inc`` per flush); histograms are ``LocalHistogram`` cells already, and a flush writes
 # those that changed to this process's file when there is one.
-
-FLUSH_EVERY_S = 0.5
-# When the gate goes idle it flushes at most once per this long (``Flusher.idle``).
-IDLE_FLUSH_S = 0.05
 
 
 class BufferedCounter:
@@ -415,71 +410,6 @@ def flush() -> None:
     if MULTIPROCESS:
         for histogram in _HISTOGRAMS.values():
             histogram.write_cells()
-
-
-class Flusher:
-    """When the buffered updates reach the shared metrics, for one request handler.
-
-    Every ``FLUSH_EVERY_S`` while requests keep coming (``busy()`` arms the timer), and when the
-    handler goes idle (``idle()``) — at most once per ``IDLE_FLUSH_S``, a timer taking an idle
-    moment that comes sooner. At a few hundred requests a second the gate idles after almost every
-    request, and a flush each time cost a dozen histogram and counter flushes per request; so a
-    scrape of another worker's metrics is at most ``IDLE_FLUSH_S`` behind once the gate is idle
-    (the scraped process flushes its own in ``render()``). ``before_flush`` runs first (the
-    in-flight gauge).
-    """
-
-    def __init__(
-        self,
-        before_flush: Callable[[], None],
-        *,
-        every_s: float = FLUSH_EVERY_S,
-        idle_every_s: float = IDLE_FLUSH_S,
-    ) -> None:
-        self.before_flush = before_flush
-        self.every_s = every_s
-        self.idle_every_s = idle_every_s
-        self.flushes = 0
-        self._periodic: asyncio.TimerHandle | None = None
-        self._deferred: asyncio.TimerHandle | None = None
-        self._flushed_at = -math.inf
-
-    def busy(self) -> None:
-        """A request started: make sure the periodic flush is running."""
-        if self._periodic is None:
-            self._periodic = asyncio.get_running_loop().call_later(self.every_s, self._tick)
-
-    def idle(self) -> None:
-        """No request in flight: flush now, or once ``idle_every_s`` after the last flush."""
-        if self._deferred is not None:
-            return
-        wait = self._flushed_at + self.idle_every_s - time.monotonic()
-        if wait <= 0:
-            self.flush()
-        else:
-            self._deferred = asyncio.get_running_loop().call_later(wait, self._deferred_flush)
-
-    def flush(self) -> None:
-        self.before_flush()
-        flush()
-        self.flushes += 1
-        self._flushed_at = time.monotonic()
-
-    def close(self) -> None:
-        """Stop the timers and flush what is left."""
-        for timer in (self._periodic, self._deferred):
-            if timer is not None:
-                timer.cancel()
-        self._periodic = self._deferred = None
-        self.flush()
-
-    def _tick(self) -> None:
-        self.flush()
-        self._periodic = asyncio.get_running_loop().call_later(self.every_s, self._tick)
-
-    def _deferred_flush(self) -> None:
-        self._deferred = None
-        self.flush()
 
 
 def render() -> tuple[bytes, str]:

@@ -1,6 +1,6 @@
 """The gate's histograms (``metrics.LocalHistogram``) and buffered counters (``metrics.buffered``)
 expose exactly what prometheus-client's direct updates would, in one process and across worker
-processes, and ``metrics.Flusher`` moves them to the shared metrics on time."""
+processes, and ``flusher.Flusher`` moves them to the shared metrics on time."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from gatekeeper import metrics
-from gatekeeper.metrics import BufferedCounter, Flusher, LocalHistogram
+from gatekeeper.flusher import Flusher
+from gatekeeper.metrics import BufferedCounter, LocalHistogram
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
 # Values on the bounds themselves too: a bound belongs to its own bucket (le = less or equal).

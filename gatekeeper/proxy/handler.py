@@ -25,6 +25,7 @@ from ..audit.record import outcome_body
 from ..config import Config, RouteConfig
 from ..context import R_BODY_INCOMPLETE, R_BODY_TIMEOUT, R_BODY_TOO_LARGE, RequestContext
 from ..errors import BadRequest, Deny, DependencyError
+from ..flusher import Flusher
 from ..intake import Intake, Request, Verdict, decide
 from ..runtime import Runtime
 from .forward import (
@@ -41,7 +42,7 @@ from .server import GateRequest, RequestPayloadError, Responder, is_websocket, s
 log = logging.getLogger("gatekeeper.proxy")
 
 # Per-request metric updates go to in-process buffers (``metrics.buffered``), moved to the real
-# metrics by ``metrics.Flusher`` (when the handler goes idle, at most once per IDLE_FLUSH_S, and
+# metrics by ``flusher.Flusher`` (when the handler goes idle, at most once per IDLE_FLUSH_S, and
 # every FLUSH_EVERY_S under load): with workers > 1 each direct update would write a shared mmap
 # file (~10% of the CPU per request).
 _child = metrics.buffered
@@ -60,7 +61,7 @@ class GateHandler:
         # client dribbling a byte at a time holds the request open forever (slow-body slowloris).
         self.body_timeout = cfg.limits.body_timeout_s
         self.in_flight = 0
-        self.flusher = metrics.Flusher(self._set_in_flight_gauge)
+        self.flusher = Flusher(self._set_in_flight_gauge)
         # Per route, worked out once: the upstream's base URL and its Host.
         self._upstream_of = {
             r.name: (r.upstream.rstrip("/"), _host_of(r.upstream)) for r in cfg.routes
