@@ -6,9 +6,8 @@ small responses with a known length, which go out in one write (fewer syscalls, 
 
 Two upstream clients: the lean one (``lean.py``: plain ``http://``, a body already in hand) for the
 common case, aiohttp's (one pooled ``ClientSession``) for the rest (``https://`` upstreams,
-streamed request bodies, WebSockets). Either way the answer goes back through ``_relay`` (or, whole,
-straight to ``Responder.send`` with the same failures: ``_not_started``), and an upstream that
-fails before its answer starts is mapped once (``upstream_failure``). A WebSocket
+streamed request bodies, WebSockets). Either way the answer goes back through ``_relay``, and an
+upstream that fails before its answer starts is mapped once (``upstream_failure``). A WebSocket
 upgrade is relayed message by message once the upstream has answered ``101``: the gate decided on
 the upgrade request; messages are not its business.
 """
@@ -246,12 +245,10 @@ async def forward_http(
         if upstream.no_body:
             upstream.done = True
             await _relay(responder, status, reason, out, length=length, body=None, chunks=None)
-        elif upstream.body is not None:
-            # The whole answer arrived with its head: one write, as ``_relay`` would.
-            try:
-                await responder.send(status, out, upstream.body, reason)
-            except (ConnectionError, UnsafeHeader) as exc:
-                raise _not_started(exc, status) from exc
+        elif upstream.body is not None:  # the whole answer arrived with its head: one write
+            await _relay(
+                responder, status, reason, out, length=length, body=upstream.body, chunks=None
+            )
         else:
             chunks = lean.iter_body(upstream, CHUNK, upstreams.read_timeout_s)
             await _relay(responder, status, reason, out, length=length, body=None, chunks=chunks)
