@@ -88,6 +88,9 @@ class FileSink:
         self._dirty = False  # bytes after _durable may exist (a failed or rolled-back batch)
         self._broken = False  # a batch failed: refuse batches until recover()
         self.batches = 0  # successful write(+fsync) calls: the group-commit count
+        # A moving mean of the thread's write (+ fsync) time per batch, in seconds (0 before the
+        # first): how long a batch handed to the thread now will keep it busy (AuditLog's lag).
+        self.batch_seconds = 0.0
         self._worker = Worker("gk-audit-file")
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -190,6 +193,7 @@ class FileSink:
             raise SinkError(f"{self.path}: {exc.strerror or exc}") from exc
         # Observed here, on the event loop: histogram cells are not for other threads.
         metrics.buffered(metrics.AUDIT_FSYNC_SECONDS).observe(seconds)
+        self.batch_seconds += (seconds - self.batch_seconds) * 0.125
 
     def _commit_sync(self, data: bytes) -> float:
         """Write one batch and (``durability: fsync``) fsync it; how long that took.

@@ -8,14 +8,22 @@ disk the next one collects: concurrent requests share an fsync and the event loo
 for the disk. Outcome lines (``append_nowait``, nobody waits for them) do not start a commit of
 their own: they go with the next record's commit, or after ``LAZY_COMMIT_S`` if none comes.
 
-Settling: a due commit first lets the event loop run up to ``SETTLE_ITERATIONS`` more times while
-each of them queues new records (requests whose bytes have already arrived finish deciding and
-join this commit instead of waiting for the next one); the first iteration that adds nothing ends
-the wait. Every commit costs a seal, a hand-off to the disk and a chain pass, whatever its size.
+Settling: a due commit first lets the event loop run up to ``SETTLE_ITERATIONS`` more times
+(and for at most ``SETTLE_MAX_S``) while each of them queues new records (requests whose bytes
+have already arrived finish deciding and join this commit instead of waiting for the next one);
+the first iteration that adds nothing ends the wait, so a lone request waits one iteration.
+Every commit costs a seal, a hand-off to the disk, an fsync and a chain pass, whatever its size:
+under load, letting a burst of decisions finish before the batch is taken means fewer, larger
+commits and less CPU per request, for a wait no longer than the burst itself.
 
 Two commits in flight when the one required sink is a file: while one batch is on its way to the
 disk, the next one is chained and queued behind it on the file's thread, which starts it the
-moment the first fsync returns. A commit finishes (writes to the other sinks, answers its
+moment the first fsync returns. The second is not taken at once, though: the thread is busy with
+the first anyway, so the writer lets the next batch grow for ``PIPELINE_LAG`` of the thread's
+usual time per batch (``FileSink.batch_seconds``), counted from the first one's hand-off, or until
+the first one finishes, whichever comes first; handed over then, it still reaches the thread
+before the first fsync returns, so the disk does not wait on the event loop, and the commits are
+fewer and larger. A commit finishes (writes to the other sinks, answers its
 appends) only after the commit before it has finished, so records are acknowledged and reach the
 stream in chain order. A second required sink (a stream, stdout, another file) would need a
 rollback across two batches, so such logs keep one commit in flight.
@@ -90,10 +98,14 @@ _PROBE_EVERY_S = 1.0
 # Outcome lines (``append_nowait``) wait at most this long for a decision record to share a
 # commit with, instead of paying an fsync of their own.
 LAZY_COMMIT_S = 0.005
-# At most this many event-loop iterations a due commit waits while records keep arriving.
-SETTLE_ITERATIONS = 3
+# At most this many event-loop iterations, and this long in all, a due commit waits while
+# records keep arriving (module docstring).
+SETTLE_ITERATIONS = 16
+SETTLE_MAX_S = 0.002
 # Commits in flight at once when every required sink is a file (module docstring).
 PIPELINE_DEPTH = 2
+# The part of the file thread's usual time per batch the next batch grows while one is in flight.
+PIPELINE_LAG = 0.5
 
 
 _records_counters: dict[str, Any] = {}
@@ -148,9 +160,12 @@ class AuditLog:
         self._tip_head = ZERO_HASH
         self._rewind = False  # a commit failed: chain the next batch from seq/head again
         self._inflight: deque[asyncio.Task[bool]] = deque()
+        self._handed = 0.0  # when the last commit was handed to the sinks (perf_counter)
         required = [s for s in self.sinks if s.required]
-        one_file = len(required) == 1 and isinstance(required[0], FileSink)
-        self.depth = depth or (PIPELINE_DEPTH if one_file else 1)
+        only = required[0] if len(required) == 1 else None
+        # The one required sink, when it is a file: two commits in flight, with the lag.
+        self._disk = only if isinstance(only, FileSink) else None
+        self.depth = depth or (PIPELINE_DEPTH if self._disk is not None else 1)
         self.resumed: ChainTail | None = None
         self.chain_break: dict[str, Any] | None = None  # the start moved a broken chain aside
         self._break_note: dict[str, Any] | None = None  # ... and the note waits for seq 1
@@ -292,6 +307,8 @@ class AuditLog:
             if len(self._inflight) >= self.depth:
                 await asyncio.wait((self._inflight[0],))
                 continue
+            if self._inflight and not self._closing:
+                await self._lag()
             if self._rewind:
                 await self._restart_chain()
             if self._lazy_timer is not None:
@@ -316,9 +333,17 @@ class AuditLog:
             # The tip moves now, on the writer task: the next batch is chained behind this one.
             self._tip_seq, self._tip_head = chained[2], chained[3]
             previous = self._inflight[-1] if self._inflight else None
+            self._handed = time.perf_counter()
             task = asyncio.create_task(self._commit_task(batch, chained, previous))
             self._inflight.append(task)
             task.add_done_callback(self._finished)
+
+    async def _lag(self) -> None:
+        """With a commit in flight, let the next batch grow a while (module docstring)."""
+        busy = self._disk.batch_seconds if self._disk is not None else 0.0
+        wait = PIPELINE_LAG * busy - (time.perf_counter() - self._handed)
+        if wait > 0:
+            await asyncio.wait((self._inflight[0],), timeout=wait)
 
     def _notes_waiting(self) -> bool:
         return bool(self._lost) or (self._break_note is not None and self._tip_seq == 0)
@@ -370,12 +395,14 @@ class AuditLog:
 
     async def _settle(self) -> None:
         """Let records that are about to arrive join this commit (module docstring)."""
+        clock = time.perf_counter
+        until = clock() + SETTLE_MAX_S
         for _ in range(SETTLE_ITERATIONS):
             queued = len(self._pending)
             if queued >= self.max_batch or self._closing:
                 return
             await asyncio.sleep(0)
-            if len(self._pending) == queued:
+            if len(self._pending) == queued or clock() >= until:
                 return
 
     async def _commit(

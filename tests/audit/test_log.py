@@ -63,11 +63,13 @@ async def test_outcome_lines_ride_with_the_next_record_or_go_after_a_few_ms(
 
 
 async def test_records_arriving_in_the_next_loop_iterations_join_the_due_commit(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A due commit waits while each loop iteration brings a record (at most SETTLE_ITERATIONS)."""
+    from gatekeeper.audit import log as log_module
     from gatekeeper.audit.log import SETTLE_ITERATIONS
 
+    monkeypatch.setattr(log_module, "SETTLE_MAX_S", 60.0)  # iterations only, however slow the host
     path = tmp_path / "audit.jsonl"
     log, sink = await started_file_log(path)
 
@@ -85,6 +87,60 @@ async def test_records_arriving_in_the_next_loop_iterations_join_the_due_commit(
     assert sink.batches == 3, sink.batches
     await log.close()
     assert verify_files([str(path)]).records == SETTLE_ITERATIONS + 2
+
+
+def commit_ends(path: Path) -> list[int]:
+    """The last seq of each group commit: every commit of a sealed log ends with a seal."""
+    return [r["seq"] for r in map(json.loads, read_lines(path)) if r.get("type") == "seal"]
+
+
+async def records_one_per_iteration(tmp_path: Path, count: int, busy_s: float = 0.0) -> Path:
+    """``count`` records, the k-th appended after k loop iterations (each kept busy ``busy_s``),
+    through a sealed file log; the file."""
+    path = tmp_path / "audit.jsonl"
+    priv, _ = make_keys(tmp_path)
+    log = AuditLog(file_cfg(path, signing_key=priv), replica="gk-0")
+    await log.start()
+
+    async def after(iterations: int, i: int) -> dict:
+        for _ in range(iterations):
+            if busy_s:
+                time.sleep(busy_s)  # an iteration that keeps the loop busy
+            await asyncio.sleep(0)
+        return await log.append(body(i))
+
+    recs = await asyncio.gather(*(after(k, k) for k in range(count)))
+    await log.close()
+    assert [r["seq"] for r in recs] == list(range(1, count + 1))
+    assert verify_files([str(path)]).records == count
+    return path
+
+
+async def test_settling_stops_after_its_iterations_while_records_keep_coming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A steady stream of records does not hold a commit back for more than SETTLE_ITERATIONS."""
+    from gatekeeper.audit import log as log_module
+    from gatekeeper.audit.log import SETTLE_ITERATIONS
+
+    monkeypatch.setattr(log_module, "SETTLE_MAX_S", 60.0)
+    ends = commit_ends(await records_one_per_iteration(tmp_path, 3 * SETTLE_ITERATIONS))
+    # The first commit took the first iteration's record and those of at most
+    # SETTLE_ITERATIONS more; the rest went in later commits.
+    assert len(ends) >= 2 and ends[0] <= SETTLE_ITERATIONS + 1, ends
+
+
+async def test_settling_stops_after_settle_max_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slow loop iterations end the wait after SETTLE_MAX_S, however many records come."""
+    from gatekeeper.audit import log as log_module
+
+    monkeypatch.setattr(log_module, "SETTLE_MAX_S", 0.005)
+    ends = commit_ends(await records_one_per_iteration(tmp_path, 12, busy_s=0.002))
+    # 2 ms per iteration against a 5 ms limit: the first commit went after at most 3 iterations
+    # (far fewer than SETTLE_ITERATIONS), so later records waited for a commit of their own.
+    assert len(ends) >= 2 and ends[0] <= 4, ends
 
 
 async def test_records_carry_chain_fields_and_the_file_verifies(tmp_path: Path) -> None:

@@ -101,6 +101,57 @@ async def test_the_next_batch_is_queued_while_the_first_is_on_the_disk(tmp_path:
     assert report.ok and report.records == 3, report.summary()
 
 
+async def test_the_next_batch_grows_for_part_of_a_batch_time_then_goes(tmp_path: Path) -> None:
+    """With one commit in flight, the next batch is taken PIPELINE_LAG of the thread's usual time
+    per batch after the first one's hand-off: records arriving meanwhile share it."""
+    from gatekeeper.audit.log import PIPELINE_LAG
+
+    path = tmp_path / "audit.jsonl"
+    sink = HeldDiskFileSink(str(path))
+    log = await started(path, sink)
+    sink.batch_seconds = 0.4  # this disk's batches usually take 400 ms
+    sink.hold()
+    loop = asyncio.get_running_loop()
+    first = asyncio.create_task(log.append(body(1)))
+    await wait_for(lambda: sink.handed == 1)
+    handed = loop.time()
+    second = asyncio.create_task(log.append(body(2)))
+    await asyncio.sleep(0.02)
+    third = asyncio.create_task(log.append(body(3)))  # arrives while the next batch grows
+    await wait_for(lambda: sink.handed == 2)
+    waited = loop.time() - handed
+    assert waited >= PIPELINE_LAG * 0.4 * 0.9, waited
+    assert not first.done()  # taken while the first is still on the disk
+    sink.release()
+    recs = await asyncio.wait_for(asyncio.gather(first, second, third), 10)
+    await log.close()
+    assert [r["seq"] for r in recs] == [1, 2, 3]
+    assert sink.batches == 2  # records 2 and 3 in one commit
+    assert verify_files([str(path)]).records == 3
+
+
+async def test_the_next_batch_goes_the_moment_the_one_in_flight_finishes(tmp_path: Path) -> None:
+    """The lag never keeps the disk waiting: when the commit in flight finishes first, the next
+    batch is taken at once, however long batches usually take."""
+    path = tmp_path / "audit.jsonl"
+    sink = HeldDiskFileSink(str(path))
+    log = await started(path, sink)
+    sink.hold()
+    first = asyncio.create_task(log.append(body(1)))
+    await wait_for(lambda: sink.handed == 1)
+    sink.batch_seconds = 600.0  # a lag of minutes, were it not cut short
+    second = asyncio.create_task(log.append(body(2)))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert sink.handed == 1  # the next batch grows while the first is held
+    sink.release()
+    recs = await asyncio.wait_for(asyncio.gather(first, second), 10)
+    await log.close()
+    assert [r["seq"] for r in recs] == [1, 2]
+    assert sink.batches == 2
+    assert verify_files([str(path)]).records == 2
+
+
 async def test_a_batch_queued_behind_a_failed_one_fails_too_and_the_chain_stays_whole(
     tmp_path: Path,
 ) -> None:
