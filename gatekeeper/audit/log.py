@@ -307,8 +307,8 @@ class AuditLog:
             if len(self._inflight) >= self.depth:
                 await asyncio.wait((self._inflight[0],))
                 continue
-            if self._inflight and not self._closing:
-                await self._lag()
+            if self._inflight and not self._closing and len(self._pending) < self.max_batch:
+                await self._lag()  # a full batch has nothing to gain from waiting
             if self._rewind:
                 await self._restart_chain()
             if self._lazy_timer is not None:

@@ -152,6 +152,26 @@ async def test_the_next_batch_goes_the_moment_the_one_in_flight_finishes(tmp_pat
     assert verify_files([str(path)]).records == 2
 
 
+async def test_a_full_batch_does_not_wait_out_the_lag(tmp_path: Path) -> None:
+    """With max_batch records waiting, the next batch is taken at once, lag or not."""
+    path = tmp_path / "audit.jsonl"
+    sink = HeldDiskFileSink(str(path))
+    log = AuditLog(file_cfg(path), replica="gk-0", sinks=[sink], max_batch=4)
+    await log.start()
+    sink.hold()
+    first = asyncio.create_task(log.append(body(0)))
+    await wait_for(lambda: sink.handed == 1)
+    sink.batch_seconds = 600.0  # a lag of minutes, were it not skipped
+    rest = [asyncio.create_task(log.append(body(i))) for i in range(1, 5)]
+    await wait_for(lambda: sink.handed == 2, timeout_s=10)
+    assert not first.done()  # taken while the first is still on the disk
+    sink.release()
+    recs = await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+    await log.close()
+    assert [r["seq"] for r in recs] == [1, 2, 3, 4, 5]
+    assert verify_files([str(path)]).records == 5
+
+
 async def test_a_batch_queued_behind_a_failed_one_fails_too_and_the_chain_stays_whole(
     tmp_path: Path,
 ) -> None:
