@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from .audit.record import record_body
 from .config import Config, RouteConfig
 from .context import (
     DENY,
+    R_BAD_HTTP,
     R_BODY_TOO_LARGE,
     R_CONTENT_ENCODING,
     R_INTERNAL_ERROR,
@@ -188,8 +189,7 @@ class Intake:
         if body is not None:
             length: int | None = len(body)
         else:
-            value = headers.get("Content-Length")
-            length = int(value) if value is not None else None
+            length = _declared_length(headers.getall("Content-Length", ()))
         if length is not None and length > limit:
             raise BadRequest(R_BODY_TOO_LARGE, f"body larger than {limit} bytes", status=413)
         if "\ncontent-encoding\n" not in names:
@@ -202,6 +202,20 @@ class Intake:
                 R_CONTENT_ENCODING,
                 f"Content-Encoding {encoding[:40]!r} is not accepted on a measured route",
             )
+
+
+def _declared_length(values: Sequence[str]) -> int | None:
+    """The one ``Content-Length`` as a number, ``None`` without one; 400 for anything else.
+
+    The HTTP edge's parser refuses a malformed length before the intake sees it, but not every
+    face has one: a list, a sign, ``_`` (which ``int`` reads) or two values are refused here too.
+    """
+    if not values:
+        return None
+    value = values[0].strip(" \t")
+    if len(values) > 1 or not value.isascii() or not value.isdigit() or len(value) > 19:
+        raise BadRequest(R_BAD_HTTP, f"Content-Length {values[0][:40]!r} is not one length")
+    return int(value)
 
 
 def _upstream_path(route: RouteConfig, path: str) -> str:

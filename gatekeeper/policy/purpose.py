@@ -19,6 +19,7 @@ from ..context import R_PURPOSE_INVALID, R_PURPOSE_REPEATED
 from ..errors import BadRequest
 
 PURPOSE_HEADER = "X-Gatekeeper-Purpose"
+_PURPOSE_NAME = PURPOSE_HEADER.lower()
 MAX_PURPOSE_CHARS = 1024  # a handful of kebab-case purposes; more is not a declaration
 MAX_PURPOSES = 16
 
@@ -28,9 +29,13 @@ def header_purpose(headers: MultiMapping[str]) -> str | None:
 
     SECURITY: read before the edge strips client ``X-Gatekeeper-*`` headers. A second header is
     refused rather than choosing one: whichever the gate picked, a reader of the request (a log,
-    the scheduler) could pick the other.
+    the scheduler) could pick the other. Underscore spellings (``X_Gatekeeper_Purpose``) are the
+    same header: the edge strips them as gate headers, so a purpose declared that way must be
+    read, not dropped unread (a declared purpose can only make a decision stricter).
     """
-    values = headers.getall(PURPOSE_HEADER, [])
+    values = [
+        value for key, value in headers.items() if key.lower().replace("_", "-") == _PURPOSE_NAME
+    ]
     if not values:
         return None
     if len(values) > 1:

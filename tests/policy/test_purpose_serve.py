@@ -89,6 +89,25 @@ def test_header_adds_a_prohibited_purpose_to_an_ordinary_claim(gate: SecGate) ->
     assert (status, rec["decision"]["rule"]) == (451, "wmd-end-use")
 
 
+@pytest.mark.parametrize("name", ["X_Gatekeeper_Purpose", "x-gatekeeper_purpose"])
+def test_an_underscore_spelling_is_read_as_the_purpose_header(gate: SecGate, name: str) -> None:
+    # The edge strips every spelling of a gate header; one it stripped unread would be a
+    # declared prohibited purpose the decision never saw.
+    before = len(gate.seen())
+    status, rec = _submit(gate, "research", [(name, "offensive-cyber")])
+    assert (status, rec["decision"]["rule"]) == (451, "wmd-end-use")
+    assert gate.seen()[before:] == []
+
+
+def test_two_spellings_of_the_purpose_header_are_a_repeat(gate: SecGate) -> None:
+    status, rec = _submit(
+        gate,
+        "research",
+        [("X-Gatekeeper-Purpose", "research"), ("X_Gatekeeper_Purpose", "offensive-cyber")],
+    )
+    assert (status, rec["decision"]["reasons"]) == (400, ["purpose-repeated"])
+
+
 def test_repeated_purpose_headers_are_refused_and_audited(gate: SecGate) -> None:
     before = len(gate.seen())
     status, rec = _submit(

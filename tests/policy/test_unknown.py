@@ -230,6 +230,12 @@ def test_header_purpose_refuses_repeats_and_oversized_values() -> None:
             "X-Gatekeeper-Purpose longer than 1024 characters or more than 16 purposes",
         )
     assert header_purpose(CIMultiDict([("X-Gatekeeper-Purpose", "x" * 1024)])) == "x" * 1024
+    # Underscore spellings are the same header (CGI/WSGI upstreams read them as one).
+    assert header_purpose(CIMultiDict([("X_GATEKEEPER_PURPOSE", "cbrn")])) == "cbrn"
+    assert header_purpose(CIMultiDict([("X-Gatekeeper-Tenant", "t")])) is None
+    with pytest.raises(BadRequest) as info:
+        header_purpose(CIMultiDict([("X-Gatekeeper-Purpose", "a"), ("X_Gatekeeper-Purpose", "b")]))
+    assert info.value.reason == "purpose-repeated"
 
 
 def test_missing_operand_must_be_a_boolean(tmp_path: Path) -> None:
