@@ -6,8 +6,9 @@ small responses with a known length, which go out in one write (fewer syscalls, 
 
 Two upstream clients: the lean one (``lean.py``: plain ``http://``, a body already in hand) for the
 common case, aiohttp's (one pooled ``ClientSession``) for the rest (``https://`` upstreams,
-streamed request bodies, WebSockets). Either way the answer goes back through ``_relay``, and an
-upstream that fails before its answer starts is mapped once (``upstream_failure``). A WebSocket
+streamed request bodies, WebSockets). Each hands its answer over as an ``_Answer`` that ``_relay``
+sends back, and an upstream that fails before its answer starts is mapped once
+(``upstream_failure``). A WebSocket
 upgrade is relayed message by message once the upstream has answered ``101``: the gate decided on
 the upgrade request; messages are not its business.
 """
@@ -15,7 +16,8 @@ the upgrade request; messages are not its business.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -147,27 +149,41 @@ def gate_headers(
     return headers
 
 
-async def _relay(
-    responder: Responder,
-    status: int,
-    reason: str,
-    headers: Sequence[tuple[str, str]],
-    *,
-    length: int | None,
-    body: bytes | None,
-    chunks: AsyncIterator[bytes] | None,
-) -> None:
+class _Answer:
+    """An upstream's answer as either client hands it over (its body whole, or ``chunks`` to
+    stream), and how to give the connection back once it is relayed."""
+
+    __slots__ = ("body", "chunks", "headers", "length", "reason", "release", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        length: int | None,
+        body: bytes | None,
+        chunks: AsyncIterator[bytes] | None,
+        release: Callable[[], object],
+    ) -> None:
+        self.status, self.reason, self.headers, self.length = status, reason, headers, length
+        self.body, self.chunks, self.release = body, chunks, release
+
+
+async def _relay(responder: Responder, answer: _Answer, decision_id: str) -> None:
     """The upstream's answer to the client: ``body`` in one write, else streamed from ``chunks``.
 
     SECURITY: only failures writing to the client become ``ClientGone`` (the charge is kept);
     a failing upstream body after the answer started is ``UpstreamBroke`` (the connection is cut,
     so the client sees a truncated answer, never a complete-looking one).
     """
+    status, chunks = answer.status, answer.chunks
+    headers = answer.headers
+    headers.append((DECISION_HEADER, decision_id))  # the filter dropped any upstream one
     try:
-        if body is not None:
-            await responder.send(status, headers, body, reason)
+        if answer.body is not None:
+            await responder.send(status, headers, answer.body, answer.reason)
             return
-        await responder.start(status, headers, length, reason)
+        await responder.start(status, headers, answer.length, answer.reason)
     except (ConnectionError, UnsafeHeader) as exc:
         raise _not_started(exc, status) from exc
     if chunks is not None:
@@ -200,11 +216,6 @@ def _not_started(exc: ConnectionError | UnsafeHeader, status: int) -> Exception:
     )
 
 
-def _answer_headers(pairs: list[tuple[str, str]], decision_id: str) -> list[tuple[str, str]]:
-    pairs.append((DECISION_HEADER, decision_id))  # the filter dropped any upstream one
-    return pairs
-
-
 async def forward_http(
     upstreams: Upstreams,
     request: GateRequest,
@@ -221,40 +232,19 @@ async def forward_http(
     has started, ``ClientGone`` when the client left while the answer was being written, and
     ``UpstreamBroke`` when the upstream failed after the answer started.
 
-    The lean client's exchange is written out here (the common case: no coroutine of its own);
-    whatever it cannot take goes through aiohttp's (``_forward_session``).
+    The lean client takes the request when it can; whatever it cannot take goes through
+    aiohttp's (``_session_answer``). Either answer goes back the same way.
     """
     lean_request = _lean_request(upstreams, request, url, headers, body)
     if lean_request is None:
-        return await _forward_session(
-            upstreams, request, responder, url, headers, body, decision_id
-        )
-    host, port, head = lean_request
-    pool = upstreams.pool
+        answer = await _session_answer(upstreams, request, url, headers, body)
+    else:
+        answer = await _lean_answer(upstreams, request.method, lean_request, body)
     try:
-        upstream = await lean.send(
-            pool, host, port, head, body, method=request.method, small=SMALL_RESPONSE
-        )
-    except UPSTREAM_ERRORS as exc:
-        raise upstream_failure(exc, "unreachable") from None
-    try:
-        out = _answer_headers(
-            downstream_header_pairs(upstream.headers, upstream.connection), decision_id
-        )
-        status, reason, length = upstream.status, upstream.reason, upstream.length
-        if upstream.no_body:
-            upstream.done = True
-            await _relay(responder, status, reason, out, length=length, body=None, chunks=None)
-        elif upstream.body is not None:  # the whole answer arrived with its head: one write
-            await _relay(
-                responder, status, reason, out, length=length, body=upstream.body, chunks=None
-            )
-        else:
-            chunks = lean.iter_body(upstream, CHUNK, upstreams.read_timeout_s)
-            await _relay(responder, status, reason, out, length=length, body=None, chunks=chunks)
-        return status
+        await _relay(responder, answer, decision_id)
+        return answer.status
     finally:
-        pool.release(upstream)
+        answer.release()
 
 
 def _lean_request(
@@ -279,16 +269,47 @@ def _lean_request(
     return target[0], target[1], head
 
 
-async def _forward_session(
+async def _lean_answer(
+    upstreams: Upstreams, method: str, lean_request: tuple[str, int, bytes], body: bytes | None
+) -> _Answer:
+    """The lean client's exchange: its answer whole when it came with the head, else streamed."""
+    host, port, head = lean_request
+    pool = upstreams.pool
+    try:
+        upstream = await lean.send(
+            pool, host, port, head, body, method=method, small=SMALL_RESPONSE
+        )
+    except UPSTREAM_ERRORS as exc:
+        raise upstream_failure(exc, "unreachable") from None
+    try:
+        pairs = downstream_header_pairs(upstream.headers, upstream.connection)
+    except BaseException:
+        pool.release(upstream)
+        raise
+    chunks = None
+    if upstream.no_body:
+        upstream.done = True
+    elif upstream.body is None:
+        chunks = lean.iter_body(upstream, CHUNK, upstreams.read_timeout_s)
+    return _Answer(
+        upstream.status,
+        upstream.reason,
+        pairs,
+        upstream.length,
+        upstream.body,
+        chunks,
+        partial(pool.release, upstream),
+    )
+
+
+async def _session_answer(
     upstreams: Upstreams,
     request: GateRequest,
-    responder: Responder,
     url: str,
     headers: list[tuple[str, str]],
     body: bytes | None,
-    decision_id: str,
-) -> int:
-    """``forward_http`` through aiohttp's client (same arguments, answers and errors)."""
+) -> _Answer:
+    """aiohttp's client's exchange: a small answer of known length read whole, else streamed."""
     data: bytes | AsyncIterator[bytes] | None
     if body is not None:
         data = body
@@ -309,24 +330,22 @@ async def _forward_session(
         )
     except UPSTREAM_ERRORS as exc:
         raise upstream_failure(exc, "unreachable") from None
-    try:
-        out = _answer_headers(downstream_response_headers(upstream.headers), decision_id)
-        length = upstream.content_length
-        status, reason = upstream.status, upstream.reason or ""
-        if request.method == "HEAD" or status in (204, 304):
-            await _relay(responder, status, reason, out, length=length, body=None, chunks=None)
-        elif length is not None and length <= SMALL_RESPONSE:
-            try:
-                payload = await upstream.read()
-            except UPSTREAM_ERRORS as exc:
-                raise upstream_failure(exc, "failed") from None
-            await _relay(responder, status, reason, out, length=length, body=payload, chunks=None)
-        else:
-            chunks = upstream.content.iter_chunked(CHUNK).__aiter__()
-            await _relay(responder, status, reason, out, length=length, body=None, chunks=chunks)
-        return status
-    finally:
-        upstream.release()
+    length = upstream.content_length
+    status = upstream.status
+    payload: bytes | None = None
+    chunks: AsyncIterator[bytes] | None = None
+    if request.method == "HEAD" or status in (204, 304):
+        pass
+    elif length is not None and length <= SMALL_RESPONSE:
+        try:
+            payload = await upstream.read()
+        except UPSTREAM_ERRORS as exc:
+            upstream.release()
+            raise upstream_failure(exc, "failed") from None
+    else:
+        chunks = upstream.content.iter_chunked(CHUNK).__aiter__()
+    pairs = downstream_response_headers(upstream.headers)
+    return _Answer(status, upstream.reason or "", pairs, length, payload, chunks, upstream.release)
 
 
 async def forward_websocket(
