@@ -334,17 +334,22 @@ async def _session_answer(
     status = upstream.status
     payload: bytes | None = None
     chunks: AsyncIterator[bytes] | None = None
-    if request.method == "HEAD" or status in (204, 304):
-        pass
-    elif length is not None and length <= SMALL_RESPONSE:
-        try:
-            payload = await upstream.read()
-        except UPSTREAM_ERRORS as exc:
-            upstream.release()
-            raise upstream_failure(exc, "failed") from None
-    else:
-        chunks = upstream.content.iter_chunked(CHUNK).__aiter__()
-    pairs = downstream_response_headers(upstream.headers)
+    # Released on any way out but the answer (a failed read, a cancelled request), as the
+    # relay's ``finally`` releases it once the answer is handed over.
+    try:
+        pairs = downstream_response_headers(upstream.headers)
+        if request.method == "HEAD" or status in (204, 304):
+            pass  # no body, whatever the length says
+        elif length is not None and length <= SMALL_RESPONSE:
+            try:
+                payload = await upstream.read()
+            except UPSTREAM_ERRORS as exc:
+                raise upstream_failure(exc, "failed") from None
+        else:
+            chunks = upstream.content.iter_chunked(CHUNK).__aiter__()
+    except BaseException:
+        upstream.release()
+        raise
     return _Answer(status, upstream.reason or "", pairs, length, payload, chunks, upstream.release)
 
 
