@@ -131,9 +131,12 @@ class OwnershipProfile:
     # jurisdiction's lists never aggregate with another's); ``affiliated`` is the US rule.
     affiliated_flags: frozenset[str] = frozenset()
     # Not affiliated on the stated shares, but would be if the holdings of unknown size (owners
-    # in ``unknown_share_edges``) were as large as the known ones leave room for.
+    # in ``unknown_share_edges``) were as large as the known ones leave room for, and those
+    # stated as bounds (``bounded_share_edges``) as large as their upper bounds.
     possibly_affiliated: bool = False
     unknown_share_edges: tuple[str, ...] = ()  # owners whose holding has no stated size
+    # (owner, lower, upper): holdings stated as bounds ("< 40", "25-50%"), in percent
+    bounded_share_edges: tuple[tuple[str, float, float], ...] = ()
     datasets: tuple[str, ...] = ()  # provenance: the publisher's datasets naming the entity
     alt_names: tuple[str, ...] = ()
 
@@ -148,6 +151,9 @@ class OwnershipProfile:
             "affiliated_flags": sorted(self.affiliated_flags),
             "possibly_affiliated": self.possibly_affiliated,
             "unknown_share_edges": [{"owner": o} for o in self.unknown_share_edges],
+            "bounded_share_edges": [
+                {"owner": o, "min": lo, "max": hi} for o, lo, hi in self.bounded_share_edges
+            ],
             "ultimate_parent": self.ultimate_parent,
             "parent_hq_country": self.parent_hq_country,
             "beneficial_owners": [{"id": i, "share": s} for i, s in self.beneficial_owners],

@@ -42,11 +42,26 @@ class Graph:
     out_asset: list[int]
     out_units: list[int]
     out_high: dict[int, int]  # out-edge -> upper bound of a share stated as bounds (sparse)
+    in_high: dict[int, int]  # the same bounds by in-edge (sparse)
+    inexact: set[int]  # assets with a holding of unknown size or stated as bounds
     notes: dict[str, int]
 
     def stated(self, a: int) -> int:
         """The share units of ``a`` its owners certainly hold (lower bounds; unknown sizes: 0)."""
         return sum(x for x in self.in_units[self.in_start[a] : self.in_start[a + 1]] if x > 0)
+
+    def uncertain_holdings(self, a: int) -> tuple[list[int], list[tuple[int, int, int]]]:
+        """The holdings in ``a`` whose size is not one number: the owners of those of unknown
+        size, and (owner, lower, upper) of those stated as bounds, in share units."""
+        unknown: list[int] = []
+        bounded: list[tuple[int, int, int]] = []
+        in_owner, in_units, in_high = self.in_owner, self.in_units, self.in_high
+        for k in range(self.in_start[a], self.in_start[a + 1]):
+            if in_units[k] < 0:
+                unknown.append(in_owner[k])
+            elif in_high and k in in_high:
+                bounded.append((in_owner[k], in_units[k], in_high[k]))
+        return unknown, bounded
 
 
 def _csr(n: int, keys: Iterable[int]) -> tuple[list[int], list[int]]:
@@ -136,6 +151,7 @@ def build_graph(col: Collector) -> Graph:
     in_units: list[int] = []
     in_control = bytearray()
     in_high: dict[int, int] = {}
+    inexact: set[int] = set()
     dups = overowned = multi_control = 0
     for a in range(n):
         lo, hi = start[a], start[a + 1]
@@ -143,6 +159,9 @@ def build_graph(col: Collector) -> Graph:
         if hi - lo == 1:
             if hs and hs.get(s_owner[lo], -1) > s_units[lo]:
                 in_high[len(in_owner)] = hs[s_owner[lo]]
+                inexact.add(a)
+            elif s_units[lo] < 0:
+                inexact.add(a)
             in_owner.append(s_owner[lo])
             in_units.append(s_units[lo])
             in_control.append(s_ctrl[lo])
@@ -161,6 +180,9 @@ def build_graph(col: Collector) -> Graph:
             for o, (u, c) in merged.items():
                 if hs and hs.get(o, -1) > u:
                     in_high[len(in_owner)] = hs[o]
+                    inexact.add(a)
+                elif u < 0:
+                    inexact.add(a)
                 in_owner.append(o)
                 in_units.append(u)
                 in_control.append(c)
@@ -201,5 +223,7 @@ def build_graph(col: Collector) -> Graph:
         out_asset=out_asset,
         out_units=out_units,
         out_high=out_high,
+        in_high=in_high,
+        inexact=inexact,
         notes=notes,
     )

@@ -396,7 +396,7 @@ def resolve(
     ppaths, tops = parent_paths(g, ctrl)
 
     threshold = bo_threshold / 100.0
-    in_start, in_units, in_owner = g.in_start, g.in_units, g.in_owner
+    in_start, in_units, inexact = g.in_start, g.in_units, g.inexact
     out: dict[str, OwnershipProfile] = {}
     frozen_cache: dict[frozenset[str], frozenset[str]] = {}
     empty_lic: tuple[License, ...] = ()
@@ -452,14 +452,13 @@ def resolve(
         counts["affiliated"] += aff[i]
         counts["with_parent"] += len(path) > 1
         unknown: tuple[str, ...] = ()
-        if in_start[i + 1] > in_start[i] and any(
-            in_units[k] < 0 for k in range(in_start[i], in_start[i + 1])
-        ):
-            unknown = tuple(
-                sorted(
-                    ids[in_owner[k]] for k in range(in_start[i], in_start[i + 1]) if in_units[k] < 0
-                )
-            )
+        bounded: tuple[tuple[str, float, float], ...] = ()
+        if i in inexact:
+            sizeless, ranged = g.uncertain_holdings(i)
+            if sizeless:
+                unknown = tuple(sorted(ids[o] for o in sizeless))
+            if ranged:
+                bounded = tuple(sorted((ids[o], lo / SCALE, hi / SCALE) for o, lo, hi in ranged))
         possibly = maybe is not None and bool(maybe[i]) and not aff[i]
         counts["possibly_affiliated"] += possibly
         out[ids[i]] = OwnershipProfile(
@@ -482,6 +481,7 @@ def resolve(
             affiliated_flags=flags_reaching.get(i, no_flags),
             possibly_affiliated=possibly,
             unknown_share_edges=unknown,
+            bounded_share_edges=bounded,
             datasets=ent.datasets,
             alt_names=ent.alt_names,
         )

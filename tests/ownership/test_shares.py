@@ -215,7 +215,47 @@ def test_duplicate_rows_keep_the_larger_bounds(tmp_path: Path) -> None:
     )
     a = reg.profile(f"ftm:{A}")
     assert a.listed_share == 37.0 and not a.affiliated and a.possibly_affiliated
+    assert a.bounded_share_edges == ((f"ftm:{X}", 30.0, 45.0),)
     assert reg.stats["duplicate_edges"] == 1
+
+
+def test_profile_names_every_holding_that_is_not_one_number(tmp_path: Path) -> None:
+    """A is possibly affiliated through X ("25-40%") and Y ("< 10"), both listed: the profile
+    names both with their bounds, the holding of unknown size apart, and no exact one."""
+    reg = load(
+        tmp_path,
+        org(X, "sanction"),
+        org(Y, "sanction"),
+        org(Z),
+        org(B),
+        org(A),
+        holding(0, X, A, "25-40%"),
+        holding(1, Y, A, "< 10"),
+        holding(2, Z, A, "30"),
+        holding(3, B, A, "unknown"),
+    )
+    a = reg.profile(f"ftm:{A}")
+    assert not a.affiliated and a.possibly_affiliated
+    assert a.unknown_share_edges == (f"ftm:{B}",)
+    assert a.bounded_share_edges == ((f"ftm:{Y}", 0.0, 10.0), (f"ftm:{X}", 25.0, 40.0))
+    doc = a.to_json()
+    assert doc["unknown_share_edges"] == [{"owner": f"ftm:{B}"}]
+    assert doc["bounded_share_edges"] == [
+        {"owner": f"ftm:{Y}", "min": 0.0, "max": 10.0},
+        {"owner": f"ftm:{X}", "min": 25.0, "max": 40.0},
+    ]
+    # Z's exact share is no bound; B (of unknown size) holds nothing stated
+    z = reg.profile(f"ftm:{Z}")
+    assert z.bounded_share_edges == () and z.to_json()["bounded_share_edges"] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "bounds"),
+    [("majority", (50.0001, 100.0)), (">= 25", (25.0, 100.0)), ("up to 45%", (0.0, 45.0))],
+)
+def test_bounds_as_published(tmp_path: Path, text: str, bounds: tuple[float, float]) -> None:
+    reg = load(tmp_path, org(X, "sanction"), org(A), holding(0, X, A, text))
+    assert reg.profile(f"ftm:{A}").bounded_share_edges == ((f"ftm:{X}", *bounds),)
 
 
 def test_bounds_of_a_dropped_row_stay_with_it(tmp_path: Path) -> None:
