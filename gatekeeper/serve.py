@@ -5,6 +5,15 @@ With ``workers: N > 1`` the supervisor re-executes ``gatekeeper serve`` N times 
 kernel spreads connections, and writes Prometheus samples to a shared multiprocess directory so any
 worker's ``/metrics`` shows the sum. The supervisor forwards SIGHUP (reload) and SIGTERM/SIGINT
 (graceful drain) to the workers and restarts a worker that dies unexpectedly.
+
+A reload asked for while a process starts is kept, not lost and not fatal. SIGHUP's default
+action ends a process, and one started under ``nohup`` inherits "ignore": either way a SIGHUP
+that arrived after the policy was read and before the event loop took the signal over would
+have killed the worker or left it on the old policy. ``serve`` therefore notes a SIGHUP from its
+first line (``_note_early_reload``) and the worker reloads once its listeners are up. The
+supervisor installs its own handlers before it starts anyone and starts each worker with SIGHUP
+blocked, so a worker's interpreter start-up, before ``serve`` runs, holds the signal pending
+instead of dying of it.
 """
 
 from __future__ import annotations
@@ -158,6 +167,8 @@ async def run_worker(cfg: Config, *, worker: int | None, ready_fd: int | None = 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
+    if _take_early_reload():
+        on_reload()  # asked for while starting: the policy read then may be older
     watcher: asyncio.Task[None] | None = None
     if cfg.entities.watch_interval_s > 0:
         from .ownership.watch import watch_sources
@@ -239,6 +250,28 @@ def _bound_port(site: object) -> object:
     return sockets[0].getsockname()[1] if sockets else "?"
 
 
+_early_reload = False
+
+
+def _note_early_reload() -> None:
+    """Until the event loop handles SIGHUP, a SIGHUP is noted (``_take_early_reload``), and
+    one held pending since the process started (the supervisor blocks it) is taken now."""
+
+    def note(_signum: int, _frame: object) -> None:
+        global _early_reload
+        _early_reload = True
+
+    signal.signal(signal.SIGHUP, note)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+
+
+def _take_early_reload() -> bool:
+    """Whether a SIGHUP arrived before the event loop took the signal over (and forget it)."""
+    global _early_reload
+    noted, _early_reload = _early_reload, False
+    return noted
+
+
 def _install_uvloop() -> None:
     try:
         import uvloop
@@ -249,6 +282,7 @@ def _install_uvloop() -> None:
 
 def serve(config_path: str) -> int:
     """Entry point of ``gatekeeper serve``."""
+    _note_early_reload()
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
@@ -295,11 +329,15 @@ def _supervise(cfg: Config, config_path: str) -> int:
     pending: dict[int, float] = {}  # worker -> monotonic time of its restart
 
     def spawn(i: int) -> None:
-        procs[i] = subprocess.Popen(cmd, env=dict(env, **{WORKER_ENV: str(i)}))
+        # The worker starts with SIGHUP blocked (the mask is inherited) until its serve() notes it.
+        # One sent to the supervisor meanwhile waits for the unblock and is then forwarded.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            procs[i] = subprocess.Popen(cmd, env=dict(env, **{WORKER_ENV: str(i)}))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         started[i] = time.monotonic()
 
-    for i in range(cfg.workers):
-        spawn(i)
     stopping = False
     status = 0
 
@@ -314,6 +352,8 @@ def _supervise(cfg: Config, config_path: str) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
+    for i in range(cfg.workers):
+        spawn(i)
     try:
         while True:
             alive = False

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,16 @@ def base_config(tmp: Path, upstream_url: str, **overrides: Any) -> dict[str, Any
 class Gate:
     """``gatekeeper serve`` as a subprocess with a config written to ``tmp``."""
 
-    def __init__(self, tmp: Path, config: dict[str, Any], *, name: str = "gatekeeper") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        config: dict[str, Any],
+        *,
+        name: str = "gatekeeper",
+        while_starting: Callable[[subprocess.Popen[bytes]], None] | None = None,
+    ) -> None:
+        """Start ``gatekeeper serve`` and wait for its ports; ``while_starting`` is called with
+        the process about every 0.2 s until then."""
         self.config = config
         self.path = tmp / f"{name}.yaml"
         self.path.write_text(yaml.safe_dump(config))
@@ -85,6 +95,8 @@ class Gate:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"gate exited {self.proc.returncode}: {self.stderr()}")
+                if while_starting is not None:
+                    while_starting(self.proc)
                 try:
                     wait_port(self.port, timeout=0.2)
                     wait_port(self.admin_port, timeout=0.2)
