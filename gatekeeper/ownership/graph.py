@@ -151,7 +151,6 @@ def build_graph(col: Collector) -> Graph:
     in_units: list[int] = []
     in_control = bytearray()
     in_high: dict[int, int] = {}
-    inexact: set[int] = set()
     dups = overowned = multi_control = 0
     for a in range(n):
         lo, hi = start[a], start[a + 1]
@@ -159,9 +158,6 @@ def build_graph(col: Collector) -> Graph:
         if hi - lo == 1:
             if hs and hs.get(s_owner[lo], -1) > s_units[lo]:
                 in_high[len(in_owner)] = hs[s_owner[lo]]
-                inexact.add(a)
-            elif s_units[lo] < 0:
-                inexact.add(a)
             in_owner.append(s_owner[lo])
             in_units.append(s_units[lo])
             in_control.append(s_ctrl[lo])
@@ -180,9 +176,6 @@ def build_graph(col: Collector) -> Graph:
             for o, (u, c) in merged.items():
                 if hs and hs.get(o, -1) > u:
                     in_high[len(in_owner)] = hs[o]
-                    inexact.add(a)
-                elif u < 0:
-                    inexact.add(a)
                 in_owner.append(o)
                 in_units.append(u)
                 in_control.append(c)
@@ -211,6 +204,8 @@ def build_graph(col: Collector) -> Graph:
         out_asset[p] = in_asset[k]
         out_units[p] = in_units[k]
     out_high = {pos[k]: h for k, h in in_high.items()}
+    inexact = {in_asset[k] for k in in_high}
+    inexact.update(in_asset[k] for k, u in enumerate(in_units) if u < 0)
     return Graph(
         ids=ids,
         entities=ents,
